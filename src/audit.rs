@@ -1,0 +1,195 @@
+//! The audit trail: what happened to which key, who did it, and how it went.
+//!
+//! Every management action and every failed verification produces an
+//! [`AuditEvent`], handed to the [`AuditSink`] the host configured. Events
+//! name keys by their [`DisplayPrefix`], never by secret or hash.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::token::{DisplayPrefix, KeyId};
+
+/// What was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// A key was created.
+    Create,
+    /// A key was revoked.
+    Revoke,
+    /// A revoked key was reactivated.
+    Reactivate,
+    /// A key was deleted for good.
+    Delete,
+    /// A key was renamed.
+    Rename,
+    /// A key's permissions were replaced.
+    SetPermissions,
+    /// A token was presented and refused.
+    Verify,
+}
+
+/// How it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditOutcome {
+    /// Done.
+    Success,
+    /// Refused; the reason is a stable snake_case code, e.g. `forbidden`,
+    /// `permission_escalation`, `invalid`, `expired`, `revoked`.
+    Denied(&'static str),
+    /// Failed for a reason other than a refusal, e.g. the store was down.
+    Failed(&'static str),
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct AuditEvent {
+    /// When it happened, by the [`Keyward`](crate::Keyward)'s clock.
+    pub at: DateTime<Utc>,
+    /// What was done.
+    pub action: AuditAction,
+    /// How it went.
+    pub outcome: AuditOutcome,
+    /// The acting person or key, as the host named them. `None` for
+    /// verifications.
+    pub actor: Option<String>,
+    /// The tenant acted in, where known.
+    pub tenant: Option<String>,
+    /// The key acted on, where known. A malformed token has none: its first
+    /// characters may be a secret of another kind.
+    pub key_id: Option<KeyId>,
+    /// The key's display prefix, where known.
+    pub key_prefix: Option<DisplayPrefix>,
+}
+
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?} {:?}", self.at.to_rfc3339(), self.action, self.outcome)?;
+        if let Some(p) = &self.key_prefix {
+            write!(f, " key={p}")?;
+        }
+        if let Some(a) = &self.actor {
+            write!(f, " actor={a}")?;
+        }
+        if let Some(t) = &self.tenant {
+            write!(f, " tenant={t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Receives audit events.
+///
+/// Called inline, on the request path for failed verifications, so an
+/// implementation must be quick and must not block: queue and write
+/// elsewhere if the destination is slow.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use keyward::{AuditEvent, AuditOutcome, AuditSink};
+///
+/// /// Counts refusals, e.g. for a metrics gauge.
+/// #[derive(Debug, Default)]
+/// struct DenialCounter(AtomicUsize);
+///
+/// impl AuditSink for DenialCounter {
+///     fn record(&self, event: &AuditEvent) {
+///         if matches!(event.outcome, AuditOutcome::Denied(_)) {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+/// ```
+pub trait AuditSink: fmt::Debug + Send + Sync + 'static {
+    /// Records one event.
+    fn record(&self, event: &AuditEvent);
+}
+
+/// Keeps the most recent events in memory, for tests and small admin views.
+/// Clones share the same buffer.
+#[derive(Debug, Clone)]
+pub struct MemoryAuditSink {
+    inner: Arc<Mutex<VecDeque<AuditEvent>>>,
+    capacity: usize,
+}
+
+impl MemoryAuditSink {
+    /// A sink keeping at most `capacity` events, dropping the oldest.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(VecDeque::with_capacity(capacity.min(1024)))),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// A copy of the kept events, oldest first.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.lock().iter().cloned().collect()
+    }
+
+    /// Removes and returns the kept events, oldest first.
+    pub fn take(&self) -> Vec<AuditEvent> {
+        self.lock().drain(..).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<AuditEvent>> {
+        // A panic elsewhere while holding the lock leaves a valid queue.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryAuditSink {
+    /// Keeps the last 10,000 events.
+    fn default() -> Self {
+        Self::with_capacity(10_000)
+    }
+}
+
+impl AuditSink for MemoryAuditSink {
+    fn record(&self, event: &AuditEvent) {
+        let mut q = self.lock();
+        if q.len() >= self.capacity {
+            q.pop_front();
+        }
+        q.push_back(event.clone());
+    }
+}
+
+/// Emits each event as a `tracing` event with target `keyward::audit`:
+/// refusals and failures at `WARN`, successes at `INFO`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingAuditSink;
+
+impl AuditSink for TracingAuditSink {
+    fn record(&self, e: &AuditEvent) {
+        let prefix = e.key_prefix.as_ref().map(DisplayPrefix::as_str);
+        let actor = e.actor.as_deref();
+        let tenant = e.tenant.as_deref();
+        match e.outcome {
+            AuditOutcome::Success => tracing::info!(
+                target: "keyward::audit",
+                action = ?e.action, key = prefix, actor, tenant, "api key {:?} succeeded", e.action
+            ),
+            AuditOutcome::Denied(reason) | AuditOutcome::Failed(reason) => tracing::warn!(
+                target: "keyward::audit",
+                action = ?e.action, key = prefix, actor, tenant, reason, "api key {:?} refused: {reason}", e.action
+            ),
+        }
+    }
+}
+
+/// Sends events nowhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAudit;
+
+impl AuditSink for NoAudit {
+    fn record(&self, _: &AuditEvent) {}
+}

@@ -1,0 +1,160 @@
+//! Errors, one enum per concern.
+//!
+//! [`VerifyError`] is what a request with an API key can get; [`KeyError`]
+//! is what a management call can get; [`StoreError`] is what a
+//! [`KeyStore`](crate::KeyStore) reports; [`Forbidden`] is a verified key
+//! that lacks a permission; [`ConfigError`] is a [`Keyward`](crate::Keyward)
+//! that cannot be built.
+
+use crate::permission::PermissionError;
+use crate::token::{EntropyError, InvalidPrefix, KeyId};
+
+/// A boxed error from a store's backend, kept as the source of a
+/// [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a token was not accepted.
+///
+/// Status (expired, revoked, wrong tenant) is told only to a caller who
+/// proved the secret; an unknown key and a wrong secret are both
+/// [`VerifyError::Invalid`] and take about the same time.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Not a token of this deployment's format (wrong shape, prefix or
+    /// checksum). Decided without a store lookup.
+    #[error("malformed API key: check that the whole key was copied, with no characters added or missing")]
+    Malformed,
+    /// No key has this token: unknown id or wrong secret.
+    #[error("invalid API key")]
+    Invalid,
+    /// The key passed its fixed expiry.
+    #[error("API key has expired")]
+    Expired,
+    /// The key was revoked; an administrator can reactivate it.
+    #[error("API key has been revoked")]
+    Revoked,
+    /// The key belongs to another tenant than the one the request names.
+    #[error("API key does not belong to this tenant")]
+    WrongTenant,
+    /// The store could not be asked; the key was neither accepted nor
+    /// refused on its merits. Answer 503 and retry later.
+    #[error("API key could not be checked: the key store is unavailable")]
+    Store(#[source] StoreError),
+}
+
+/// A verified key lacks a permission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Forbidden {
+    /// The key does not hold the permission.
+    #[error("API key lacks permission `{0}`")]
+    Missing(String),
+    /// The permission is not in the catalog, so no key holds it: a typo in
+    /// the host's code rather than the client's fault.
+    #[error("permission `{0}` is not in the catalog, so no API key holds it")]
+    Unknown(String),
+}
+
+/// Why a management call (create, revoke, rename, …) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The actor may not manage keys, or not in this tenant.
+    #[error("actor `{actor}` may not manage API keys here")]
+    Forbidden {
+        /// The actor's id.
+        actor: String,
+    },
+    /// No such key in the actor's tenant. Keys of other tenants are reported
+    /// the same way, so their existence does not leak.
+    #[error("no API key with id {0}")]
+    NotFound(KeyId),
+    /// The name is empty or longer than 100 characters after trimming.
+    #[error("invalid key name: {0}")]
+    InvalidName(&'static str),
+    /// The key would hold permissions its creator lacks.
+    #[error("a key cannot hold more than its creator: the actor lacks {}", .missing.join(", "))]
+    PermissionEscalation {
+        /// Every permission the actor lacks, canonical names.
+        missing: Vec<String>,
+    },
+    /// A permission string names nothing in the catalog.
+    #[error(transparent)]
+    Permission(#[from] PermissionError),
+    /// The actor's permissions come from another catalog than this
+    /// [`Keyward`](crate::Keyward)'s.
+    #[error("the actor's permissions belong to a different catalog")]
+    CatalogMismatch,
+    /// The expiry is not in the future.
+    #[error("invalid expiry: it must be in the future")]
+    InvalidExpiry,
+    /// Metadata is too large or not a JSON object.
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(&'static str),
+    /// The OS random generator failed; no key was issued.
+    #[error(transparent)]
+    Entropy(#[from] EntropyError),
+    /// The store failed.
+    #[error("the key store failed")]
+    Store(#[from] StoreError),
+}
+
+/// What a [`KeyStore`](crate::KeyStore) reports. Kinds the core acts on are
+/// variants; a backend's own error is kept as the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// `insert` found a key with the same id.
+    #[error("a key with id {0} already exists")]
+    Duplicate(KeyId),
+    /// A conditional update lost a race: the record changed since it was
+    /// read. Read it again and retry.
+    #[error("key {0} was changed concurrently; read it again and retry")]
+    Conflict(KeyId),
+    /// The record to update does not exist (any more).
+    #[error("key {0} is not in the store")]
+    NotFound(KeyId),
+    /// The backend could not be reached or failed; retry later.
+    #[error("key store unavailable: {message}")]
+    Unavailable {
+        /// What failed, without secrets.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The backend returned data keyward cannot read.
+    #[error("key store returned invalid data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// An [`StoreError::Unavailable`] wrapping a backend error.
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// A [`Keyward`](crate::Keyward) that cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The token type prefix is invalid.
+    #[error(transparent)]
+    Prefix(#[from] InvalidPrefix),
+    /// A duration setting is out of range.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}

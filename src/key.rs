@@ -1,0 +1,348 @@
+//! Keys as the host sees them: who acts ([`Actor`]), what to create
+//! ([`NewKey`]), what is stored ([`KeyRecord`]), what is shown
+//! ([`KeyInfo`]), and what a request proved ([`Verified`]).
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Forbidden;
+use crate::permission::{Permission, PermissionSet};
+use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
+
+/// The person or key performing a management call, as the host knows them.
+///
+/// The host decides who may manage keys (an admin role, a Developer
+/// permission plus a feature flag, …) and says so with
+/// [`Actor::may_manage_keys`]; keyward enforces it, and never lets a key
+/// hold a permission its creator lacks.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    id: String,
+    tenant: String,
+    permissions: Option<PermissionSet>,
+    may_manage_keys: bool,
+}
+
+impl Actor {
+    /// An actor with no permissions who may not manage keys.
+    pub fn new(id: impl Into<String>, tenant: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            tenant: tenant.into(),
+            permissions: None,
+            may_manage_keys: false,
+        }
+    }
+
+    /// The permissions the actor holds; keys they create or edit can hold
+    /// at most these. Defaults to none.
+    #[must_use]
+    pub fn permissions(mut self, permissions: PermissionSet) -> Self {
+        self.permissions = Some(permissions);
+        self
+    }
+
+    /// Whether the actor may create and manage keys. Defaults to `false`.
+    #[must_use]
+    pub fn may_manage_keys(mut self, allowed: bool) -> Self {
+        self.may_manage_keys = allowed;
+        self
+    }
+
+    /// The actor's id, as recorded in audit events and `created_by`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The tenant the actor acts in.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub(crate) fn permission_set(&self) -> Option<&PermissionSet> {
+        self.permissions.as_ref()
+    }
+
+    pub(crate) fn can_manage(&self) -> bool {
+        self.may_manage_keys
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Grant {
+    Names(Vec<String>),
+    Set(PermissionSet),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expiry {
+    At(DateTime<Utc>),
+    In(Duration),
+}
+
+/// What to create: a name, permissions, and optionally an expiry and
+/// metadata.
+///
+/// ```
+/// use chrono::Duration;
+/// use keyward::NewKey;
+///
+/// let temp = NewKey::new("Docs playground (temp)")
+///     .permissions(["leads:read"])
+///     .expires_in(Duration::hours(1));
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct NewKey {
+    pub(crate) name: String,
+    pub(crate) grant: Grant,
+    pub(crate) expiry: Option<Expiry>,
+    pub(crate) metadata: Option<serde_json::Value>,
+}
+
+impl NewKey {
+    /// A key named `name` (1–100 characters after trimming) with no
+    /// permissions, no expiry and no metadata.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            grant: Grant::Names(Vec::new()),
+            expiry: None,
+            metadata: None,
+        }
+    }
+
+    /// Permissions in any written form (`contacts:write`, `read:users`,
+    /// `leads:*`). Must be a subset of the creator's.
+    pub fn permissions<I, S>(mut self, permissions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.grant = Grant::Names(permissions.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Permissions as an already parsed set. Must be a subset of the
+    /// creator's.
+    pub fn permission_set(mut self, permissions: PermissionSet) -> Self {
+        self.grant = Grant::Set(permissions);
+        self
+    }
+
+    /// The key stops working at `at`, which must be in the future. Expiry
+    /// is fixed at creation and cannot be changed later.
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        self.expiry = Some(Expiry::At(at));
+        self
+    }
+
+    /// The key stops working `ttl` after creation: a temporary key. `ttl`
+    /// must be positive.
+    pub fn expires_in(mut self, ttl: Duration) -> Self {
+        self.expiry = Some(Expiry::In(ttl));
+        self
+    }
+
+    /// Free-form JSON kept with the key (at most 16 KiB serialized), e.g.
+    /// which integration it is for. Never used for authorization.
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+}
+
+/// A key as a [`KeyStore`](crate::KeyStore) keeps it. Holds the hash, never
+/// the token.
+///
+/// Stores that keep a document per key can persist it with serde; stores
+/// with columns read and write the fields. Marked `#[non_exhaustive]`:
+/// later versions add fields, so build records with serde or receive them
+/// from keyward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KeyRecord {
+    /// The public id; unique in the store.
+    pub id: KeyId,
+    /// The public start of the token, e.g. `sk_AbCd1234_`.
+    pub prefix: DisplayPrefix,
+    /// SHA-256 of the token.
+    pub hash: KeyHash,
+    /// The tenant (workspace) the key belongs to.
+    pub tenant: String,
+    /// The label its owner gave it.
+    pub name: String,
+    /// Canonical permission names, closed under implication.
+    pub permissions: Vec<String>,
+    /// The actor who created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it is revoked now.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it last verified successfully, as last written. Only
+    /// [`KeyStore::record_last_used`](crate::KeyStore::record_last_used)
+    /// changes it, and only forward.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Free-form JSON from the host.
+    pub metadata: Option<serde_json::Value>,
+    /// Bumped by the store on every update; the condition of
+    /// [`KeyStore::update`](crate::KeyStore::update).
+    pub version: u64,
+}
+
+/// Where a key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum KeyStatus {
+    /// It verifies.
+    Active,
+    /// It passed its fixed expiry.
+    Expired,
+    /// It was revoked and can be reactivated.
+    Revoked,
+}
+
+impl KeyStatus {
+    pub(crate) fn of(record: &KeyRecord, now: DateTime<Utc>) -> Self {
+        if record.revoked_at.is_some() {
+            Self::Revoked
+        } else if record.expires_at.is_some_and(|e| e <= now) {
+            Self::Expired
+        } else {
+            Self::Active
+        }
+    }
+}
+
+/// A key as shown to its managers: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct KeyInfo {
+    /// The public id, used in management calls.
+    pub id: KeyId,
+    /// The public start of the token, e.g. `sk_AbCd1234_`.
+    pub prefix: DisplayPrefix,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// The label its owner gave it.
+    pub name: String,
+    /// What the key may do.
+    pub permissions: PermissionSet,
+    /// Active, expired or revoked, as of the call.
+    pub status: KeyStatus,
+    /// The actor who created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it is revoked now.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it last verified successfully, as known to this instance.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Free-form JSON from the host.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A newly created key: the token, shown once, and the key's details.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct IssuedKey {
+    /// The only copy of the plaintext token. Show it to the user once.
+    pub token: SecretToken,
+    /// The key's details.
+    pub key: KeyInfo,
+}
+
+/// A key that proved its secret and is active: what a request may do.
+#[derive(Clone)]
+pub struct Verified {
+    pub(crate) id: KeyId,
+    pub(crate) prefix: DisplayPrefix,
+    pub(crate) tenant: String,
+    pub(crate) name: String,
+    pub(crate) permissions: PermissionSet,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+}
+
+impl Verified {
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The key's display prefix, for logs and error bodies.
+    pub fn display_prefix(&self) -> DisplayPrefix {
+        self.prefix
+    }
+
+    /// The tenant the key belongs to.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key's permissions.
+    pub fn permissions(&self) -> &PermissionSet {
+        &self.permissions
+    }
+
+    /// When the key expires, if ever.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+
+    /// Whether the key holds `permission`: a bit test, for hot paths. Parse
+    /// the permission once with [`Catalog::parse`](crate::Catalog::parse).
+    #[inline]
+    pub fn allows(&self, permission: Permission) -> bool {
+        self.permissions.allows(permission)
+    }
+
+    /// Requires a permission given as a string, e.g. `contacts:write`.
+    ///
+    /// # Errors
+    /// [`Forbidden::Missing`] when the key lacks it, [`Forbidden::Unknown`]
+    /// when the catalog has no such permission (no key holds it).
+    pub fn require(&self, permission: &str) -> Result<(), Forbidden> {
+        match self.permissions.catalog().parse(permission) {
+            Ok(p) if self.allows(p) => Ok(()),
+            Ok(p) => Err(Forbidden::Missing(
+                self.permissions
+                    .catalog()
+                    .name(p)
+                    .unwrap_or(permission)
+                    .to_string(),
+            )),
+            Err(_) => Err(Forbidden::Unknown(permission.chars().take(200).collect())),
+        }
+    }
+
+    /// This key as an [`Actor`] (for a key that acts on the host's behalf):
+    /// its permissions, its tenant, and no right to manage keys.
+    pub fn actor(&self) -> Actor {
+        Actor::new(format!("key:{}", self.id), self.tenant.clone())
+            .permissions(self.permissions.clone())
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("prefix", &self.prefix.as_str())
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("permissions", &self.permissions)
+            .finish_non_exhaustive()
+    }
+}

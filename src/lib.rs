@@ -1,0 +1,84 @@
+//! keyward: API-key authentication for Rust services.
+//!
+//! Issue keys that look like `sk_xxxxxxxx_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx`,
+//! show the plaintext once, store only its SHA-256, and verify presented
+//! tokens in constant time against a permission lattice and a lifecycle
+//! (expiry, revocation, deletion). Persistence is yours: anything that
+//! implements the async [`KeyStore`] trait; keyward ships [`MemoryStore`].
+//!
+//! # Quickstart
+//!
+//! ```
+//! use chrono::Duration;
+//! use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, VerifyError};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let catalog = Catalog::builder()
+//!         .resource("contacts", ["read", "write"])
+//!         .resource("users", ["read"])
+//!         .build()?;
+//!     let keys = Keyward::builder(MemoryStore::new(), catalog).build()?;
+//!
+//!     let admin = Actor::new("user_42", "acme")
+//!         .permissions(keys.catalog().parse_set(["contacts:write", "users:read"])?)
+//!         .may_manage_keys(true);
+//!
+//!     let issued = keys
+//!         .create(&admin, NewKey::new("Zapier sync").permissions(["contacts:write"]).expires_in(Duration::days(30)))
+//!         .await?;
+//!     println!("shown once: {}", issued.token.expose_secret());
+//!
+//!     let auth = keys.verify(issued.token.expose_secret()).await?;
+//!     auth.require("contacts:read")?; // write implies read
+//!     assert!(auth.require("users:read").is_err());
+//!
+//!     keys.revoke(&admin, &issued.key.id).await?;
+//!     assert!(matches!(keys.verify(issued.token.expose_secret()).await, Err(VerifyError::Revoked)));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `conformance` | no | [`store::conformance`]: the test suite every [`KeyStore`] must pass |
+//!
+//! # Where things are
+//!
+//! - [`token`]: the token format, parsing, hashing, the [`SecretToken`] type.
+//! - [`permission`]: [`Catalog`], [`PermissionSet`], [`Permission`].
+//! - [`key`]: [`Actor`], [`NewKey`], [`KeyRecord`], [`KeyInfo`], [`Verified`].
+//! - [`store`]: [`KeyStore`] and [`MemoryStore`].
+//! - [`audit`]: [`AuditEvent`] and the sinks.
+//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
+//! - [`error`]: one error enum per concern.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod clock;
+pub mod error;
+pub mod key;
+mod keyward;
+pub mod permission;
+pub mod store;
+pub mod token;
+
+pub use crate::audit::{
+    AuditAction, AuditEvent, AuditOutcome, AuditSink, MemoryAuditSink, NoAudit, TracingAuditSink,
+};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::error::{BoxError, ConfigError, Forbidden, KeyError, StoreError, VerifyError};
+pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified};
+pub use crate::keyward::{Keyward, KeywardBuilder, MAX_METADATA_BYTES, MAX_NAME_CHARS};
+pub use crate::permission::{
+    Catalog, CatalogBuilder, CatalogError, Permission, PermissionError, PermissionSet,
+};
+pub use crate::store::{KeyStore, MemoryStore};
+pub use crate::token::{
+    DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyHash, KeyId, MalformedToken,
+    ParsedToken, SecretToken, TokenFormat,
+};

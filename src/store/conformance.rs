@@ -1,0 +1,349 @@
+//! The behaviour every [`KeyStore`] must have, as runnable checks.
+//!
+//! keyward runs this suite against each store it ships; run it against
+//! yours. Each check gets a fresh, empty store from your factory. A failed
+//! check panics with a message naming the rule, like an assertion in a
+//! test. Call it from a multi-threaded tokio runtime so the concurrency
+//! checks really race:
+//!
+//! ```
+//! # async fn demo() {
+//! use keyward::MemoryStore;
+//! use keyward::store::conformance;
+//!
+//! // In a test: #[tokio::test(flavor = "multi_thread")]
+//! conformance::run(|| async { MemoryStore::new() }).await;
+//! # }
+//! ```
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::KeyStore;
+use crate::error::StoreError;
+use crate::key::KeyRecord;
+use crate::token::{KeyHash, KeyId, TokenFormat};
+
+/// Runs every check, each against a fresh store from `new_store`.
+///
+/// # Panics
+/// When the store breaks a rule; the message names it.
+pub async fn run<S, F, Fut>(new_store: F)
+where
+    S: KeyStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    insert_then_get_round_trips(Arc::new(new_store().await)).await;
+    duplicate_insert_is_refused(Arc::new(new_store().await)).await;
+    concurrent_inserts_of_one_id_admit_one(Arc::new(new_store().await)).await;
+    update_is_conditional_on_version(Arc::new(new_store().await)).await;
+    update_leaves_last_used_and_immutable_fields(Arc::new(new_store().await)).await;
+    last_used_only_moves_forward(Arc::new(new_store().await)).await;
+    concurrent_updates_admit_one_per_version(Arc::new(new_store().await)).await;
+    last_used_and_updates_do_not_lose_each_other(Arc::new(new_store().await)).await;
+    delete_is_final(Arc::new(new_store().await)).await;
+    tenants_are_isolated_and_paged(Arc::new(new_store().await)).await;
+    scan_visits_every_key_once_in_order(Arc::new(new_store().await)).await;
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_893_456_000, 0).unwrap_or_default()
+}
+
+/// A realistic record in `tenant` with a fresh random id.
+fn record(tenant: &str) -> KeyRecord {
+    let id = KeyId::random().expect("OS randomness");
+    let token = TokenFormat::default().generate(id).expect("OS randomness");
+    KeyRecord {
+        id,
+        prefix: token.display_prefix(),
+        hash: KeyHash::of(token.expose_secret().as_bytes()),
+        tenant: tenant.to_string(),
+        name: "conformance key".to_string(),
+        permissions: vec!["contacts:read".into(), "contacts:write".into()],
+        created_by: "user_1".to_string(),
+        created_at: t0(),
+        expires_at: Some(t0() + Duration::days(30)),
+        revoked_at: None,
+        last_used_at: None,
+        metadata: Some(serde_json::json!({"integration": "zapier", "n": 1})),
+        version: 0,
+    }
+}
+
+async fn get<S: KeyStore>(store: &S, id: &KeyId) -> KeyRecord {
+    store
+        .get(id)
+        .await
+        .expect("get must succeed")
+        .expect("the record must exist")
+}
+
+async fn insert_then_get_round_trips<S: KeyStore>(store: Arc<S>) {
+    let mut r = record("acme");
+    r.version = 41; // the store, not the caller, sets the first version
+    store.insert(&r).await.expect("insert must succeed");
+    r.version = 0;
+    assert_eq!(get(&*store, &r.id).await, r, "get must return what insert stored, at version 0");
+    let other = KeyId::random().expect("OS randomness");
+    assert!(
+        store.get(&other).await.expect("get must succeed").is_none(),
+        "get of an unknown id must be None"
+    );
+}
+
+async fn duplicate_insert_is_refused<S: KeyStore>(store: Arc<S>) {
+    let first = record("acme");
+    store.insert(&first).await.expect("insert must succeed");
+    let mut second = record("globex");
+    second.id = first.id;
+    match store.insert(&second).await {
+        Err(StoreError::Duplicate(id)) => assert_eq!(id, first.id),
+        other => panic!("a second insert with the same id must be Duplicate, got {other:?}"),
+    }
+    assert_eq!(get(&*store, &first.id).await, first, "a refused insert must not overwrite");
+}
+
+async fn concurrent_inserts_of_one_id_admit_one<S: KeyStore>(store: Arc<S>) {
+    let base = record("acme");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let mut r = base.clone();
+            r.name = format!("racer {i}");
+            tokio::spawn(async move { store.insert(&r).await.is_ok() })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.expect("task must not panic"));
+    }
+    assert_eq!(wins, 1, "exactly one of 16 concurrent inserts of one id must succeed");
+}
+
+async fn update_is_conditional_on_version<S: KeyStore>(store: Arc<S>) {
+    let mut r = record("acme");
+    store.insert(&r).await.expect("insert must succeed");
+    r.name = "renamed".into();
+    r.permissions = vec!["contacts:read".into()];
+    r.revoked_at = Some(t0() + Duration::hours(1));
+    r.expires_at = Some(t0() + Duration::hours(2));
+    r.metadata = None;
+    let v1 = store.update(&r).await.expect("update at the current version must succeed");
+    assert!(v1 > r.version, "update must bump the version");
+    r.version = v1;
+    assert_eq!(get(&*store, &r.id).await, r, "update must store every mutable field");
+
+    let mut stale = r.clone();
+    stale.version = 0;
+    stale.name = "stale".into();
+    assert!(
+        matches!(store.update(&stale).await, Err(StoreError::Conflict(_))),
+        "update at an old version must be Conflict"
+    );
+    assert_eq!(get(&*store, &r.id).await.name, "renamed", "a conflicting update must not write");
+
+    let missing = record("acme");
+    assert!(
+        matches!(store.update(&missing).await, Err(StoreError::NotFound(_))),
+        "update of a missing record must be NotFound"
+    );
+}
+
+async fn update_leaves_last_used_and_immutable_fields<S: KeyStore>(store: Arc<S>) {
+    let r = record("acme");
+    store.insert(&r).await.expect("insert must succeed");
+    let used = t0() + Duration::minutes(5);
+    store
+        .record_last_used(&[(r.id, used)])
+        .await
+        .expect("record_last_used must succeed");
+    // An update built from a copy read before the use must not erase it.
+    let mut changed = r.clone();
+    changed.name = "new name".into();
+    changed.last_used_at = None;
+    changed.tenant = "globex".into();
+    changed.created_by = "intruder".into();
+    changed.hash = KeyHash::from_bytes([7; 32]);
+    store.update(&changed).await.expect("update must succeed");
+    let stored = get(&*store, &r.id).await;
+    assert_eq!(stored.name, "new name");
+    assert_eq!(stored.last_used_at, Some(used), "update must not change last_used_at");
+    assert_eq!(stored.tenant, "acme", "update must not change the tenant");
+    assert_eq!(stored.created_by, "user_1", "update must not change created_by");
+    assert_eq!(stored.hash, r.hash, "update must not change the hash");
+}
+
+async fn last_used_only_moves_forward<S: KeyStore>(store: Arc<S>) {
+    let a = record("acme");
+    let b = record("acme");
+    store.insert(&a).await.expect("insert must succeed");
+    store.insert(&b).await.expect("insert must succeed");
+    let unknown = KeyId::random().expect("OS randomness");
+    let late = t0() + Duration::hours(2);
+    let early = t0() + Duration::hours(1);
+    store
+        .record_last_used(&[(a.id, late), (b.id, early), (unknown, late)])
+        .await
+        .expect("a batch with an unknown id must succeed");
+    store
+        .record_last_used(&[(a.id, early)])
+        .await
+        .expect("record_last_used must succeed");
+    store.record_last_used(&[]).await.expect("an empty batch must succeed");
+    let a2 = get(&*store, &a.id).await;
+    assert_eq!(a2.last_used_at, Some(late), "last_used_at must never move backward");
+    assert_eq!(get(&*store, &b.id).await.last_used_at, Some(early));
+    assert_eq!(a2.version, 0, "record_last_used must not bump the version");
+    assert!(
+        store.get(&unknown).await.expect("get").is_none(),
+        "record_last_used must not create records"
+    );
+}
+
+async fn concurrent_updates_admit_one_per_version<S: KeyStore>(store: Arc<S>) {
+    let r = record("acme");
+    store.insert(&r).await.expect("insert must succeed");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let mut r = r.clone();
+            r.name = format!("writer {i}");
+            tokio::spawn(async move { store.update(&r).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.expect("task must not panic") {
+            Ok(_) => wins += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("a losing concurrent update must be Conflict, got {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1, "exactly one of 16 updates at the same version must succeed");
+}
+
+async fn last_used_and_updates_do_not_lose_each_other<S: KeyStore>(store: Arc<S>) {
+    let r = record("acme");
+    store.insert(&r).await.expect("insert must succeed");
+    let id = r.id;
+    let touches = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 1..=200 {
+                store
+                    .record_last_used(&[(id, t0() + Duration::seconds(i))])
+                    .await
+                    .expect("record_last_used must succeed");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                while done < 25 {
+                    let mut cur = store.get(&id).await.expect("get").expect("exists");
+                    cur.permissions = vec![format!("writer{w}:{done}")];
+                    match store.update(&cur).await {
+                        Ok(_) => done += 1,
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(e) => panic!("update must succeed or conflict, got {e:?}"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    touches.await.expect("task must not panic");
+    for w in writers {
+        w.await.expect("task must not panic");
+    }
+    let end = get(&*store, &id).await;
+    assert_eq!(
+        end.last_used_at,
+        Some(t0() + Duration::seconds(200)),
+        "racing updates must not erase last-used writes"
+    );
+    assert_eq!(end.version, 100, "every one of 100 successful updates must count once");
+}
+
+async fn delete_is_final<S: KeyStore>(store: Arc<S>) {
+    let r = record("acme");
+    let keep = record("acme");
+    store.insert(&r).await.expect("insert must succeed");
+    store.insert(&keep).await.expect("insert must succeed");
+    assert!(store.delete(&r.id).await.expect("delete must succeed"), "delete of a present key is true");
+    assert!(!store.delete(&r.id).await.expect("delete must succeed"), "a second delete is false");
+    assert!(store.get(&r.id).await.expect("get").is_none(), "a deleted key must be gone");
+    assert!(
+        matches!(store.update(&r).await, Err(StoreError::NotFound(_))),
+        "update of a deleted key must be NotFound"
+    );
+    let listed = store.list_by_tenant("acme", None, 10).await.expect("list");
+    assert_eq!(listed.len(), 1, "a deleted key must not be listed");
+    assert_eq!(listed[0].id, keep.id);
+    assert_eq!(store.scan(None, 10).await.expect("scan").len(), 1, "a deleted key must not be scanned");
+}
+
+async fn tenants_are_isolated_and_paged<S: KeyStore>(store: Arc<S>) {
+    let mut acme = BTreeSet::new();
+    for i in 0..25 {
+        let tenant = if i % 2 == 0 { "acme" } else { "acme2" };
+        let r = record(tenant);
+        if tenant == "acme" {
+            acme.insert(r.id);
+        }
+        store.insert(&r).await.expect("insert must succeed");
+    }
+    store.insert(&record("ac")).await.expect("insert must succeed");
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_by_tenant("acme", after.as_ref(), 4)
+            .await
+            .expect("list must succeed");
+        assert!(page.len() <= 4, "a page must hold at most `limit` records");
+        assert!(page.iter().all(|r| r.tenant == "acme"), "list must return only the tenant's keys");
+        seen.extend(page.iter().map(|r| r.id));
+        if page.len() < 4 {
+            break;
+        }
+        after = page.last().map(|r| r.id);
+    }
+    let expected: Vec<KeyId> = acme.into_iter().collect();
+    assert_eq!(seen, expected, "paging must return each of the tenant's keys once, in id order");
+    assert!(
+        store.list_by_tenant("nobody", None, 10).await.expect("list").is_empty(),
+        "an unknown tenant has no keys"
+    );
+}
+
+async fn scan_visits_every_key_once_in_order<S: KeyStore>(store: Arc<S>) {
+    let mut all = BTreeSet::new();
+    for i in 0..1_234 {
+        let r = record(&format!("tenant{}", i % 7));
+        all.insert(r.id);
+        store.insert(&r).await.expect("insert must succeed");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.scan(after.as_ref(), 100).await.expect("scan must succeed");
+        assert!(page.len() <= 100, "a page must hold at most `limit` records");
+        seen.extend(page.iter().map(|r| r.id));
+        if page.len() < 100 {
+            break;
+        }
+        after = page.last().map(|r| r.id);
+    }
+    let expected: Vec<KeyId> = all.into_iter().collect();
+    assert_eq!(seen, expected, "scan must visit every key once, in id order");
+}

@@ -1,0 +1,152 @@
+//! An in-memory [`KeyStore`]: for tests, examples and single-process hosts
+//! that do not need keys to survive a restart.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::KeyStore;
+use crate::error::StoreError;
+use crate::key::KeyRecord;
+use crate::token::KeyId;
+
+#[derive(Debug, Default)]
+struct Maps {
+    by_id: HashMap<KeyId, KeyRecord>,
+    // Ordered indexes for paging; kept in step with `by_id`.
+    order: BTreeSet<KeyId>,
+    by_tenant: BTreeSet<(String, KeyId)>,
+}
+
+/// Keys in a hash map behind a lock; lost when the process ends. Clones
+/// share the same keys.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    maps: Arc<RwLock<Maps>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of stored keys.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // The maps are consistent after every critical section, so a poisoned
+    // lock (a panic elsewhere) is safe to keep using.
+    fn read(&self) -> RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Maps> {
+        self.maps.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut m = self.write();
+        if m.by_id.contains_key(&record.id) {
+            return Err(StoreError::Duplicate(record.id));
+        }
+        let mut stored = record.clone();
+        stored.version = 0;
+        m.order.insert(record.id);
+        m.by_tenant.insert((record.tenant.clone(), record.id));
+        m.by_id.insert(record.id, stored);
+        Ok(())
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.read().by_id.get(id).cloned())
+    }
+
+    async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+        let mut m = self.write();
+        let stored = m
+            .by_id
+            .get_mut(&record.id)
+            .ok_or(StoreError::NotFound(record.id))?;
+        if stored.version != record.version {
+            return Err(StoreError::Conflict(record.id));
+        }
+        stored.name.clone_from(&record.name);
+        stored.permissions.clone_from(&record.permissions);
+        stored.expires_at = record.expires_at;
+        stored.revoked_at = record.revoked_at;
+        stored.metadata.clone_from(&record.metadata);
+        stored.version += 1;
+        Ok(stored.version)
+    }
+
+    async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
+        let mut m = self.write();
+        match m.by_id.remove(id) {
+            Some(r) => {
+                m.order.remove(id);
+                m.by_tenant.remove(&(r.tenant, *id));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn list_by_tenant(
+        &self,
+        tenant: &str,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let m = self.read();
+        let tenant = tenant.to_string();
+        let range = m.by_tenant.range((tenant.clone(), after.copied().unwrap_or(MIN_ID))..);
+        Ok(range
+            .take_while(|(t, _)| *t == tenant)
+            .filter(|(_, id)| after != Some(id))
+            .take(limit)
+            .filter_map(|(_, id)| m.by_id.get(id).cloned())
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let m = self.read();
+        Ok(m.order
+            .range(after.copied().unwrap_or(MIN_ID)..)
+            .filter(|id| after != Some(*id))
+            .take(limit)
+            .filter_map(|id| m.by_id.get(id).cloned())
+            .collect())
+    }
+
+    async fn record_last_used(
+        &self,
+        batch: &[(KeyId, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        let mut m = self.write();
+        for (id, at) in batch {
+            if let Some(r) = m.by_id.get_mut(id) {
+                r.last_used_at = r.last_used_at.max(Some(*at));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The smallest id: `00000000` ('0' is the first base62 character).
+const MIN_ID: KeyId = KeyId::MIN;

@@ -1,0 +1,624 @@
+//! The token format, its parser, and the secret and hash types.
+//!
+//! A token is `<prefix>_<id>_<body>`:
+//!
+//! | part | length | content |
+//! |---|---|---|
+//! | prefix | 1–10 | letters and digits, configured per [`Keyward`](crate::Keyward) (`sk` by default) |
+//! | id | 8 | base62, chosen at random: the public [`KeyId`] |
+//! | body | 32 | 26 random base62 characters (≈155 bits from the OS CSPRNG), then 6 base62 characters of CRC32 over everything before them |
+//!
+//! The checksum lets [`TokenFormat::parse`] reject typos and made-up strings
+//! without a store lookup, and lets secret scanners match keyward tokens with
+//! few false positives. The store keeps only the SHA-256 of the whole token
+//! (at most 52 bytes: one SHA-256 block).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::rngs::SysRng;
+use rand::TryRng;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+/// The 62 characters of ids and bodies, in the order their values take.
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Length of a key id.
+pub const ID_LEN: usize = 8;
+/// Length of the body (random part and checksum).
+pub const BODY_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+const RANDOM_LEN: usize = BODY_LEN - CHECKSUM_LEN;
+/// Longest type prefix: keeps the hashed token within one SHA-256 block
+/// (10 + 1 + 8 + 1 + 32 = 52 ≤ 55 bytes).
+pub const MAX_PREFIX_LEN: usize = 10;
+const MAX_DISPLAY_LEN: usize = MAX_PREFIX_LEN + 1 + ID_LEN + 1;
+
+const INVALID: u8 = 0xFF;
+/// Base62 value of each byte, or `INVALID`.
+static DECODE: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 62 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn is_base62(bytes: &[u8]) -> bool {
+    // Fold instead of short-circuiting: no early exit to branch on.
+    bytes.iter().fold(0u8, |acc, &b| acc | (DECODE[b as usize] & 0x80)) == 0
+}
+
+/// The OS random source failed. Practically never happens on supported
+/// platforms; keyward refuses to issue a key rather than use weak randomness.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed; no key was issued")]
+pub struct EntropyError(#[source] rand::rngs::SysError);
+
+/// Fills `out` with uniformly chosen base62 characters from the OS CSPRNG.
+fn fill_base62(out: &mut [u8]) -> Result<(), EntropyError> {
+    let mut pool = [0u8; 64];
+    let mut filled = 0;
+    while filled < out.len() {
+        SysRng.try_fill_bytes(&mut pool).map_err(EntropyError)?;
+        for &b in &pool {
+            // 248 = 4 × 62: rejecting larger bytes keeps the choice uniform.
+            if b < 248 && filled < out.len() {
+                out[filled] = ALPHABET[(b % 62) as usize];
+                filled += 1;
+            }
+        }
+    }
+    pool.zeroize();
+    Ok(())
+}
+
+fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut v = crc32fast::hash(bytes);
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(v % 62) as usize];
+        v /= 62;
+    }
+    out
+}
+
+/// The public identifier of a key: 8 base62 characters.
+///
+/// It names the key in lists, logs and errors and in every management call.
+/// It is not a secret and can never authenticate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; ID_LEN]);
+
+impl KeyId {
+    /// The smallest id, `00000000`: a cursor that starts a paged walk.
+    pub const MIN: KeyId = KeyId([b'0'; ID_LEN]);
+
+    /// A new random id from the OS CSPRNG.
+    ///
+    /// # Errors
+    /// [`EntropyError`] if the OS random source fails.
+    pub fn random() -> Result<Self, EntropyError> {
+        let mut id = [0u8; ID_LEN];
+        fill_base62(&mut id)?;
+        Ok(Self(id))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        // Only base62 bytes are ever stored, which are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let arr: [u8; ID_LEN] = bytes.try_into().ok()?;
+        is_base62(&arr).then_some(Self(arr))
+    }
+}
+
+/// A string that is not a valid [`KeyId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key id: expected 8 letters and digits")]
+pub struct InvalidKeyId;
+
+impl FromStr for KeyId {
+    type Err = InvalidKeyId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_bytes(s.as_bytes()).ok_or(InvalidKeyId)
+    }
+}
+
+impl TryFrom<&str> for KeyId {
+    type Error = InvalidKeyId;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The public start of a token, `sk_xxxxxxxx_`: type prefix, id and the
+/// separators. Shown in key lists, audit events and error messages; it can
+/// never authenticate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DisplayPrefix {
+    buf: [u8; MAX_DISPLAY_LEN],
+    len: u8,
+}
+
+impl DisplayPrefix {
+    fn new(bytes: &[u8]) -> Self {
+        let mut buf = [0u8; MAX_DISPLAY_LEN];
+        let len = bytes.len().min(MAX_DISPLAY_LEN);
+        buf[..len].copy_from_slice(&bytes[..len]);
+        Self {
+            buf,
+            len: len as u8,
+        }
+    }
+
+    /// The prefix as a string slice, e.g. `sk_AbCd1234_`.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for DisplayPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for DisplayPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DisplayPrefix({})", self.as_str())
+    }
+}
+
+impl Serialize for DisplayPrefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DisplayPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let b = s.as_bytes();
+        let ok = b.len() >= ID_LEN + 3
+            && b.len() <= MAX_DISPLAY_LEN
+            && b.ends_with(b"_")
+            && b.iter().all(|&c| c == b'_' || c.is_ascii_alphanumeric());
+        if ok {
+            Ok(Self::new(b))
+        } else {
+            Err(serde::de::Error::custom("invalid display prefix"))
+        }
+    }
+}
+
+/// The SHA-256 of a token: all a store keeps.
+///
+/// `Debug` shows no bytes, so a hash never lands in a log by accident.
+#[derive(Clone, Copy)]
+pub struct KeyHash([u8; 32]);
+
+impl PartialEq for KeyHash {
+    /// Constant-time, like [`KeyHash::ct_eq`].
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other)
+    }
+}
+
+impl Eq for KeyHash {}
+
+impl KeyHash {
+    /// Wraps raw hash bytes, e.g. read back from a database.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw hash bytes, e.g. to write to a database.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lower-case hex, for stores that keep text.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+            s.push(char::from(b"0123456789abcdef"[(b & 0xF) as usize]));
+        }
+        s
+    }
+
+    /// Parses 64 hex characters, as written by [`KeyHash::to_hex`].
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+
+    /// Compares in constant time.
+    pub fn ct_eq(&self, other: &KeyHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    pub(crate) fn of(token: &[u8]) -> Self {
+        Self(Sha256::digest(token).into())
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHash(<redacted>)")
+    }
+}
+
+impl Serialize for KeyHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid key hash"))
+    }
+}
+
+/// A plaintext token: the only copy of an API key's secret.
+///
+/// `Debug` and `Display` show only the display prefix; the memory is zeroed
+/// on drop; the secret is read only through [`SecretToken::expose_secret`].
+/// It is deliberately neither `Clone` nor `Serialize`.
+pub struct SecretToken {
+    token: String,
+    prefix_len: usize,
+}
+
+impl SecretToken {
+    /// The plaintext token. Show it to its owner once; never log it.
+    pub fn expose_secret(&self) -> &str {
+        &self.token
+    }
+
+    /// The public start of the token, safe to show and log.
+    pub fn display_prefix(&self) -> DisplayPrefix {
+        DisplayPrefix::new(&self.token.as_bytes()[..self.prefix_len])
+    }
+}
+
+impl Drop for SecretToken {
+    fn drop(&mut self) {
+        self.token.zeroize();
+    }
+}
+
+impl fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretToken({}<redacted>)", self.display_prefix())
+    }
+}
+
+impl fmt::Display for SecretToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}<redacted>", self.display_prefix())
+    }
+}
+
+/// The type prefix was not 1–10 ASCII letters and digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid token prefix {0:?}: use 1 to 10 ASCII letters and digits, such as \"sk\"")]
+pub struct InvalidPrefix(pub String);
+
+/// A string that is not a well-formed token of this [`TokenFormat`].
+///
+/// Deliberately says nothing about which part is wrong beyond this: the
+/// input may be someone's secret of another kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed API key: expected a token of the form <prefix>_<8 characters>_<32 characters>")]
+pub struct MalformedToken;
+
+/// The shape of the tokens one [`Keyward`](crate::Keyward) issues: their
+/// type prefix. Parses and checks tokens without touching any store.
+///
+/// ```
+/// use keyward::TokenFormat;
+///
+/// let format = TokenFormat::new("sk")?;
+/// assert!(format.parse("sk_not_a_token").is_err());
+/// # Ok::<(), keyward::InvalidPrefix>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFormat {
+    prefix: Box<str>,
+}
+
+impl Default for TokenFormat {
+    /// The `sk` prefix.
+    fn default() -> Self {
+        Self { prefix: "sk".into() }
+    }
+}
+
+impl TokenFormat {
+    /// A format with the given type prefix: 1–10 ASCII letters and digits.
+    ///
+    /// # Errors
+    /// [`InvalidPrefix`] for an empty, too long or non-alphanumeric prefix.
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= MAX_PREFIX_LEN
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric());
+        if ok {
+            Ok(Self {
+                prefix: prefix.into(),
+            })
+        } else {
+            Err(InvalidPrefix(prefix.chars().take(64).collect()))
+        }
+    }
+
+    /// The type prefix, e.g. `sk`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Length of every token of this format.
+    pub fn token_len(&self) -> usize {
+        self.prefix.len() + 2 + ID_LEN + BODY_LEN
+    }
+
+    /// A regular expression that matches exactly the tokens of this format
+    /// (the checksum aside), for secret scanners.
+    pub fn scanner_regex(&self) -> String {
+        format!(
+            r"\b{}_[0-9A-Za-z]{{{ID_LEN}}}_[0-9A-Za-z]{{{BODY_LEN}}}\b",
+            self.prefix
+        )
+    }
+
+    /// Issues a new token for `id`.
+    pub(crate) fn generate(&self, id: KeyId) -> Result<SecretToken, EntropyError> {
+        let mut random = [0u8; RANDOM_LEN];
+        fill_base62(&mut random)?;
+        let mut token = String::with_capacity(self.token_len());
+        token.push_str(&self.prefix);
+        token.push('_');
+        token.push_str(id.as_str());
+        token.push('_');
+        // Base62 characters are ASCII, so the conversion cannot fail.
+        token.push_str(std::str::from_utf8(&random).unwrap_or_default());
+        random.zeroize();
+        let sum = checksum(token.as_bytes());
+        token.push_str(std::str::from_utf8(&sum).unwrap_or_default());
+        Ok(SecretToken {
+            token,
+            prefix_len: self.prefix.len() + 2 + ID_LEN,
+        })
+    }
+
+    /// Checks the shape and checksum of `input` and splits out its public
+    /// parts. Leading and trailing ASCII whitespace is ignored (a token
+    /// copied with a newline is still the same token; no token contains
+    /// whitespace). Never panics and never allocates.
+    ///
+    /// # Errors
+    /// [`MalformedToken`] for anything that is not a token of this format,
+    /// including a wrong prefix or checksum.
+    pub fn parse<'a>(&self, input: &'a str) -> Result<ParsedToken<'a>, MalformedToken> {
+        let t = input.trim_ascii().as_bytes();
+        let p = self.prefix.len();
+        if t.len() != self.token_len() {
+            return Err(MalformedToken);
+        }
+        let (head, rest) = t.split_at(p);
+        if head != self.prefix.as_bytes() || rest[0] != b'_' || rest[1 + ID_LEN] != b'_' {
+            return Err(MalformedToken);
+        }
+        let id = &rest[1..=ID_LEN];
+        let body = &rest[ID_LEN + 2..];
+        if !is_base62(id) || !is_base62(body) {
+            return Err(MalformedToken);
+        }
+        let (signed, sum) = t.split_at(t.len() - CHECKSUM_LEN);
+        if checksum(signed) != sum {
+            return Err(MalformedToken);
+        }
+        let id = KeyId::from_bytes(id).ok_or(MalformedToken)?;
+        Ok(ParsedToken {
+            id,
+            token: t,
+            display_len: p + 2 + ID_LEN,
+        })
+    }
+}
+
+/// A well-formed token, split into its parts. Borrowed from the input; the
+/// secret is not copied.
+#[derive(Clone, Copy)]
+pub struct ParsedToken<'a> {
+    id: KeyId,
+    token: &'a [u8],
+    display_len: usize,
+}
+
+impl ParsedToken<'_> {
+    /// The key id the token names. Not yet proof of anything.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The public start of the token, e.g. `sk_AbCd1234_`.
+    pub fn display_prefix(&self) -> DisplayPrefix {
+        DisplayPrefix::new(&self.token[..self.display_len])
+    }
+
+    /// The SHA-256 of the token, to compare with the stored hash.
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of(self.token)
+    }
+}
+
+impl fmt::Debug for ParsedToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ParsedToken({}<redacted>)", self.display_prefix())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue(prefix: &str) -> SecretToken {
+        let f = TokenFormat::new(prefix).expect("valid prefix");
+        f.generate(KeyId::random().expect("entropy"))
+            .expect("entropy")
+    }
+
+    #[test]
+    fn default_token_has_the_documented_shape() {
+        let t = issue("sk");
+        let s = t.expose_secret();
+        assert_eq!(s.len(), 44);
+        assert!(s.starts_with("sk_"));
+        assert_eq!(&s[11..12], "_");
+        assert!(s[3..11].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(s[12..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(t.display_prefix().as_str(), &s[..12]);
+    }
+
+    #[test]
+    fn issued_tokens_parse_and_hash_stably() {
+        let f = TokenFormat::default();
+        let t = f
+            .generate(KeyId::random().expect("entropy"))
+            .expect("entropy");
+        let p = f.parse(t.expose_secret()).expect("parses");
+        assert_eq!(p.display_prefix(), t.display_prefix());
+        assert!(p.hash().ct_eq(&KeyHash::of(t.expose_secret().as_bytes())));
+        let padded = format!("  {}\n", t.expose_secret());
+        assert!(f.parse(&padded).expect("trimmed").hash().ct_eq(&p.hash()));
+    }
+
+    #[test]
+    fn any_single_character_change_is_rejected() {
+        let f = TokenFormat::default();
+        let t = f
+            .generate(KeyId::random().expect("entropy"))
+            .expect("entropy");
+        let s = t.expose_secret().as_bytes().to_vec();
+        for i in 0..s.len() {
+            for &c in b"0aZ_-" {
+                if s[i] == c {
+                    continue;
+                }
+                let mut m = s.clone();
+                m[i] = c;
+                let m = String::from_utf8(m).expect("ascii");
+                assert!(f.parse(&m).is_err(), "changed byte {i} to {c} was accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn other_prefixes_are_rejected() {
+        let t = issue("rk");
+        assert!(TokenFormat::default().parse(t.expose_secret()).is_err());
+        assert!(TokenFormat::new("rk")
+            .expect("valid")
+            .parse(t.expose_secret())
+            .is_ok());
+    }
+
+    #[test]
+    fn prefix_rules() {
+        assert!(TokenFormat::new("").is_err());
+        assert!(TokenFormat::new("sk_").is_err());
+        assert!(TokenFormat::new("abcdefghijk").is_err());
+        assert!(TokenFormat::new("é").is_err());
+        let longest = TokenFormat::new("abcdefghij").expect("10 is allowed");
+        assert!(longest.token_len() <= 55, "must fit one SHA-256 block");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let t = issue("sk");
+        let secret_part = &t.expose_secret()[12..];
+        for shown in [format!("{t:?}"), format!("{t}")] {
+            assert!(!shown.contains(secret_part), "{shown}");
+            assert!(shown.contains(t.display_prefix().as_str()));
+        }
+        let h = KeyHash::of(b"x");
+        assert!(!format!("{h:?}").contains(&h.to_hex()[..8]));
+    }
+
+    #[test]
+    fn hash_hex_round_trips() {
+        let h = KeyHash::of(b"abc");
+        assert_eq!(
+            h.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(KeyHash::from_hex(&h.to_hex()).expect("hex").ct_eq(&h));
+        assert!(KeyHash::from_hex("zz").is_none());
+        assert!(KeyHash::from_hex(&"é".repeat(32)).is_none());
+    }
+
+    #[test]
+    fn key_id_parsing() {
+        let id = KeyId::random().expect("entropy");
+        assert_eq!(id.as_str().parse::<KeyId>(), Ok(id));
+        assert!("short".parse::<KeyId>().is_err());
+        assert!("abcdefg!".parse::<KeyId>().is_err());
+        assert!("abcdéfg".parse::<KeyId>().is_err());
+    }
+
+    #[test]
+    fn scanner_regex_names_the_shape() {
+        assert_eq!(
+            TokenFormat::default().scanner_regex(),
+            r"\bsk_[0-9A-Za-z]{8}_[0-9A-Za-z]{32}\b"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Shared set-up for the integration tests.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use keyward::{
+    Actor, Catalog, KeyId, KeyRecord, KeyStore, Keyward, ManualClock, MemoryAuditSink,
+    MemoryStore, StoreError,
+};
+
+/// A real [`MemoryStore`] that counts how often it is asked anything.
+#[derive(Debug, Clone, Default)]
+pub struct CountingStore {
+    pub inner: MemoryStore,
+    pub calls: Arc<AtomicUsize>,
+    pub last_used_writes: Arc<AtomicUsize>,
+}
+
+impl CountingStore {
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl KeyStore for CountingStore {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.insert(record).await
+    }
+    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.tick();
+        self.inner.get(id).await
+    }
+    async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+        self.tick();
+        self.inner.update(record).await
+    }
+    async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
+        self.tick();
+        self.inner.delete(id).await
+    }
+    async fn list_by_tenant(
+        &self,
+        tenant: &str,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.tick();
+        self.inner.list_by_tenant(tenant, after, limit).await
+    }
+    async fn scan(&self, after: Option<&KeyId>, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        self.tick();
+        self.inner.scan(after, limit).await
+    }
+    async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        self.tick();
+        self.last_used_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_last_used(batch).await
+    }
+}
+
+/// A store whose backend is down.
+#[derive(Debug, Default)]
+pub struct DownStore;
+
+fn down() -> StoreError {
+    StoreError::unavailable("connection refused", std::io::Error::other("connection refused"))
+}
+
+#[async_trait]
+impl KeyStore for DownStore {
+    async fn insert(&self, _: &KeyRecord) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn get(&self, _: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Err(down())
+    }
+    async fn update(&self, _: &KeyRecord) -> Result<u64, StoreError> {
+        Err(down())
+    }
+    async fn delete(&self, _: &KeyId) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn list_by_tenant(&self, _: &str, _: Option<&KeyId>, _: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        Err(down())
+    }
+    async fn scan(&self, _: Option<&KeyId>, _: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        Err(down())
+    }
+    async fn record_last_used(&self, _: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        Err(down())
+    }
+}
+
+pub fn catalog() -> Catalog {
+    Catalog::builder()
+        .resource("contacts", ["read", "write"])
+        .resource("users", ["read"])
+        .resource("leads", ["read", "create", "update", "delete"])
+        .implies("create", "read")
+        .implies("update", "read")
+        .implies("delete", "read")
+        .build()
+        .expect("valid catalog")
+}
+
+pub struct Harness {
+    pub keys: Keyward,
+    pub store: CountingStore,
+    pub clock: ManualClock,
+    pub audit: MemoryAuditSink,
+}
+
+pub fn harness() -> Harness {
+    let store = CountingStore::default();
+    let clock = ManualClock::default();
+    let audit = MemoryAuditSink::default();
+    let keys = Keyward::builder(store.clone(), catalog())
+        .clock(clock.clone())
+        .audit(audit.clone())
+        .build()
+        .expect("valid config");
+    Harness { keys, store, clock, audit }
+}
+
+/// An admin of `tenant` holding every permission.
+pub fn admin(keys: &Keyward, tenant: &str) -> Actor {
+    Actor::new("admin_1", tenant)
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true)
+}
