@@ -72,7 +72,13 @@ pub struct AuditEvent {
 
 impl fmt::Display for AuditEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?} {:?}", self.at.to_rfc3339(), self.action, self.outcome)?;
+        write!(
+            f,
+            "{} {:?} {:?}",
+            self.at.to_rfc3339(),
+            self.action,
+            self.outcome
+        )?;
         if let Some(p) = &self.key_prefix {
             write!(f, " key={p}")?;
         }

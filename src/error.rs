@@ -131,10 +131,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// An [`StoreError::Unavailable`] wrapping a backend error.
-    pub fn unavailable(
-        message: impl Into<String>,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn unavailable(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self::Unavailable {
             message: message.into(),
             source: Some(source.into()),

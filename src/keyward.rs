@@ -9,7 +9,9 @@ use chrono::{DateTime, Duration, Utc};
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink, TracingAuditSink};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
-use crate::key::{Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified};
+use crate::key::{
+    Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified,
+};
 use crate::permission::{Catalog, PermissionSet};
 use crate::store::KeyStore;
 use crate::token::{DisplayPrefix, KeyHash, KeyId, TokenFormat};
@@ -343,12 +345,7 @@ impl Keyward {
     /// # Errors
     /// [`KeyError::InvalidName`], [`KeyError::Forbidden`],
     /// [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn rename(
-        &self,
-        actor: &Actor,
-        id: &KeyId,
-        name: &str,
-    ) -> Result<KeyInfo, KeyError> {
+    pub async fn rename(&self, actor: &Actor, id: &KeyId, name: &str) -> Result<KeyInfo, KeyError> {
         let name = match ensure_manager(actor).and_then(|()| check_name(name)) {
             Ok(name) => name,
             Err(e) => {
@@ -642,9 +639,13 @@ fn check_name(name: &str) -> Result<String, KeyError> {
     if chars == 0 {
         Err(KeyError::InvalidName("the name is empty"))
     } else if chars > MAX_NAME_CHARS {
-        Err(KeyError::InvalidName("the name is longer than 100 characters"))
+        Err(KeyError::InvalidName(
+            "the name is longer than 100 characters",
+        ))
     } else if name.chars().any(char::is_control) {
-        Err(KeyError::InvalidName("the name contains control characters"))
+        Err(KeyError::InvalidName(
+            "the name contains control characters",
+        ))
     } else {
         Ok(name.to_string())
     }

@@ -67,6 +67,11 @@ pub mod permission;
 pub mod store;
 pub mod token;
 
+/// The README's examples run as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use crate::audit::{
     AuditAction, AuditEvent, AuditOutcome, AuditSink, MemoryAuditSink, NoAudit, TracingAuditSink,
 };

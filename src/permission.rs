@@ -224,7 +224,11 @@ impl CatalogBuilder {
                 check_name(a)?;
             }
             let first_bit = names.len() as u16;
-            names.extend(actions.iter().map(|a| format!("{name}:{a}").into_boxed_str()));
+            names.extend(
+                actions
+                    .iter()
+                    .map(|a| format!("{name}:{a}").into_boxed_str()),
+            );
             resources.push(Resource {
                 name: name.into(),
                 actions: actions.into_iter().map(Into::into).collect(),
@@ -560,10 +564,7 @@ impl PermissionSet {
 
     /// Whether every permission of `self` is in `other`.
     pub fn is_subset_of(&self, other: &PermissionSet) -> bool {
-        self.bits
-            .iter()
-            .zip(&other.bits)
-            .all(|(a, b)| a & !b == 0)
+        self.bits.iter().zip(&other.bits).all(|(a, b)| a & !b == 0)
     }
 
     /// Permissions in either set (the lattice join).
@@ -745,7 +746,15 @@ mod tests {
         let c = crm();
         let e = c.parse("invoices:read").expect_err("unknown").to_string();
         assert!(e.contains("`invoices`") && e.contains("contacts"), "{e}");
-        for bad in ["", ":", "contacts", "contacts:", ":read", "a:b:c", "contacts: read:x"] {
+        for bad in [
+            "",
+            ":",
+            "contacts",
+            "contacts:",
+            ":read",
+            "a:b:c",
+            "contacts: read:x",
+        ] {
             assert!(c.parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -812,7 +821,9 @@ mod tests {
     #[test]
     fn serde_round_trip() {
         let c = crm();
-        let s = c.parse_set(["contacts:write", "users:read"]).expect("known");
+        let s = c
+            .parse_set(["contacts:write", "users:read"])
+            .expect("known");
         let json = serde_json::to_string(&s).expect("serializes");
         assert_eq!(json, r#"["contacts:read","contacts:write","users:read"]"#);
         let mut de = serde_json::Deserializer::from_str(&json);

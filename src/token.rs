@@ -50,7 +50,10 @@ static DECODE: [u8; 256] = {
 
 fn is_base62(bytes: &[u8]) -> bool {
     // Fold instead of short-circuiting: no early exit to branch on.
-    bytes.iter().fold(0u8, |acc, &b| acc | (DECODE[b as usize] & 0x80)) == 0
+    bytes
+        .iter()
+        .fold(0u8, |acc, &b| acc | (DECODE[b as usize] & 0x80))
+        == 0
 }
 
 /// The OS random source failed. Practically never happens on supported
@@ -377,7 +380,9 @@ pub struct TokenFormat {
 impl Default for TokenFormat {
     /// The `sk` prefix.
     fn default() -> Self {
-        Self { prefix: "sk".into() }
+        Self {
+            prefix: "sk".into(),
+        }
     }
 }
 

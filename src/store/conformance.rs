@@ -88,7 +88,11 @@ async fn insert_then_get_round_trips<S: KeyStore>(store: Arc<S>) {
     r.version = 41; // the store, not the caller, sets the first version
     store.insert(&r).await.expect("insert must succeed");
     r.version = 0;
-    assert_eq!(get(&*store, &r.id).await, r, "get must return what insert stored, at version 0");
+    assert_eq!(
+        get(&*store, &r.id).await,
+        r,
+        "get must return what insert stored, at version 0"
+    );
     let other = KeyId::random().expect("OS randomness");
     assert!(
         store.get(&other).await.expect("get must succeed").is_none(),
@@ -105,7 +109,11 @@ async fn duplicate_insert_is_refused<S: KeyStore>(store: Arc<S>) {
         Err(StoreError::Duplicate(id)) => assert_eq!(id, first.id),
         other => panic!("a second insert with the same id must be Duplicate, got {other:?}"),
     }
-    assert_eq!(get(&*store, &first.id).await, first, "a refused insert must not overwrite");
+    assert_eq!(
+        get(&*store, &first.id).await,
+        first,
+        "a refused insert must not overwrite"
+    );
 }
 
 async fn concurrent_inserts_of_one_id_admit_one<S: KeyStore>(store: Arc<S>) {
@@ -122,7 +130,10 @@ async fn concurrent_inserts_of_one_id_admit_one<S: KeyStore>(store: Arc<S>) {
     for t in tasks {
         wins += usize::from(t.await.expect("task must not panic"));
     }
-    assert_eq!(wins, 1, "exactly one of 16 concurrent inserts of one id must succeed");
+    assert_eq!(
+        wins, 1,
+        "exactly one of 16 concurrent inserts of one id must succeed"
+    );
 }
 
 async fn update_is_conditional_on_version<S: KeyStore>(store: Arc<S>) {
@@ -133,10 +144,17 @@ async fn update_is_conditional_on_version<S: KeyStore>(store: Arc<S>) {
     r.revoked_at = Some(t0() + Duration::hours(1));
     r.expires_at = Some(t0() + Duration::hours(2));
     r.metadata = None;
-    let v1 = store.update(&r).await.expect("update at the current version must succeed");
+    let v1 = store
+        .update(&r)
+        .await
+        .expect("update at the current version must succeed");
     assert!(v1 > r.version, "update must bump the version");
     r.version = v1;
-    assert_eq!(get(&*store, &r.id).await, r, "update must store every mutable field");
+    assert_eq!(
+        get(&*store, &r.id).await,
+        r,
+        "update must store every mutable field"
+    );
 
     let mut stale = r.clone();
     stale.version = 0;
@@ -145,7 +163,11 @@ async fn update_is_conditional_on_version<S: KeyStore>(store: Arc<S>) {
         matches!(store.update(&stale).await, Err(StoreError::Conflict(_))),
         "update at an old version must be Conflict"
     );
-    assert_eq!(get(&*store, &r.id).await.name, "renamed", "a conflicting update must not write");
+    assert_eq!(
+        get(&*store, &r.id).await.name,
+        "renamed",
+        "a conflicting update must not write"
+    );
 
     let missing = record("acme");
     assert!(
@@ -172,9 +194,16 @@ async fn update_leaves_last_used_and_immutable_fields<S: KeyStore>(store: Arc<S>
     store.update(&changed).await.expect("update must succeed");
     let stored = get(&*store, &r.id).await;
     assert_eq!(stored.name, "new name");
-    assert_eq!(stored.last_used_at, Some(used), "update must not change last_used_at");
+    assert_eq!(
+        stored.last_used_at,
+        Some(used),
+        "update must not change last_used_at"
+    );
     assert_eq!(stored.tenant, "acme", "update must not change the tenant");
-    assert_eq!(stored.created_by, "user_1", "update must not change created_by");
+    assert_eq!(
+        stored.created_by, "user_1",
+        "update must not change created_by"
+    );
     assert_eq!(stored.hash, r.hash, "update must not change the hash");
 }
 
@@ -194,9 +223,16 @@ async fn last_used_only_moves_forward<S: KeyStore>(store: Arc<S>) {
         .record_last_used(&[(a.id, early)])
         .await
         .expect("record_last_used must succeed");
-    store.record_last_used(&[]).await.expect("an empty batch must succeed");
+    store
+        .record_last_used(&[])
+        .await
+        .expect("an empty batch must succeed");
     let a2 = get(&*store, &a.id).await;
-    assert_eq!(a2.last_used_at, Some(late), "last_used_at must never move backward");
+    assert_eq!(
+        a2.last_used_at,
+        Some(late),
+        "last_used_at must never move backward"
+    );
     assert_eq!(get(&*store, &b.id).await.last_used_at, Some(early));
     assert_eq!(a2.version, 0, "record_last_used must not bump the version");
     assert!(
@@ -224,7 +260,10 @@ async fn concurrent_updates_admit_one_per_version<S: KeyStore>(store: Arc<S>) {
             Err(e) => panic!("a losing concurrent update must be Conflict, got {e:?}"),
         }
     }
-    assert_eq!(wins, 1, "exactly one of 16 updates at the same version must succeed");
+    assert_eq!(
+        wins, 1,
+        "exactly one of 16 updates at the same version must succeed"
+    );
 }
 
 async fn last_used_and_updates_do_not_lose_each_other<S: KeyStore>(store: Arc<S>) {
@@ -271,7 +310,10 @@ async fn last_used_and_updates_do_not_lose_each_other<S: KeyStore>(store: Arc<S>
         Some(t0() + Duration::seconds(200)),
         "racing updates must not erase last-used writes"
     );
-    assert_eq!(end.version, 100, "every one of 100 successful updates must count once");
+    assert_eq!(
+        end.version, 100,
+        "every one of 100 successful updates must count once"
+    );
 }
 
 async fn delete_is_final<S: KeyStore>(store: Arc<S>) {
@@ -279,9 +321,18 @@ async fn delete_is_final<S: KeyStore>(store: Arc<S>) {
     let keep = record("acme");
     store.insert(&r).await.expect("insert must succeed");
     store.insert(&keep).await.expect("insert must succeed");
-    assert!(store.delete(&r.id).await.expect("delete must succeed"), "delete of a present key is true");
-    assert!(!store.delete(&r.id).await.expect("delete must succeed"), "a second delete is false");
-    assert!(store.get(&r.id).await.expect("get").is_none(), "a deleted key must be gone");
+    assert!(
+        store.delete(&r.id).await.expect("delete must succeed"),
+        "delete of a present key is true"
+    );
+    assert!(
+        !store.delete(&r.id).await.expect("delete must succeed"),
+        "a second delete is false"
+    );
+    assert!(
+        store.get(&r.id).await.expect("get").is_none(),
+        "a deleted key must be gone"
+    );
     assert!(
         matches!(store.update(&r).await, Err(StoreError::NotFound(_))),
         "update of a deleted key must be NotFound"
@@ -289,7 +340,11 @@ async fn delete_is_final<S: KeyStore>(store: Arc<S>) {
     let listed = store.list_by_tenant("acme", None, 10).await.expect("list");
     assert_eq!(listed.len(), 1, "a deleted key must not be listed");
     assert_eq!(listed[0].id, keep.id);
-    assert_eq!(store.scan(None, 10).await.expect("scan").len(), 1, "a deleted key must not be scanned");
+    assert_eq!(
+        store.scan(None, 10).await.expect("scan").len(),
+        1,
+        "a deleted key must not be scanned"
+    );
 }
 
 async fn tenants_are_isolated_and_paged<S: KeyStore>(store: Arc<S>) {
@@ -302,7 +357,10 @@ async fn tenants_are_isolated_and_paged<S: KeyStore>(store: Arc<S>) {
         }
         store.insert(&r).await.expect("insert must succeed");
     }
-    store.insert(&record("ac")).await.expect("insert must succeed");
+    store
+        .insert(&record("ac"))
+        .await
+        .expect("insert must succeed");
     let mut seen = Vec::new();
     let mut after = None;
     loop {
@@ -311,7 +369,10 @@ async fn tenants_are_isolated_and_paged<S: KeyStore>(store: Arc<S>) {
             .await
             .expect("list must succeed");
         assert!(page.len() <= 4, "a page must hold at most `limit` records");
-        assert!(page.iter().all(|r| r.tenant == "acme"), "list must return only the tenant's keys");
+        assert!(
+            page.iter().all(|r| r.tenant == "acme"),
+            "list must return only the tenant's keys"
+        );
         seen.extend(page.iter().map(|r| r.id));
         if page.len() < 4 {
             break;
@@ -319,9 +380,16 @@ async fn tenants_are_isolated_and_paged<S: KeyStore>(store: Arc<S>) {
         after = page.last().map(|r| r.id);
     }
     let expected: Vec<KeyId> = acme.into_iter().collect();
-    assert_eq!(seen, expected, "paging must return each of the tenant's keys once, in id order");
+    assert_eq!(
+        seen, expected,
+        "paging must return each of the tenant's keys once, in id order"
+    );
     assert!(
-        store.list_by_tenant("nobody", None, 10).await.expect("list").is_empty(),
+        store
+            .list_by_tenant("nobody", None, 10)
+            .await
+            .expect("list")
+            .is_empty(),
         "an unknown tenant has no keys"
     );
 }
@@ -336,8 +404,14 @@ async fn scan_visits_every_key_once_in_order<S: KeyStore>(store: Arc<S>) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = store.scan(after.as_ref(), 100).await.expect("scan must succeed");
-        assert!(page.len() <= 100, "a page must hold at most `limit` records");
+        let page = store
+            .scan(after.as_ref(), 100)
+            .await
+            .expect("scan must succeed");
+        assert!(
+            page.len() <= 100,
+            "a page must hold at most `limit` records"
+        );
         seen.extend(page.iter().map(|r| r.id));
         if page.len() < 100 {
             break;
@@ -345,5 +419,8 @@ async fn scan_visits_every_key_once_in_order<S: KeyStore>(store: Arc<S>) {
         after = page.last().map(|r| r.id);
     }
     let expected: Vec<KeyId> = all.into_iter().collect();
-    assert_eq!(seen, expected, "scan must visit every key once, in id order");
+    assert_eq!(
+        seen, expected,
+        "scan must visit every key once, in id order"
+    );
 }

@@ -111,7 +111,9 @@ impl KeyStore for MemoryStore {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let m = self.read();
         let tenant = tenant.to_string();
-        let range = m.by_tenant.range((tenant.clone(), after.copied().unwrap_or(MIN_ID))..);
+        let range = m
+            .by_tenant
+            .range((tenant.clone(), after.copied().unwrap_or(MIN_ID))..);
         Ok(range
             .take_while(|(t, _)| *t == tenant)
             .filter(|(_, id)| after != Some(id))
@@ -134,10 +136,7 @@ impl KeyStore for MemoryStore {
             .collect())
     }
 
-    async fn record_last_used(
-        &self,
-        batch: &[(KeyId, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
+    async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
         let mut m = self.write();
         for (id, at) in batch {
             if let Some(r) = m.by_id.get_mut(id) {

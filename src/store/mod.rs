@@ -157,8 +157,7 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)])
-        -> Result<(), StoreError>;
+    async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError>;
 }
 
 macro_rules! forward_store {

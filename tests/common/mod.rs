@@ -1,14 +1,16 @@
 //! Shared set-up for the integration tests.
 #![allow(dead_code)]
 
+pub mod forge;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keyward::{
-    Actor, Catalog, KeyId, KeyRecord, KeyStore, Keyward, ManualClock, MemoryAuditSink,
-    MemoryStore, StoreError,
+    Actor, Catalog, KeyId, KeyRecord, KeyStore, Keyward, ManualClock, MemoryAuditSink, MemoryStore,
+    StoreError,
 };
 
 /// A real [`MemoryStore`] that counts how often it is asked anything.
@@ -55,7 +57,11 @@ impl KeyStore for CountingStore {
         self.tick();
         self.inner.list_by_tenant(tenant, after, limit).await
     }
-    async fn scan(&self, after: Option<&KeyId>, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn scan(
+        &self,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
         self.tick();
         self.inner.scan(after, limit).await
     }
@@ -71,7 +77,10 @@ impl KeyStore for CountingStore {
 pub struct DownStore;
 
 fn down() -> StoreError {
-    StoreError::unavailable("connection refused", std::io::Error::other("connection refused"))
+    StoreError::unavailable(
+        "connection refused",
+        std::io::Error::other("connection refused"),
+    )
 }
 
 #[async_trait]
@@ -88,7 +97,12 @@ impl KeyStore for DownStore {
     async fn delete(&self, _: &KeyId) -> Result<bool, StoreError> {
         Err(down())
     }
-    async fn list_by_tenant(&self, _: &str, _: Option<&KeyId>, _: usize) -> Result<Vec<KeyRecord>, StoreError> {
+    async fn list_by_tenant(
+        &self,
+        _: &str,
+        _: Option<&KeyId>,
+        _: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
         Err(down())
     }
     async fn scan(&self, _: Option<&KeyId>, _: usize) -> Result<Vec<KeyRecord>, StoreError> {
@@ -127,7 +141,12 @@ pub fn harness() -> Harness {
         .audit(audit.clone())
         .build()
         .expect("valid config");
-    Harness { keys, store, clock, audit }
+    Harness {
+        keys,
+        store,
+        clock,
+        audit,
+    }
 }
 
 /// An admin of `tenant` holding every permission.
