@@ -32,6 +32,12 @@ pub enum AuditAction {
     SetPermissions,
     /// A token was presented and refused.
     Verify,
+    /// A key was rolled: a new key replaces it after a grace period.
+    Roll,
+    /// A key's own rate limit was changed.
+    SetRateLimit,
+    /// The sweep warned that a key will be deleted or will expire.
+    Warn,
 }
 
 /// How it went.
@@ -68,6 +74,8 @@ pub struct AuditEvent {
     pub key_id: Option<KeyId>,
     /// The key's display prefix, where known.
     pub key_prefix: Option<DisplayPrefix>,
+    /// A second key involved: the new key of a roll.
+    pub related_key_id: Option<KeyId>,
 }
 
 impl fmt::Display for AuditEvent {
@@ -81,6 +89,9 @@ impl fmt::Display for AuditEvent {
         )?;
         if let Some(p) = &self.key_prefix {
             write!(f, " key={p}")?;
+        }
+        if let Some(r) = &self.related_key_id {
+            write!(f, " related={r}")?;
         }
         if let Some(a) = &self.actor {
             write!(f, " actor={a}")?;

@@ -37,6 +37,25 @@ pub enum VerifyError {
     /// The key belongs to another tenant than the one the request names.
     #[error("API key does not belong to this tenant")]
     WrongTenant,
+    /// The key went unused for the inactivity period and no longer works;
+    /// a sweep will delete it.
+    #[error("API key is inactive: it was not used for too long; create a new key")]
+    Inactive,
+    /// The key's own rate limit is exhausted. Answer 429 with `Retry-After`.
+    #[error("API key rate limit exceeded; retry in {} ms", .retry_after.num_milliseconds())]
+    RateLimited {
+        /// The earliest a retry can succeed.
+        retry_after: chrono::Duration,
+    },
+    /// The tenant's quota, shared by all its keys, is exhausted.
+    #[error("quota exceeded for this tenant; retry in {} ms", .retry_after.num_milliseconds())]
+    QuotaExceeded {
+        /// The earliest a retry can succeed.
+        retry_after: chrono::Duration,
+    },
+    /// A usage-limited key has no uses left.
+    #[error("API key usage limit reached")]
+    UsageExceeded,
     /// The store could not be asked; the key was neither accepted nor
     /// refused on its merits. Answer 503 and retry later.
     #[error("API key could not be checked: the key store is unavailable")]
@@ -89,6 +108,22 @@ pub enum KeyError {
     /// The expiry is not in the future.
     #[error("invalid expiry: it must be in the future")]
     InvalidExpiry,
+    /// The operation needs an active key (e.g. rolling a revoked or
+    /// expired key).
+    #[error("API key {id} is {status:?}, not active")]
+    NotActive {
+        /// The key.
+        id: KeyId,
+        /// Its status.
+        status: crate::key::KeyStatus,
+    },
+    /// A negative grace period.
+    #[error("invalid grace period: it must be zero or positive")]
+    InvalidGrace,
+    /// The tenant is not a valid path, or not the actor's own or (with
+    /// nested tenants) a descendant of it.
+    #[error("invalid tenant {0:?}: use the actor's tenant or, with nested tenants, a path below it like `agency/location`")]
+    InvalidTenant(String),
     /// Metadata is too large or not a JSON object.
     #[error("invalid metadata: {0}")]
     InvalidMetadata(&'static str),

@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Forbidden;
+use crate::limit::RateLimit;
 use crate::permission::{Permission, PermissionSet};
+use crate::policy::{Refill, WarningMark};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 
 /// The person or key performing a management call, as the host knows them.
@@ -100,6 +102,10 @@ pub struct NewKey {
     pub(crate) grant: Grant,
     pub(crate) expiry: Option<Expiry>,
     pub(crate) metadata: Option<serde_json::Value>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) remaining: Option<u64>,
+    pub(crate) refill: Option<Refill>,
 }
 
 impl NewKey {
@@ -111,7 +117,38 @@ impl NewKey {
             grant: Grant::Names(Vec::new()),
             expiry: None,
             metadata: None,
+            tenant: None,
+            rate_limit: None,
+            remaining: None,
+            refill: None,
         }
+    }
+
+    /// Creates the key in `tenant` instead of the actor's own: allowed for
+    /// a descendant tenant (`agency/location`) when nested tenants are on.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// This key's own rate limit, replacing the builder's default.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Limits the key to `uses` successful verifications; then it answers
+    /// [`VerifyError::UsageExceeded`](crate::VerifyError::UsageExceeded).
+    pub fn remaining(mut self, uses: u64) -> Self {
+        self.remaining = Some(uses);
+        self
+    }
+
+    /// Refills a usage-limited key (see [`NewKey::remaining`]); without
+    /// `remaining`, the key starts with `refill.amount` uses.
+    pub fn refill(mut self, refill: Refill) -> Self {
+        self.refill = Some(refill);
+        self
     }
 
     /// Permissions in any written form (`contacts:write`, `read:users`,
@@ -193,6 +230,30 @@ pub struct KeyRecord {
     /// Bumped by the store on every update; the condition of
     /// [`KeyStore::update`](crate::KeyStore::update).
     pub version: u64,
+    /// The key's own rate limit; `None` uses the default.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Uses left, for a usage-limited key. Only
+    /// [`KeyStore::consume_credit`](crate::KeyStore::consume_credit)
+    /// changes it after creation.
+    #[serde(default)]
+    pub remaining: Option<u64>,
+    /// How `remaining` refills.
+    #[serde(default)]
+    pub refill: Option<Refill>,
+    /// When `remaining` was last refilled (or set). Owned by
+    /// [`KeyStore::consume_credit`](crate::KeyStore::consume_credit).
+    #[serde(default)]
+    pub last_refill_at: Option<DateTime<Utc>>,
+    /// The last inactivity warning given.
+    #[serde(default)]
+    pub inactivity_warning: Option<WarningMark>,
+    /// The last expiry warning given.
+    #[serde(default)]
+    pub expiry_warning: Option<WarningMark>,
+    /// The key this one replaced by [`Keyward::roll`](crate::Keyward::roll).
+    #[serde(default)]
+    pub rolled_from: Option<KeyId>,
 }
 
 /// Where a key stands.
@@ -248,6 +309,14 @@ pub struct KeyInfo {
     pub last_used_at: Option<DateTime<Utc>>,
     /// Free-form JSON from the host.
     pub metadata: Option<serde_json::Value>,
+    /// The key's own rate limit; `None` uses the default.
+    pub rate_limit: Option<RateLimit>,
+    /// Uses left, for a usage-limited key, as of the last read.
+    pub remaining: Option<u64>,
+    /// How `remaining` refills.
+    pub refill: Option<Refill>,
+    /// The key this one replaced, if it was made by a roll.
+    pub rolled_from: Option<KeyId>,
 }
 
 /// A newly created key: the token, shown once, and the key's details.

@@ -12,8 +12,13 @@ use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
 use crate::key::{
     Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified,
 };
+use crate::limit::{Bucket, Decision, Limiter, LocalLimiter, RateLimit, RateLimiter};
 use crate::permission::{Catalog, PermissionSet};
-use crate::store::KeyStore;
+use crate::policy::{
+    already_warned, crossed, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy,
+    RemovalReason, Retention, SweepReport, SweepWarning, SweptKey, WarningKind, WarningMark,
+};
+use crate::store::{Credit, KeyStore, RefillDue};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, TokenFormat};
 
 /// Longest key name, in characters, after trimming.
@@ -38,6 +43,14 @@ pub struct KeywardBuilder {
     prefix: String,
     audit: Arc<dyn AuditSink>,
     last_used_interval: Duration,
+    key_limit: Option<RateLimit>,
+    tenant_quota: Option<RateLimit>,
+    tenant_quotas: HashMap<String, RateLimit>,
+    limiter: Option<Arc<dyn RateLimiter>>,
+    inactivity: InactivityPolicy,
+    expiry_warnings: ExpiryWarnings,
+    retention: Retention,
+    nested_tenants: bool,
 }
 
 impl fmt::Debug for KeywardBuilder {
@@ -78,19 +91,99 @@ impl KeywardBuilder {
         self
     }
 
+    /// The rate limit of every key without its own
+    /// ([`NewKey::rate_limit`], [`Keyward::set_rate_limit`]). Over it,
+    /// verification answers [`VerifyError::RateLimited`]. Defaults to no
+    /// limit.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.key_limit = Some(limit);
+        self
+    }
+
+    /// The quota every tenant's keys share, checked after each key's own
+    /// limit. Over it, verification answers
+    /// [`VerifyError::QuotaExceeded`]. Defaults to no quota.
+    pub fn tenant_quota(mut self, quota: RateLimit) -> Self {
+        self.tenant_quota = Some(quota);
+        self
+    }
+
+    /// A quota for one tenant, replacing [`KeywardBuilder::tenant_quota`]
+    /// for it.
+    pub fn tenant_quota_for(mut self, tenant: impl Into<String>, quota: RateLimit) -> Self {
+        self.tenant_quotas.insert(tenant.into(), quota);
+        self
+    }
+
+    /// Replaces the in-process [`LocalLimiter`] with another limiter, e.g.
+    /// one shared by a fleet. Defaults to a [`LocalLimiter`] on this
+    /// builder's clock.
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// Inactivity expiry. Defaults to [`InactivityPolicy::default`]: 90
+    /// days, warnings 15, 7 and 1 days before.
+    pub fn inactivity(mut self, policy: InactivityPolicy) -> Self {
+        self.inactivity = policy;
+        self
+    }
+
+    /// Warnings before fixed expiries. Defaults to 15, 7 and 1 days.
+    pub fn expiry_warnings(mut self, warnings: ExpiryWarnings) -> Self {
+        self.expiry_warnings = warnings;
+        self
+    }
+
+    /// How long revoked and expired keys stay before the sweep purges
+    /// them. Defaults to keeping them.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Tenants as paths: a key or actor of `agency` also acts for
+    /// `agency/location` (never the reverse, never siblings). Defaults to
+    /// `false`: tenants are flat and must match exactly.
+    pub fn nested_tenants(mut self, nested: bool) -> Self {
+        self.nested_tenants = nested;
+        self
+    }
+
     /// Checks the settings and builds.
     ///
     /// # Errors
-    /// [`ConfigError`] for an invalid token prefix or a non-positive
-    /// interval.
+    /// [`ConfigError`] for an invalid token prefix, a non-positive
+    /// interval, period or warning threshold, or a negative retention.
     pub fn build(self) -> Result<Keyward, ConfigError> {
         let format = TokenFormat::new(&self.prefix)?;
+        let invalid = |setting, reason| Err(ConfigError::Invalid { setting, reason });
         if self.last_used_interval <= Duration::zero() {
-            return Err(ConfigError::Invalid {
-                setting: "last_used_interval",
-                reason: "must be positive",
-            });
+            return invalid("last_used_interval", "must be positive");
         }
+        if self.inactivity.after.is_some_and(|a| a <= Duration::zero()) {
+            return invalid("inactivity.after", "must be positive");
+        }
+        let thresholds = self
+            .inactivity
+            .warn_before
+            .iter()
+            .chain(&self.expiry_warnings.warn_before);
+        if thresholds.into_iter().any(|t| *t <= Duration::zero()) {
+            return invalid("warn_before", "thresholds must be positive");
+        }
+        if self
+            .retention
+            .purge_after
+            .is_some_and(|r| r < Duration::zero())
+        {
+            return invalid("retention.purge_after", "must not be negative");
+        }
+        let limiter = match self.limiter {
+            Some(custom) => Limiter::Custom(custom),
+            None => Limiter::Local(Arc::new(LocalLimiter::new(self.clock.clone()))),
+        };
         Ok(Keyward {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -98,6 +191,14 @@ impl KeywardBuilder {
                 clock: self.clock,
                 format,
                 audit: self.audit,
+                limiter,
+                key_limit: self.key_limit,
+                tenant_quota: self.tenant_quota,
+                tenant_quotas: self.tenant_quotas,
+                inactivity: self.inactivity,
+                expiry_warnings: self.expiry_warnings,
+                retention: self.retention,
+                nested: self.nested_tenants,
                 last_used: LastUsed {
                     interval: self.last_used_interval,
                     state: Mutex::new(Pending {
@@ -124,6 +225,14 @@ struct Inner {
     format: TokenFormat,
     audit: Arc<dyn AuditSink>,
     last_used: LastUsed,
+    limiter: Limiter,
+    key_limit: Option<RateLimit>,
+    tenant_quota: Option<RateLimit>,
+    tenant_quotas: HashMap<String, RateLimit>,
+    inactivity: InactivityPolicy,
+    expiry_warnings: ExpiryWarnings,
+    retention: Retention,
+    nested: bool,
 }
 
 impl fmt::Debug for Keyward {
@@ -150,6 +259,14 @@ impl Keyward {
             prefix: "sk".into(),
             audit: Arc::new(TracingAuditSink),
             last_used_interval: Duration::minutes(1),
+            key_limit: None,
+            tenant_quota: None,
+            tenant_quotas: HashMap::new(),
+            limiter: None,
+            inactivity: InactivityPolicy::default(),
+            expiry_warnings: ExpiryWarnings::default(),
+            retention: Retention::default(),
+            nested_tenants: false,
         }
     }
 
@@ -164,14 +281,40 @@ impl Keyward {
     }
 
     /// Checks a presented token: shape and checksum (no store access if
-    /// wrong), then the stored hash in constant time, then status.
+    /// wrong), then the stored hash in constant time, then status,
+    /// inactivity, the key's rate limit, the tenant's quota and the key's
+    /// remaining uses, in that order.
     ///
     /// # Errors
     /// [`VerifyError::Malformed`], [`VerifyError::Invalid`] (unknown key
     /// or wrong secret, indistinguishable), then, only for the right
-    /// secret, [`VerifyError::Revoked`] or [`VerifyError::Expired`];
+    /// secret, [`VerifyError::Revoked`], [`VerifyError::Expired`],
+    /// [`VerifyError::Inactive`], [`VerifyError::RateLimited`],
+    /// [`VerifyError::QuotaExceeded`], [`VerifyError::UsageExceeded`];
     /// [`VerifyError::Store`] when the store cannot be asked.
     pub async fn verify(&self, token: &str) -> Result<Verified, VerifyError> {
+        self.verify_inner(token, None).await
+    }
+
+    /// [`Keyward::verify`], and the key must belong to `tenant` (e.g. from
+    /// an `X-Tenant-Name` header) or, with nested tenants, to an ancestor
+    /// of it. Checked before limits and uses are counted.
+    ///
+    /// # Errors
+    /// As [`Keyward::verify`], and [`VerifyError::WrongTenant`].
+    pub async fn verify_for_tenant(
+        &self,
+        token: &str,
+        tenant: &str,
+    ) -> Result<Verified, VerifyError> {
+        self.verify_inner(token, Some(tenant)).await
+    }
+
+    async fn verify_inner(
+        &self,
+        token: &str,
+        tenant: Option<&str>,
+    ) -> Result<Verified, VerifyError> {
         let inner = &*self.inner;
         let Ok(parsed) = inner.format.parse(token) else {
             self.audit_verify(None, "malformed", None);
@@ -179,11 +322,12 @@ impl Keyward {
         };
         let id = parsed.id();
         let prefix = parsed.display_prefix();
+        let key = Some((id, prefix));
         let hash = parsed.hash();
         let record = match inner.store.get(&id).await {
             Ok(r) => r,
             Err(e) => {
-                self.audit_verify(Some((id, prefix)), "store_unavailable", None);
+                self.audit_verify(key, "store_unavailable", None);
                 return Err(VerifyError::Store(e));
             }
         };
@@ -197,20 +341,56 @@ impl Keyward {
         let record = match record {
             Some(r) if matches => r,
             _ => {
-                self.audit_verify(Some((id, prefix)), "invalid", None);
+                self.audit_verify(key, "invalid", None);
                 return Err(VerifyError::Invalid);
             }
+        };
+        // From here on the caller proved the secret and may learn status.
+        let refuse = |err: VerifyError| {
+            self.audit_verify(key, err.code(), Some(&record.tenant));
+            Err(err)
         };
         let now = inner.clock.now();
         match KeyStatus::of(&record, now) {
             KeyStatus::Active => {}
-            KeyStatus::Revoked => {
-                self.audit_verify(Some((id, prefix)), "revoked", Some(&record.tenant));
-                return Err(VerifyError::Revoked);
+            KeyStatus::Revoked => return refuse(VerifyError::Revoked),
+            KeyStatus::Expired => return refuse(VerifyError::Expired),
+        }
+        if let Some(t) = tenant {
+            if !tenant_covers(&record.tenant, t, inner.nested) {
+                return refuse(VerifyError::WrongTenant);
             }
-            KeyStatus::Expired => {
-                self.audit_verify(Some((id, prefix)), "expired", Some(&record.tenant));
-                return Err(VerifyError::Expired);
+        }
+        if self.inactive_at(&record, now) {
+            return refuse(VerifyError::Inactive);
+        }
+        if let Some(limit) = record.rate_limit.or(inner.key_limit) {
+            if let Decision::Deny { retry_after } =
+                inner.limiter.check(Bucket::Key(id), limit, now).await
+            {
+                return refuse(VerifyError::RateLimited { retry_after });
+            }
+        }
+        if let Some(quota) = self.quota_for(&record.tenant) {
+            if let Decision::Deny { retry_after } = inner
+                .limiter
+                .check(Bucket::Tenant(&record.tenant), quota, now)
+                .await
+            {
+                return refuse(VerifyError::QuotaExceeded { retry_after });
+            }
+        }
+        if record.remaining.is_some() || record.refill.is_some() {
+            let refill = record.refill.map(|r| RefillDue {
+                amount: r.amount,
+                if_refilled_before: now - r.every(),
+                now,
+            });
+            match inner.store.consume_credit(&id, refill).await {
+                Ok(Credit::Consumed { .. } | Credit::Unlimited) => {}
+                Ok(Credit::Exhausted) => return refuse(VerifyError::UsageExceeded),
+                Ok(_) => return refuse(VerifyError::Invalid),
+                Err(e) => return refuse(VerifyError::Store(e)),
             }
         }
         if inner.last_used.note(id, record.last_used_at, now) {
@@ -227,22 +407,38 @@ impl Keyward {
         })
     }
 
-    /// [`Keyward::verify`], then requires the key to belong to `tenant`
-    /// (e.g. from an `X-Tenant-Name` header).
-    ///
-    /// # Errors
-    /// As [`Keyward::verify`], and [`VerifyError::WrongTenant`].
-    pub async fn verify_for_tenant(
-        &self,
-        token: &str,
-        tenant: &str,
-    ) -> Result<Verified, VerifyError> {
-        let v = self.verify(token).await?;
-        if v.tenant != tenant {
-            self.audit_verify(Some((v.id, v.prefix)), "wrong_tenant", Some(tenant));
-            return Err(VerifyError::WrongTenant);
+    /// Whether an active key went unused for the inactivity period. The
+    /// in-memory pending use is consulted only when the stored one is old.
+    fn inactive_at(&self, record: &KeyRecord, now: DateTime<Utc>) -> bool {
+        let Some(after) = self.inner.inactivity.after else {
+            return false;
+        };
+        let stored = record
+            .last_used_at
+            .map_or(record.created_at, |u| u.max(record.created_at));
+        if now - stored < after {
+            return false;
         }
-        Ok(v)
+        let pending = self.inner.last_used.pending(&record.id);
+        pending.is_none_or(|p| now - p >= after)
+    }
+
+    /// When an active key will be deleted for disuse, if the policy is on.
+    fn inactivity_deadline(&self, record: &KeyRecord) -> Option<DateTime<Utc>> {
+        let after = self.inner.inactivity.after?;
+        let last = record
+            .last_used_at
+            .max(self.inner.last_used.pending(&record.id))
+            .map_or(record.created_at, |u| u.max(record.created_at));
+        last.checked_add_signed(after)
+    }
+
+    fn quota_for(&self, tenant: &str) -> Option<RateLimit> {
+        self.inner
+            .tenant_quotas
+            .get(tenant)
+            .copied()
+            .or(self.inner.tenant_quota)
     }
 
     /// Creates a key in the actor's tenant. The returned
@@ -265,6 +461,10 @@ impl Keyward {
         let inner = &*self.inner;
         ensure_manager(actor)?;
         let name = check_name(&new.name)?;
+        let tenant = new.tenant.unwrap_or_else(|| actor.tenant().to_string());
+        if !valid_tenant(&tenant) || !tenant_covers(actor.tenant(), &tenant, inner.nested) {
+            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
+        }
         let permissions = self.grantable(actor, new.grant)?;
         let now = inner.clock.now();
         let expires_at = match new.expiry {
@@ -292,7 +492,7 @@ impl Keyward {
                 id,
                 prefix: token.display_prefix(),
                 hash: KeyHash::of(token.expose_secret().as_bytes()),
-                tenant: actor.tenant().to_string(),
+                tenant: tenant.clone(),
                 name: name.clone(),
                 permissions: permissions.names().map(str::to_string).collect(),
                 created_by: actor.id().to_string(),
@@ -302,6 +502,13 @@ impl Keyward {
                 last_used_at: None,
                 metadata: new.metadata.clone(),
                 version: 0,
+                rate_limit: new.rate_limit,
+                remaining: new.remaining.or(new.refill.map(|r| r.amount)),
+                refill: new.refill,
+                last_refill_at: (new.remaining.is_some() || new.refill.is_some()).then_some(now),
+                inactivity_warning: None,
+                expiry_warning: None,
+                rolled_from: None,
             };
             match inner.store.insert(&record).await {
                 Ok(()) => {
@@ -424,13 +631,15 @@ impl Keyward {
     }
 
     /// Every key of `tenant`, in id order, read from the store in pages.
+    /// With nested tenants, an actor may list a descendant tenant; the list
+    /// holds that tenant's own keys only.
     ///
     /// # Errors
-    /// [`KeyError::Forbidden`] if the actor may not manage keys or belongs
-    /// to another tenant; [`KeyError::Store`].
+    /// [`KeyError::Forbidden`] if the actor may not manage keys or may not
+    /// act for `tenant`; [`KeyError::Store`].
     pub async fn list(&self, actor: &Actor, tenant: &str) -> Result<Vec<KeyInfo>, KeyError> {
         ensure_manager(actor)?;
-        if actor.tenant() != tenant {
+        if !tenant_covers(actor.tenant(), tenant, self.inner.nested) {
             return Err(KeyError::Forbidden {
                 actor: actor.id().to_string(),
             });
@@ -451,6 +660,298 @@ impl Keyward {
                 return Ok(out);
             }
         }
+    }
+
+    /// Sets or clears (`None`: back to the default) a key's own rate limit.
+    ///
+    /// # Errors
+    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
+    pub async fn set_rate_limit(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        limit: Option<RateLimit>,
+    ) -> Result<KeyInfo, KeyError> {
+        self.modify(actor, id, AuditAction::SetRateLimit, |r, _| {
+            r.rate_limit = limit;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Rotates a key: issues a new key with the same name, tenant,
+    /// permissions, expiry, rate limit, usage limit and metadata, and
+    /// returns its token once. The old key keeps working until `now +
+    /// grace`, never past its own expiry; a zero grace revokes it at once.
+    /// The audit event names both keys, and the new key's
+    /// [`KeyInfo::rolled_from`] names the old.
+    ///
+    /// # Errors
+    /// [`KeyError::NotActive`] for a revoked or expired key,
+    /// [`KeyError::InvalidGrace`] for a negative grace,
+    /// [`KeyError::PermissionEscalation`] if the actor no longer holds the
+    /// key's permissions; [`KeyError::Forbidden`], [`KeyError::NotFound`],
+    /// [`KeyError::Store`].
+    pub async fn roll(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        grace: Duration,
+    ) -> Result<IssuedKey, KeyError> {
+        let result = self.roll_inner(actor, id, grace).await;
+        let (key, related) = match &result {
+            Ok((old, new)) => (Some((*id, *old)), Some(new.key.id)),
+            Err(_) => (None, None),
+        };
+        self.audit_manage_related(AuditAction::Roll, actor, key, related, &result);
+        result.map(|(_, new)| new)
+    }
+
+    async fn roll_inner(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        grace: Duration,
+    ) -> Result<(DisplayPrefix, IssuedKey), KeyError> {
+        let inner = &*self.inner;
+        if grace < Duration::zero() {
+            return Err(KeyError::InvalidGrace);
+        }
+        let old = self.load_for(actor, id).await?;
+        let now = inner.clock.now();
+        match KeyStatus::of(&old, now) {
+            KeyStatus::Active => {}
+            status => return Err(KeyError::NotActive { id: *id, status }),
+        }
+        let permissions = self.grantable(actor, Grant::Set(self.stored_permissions(&old)))?;
+        // The new key first: if anything fails after, the old key still
+        // works and no client is locked out.
+        let mut attempt = 0;
+        let (token, record) = loop {
+            attempt += 1;
+            let new_id = KeyId::random()?;
+            let token = inner.format.generate(new_id)?;
+            let record = KeyRecord {
+                id: new_id,
+                prefix: token.display_prefix(),
+                hash: KeyHash::of(token.expose_secret().as_bytes()),
+                created_by: actor.id().to_string(),
+                created_at: now,
+                revoked_at: None,
+                last_used_at: None,
+                version: 0,
+                permissions: permissions.names().map(str::to_string).collect(),
+                last_refill_at: old.last_refill_at,
+                inactivity_warning: None,
+                expiry_warning: None,
+                rolled_from: Some(old.id),
+                ..old.clone()
+            };
+            match inner.store.insert(&record).await {
+                Ok(()) => break (token, record),
+                Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let ended = self
+            .modify_unaudited(actor, id, |r, now| {
+                if KeyStatus::of(r, now) != KeyStatus::Active {
+                    return Err(KeyError::NotActive {
+                        id: r.id,
+                        status: KeyStatus::of(r, now),
+                    });
+                }
+                if grace == Duration::zero() {
+                    r.revoked_at = Some(now);
+                } else {
+                    let until = now
+                        .checked_add_signed(grace)
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                    r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = ended {
+            // The old key could not be ended: take the new one back so the
+            // roll is all or nothing.
+            let _ = inner.store.delete(&record.id).await;
+            return Err(e);
+        }
+        let key = self.info(record, now);
+        Ok((old.prefix, IssuedKey { token, key }))
+    }
+
+    /// The maintenance pass; run it periodically (hourly is plenty), on one
+    /// instance or many. It walks the store in pages of 500 and:
+    ///
+    /// - deletes active keys unused for the inactivity period;
+    /// - warns, once per key and threshold, of keys that will be deleted
+    ///   for disuse or whose fixed expiry is near (using a key starts a new
+    ///   cycle); the mark is written with a conditional update, so
+    ///   concurrent sweeps on several instances warn once;
+    /// - purges revoked and expired keys after the retention period, if
+    ///   one is set.
+    ///
+    /// It first writes this instance's pending "last used" instants. Every
+    /// deletion and warning is also an audit event by [`SWEEP_ACTOR`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails; what was done before stays done.
+    pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
+        let inner = &*self.inner;
+        self.flush_last_used().await?;
+        let now = inner.clock.now();
+        let mut report = SweepReport::default();
+        let mut after = None;
+        loop {
+            let page = inner.store.scan(after.as_ref(), PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|r| r.id);
+            for record in page {
+                report.scanned += 1;
+                self.sweep_one(record, now, &mut report).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        inner.limiter.evict_idle();
+        Ok(report)
+    }
+
+    async fn sweep_one(
+        &self,
+        mut record: KeyRecord,
+        now: DateTime<Utc>,
+        report: &mut SweepReport,
+    ) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let status = KeyStatus::of(&record, now);
+            if status != KeyStatus::Active {
+                let since = record.revoked_at.or(record.expires_at);
+                let purge = inner
+                    .retention
+                    .purge_after
+                    .zip(since)
+                    .is_some_and(|(keep, since)| now - since >= keep);
+                if purge {
+                    self.sweep_delete(&record, RemovalReason::Retention, &mut report.purged)
+                        .await?;
+                }
+                return Ok(());
+            }
+            let mut changed = record.clone();
+            let mut warnings = Vec::new();
+            if let Some(deadline) = self.inactivity_deadline(&record) {
+                if now >= deadline {
+                    // Re-read: a use elsewhere may have landed since the page was read.
+                    let fresh = inner.store.get(&record.id).await?;
+                    let still = fresh.as_ref().and_then(|f| self.inactivity_deadline(f));
+                    if still.is_some_and(|d| now >= d) {
+                        self.sweep_delete(&record, RemovalReason::Inactive, &mut report.deleted)
+                            .await?;
+                    }
+                    return Ok(());
+                }
+                if let Some(t) = crossed(&inner.inactivity.warn_before, deadline, now) {
+                    if !already_warned(record.inactivity_warning, deadline, t) {
+                        changed.inactivity_warning = Some(WarningMark {
+                            deadline,
+                            before_secs: t.num_seconds(),
+                        });
+                        warnings.push((WarningKind::Inactivity, deadline, t));
+                    }
+                }
+            }
+            if let Some(deadline) = record.expires_at {
+                if let Some(t) = crossed(&inner.expiry_warnings.warn_before, deadline, now) {
+                    if !already_warned(record.expiry_warning, deadline, t) {
+                        changed.expiry_warning = Some(WarningMark {
+                            deadline,
+                            before_secs: t.num_seconds(),
+                        });
+                        warnings.push((WarningKind::Expiry, deadline, t));
+                    }
+                }
+            }
+            if warnings.is_empty() {
+                return Ok(());
+            }
+            match inner.store.update(&changed).await {
+                Ok(_) => {
+                    for (kind, deadline, before) in warnings {
+                        self.audit_sweep(AuditAction::Warn, &record, None);
+                        report.warnings.push(SweepWarning {
+                            kind,
+                            key_id: record.id,
+                            prefix: record.prefix,
+                            tenant: record.tenant.clone(),
+                            name: record.name.clone(),
+                            created_by: record.created_by.clone(),
+                            deadline,
+                            before,
+                        });
+                    }
+                    return Ok(());
+                }
+                // Another sweep or a management call won: re-read and decide again.
+                Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => {
+                    match inner.store.get(&record.id).await? {
+                        Some(fresh) => record = fresh,
+                        None => return Ok(()),
+                    }
+                }
+                Err(StoreError::NotFound(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_delete(
+        &self,
+        record: &KeyRecord,
+        reason: RemovalReason,
+        into: &mut Vec<SweptKey>,
+    ) -> Result<(), StoreError> {
+        if self.inner.store.delete(&record.id).await? {
+            self.inner.last_used.forget(&record.id);
+            self.audit_sweep(AuditAction::Delete, record, None);
+            into.push(SweptKey {
+                key_id: record.id,
+                prefix: record.prefix,
+                tenant: record.tenant.clone(),
+                name: record.name.clone(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs [`Keyward::sweep`] every `every` (at least one second) on the
+    /// tokio runtime, handing each result to `on_report`, e.g. to send the
+    /// warnings as notifications. Abort the returned handle to stop it.
+    #[cfg(feature = "tokio")]
+    pub fn spawn_sweeper<F>(
+        &self,
+        every: std::time::Duration,
+        mut on_report: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut(Result<SweepReport, StoreError>) + Send + 'static,
+    {
+        let keys = self.clone();
+        let every = every.max(std::time::Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                on_report(keys.sweep().await);
+            }
+        })
     }
 
     /// Writes every pending "last used" instant to the store now. Call it
@@ -476,12 +977,12 @@ impl Keyward {
     async fn load_for(&self, actor: &Actor, id: &KeyId) -> Result<KeyRecord, KeyError> {
         ensure_manager(actor)?;
         match self.inner.store.get(id).await? {
-            Some(r) if r.tenant == actor.tenant() => Ok(r),
+            Some(r) if tenant_covers(actor.tenant(), &r.tenant, self.inner.nested) => Ok(r),
             _ => Err(KeyError::NotFound(*id)),
         }
     }
 
-    /// Read, change, conditionally write; on a lost race, read again.
+    /// Read, change, conditionally write, audit.
     async fn modify(
         &self,
         actor: &Actor,
@@ -489,28 +990,35 @@ impl Keyward {
         action: AuditAction,
         change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
     ) -> Result<KeyInfo, KeyError> {
-        let result = async {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut record = self.load_for(actor, id).await?;
-                let now = self.inner.clock.now();
-                change(&mut record, now)?;
-                match self.inner.store.update(&record).await {
-                    Ok(version) => {
-                        record.version = version;
-                        return Ok(self.info(record, now));
-                    }
-                    Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => continue,
-                    Err(StoreError::NotFound(_)) => return Err(KeyError::NotFound(*id)),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        .await;
+        let result = self.modify_unaudited(actor, id, change).await;
         let key = result.as_ref().ok().map(|k| (k.id, k.prefix));
         self.audit_manage(action, actor, key, &result);
         result
+    }
+
+    /// Read, change, conditionally write; on a lost race, read again.
+    async fn modify_unaudited(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
+    ) -> Result<KeyInfo, KeyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut record = self.load_for(actor, id).await?;
+            let now = self.inner.clock.now();
+            change(&mut record, now)?;
+            match self.inner.store.update(&record).await {
+                Ok(version) => {
+                    record.version = version;
+                    return Ok(self.info(record, now));
+                }
+                Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => continue,
+                Err(StoreError::NotFound(_)) => return Err(KeyError::NotFound(*id)),
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The permissions `grant` names, if the actor may grant them.
@@ -570,6 +1078,10 @@ impl Keyward {
             revoked_at: record.revoked_at,
             last_used_at,
             metadata: record.metadata,
+            rate_limit: record.rate_limit,
+            remaining: record.remaining,
+            refill: record.refill,
+            rolled_from: record.rolled_from,
         }
     }
 
@@ -592,6 +1104,7 @@ impl Keyward {
             tenant: tenant.map(str::to_string),
             key_id: key.map(|k| k.0),
             key_prefix: key.map(|k| k.1),
+            related_key_id: None,
         });
     }
 
@@ -600,6 +1113,17 @@ impl Keyward {
         action: AuditAction,
         actor: &Actor,
         key: Option<(KeyId, DisplayPrefix)>,
+        result: &Result<T, KeyError>,
+    ) {
+        self.audit_manage_related(action, actor, key, None, result);
+    }
+
+    fn audit_manage_related<T>(
+        &self,
+        action: AuditAction,
+        actor: &Actor,
+        key: Option<(KeyId, DisplayPrefix)>,
+        related_key_id: Option<KeyId>,
         result: &Result<T, KeyError>,
     ) {
         let outcome = match result {
@@ -619,9 +1143,26 @@ impl Keyward {
             tenant: Some(actor.tenant().to_string()),
             key_id,
             key_prefix: key.map(|k| k.1),
+            related_key_id,
+        });
+    }
+
+    fn audit_sweep(&self, action: AuditAction, record: &KeyRecord, reason: Option<&'static str>) {
+        self.inner.audit.record(&AuditEvent {
+            at: self.inner.clock.now(),
+            action,
+            outcome: reason.map_or(AuditOutcome::Success, AuditOutcome::Denied),
+            actor: Some(SWEEP_ACTOR.to_string()),
+            tenant: Some(record.tenant.clone()),
+            key_id: Some(record.id),
+            key_prefix: Some(record.prefix),
+            related_key_id: None,
         });
     }
 }
+
+/// The actor named in audit events of the maintenance sweep.
+pub const SWEEP_ACTOR: &str = "keyward:sweep";
 
 fn ensure_manager(actor: &Actor) -> Result<(), KeyError> {
     if actor.can_manage() {
@@ -718,7 +1259,8 @@ impl KeyError {
     /// A stable snake_case code for the error, for audit events and API
     /// responses: `forbidden`, `not_found`, `invalid_name`,
     /// `permission_escalation`, `unknown_permission`, `catalog_mismatch`,
-    /// `invalid_expiry`, `invalid_metadata`, `entropy`, `store`.
+    /// `invalid_expiry`, `not_active`, `invalid_grace`, `invalid_tenant`,
+    /// `invalid_metadata`, `entropy`, `store`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Forbidden { .. } => "forbidden",
@@ -728,6 +1270,9 @@ impl KeyError {
             Self::Permission(_) => "unknown_permission",
             Self::CatalogMismatch => "catalog_mismatch",
             Self::InvalidExpiry => "invalid_expiry",
+            Self::NotActive { .. } => "not_active",
+            Self::InvalidGrace => "invalid_grace",
+            Self::InvalidTenant(_) => "invalid_tenant",
             Self::InvalidMetadata(_) => "invalid_metadata",
             Self::Entropy(_) => "entropy",
             Self::Store(_) => "store",
@@ -738,7 +1283,8 @@ impl KeyError {
 impl VerifyError {
     /// A stable snake_case code for the error, for API responses:
     /// `malformed`, `invalid`, `api_key_expired`, `revoked`,
-    /// `wrong_tenant`, `store_unavailable`.
+    /// `wrong_tenant`, `inactive`, `rate_limited`, `quota_exceeded`,
+    /// `usage_exceeded`, `store_unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
@@ -746,6 +1292,10 @@ impl VerifyError {
             Self::Expired => "api_key_expired",
             Self::Revoked => "revoked",
             Self::WrongTenant => "wrong_tenant",
+            Self::Inactive => "inactive",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::UsageExceeded => "usage_exceeded",
             Self::Store(_) => "store_unavailable",
         }
     }

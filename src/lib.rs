@@ -44,6 +44,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `conformance` | no | [`store::conformance`]: the test suite every [`KeyStore`] must pass |
+//! | `tokio` | no | `Keyward::spawn_sweeper`: the maintenance sweep on a tokio interval |
 //!
 //! # Where things are
 //!
@@ -51,6 +52,8 @@
 //! - [`permission`]: [`Catalog`], [`PermissionSet`], [`Permission`].
 //! - [`key`]: [`Actor`], [`NewKey`], [`KeyRecord`], [`KeyInfo`], [`Verified`].
 //! - [`store`]: [`KeyStore`] and [`MemoryStore`].
+//! - [`policy`]: inactivity expiry, warnings, retention, refills, tenants.
+//! - [`limit`]: [`RateLimit`], [`RateLimiter`], [`LocalLimiter`].
 //! - [`audit`]: [`AuditEvent`] and the sinks.
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
 //! - [`error`]: one error enum per concern.
@@ -63,7 +66,9 @@ pub mod clock;
 pub mod error;
 pub mod key;
 mod keyward;
+pub mod limit;
 pub mod permission;
+pub mod policy;
 pub mod store;
 pub mod token;
 
@@ -78,11 +83,18 @@ pub use crate::audit::{
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{BoxError, ConfigError, Forbidden, KeyError, StoreError, VerifyError};
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified};
-pub use crate::keyward::{Keyward, KeywardBuilder, MAX_METADATA_BYTES, MAX_NAME_CHARS};
+pub use crate::keyward::{
+    Keyward, KeywardBuilder, MAX_METADATA_BYTES, MAX_NAME_CHARS, SWEEP_ACTOR,
+};
+pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{
     Catalog, CatalogBuilder, CatalogError, Permission, PermissionError, PermissionSet,
 };
-pub use crate::store::{KeyStore, MemoryStore};
+pub use crate::policy::{
+    ExpiryWarnings, InactivityPolicy, Refill, RemovalReason, Retention, SweepReport, SweepWarning,
+    SweptKey, WarningKind, WarningMark,
+};
+pub use crate::store::{Credit, KeyStore, MemoryStore, RefillDue};
 pub use crate::token::{
     DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyHash, KeyId, MalformedToken,
     ParsedToken, SecretToken, TokenFormat,

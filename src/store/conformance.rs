@@ -22,9 +22,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::KeyStore;
+use super::{Credit, KeyStore, RefillDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
+use crate::limit::RateLimit;
+use crate::policy::{Refill, WarningMark};
 use crate::token::{KeyHash, KeyId, TokenFormat};
 
 /// Runs every check, each against a fresh store from `new_store`.
@@ -48,6 +50,9 @@ where
     delete_is_final(Arc::new(new_store().await)).await;
     tenants_are_isolated_and_paged(Arc::new(new_store().await)).await;
     scan_visits_every_key_once_in_order(Arc::new(new_store().await)).await;
+    credits_are_consumed_and_refilled(Arc::new(new_store().await)).await;
+    concurrent_credits_never_overspend(Arc::new(new_store().await)).await;
+    credits_and_updates_do_not_lose_each_other(Arc::new(new_store().await)).await;
 }
 
 fn t0() -> DateTime<Utc> {
@@ -72,6 +77,13 @@ fn record(tenant: &str) -> KeyRecord {
         last_used_at: None,
         metadata: Some(serde_json::json!({"integration": "zapier", "n": 1})),
         version: 0,
+        rate_limit: Some(RateLimit::per_minute(200).expect("valid")),
+        remaining: None,
+        refill: None,
+        last_refill_at: None,
+        inactivity_warning: None,
+        expiry_warning: None,
+        rolled_from: Some(KeyId::random().expect("OS randomness")),
     }
 }
 
@@ -144,6 +156,14 @@ async fn update_is_conditional_on_version<S: KeyStore>(store: Arc<S>) {
     r.revoked_at = Some(t0() + Duration::hours(1));
     r.expires_at = Some(t0() + Duration::hours(2));
     r.metadata = None;
+    r.rate_limit = Some(RateLimit::per_second(5).expect("valid"));
+    r.refill = Refill::new(10, Duration::days(1));
+    let mark = WarningMark {
+        deadline: t0() + Duration::days(90),
+        before_secs: 86_400,
+    };
+    r.inactivity_warning = Some(mark);
+    r.expiry_warning = Some(mark);
     let v1 = store
         .update(&r)
         .await
@@ -191,6 +211,10 @@ async fn update_leaves_last_used_and_immutable_fields<S: KeyStore>(store: Arc<S>
     changed.tenant = "globex".into();
     changed.created_by = "intruder".into();
     changed.hash = KeyHash::from_bytes([7; 32]);
+    changed.remaining = Some(1_000);
+    changed.last_refill_at = Some(t0());
+    changed.rolled_from = None;
+    changed.created_at = t0() - Duration::days(1);
     store.update(&changed).await.expect("update must succeed");
     let stored = get(&*store, &r.id).await;
     assert_eq!(stored.name, "new name");
@@ -205,6 +229,19 @@ async fn update_leaves_last_used_and_immutable_fields<S: KeyStore>(store: Arc<S>
         "update must not change created_by"
     );
     assert_eq!(stored.hash, r.hash, "update must not change the hash");
+    assert_eq!(stored.remaining, None, "update must not change remaining");
+    assert_eq!(
+        stored.last_refill_at, None,
+        "update must not change last_refill_at"
+    );
+    assert_eq!(
+        stored.rolled_from, r.rolled_from,
+        "update must not change rolled_from"
+    );
+    assert_eq!(
+        stored.created_at, r.created_at,
+        "update must not change created_at"
+    );
 }
 
 async fn last_used_only_moves_forward<S: KeyStore>(store: Arc<S>) {
@@ -423,4 +460,119 @@ async fn scan_visits_every_key_once_in_order<S: KeyStore>(store: Arc<S>) {
         seen, expected,
         "scan must visit every key once, in id order"
     );
+}
+
+async fn credits_are_consumed_and_refilled<S: KeyStore>(store: Arc<S>) {
+    let unlimited = record("acme");
+    store.insert(&unlimited).await.expect("insert must succeed");
+    assert_eq!(
+        store
+            .consume_credit(&unlimited.id, None)
+            .await
+            .expect("consume"),
+        Credit::Unlimited,
+        "a key without remaining is unlimited"
+    );
+    assert_eq!(get(&*store, &unlimited.id).await.remaining, None);
+    let missing = KeyId::random().expect("OS randomness");
+    assert_eq!(
+        store.consume_credit(&missing, None).await.expect("consume"),
+        Credit::Missing
+    );
+
+    let mut r = record("acme");
+    r.remaining = Some(2);
+    r.last_refill_at = Some(t0());
+    store.insert(&r).await.expect("insert must succeed");
+    let take = |refill| {
+        let store = store.clone();
+        async move {
+            store
+                .consume_credit(&r.id, refill)
+                .await
+                .expect("consume must succeed")
+        }
+    };
+    assert_eq!(take(None).await, Credit::Consumed { remaining: 1 });
+    assert_eq!(take(None).await, Credit::Consumed { remaining: 0 });
+    assert_eq!(take(None).await, Credit::Exhausted);
+    assert_eq!(
+        get(&*store, &r.id).await.remaining,
+        Some(0),
+        "exhaustion must not go negative"
+    );
+    // Not due: last refilled at t0, due only if refilled at or before t0 - 1s.
+    let not_due = RefillDue {
+        amount: 5,
+        if_refilled_before: t0() - Duration::seconds(1),
+        now: t0(),
+    };
+    assert_eq!(take(Some(not_due)).await, Credit::Exhausted);
+    let due = RefillDue {
+        amount: 5,
+        if_refilled_before: t0(),
+        now: t0() + Duration::days(1),
+    };
+    assert_eq!(
+        take(Some(due)).await,
+        Credit::Consumed { remaining: 4 },
+        "a due refill applies first"
+    );
+    let after = get(&*store, &r.id).await;
+    assert_eq!(after.last_refill_at, Some(t0() + Duration::days(1)));
+    assert_eq!(after.version, 0, "consume_credit must not bump the version");
+    // The same refill again is no longer due: last_refill_at moved on.
+    assert_eq!(take(Some(due)).await, Credit::Consumed { remaining: 3 });
+}
+
+async fn concurrent_credits_never_overspend<S: KeyStore>(store: Arc<S>) {
+    let mut r = record("acme");
+    r.remaining = Some(50);
+    store.insert(&r).await.expect("insert must succeed");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut won = 0;
+                for _ in 0..25 {
+                    match store.consume_credit(&r.id, None).await.expect("consume") {
+                        Credit::Consumed { .. } => won += 1,
+                        Credit::Exhausted => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                won
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task must not panic");
+    }
+    assert_eq!(
+        total, 50,
+        "200 concurrent uses of a 50-use key must succeed exactly 50 times"
+    );
+    assert_eq!(get(&*store, &r.id).await.remaining, Some(0));
+}
+
+async fn credits_and_updates_do_not_lose_each_other<S: KeyStore>(store: Arc<S>) {
+    let mut r = record("acme");
+    r.remaining = Some(10);
+    store.insert(&r).await.expect("insert must succeed");
+    let stale = get(&*store, &r.id).await;
+    for _ in 0..3 {
+        store.consume_credit(&r.id, None).await.expect("consume");
+    }
+    let mut renamed = stale;
+    renamed.name = "renamed".into();
+    store.update(&renamed).await.expect("update must succeed");
+    let end = get(&*store, &r.id).await;
+    assert_eq!(
+        end.remaining,
+        Some(7),
+        "an update from a stale read must not restore used credits"
+    );
+    assert_eq!(end.name, "renamed");
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::KeyStore;
+use super::{apply_credit, apply_update, Credit, KeyStore, RefillDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -82,13 +82,7 @@ impl KeyStore for MemoryStore {
         if stored.version != record.version {
             return Err(StoreError::Conflict(record.id));
         }
-        stored.name.clone_from(&record.name);
-        stored.permissions.clone_from(&record.permissions);
-        stored.expires_at = record.expires_at;
-        stored.revoked_at = record.revoked_at;
-        stored.metadata.clone_from(&record.metadata);
-        stored.version += 1;
-        Ok(stored.version)
+        Ok(apply_update(stored, record))
     }
 
     async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
@@ -144,6 +138,17 @@ impl KeyStore for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn consume_credit(
+        &self,
+        id: &KeyId,
+        refill: Option<RefillDue>,
+    ) -> Result<Credit, StoreError> {
+        let mut m = self.write();
+        Ok(m.by_id
+            .get_mut(id)
+            .map_or(Credit::Missing, |r| apply_credit(r, refill)))
     }
 }
 

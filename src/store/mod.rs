@@ -20,6 +20,78 @@ mod memory;
 
 pub use memory::MemoryStore;
 
+/// A refill to apply before consuming a use: see
+/// [`KeyStore::consume_credit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillDue {
+    /// `remaining` after the refill.
+    pub amount: u64,
+    /// Refill only if `last_refill_at` is at or before this instant (or
+    /// unset).
+    pub if_refilled_before: DateTime<Utc>,
+    /// The new `last_refill_at` when refilled.
+    pub now: DateTime<Utc>,
+}
+
+/// The result of [`KeyStore::consume_credit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credit {
+    /// The key has no usage limit; nothing changed.
+    Unlimited,
+    /// One use was taken; this many are left.
+    Consumed {
+        /// Uses left after this one.
+        remaining: u64,
+    },
+    /// No uses left; nothing taken.
+    Exhausted,
+    /// No such key.
+    Missing,
+}
+
+/// Applies [`KeyStore::consume_credit`]'s rule to one record in memory:
+/// for stores that lock a record and then decide in Rust.
+pub fn apply_credit(record: &mut KeyRecord, refill: Option<RefillDue>) -> Credit {
+    let Some(remaining) = record.remaining else {
+        return Credit::Unlimited;
+    };
+    let mut remaining = remaining;
+    if let Some(r) = refill {
+        if record
+            .last_refill_at
+            .is_none_or(|t| t <= r.if_refilled_before)
+        {
+            remaining = r.amount;
+            record.last_refill_at = Some(r.now);
+        }
+    }
+    let result = if remaining == 0 {
+        Credit::Exhausted
+    } else {
+        remaining -= 1;
+        Credit::Consumed { remaining }
+    };
+    record.remaining = Some(remaining);
+    result
+}
+
+/// Copies the fields [`KeyStore::update`] writes from `from` into `into`
+/// and bumps the version: for stores that update a record in memory.
+pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
+    into.name.clone_from(&from.name);
+    into.permissions.clone_from(&from.permissions);
+    into.expires_at = from.expires_at;
+    into.revoked_at = from.revoked_at;
+    into.metadata.clone_from(&from.metadata);
+    into.rate_limit = from.rate_limit;
+    into.refill = from.refill;
+    into.inactivity_warning = from.inactivity_warning;
+    into.expiry_warning = from.expiry_warning;
+    into.version += 1;
+    into.version
+}
+
 /// Where keys live. Implement it to keep keys in your own database; check
 /// an implementation with [`conformance::run`] (feature `conformance`).
 ///
@@ -34,6 +106,7 @@ pub use memory::MemoryStore;
 /// use async_trait::async_trait;
 /// use chrono::{DateTime, Utc};
 /// use keyward::{KeyId, KeyRecord, KeyStore, StoreError};
+/// use keyward::store::{apply_credit, apply_update, Credit, RefillDue};
 ///
 /// #[derive(Debug, Default)]
 /// struct MapStore(Mutex<BTreeMap<KeyId, KeyRecord>>);
@@ -65,13 +138,7 @@ pub use memory::MemoryStore;
 ///         if stored.version != record.version {
 ///             return Err(StoreError::Conflict(record.id));
 ///         }
-///         stored.name = record.name.clone();
-///         stored.permissions = record.permissions.clone();
-///         stored.expires_at = record.expires_at;
-///         stored.revoked_at = record.revoked_at;
-///         stored.metadata = record.metadata.clone();
-///         stored.version += 1;
-///         Ok(stored.version)
+///         Ok(apply_update(stored, record))
 ///     }
 ///     async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
 ///         Ok(self.map().remove(id).is_some())
@@ -97,6 +164,10 @@ pub use memory::MemoryStore;
 ///         }
 ///         Ok(())
 ///     }
+///     async fn consume_credit(&self, id: &KeyId, refill: Option<RefillDue>)
+///         -> Result<Credit, StoreError> {
+///         Ok(self.map().get_mut(id).map_or(Credit::Missing, |r| apply_credit(r, refill)))
+///     }
 /// }
 /// ```
 #[async_trait]
@@ -115,10 +186,13 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
 
     /// Replaces the mutable fields (`name`, `permissions`, `expires_at`,
-    /// `revoked_at`, `metadata`) of the stored record, but only if its
-    /// `version` still equals `record.version`; then bumps the version and
-    /// returns the new one. Must not change `last_used_at`, which belongs
-    /// to [`KeyStore::record_last_used`], nor the immutable fields.
+    /// `revoked_at`, `metadata`, `rate_limit`, `refill`,
+    /// `inactivity_warning`, `expiry_warning`) of the stored record, but
+    /// only if its `version` still equals `record.version`; then bumps the
+    /// version and returns the new one ([`apply_update`] does exactly
+    /// this). Must not change `last_used_at` (owned by
+    /// [`KeyStore::record_last_used`]), `remaining` and `last_refill_at`
+    /// (owned by [`KeyStore::consume_credit`]), nor the immutable fields.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] if the version differs (a concurrent change
@@ -158,6 +232,22 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError>;
+
+    /// Takes one use of a usage-limited key, atomically: first, if
+    /// `refill` is given and the key was last refilled at or before
+    /// `refill.if_refilled_before` (or never), sets `remaining` to
+    /// `refill.amount` and `last_refill_at` to `refill.now`; then takes one
+    /// use if any is left. Concurrent calls never take more uses than there
+    /// are ([`apply_credit`] is the rule for one locked record). Does not
+    /// bump `version`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn consume_credit(
+        &self,
+        id: &KeyId,
+        refill: Option<RefillDue>,
+    ) -> Result<Credit, StoreError>;
 }
 
 macro_rules! forward_store {
@@ -196,6 +286,13 @@ macro_rules! forward_store {
                 batch: &[(KeyId, DateTime<Utc>)],
             ) -> Result<(), StoreError> {
                 (**self).record_last_used(batch).await
+            }
+            async fn consume_credit(
+                &self,
+                id: &KeyId,
+                refill: Option<RefillDue>,
+            ) -> Result<Credit, StoreError> {
+                (**self).consume_credit(id, refill).await
             }
         }
     };

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keyward::{
-    Actor, Catalog, KeyId, KeyRecord, KeyStore, Keyward, ManualClock, MemoryAuditSink, MemoryStore,
-    StoreError,
+    Actor, Catalog, Credit, KeyId, KeyRecord, KeyStore, Keyward, KeywardBuilder, ManualClock,
+    MemoryAuditSink, MemoryStore, RefillDue, StoreError,
 };
 
 /// A real [`MemoryStore`] that counts how often it is asked anything.
@@ -70,6 +70,14 @@ impl KeyStore for CountingStore {
         self.last_used_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.record_last_used(batch).await
     }
+    async fn consume_credit(
+        &self,
+        id: &KeyId,
+        refill: Option<RefillDue>,
+    ) -> Result<Credit, StoreError> {
+        self.tick();
+        self.inner.consume_credit(id, refill).await
+    }
 }
 
 /// A store whose backend is down.
@@ -111,6 +119,9 @@ impl KeyStore for DownStore {
     async fn record_last_used(&self, _: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn consume_credit(&self, _: &KeyId, _: Option<RefillDue>) -> Result<Credit, StoreError> {
+        Err(down())
+    }
 }
 
 pub fn catalog() -> Catalog {
@@ -133,14 +144,21 @@ pub struct Harness {
 }
 
 pub fn harness() -> Harness {
+    harness_with(|b| b)
+}
+
+/// A harness whose builder `configure` adjusts (limits, policies).
+pub fn harness_with(configure: impl FnOnce(KeywardBuilder) -> KeywardBuilder) -> Harness {
     let store = CountingStore::default();
     let clock = ManualClock::default();
     let audit = MemoryAuditSink::default();
-    let keys = Keyward::builder(store.clone(), catalog())
-        .clock(clock.clone())
-        .audit(audit.clone())
-        .build()
-        .expect("valid config");
+    let keys = configure(
+        Keyward::builder(store.clone(), catalog())
+            .clock(clock.clone())
+            .audit(audit.clone()),
+    )
+    .build()
+    .expect("valid config");
     Harness {
         keys,
         store,
