@@ -535,12 +535,31 @@ impl Keyward {
         .await
     }
 
-    /// Undoes [`Keyward::revoke`]. An expired key stays expired.
+    /// Undoes [`Keyward::revoke`]. An expired key stays expired. Like
+    /// creation, only an actor holding all of the key's permissions may.
     ///
     /// # Errors
-    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
+    /// [`KeyError::PermissionEscalation`], [`KeyError::Forbidden`],
+    /// [`KeyError::NotFound`], [`KeyError::Store`].
     pub async fn reactivate(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
+        let held = match self.held(actor) {
+            Ok(held) => held,
+            Err(e) => {
+                let result = Err(e);
+                self.audit_manage(AuditAction::Reactivate, actor, None, &result);
+                return result;
+            }
+        };
         self.modify(actor, id, AuditAction::Reactivate, |r, _| {
+            // Reviving a key grants its permissions again: only an actor
+            // who holds them may, or a demoted manager could restore the
+            // rights an admin took away.
+            let set = self.stored_permissions(r);
+            if !set.is_subset_of(&held) {
+                return Err(KeyError::PermissionEscalation {
+                    missing: set.missing_from(&held),
+                });
+            }
             r.revoked_at = None;
             Ok(())
         })
@@ -1029,17 +1048,23 @@ impl Keyward {
             Grant::Set(set) if set.catalog() == catalog => set,
             Grant::Set(_) => return Err(KeyError::CatalogMismatch),
         };
-        let held = match actor.permission_set() {
-            Some(set) if set.catalog() == catalog => set.clone(),
-            Some(_) => return Err(KeyError::CatalogMismatch),
-            None => catalog.none(),
-        };
+        let held = self.held(actor)?;
         if wanted.is_subset_of(&held) {
             Ok(wanted)
         } else {
             Err(KeyError::PermissionEscalation {
                 missing: wanted.missing_from(&held),
             })
+        }
+    }
+
+    /// The actor's permissions, checked to be of this catalog.
+    fn held(&self, actor: &Actor) -> Result<PermissionSet, KeyError> {
+        let catalog = &self.inner.catalog;
+        match actor.permission_set() {
+            Some(set) if set.catalog() == catalog => Ok(set.clone()),
+            Some(_) => Err(KeyError::CatalogMismatch),
+            None => Ok(catalog.none()),
         }
     }
 

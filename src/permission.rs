@@ -52,6 +52,10 @@ pub enum CatalogError {
     /// Implications form a cycle; the path shows it, first and last equal.
     #[error("action implications form a cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
+    /// An implication names an action no resource declares (a typo would
+    /// otherwise drop the implication silently).
+    #[error("implication names action `{0}`, which no resource declares")]
+    UnknownImpliedAction(String),
     /// More than [`MAX_PERMISSIONS`] resource–action pairs.
     #[error("the catalog declares {0} permissions; at most 256 are supported")]
     TooManyPermissions(usize),
@@ -203,6 +207,19 @@ impl CatalogBuilder {
             edges.push((a, b));
         }
         find_cycle(&edges)?;
+        let declared: BTreeSet<&str> = self
+            .resources
+            .iter()
+            .flat_map(|(_, actions)| actions.iter().map(String::as_str))
+            .collect();
+        if let Some((a, b)) = edges
+            .iter()
+            .skip(usize::from(self.write_implies_read))
+            .find(|(a, b)| !declared.contains(a.as_str()) || !declared.contains(b.as_str()))
+        {
+            let unknown = if declared.contains(a.as_str()) { b } else { a };
+            return Err(CatalogError::UnknownImpliedAction(unknown.clone()));
+        }
 
         let total: usize = self.resources.iter().map(|(_, a)| a.len()).sum();
         if total > MAX_PERMISSIONS {
@@ -251,8 +268,11 @@ impl CatalogBuilder {
                 let mut reach: BTreeSet<&str> = BTreeSet::from([&**action]);
                 loop {
                     let before = reach.len();
+                    // Follow edges through every action, declared here or
+                    // not, so admin -> delete -> read holds on a resource
+                    // without `delete`; restricted to this resource below.
                     for (from, to) in &edges {
-                        if reach.contains(from.as_str()) && r.actions.iter().any(|a| **a == **to) {
+                        if reach.contains(from.as_str()) {
                             reach.insert(to.as_str());
                         }
                     }
@@ -387,20 +407,21 @@ impl Catalog {
         )
     }
 
-    /// Like [`Catalog::parse_set`], but skips names the catalog does not
-    /// know, returning them too. For reading stored keys after a catalog
-    /// lost a permission: the key loses it as well.
+    /// Reads stored canonical names, skipping (and returning) any the
+    /// catalog does not know: after a catalog loses a permission, keys
+    /// lose it as well.
     pub(crate) fn parse_stored<'a>(
         &self,
         items: impl IntoIterator<Item = &'a str>,
     ) -> (PermissionSet, Vec<&'a str>) {
+        // Only exact canonical names: a stored `*` or `contacts:*` must
+        // not grow with the catalog, and no other reading may apply.
         let mut bits = [0u64; WORDS];
         let mut unknown = Vec::new();
         for item in items {
-            match self.parse_item(item) {
-                Ok(Item::One(bit)) => set_bit(&mut bits, bit as usize),
-                Ok(Item::Many(b)) => or_into(&mut bits, &b),
-                Err(_) => unknown.push(item),
+            match self.0.names.iter().position(|n| &**n == item) {
+                Some(bit) => set_bit(&mut bits, bit),
+                None => unknown.push(item),
             }
         }
         (self.closed(bits), unknown)
@@ -803,6 +824,37 @@ mod tests {
             Catalog::builder().resource("r", too_many).build(),
             Err(CatalogError::TooManyPermissions(257))
         ));
+    }
+
+    #[test]
+    fn implication_is_transitive_through_undeclared_actions() {
+        let c = Catalog::builder()
+            .resource("docs", ["read", "delete", "admin"])
+            .resource("files", ["read", "admin"])
+            .implies("admin", "delete")
+            .implies("delete", "read")
+            .build()
+            .expect("valid");
+        assert_eq!(
+            c.parse_set(["files:admin"]).expect("known").to_string(),
+            "files:read files:admin",
+            "admin -> delete -> read holds where delete is not declared"
+        );
+        assert!(matches!(
+            Catalog::builder()
+                .resource("a", ["read"])
+                .implies("raed", "read")
+                .build(),
+            Err(CatalogError::UnknownImpliedAction(x)) if x == "raed"
+        ));
+    }
+
+    #[test]
+    fn stored_names_are_read_exactly() {
+        let c = crm();
+        let (set, unknown) = c.parse_stored(["*", "contacts:*", "read:users", "leads:read"]);
+        assert_eq!(set.to_string(), "leads:read");
+        assert_eq!(unknown, ["*", "contacts:*", "read:users"]);
     }
 
     #[test]

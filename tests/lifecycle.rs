@@ -659,3 +659,56 @@ async fn issued_key_debug_never_shows_the_secret() {
         .expect("verifies");
     assert!(!format!("{v:?}").contains(secret));
 }
+
+#[tokio::test]
+async fn a_demoted_manager_cannot_revive_a_key() {
+    let h = harness();
+    let a = admin(&h.keys, "acme");
+    let k = h
+        .keys
+        .create(&a, NewKey::new("k").permissions(["contacts:write"]))
+        .await
+        .expect("created");
+    h.keys.revoke(&a, &k.key.id).await.expect("revoked");
+    let demoted = Actor::new("user_5", "acme")
+        .permissions(
+            h.keys
+                .catalog()
+                .parse_set(["contacts:read"])
+                .expect("known"),
+        )
+        .may_manage_keys(true);
+    match h.keys.reactivate(&demoted, &k.key.id).await {
+        Err(KeyError::PermissionEscalation { missing }) => assert_eq!(missing, ["contacts:write"]),
+        other => panic!("expected escalation, got {other:?}"),
+    }
+    assert!(matches!(
+        h.keys.verify(k.token.expose_secret()).await,
+        Err(VerifyError::Revoked)
+    ));
+    h.keys
+        .reactivate(&a, &k.key.id)
+        .await
+        .expect("a full admin may");
+}
+
+#[tokio::test]
+async fn other_tenants_cannot_edit_keys() {
+    let h = harness();
+    let a = admin(&h.keys, "acme");
+    let g = admin(&h.keys, "globex");
+    let k = h.keys.create(&a, NewKey::new("k")).await.expect("created");
+    assert!(matches!(
+        h.keys.rename(&g, &k.key.id, "x").await,
+        Err(KeyError::NotFound(_))
+    ));
+    assert!(matches!(
+        h.keys.set_permissions(&g, &k.key.id, ["users:read"]).await,
+        Err(KeyError::NotFound(_))
+    ));
+    assert!(matches!(
+        h.keys.reactivate(&g, &k.key.id).await,
+        Err(KeyError::NotFound(_))
+    ));
+    assert_eq!(h.keys.get(&a, &k.key.id).await.expect("get").name, "k");
+}
