@@ -1208,13 +1208,26 @@ fn check_name(name: &str) -> Result<String, KeyError> {
         Err(KeyError::InvalidName(
             "the name is longer than 100 characters",
         ))
-    } else if name.chars().any(char::is_control) {
+    } else if name
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
         Err(KeyError::InvalidName(
-            "the name contains control characters",
+            "the name contains control or invisible formatting characters",
         ))
     } else {
         Ok(name.to_string())
     }
+}
+
+/// Bidirectional overrides, zero-width and other invisible formatting
+/// characters: they make a name display as something else in lists and
+/// audit logs.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
 }
 
 /// Coalesces "last used" writes: at most one per key per interval.

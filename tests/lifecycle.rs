@@ -285,7 +285,14 @@ async fn only_managers_manage() {
 async fn names_are_validated() {
     let h = harness();
     let a = admin(&h.keys, "acme");
-    for bad in ["", "   ", &"x".repeat(101), "line\nbreak"] {
+    for bad in [
+        "",
+        "   ",
+        &"x".repeat(101),
+        "line\nbreak",
+        "evil\u{202E}gpj.exe",
+        "zero\u{200B}width",
+    ] {
         assert!(
             matches!(
                 h.keys.create(&a, NewKey::new(bad)).await,
