@@ -19,7 +19,7 @@ use crate::policy::{
     RemovalReason, Retention, SweepReport, SweepWarning, SweptKey, WarningKind, WarningMark,
 };
 use crate::store::{Credit, KeyStore, RefillDue};
-use crate::token::{DisplayPrefix, KeyHash, KeyId, TokenFormat};
+use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken, TokenFormat};
 
 /// Longest key name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -481,17 +481,11 @@ impl Keyward {
                 return Err(KeyError::InvalidMetadata("larger than 16 KiB as JSON"));
             }
         }
-        // Ids are 47.6 random bits: a collision is rare but possible in a
-        // large store, so a duplicate means "draw again", not failure.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let id = KeyId::random()?;
-            let token = inner.format.generate(id)?;
-            let record = KeyRecord {
+        let (token, record) = self
+            .insert_new(|id, prefix, hash| KeyRecord {
                 id,
-                prefix: token.display_prefix(),
-                hash: KeyHash::of(token.expose_secret().as_bytes()),
+                prefix,
+                hash,
                 tenant: tenant.clone(),
                 name: name.clone(),
                 permissions: permissions.names().map(str::to_string).collect(),
@@ -509,12 +503,29 @@ impl Keyward {
                 inactivity_warning: None,
                 expiry_warning: None,
                 rolled_from: None,
-            };
-            match inner.store.insert(&record).await {
-                Ok(()) => {
-                    let key = self.info(record, now);
-                    return Ok(IssuedKey { token, key });
-                }
+            })
+            .await?;
+        let key = self.info(record, now);
+        Ok(IssuedKey { token, key })
+    }
+
+    /// Draws a fresh id and token, builds the record with `build(id,
+    /// prefix, hash)` and inserts it. Ids are 47.6 random bits: a collision
+    /// is rare but possible in a large store, so a duplicate means "draw
+    /// again" (up to 4 draws), not failure.
+    async fn insert_new(
+        &self,
+        build: impl Fn(KeyId, DisplayPrefix, KeyHash) -> KeyRecord,
+    ) -> Result<(SecretToken, KeyRecord), KeyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let id = KeyId::random()?;
+            let token = self.inner.format.generate(id)?;
+            let hash = KeyHash::of(token.expose_secret().as_bytes());
+            let record = build(id, token.display_prefix(), hash);
+            match self.inner.store.insert(&record).await {
+                Ok(()) => return Ok((token, record)),
                 Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -745,15 +756,11 @@ impl Keyward {
         let permissions = self.grantable(actor, Grant::Set(self.stored_permissions(&old)))?;
         // The new key first: if anything fails after, the old key still
         // works and no client is locked out.
-        let mut attempt = 0;
-        let (token, record) = loop {
-            attempt += 1;
-            let new_id = KeyId::random()?;
-            let token = inner.format.generate(new_id)?;
-            let record = KeyRecord {
-                id: new_id,
-                prefix: token.display_prefix(),
-                hash: KeyHash::of(token.expose_secret().as_bytes()),
+        let (token, record) = self
+            .insert_new(|id, prefix, hash| KeyRecord {
+                id,
+                prefix,
+                hash,
                 created_by: actor.id().to_string(),
                 created_at: now,
                 revoked_at: None,
@@ -765,13 +772,8 @@ impl Keyward {
                 expiry_warning: None,
                 rolled_from: Some(old.id),
                 ..old.clone()
-            };
-            match inner.store.insert(&record).await {
-                Ok(()) => break (token, record),
-                Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
+            })
+            .await?;
         let ended = self
             .modify_unaudited(actor, id, |r, now| {
                 if KeyStatus::of(r, now) != KeyStatus::Active {
