@@ -15,8 +15,8 @@ use crate::key::{
 use crate::limit::{Bucket, Decision, Limiter, LocalLimiter, RateLimit, RateLimiter};
 use crate::permission::{Catalog, PermissionSet};
 use crate::policy::{
-    already_warned, crossed, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy,
-    RemovalReason, Retention, SweepReport, SweepWarning, SweptKey, WarningKind, WarningMark,
+    due_warning, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy, RemovalReason,
+    Retention, SweepReport, SweepWarning, SweptKey, WarningKind,
 };
 use crate::store::{Credit, KeyStore, RefillDue};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken, TokenFormat};
@@ -876,25 +876,27 @@ impl Keyward {
                     }
                     return Ok(());
                 }
-                if let Some(t) = crossed(&inner.inactivity.warn_before, deadline, now) {
-                    if !already_warned(record.inactivity_warning, deadline, t) {
-                        changed.inactivity_warning = Some(WarningMark {
-                            deadline,
-                            before_secs: t.num_seconds(),
-                        });
-                        warnings.push((WarningKind::Inactivity, deadline, t));
-                    }
+                let due = due_warning(
+                    &inner.inactivity.warn_before,
+                    deadline,
+                    now,
+                    record.inactivity_warning,
+                );
+                if let Some(mark) = due {
+                    changed.inactivity_warning = Some(mark);
+                    warnings.push((WarningKind::Inactivity, mark));
                 }
             }
             if let Some(deadline) = record.expires_at {
-                if let Some(t) = crossed(&inner.expiry_warnings.warn_before, deadline, now) {
-                    if !already_warned(record.expiry_warning, deadline, t) {
-                        changed.expiry_warning = Some(WarningMark {
-                            deadline,
-                            before_secs: t.num_seconds(),
-                        });
-                        warnings.push((WarningKind::Expiry, deadline, t));
-                    }
+                let due = due_warning(
+                    &inner.expiry_warnings.warn_before,
+                    deadline,
+                    now,
+                    record.expiry_warning,
+                );
+                if let Some(mark) = due {
+                    changed.expiry_warning = Some(mark);
+                    warnings.push((WarningKind::Expiry, mark));
                 }
             }
             if warnings.is_empty() {
@@ -902,7 +904,7 @@ impl Keyward {
             }
             match inner.store.update(&changed).await {
                 Ok(_) => {
-                    for (kind, deadline, before) in warnings {
+                    for (kind, mark) in warnings {
                         self.audit_sweep(AuditAction::Warn, &record, None);
                         report.warnings.push(SweepWarning {
                             kind,
@@ -911,8 +913,8 @@ impl Keyward {
                             tenant: record.tenant.clone(),
                             name: record.name.clone(),
                             created_by: record.created_by.clone(),
-                            deadline,
-                            before,
+                            deadline: mark.deadline,
+                            before: mark.before(),
                         });
                     }
                     return Ok(());

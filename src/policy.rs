@@ -121,6 +121,13 @@ pub struct WarningMark {
     pub before_secs: i64,
 }
 
+impl WarningMark {
+    /// The threshold announced.
+    pub fn before(&self) -> Duration {
+        Duration::seconds(self.before_secs)
+    }
+}
+
 /// What a sweep warns about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -196,7 +203,7 @@ pub struct SweepReport {
 }
 
 /// The most urgent threshold reached before `deadline` at `now`, if any.
-pub(crate) fn crossed(
+fn crossed(
     thresholds: &[Duration],
     deadline: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -206,12 +213,23 @@ pub(crate) fn crossed(
 }
 
 /// Whether `mark` already covers `threshold` for `deadline`.
-pub(crate) fn already_warned(
-    mark: Option<WarningMark>,
-    deadline: DateTime<Utc>,
-    threshold: Duration,
-) -> bool {
+fn already_warned(mark: Option<WarningMark>, deadline: DateTime<Utc>, threshold: Duration) -> bool {
     mark.is_some_and(|m| m.deadline == deadline && m.before_secs <= threshold.num_seconds())
+}
+
+/// The warning due for `deadline` at `now`, if a threshold was reached
+/// that `mark` does not already cover: the new mark to store.
+pub(crate) fn due_warning(
+    thresholds: &[Duration],
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+    mark: Option<WarningMark>,
+) -> Option<WarningMark> {
+    let threshold = crossed(thresholds, deadline, now)?;
+    (!already_warned(mark, deadline, threshold)).then_some(WarningMark {
+        deadline,
+        before_secs: threshold.num_seconds(),
+    })
 }
 
 /// Tenants as paths: `agency` is the parent of `agency/location`.
