@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink, TracingAuditSink};
+use crate::cache::{Cache, CachedKey, Lookup, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
 use crate::key::{
@@ -15,10 +17,10 @@ use crate::key::{
 use crate::limit::{Bucket, Decision, Limiter, LocalLimiter, RateLimit, RateLimiter};
 use crate::permission::{Catalog, PermissionSet};
 use crate::policy::{
-    due_warning, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy, RemovalReason,
-    Retention, SweepReport, SweepWarning, SweptKey, WarningKind,
+    due_warning, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy, Refill,
+    RemovalReason, Retention, SweepReport, SweepWarning, SweptKey, WarningKind,
 };
-use crate::store::{Credit, KeyStore, RefillDue};
+use crate::store::{ChangeListener, Credit, KeyStore, RefillDue};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken, TokenFormat};
 
 /// Longest key name, in characters, after trimming.
@@ -30,6 +32,10 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 const UPDATE_ATTEMPTS: usize = 8;
 /// Records per page when a call walks the store.
 const PAGE: usize = 500;
+/// Most uses a usage-limited key can hold (and longest refill period, in
+/// seconds): larger values are capped, so that every store can keep them
+/// in a signed 64-bit column.
+pub const MAX_USES: u64 = i64::MAX as u64;
 /// Pending last-used entries that force a flush regardless of time.
 const MAX_PENDING: usize = 4096;
 
@@ -51,6 +57,9 @@ pub struct KeywardBuilder {
     expiry_warnings: ExpiryWarnings,
     retention: Retention,
     nested_tenants: bool,
+    cache_ttl: Duration,
+    cache_capacity: usize,
+    unknown_cache_capacity: usize,
 }
 
 impl fmt::Debug for KeywardBuilder {
@@ -151,11 +160,42 @@ impl KeywardBuilder {
         self
     }
 
+    /// How long a verify may trust what it read of a key without asking
+    /// the store again. Default: 10 seconds.
+    ///
+    /// This is the upper bound on how stale a verify can be: with a store
+    /// that reports changes ([`KeyStore::subscribe`]: the memory and SQLite
+    /// stores for changes made through them, PostgreSQL for every
+    /// instance's, through `LISTEN/NOTIFY`), revocations, deletions and
+    /// permission changes take effect at once and the limit is only the
+    /// fallback. Zero turns the cache off: every verify reads the store.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// How many keys the verification cache holds at most. Default:
+    /// 100,000 (about 300 bytes each, plus name).
+    pub fn cache_capacity(mut self, keys: usize) -> Self {
+        self.cache_capacity = keys;
+        self
+    }
+
+    /// How many unknown ids the verification cache remembers at most, so
+    /// that a flood of made-up tokens costs one store read per id per
+    /// [`cache_ttl`](Self::cache_ttl). Kept apart from known keys: a flood
+    /// never evicts them. Default: 100,000 (about 40 bytes each).
+    pub fn unknown_cache_capacity(mut self, ids: usize) -> Self {
+        self.unknown_cache_capacity = ids;
+        self
+    }
+
     /// Checks the settings and builds.
     ///
     /// # Errors
     /// [`ConfigError`] for an invalid token prefix, a non-positive
-    /// interval, period or warning threshold, or a negative retention.
+    /// interval, period or warning threshold, or a negative retention or
+    /// cache time limit.
     pub fn build(self) -> Result<Keyward, ConfigError> {
         let format = TokenFormat::new(&self.prefix)?;
         let invalid = |setting, reason| Err(ConfigError::Invalid { setting, reason });
@@ -180,6 +220,20 @@ impl KeywardBuilder {
         {
             return invalid("retention.purge_after", "must not be negative");
         }
+        let Some(ttl_us) = self
+            .cache_ttl
+            .num_microseconds()
+            .filter(|t| *t >= 0 && self.cache_ttl <= Duration::days(1))
+        else {
+            return invalid("cache_ttl", "must be between zero and one day");
+        };
+        let cache = Arc::new(Cache::new(
+            self.cache_capacity,
+            self.unknown_cache_capacity,
+            ttl_us,
+        ));
+        let listener: Weak<Cache> = Arc::downgrade(&cache);
+        let feed = self.store.subscribe(listener as Weak<dyn ChangeListener>);
         let limiter = match self.limiter {
             Some(custom) => Limiter::Custom(custom),
             None => Limiter::Local(Arc::new(LocalLimiter::new(self.clock.clone()))),
@@ -199,6 +253,8 @@ impl KeywardBuilder {
                 expiry_warnings: self.expiry_warnings,
                 retention: self.retention,
                 nested: self.nested_tenants,
+                cache,
+                feed,
                 last_used: LastUsed {
                     interval: self.last_used_interval,
                     state: Mutex::new(Pending {
@@ -209,6 +265,16 @@ impl KeywardBuilder {
             }),
         })
     }
+}
+
+/// What the verification cache holds: see [`Keyward::cache_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Known keys held.
+    pub keys: usize,
+    /// Unknown ids remembered.
+    pub unknown_ids: usize,
 }
 
 /// Issues, verifies and manages API keys. Cheap to clone (shared); build
@@ -233,6 +299,9 @@ struct Inner {
     expiry_warnings: ExpiryWarnings,
     retention: Retention,
     nested: bool,
+    cache: Arc<Cache>,
+    /// Whether the store reports changes to the cache.
+    feed: bool,
 }
 
 impl fmt::Debug for Keyward {
@@ -241,6 +310,8 @@ impl fmt::Debug for Keyward {
             .field("store", &self.inner.store)
             .field("catalog", &self.inner.catalog)
             .field("format", &self.inner.format)
+            .field("cache", &self.inner.cache)
+            .field("change_feed", &self.inner.feed)
             .finish_non_exhaustive()
     }
 }
@@ -267,12 +338,21 @@ impl Keyward {
             expiry_warnings: ExpiryWarnings::default(),
             retention: Retention::default(),
             nested_tenants: false,
+            cache_ttl: Duration::seconds(10),
+            cache_capacity: 100_000,
+            unknown_cache_capacity: 100_000,
         }
     }
 
     /// The permission catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// How full the verification cache is.
+    pub fn cache_stats(&self) -> CacheStats {
+        let (keys, unknown_ids) = self.inner.cache.len();
+        CacheStats { keys, unknown_ids }
     }
 
     /// The token format (type prefix) of this instance.
@@ -324,102 +404,146 @@ impl Keyward {
         let prefix = parsed.display_prefix();
         let key = Some((id, prefix));
         let hash = parsed.hash();
-        let record = match inner.store.get(&id).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.audit_verify(key, "store_unavailable", None);
-                return Err(VerifyError::Store(e));
+        let now = self.now();
+        let now_us = now.timestamp_micros();
+        let mut fresh = false;
+        let entry = match inner.cache.get(&id, now_us) {
+            Lookup::Hit(entry) => Some(entry),
+            Lookup::Unknown => None,
+            Lookup::Miss(ticket) => {
+                fresh = true;
+                match self.load(ticket, &id, now_us).await {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        self.audit_verify(key, "store_unavailable", None);
+                        return Err(VerifyError::Store(e));
+                    }
+                }
             }
         };
-        let matches = match &record {
-            Some(r) => r.hash.ct_eq(&hash),
+        let matches = match &entry {
+            Some(e) => e.hash.ct_eq(&hash),
             None => {
                 let _ = DECOY.ct_eq(&hash);
                 false
             }
         };
-        let record = match record {
-            Some(r) if matches => r,
+        let mut entry = match entry {
+            Some(e) if matches => e,
             _ => {
                 self.audit_verify(key, "invalid", None);
                 return Err(VerifyError::Invalid);
             }
         };
         // From here on the caller proved the secret and may learn status.
-        let refuse = |err: VerifyError| {
-            self.audit_verify(key, err.code(), Some(&record.tenant));
+        let refuse = |err: VerifyError, entry: &CachedKey| {
+            self.audit_verify(key, err.code(), Some(&entry.tenant));
             Err(err)
         };
-        let now = inner.clock.now();
-        match KeyStatus::of(&record, now) {
-            KeyStatus::Active => {}
-            KeyStatus::Revoked => return refuse(VerifyError::Revoked),
-            KeyStatus::Expired => return refuse(VerifyError::Expired),
-        }
-        if let Some(t) = tenant {
-            if !tenant_covers(&record.tenant, t, inner.nested) {
-                return refuse(VerifyError::WrongTenant);
+        if !fresh && self.inactive_at(&entry, now) {
+            // A use on another instance may not be in the cached copy yet:
+            // read the store before refusing.
+            inner.cache.invalidate(&id);
+            let reloaded = match inner.cache.get(&id, now_us) {
+                Lookup::Hit(e) => Ok(Some(e)),
+                Lookup::Unknown => Ok(None),
+                Lookup::Miss(ticket) => self.load(ticket, &id, now_us).await,
+            };
+            match reloaded {
+                Ok(Some(e)) if e.hash.ct_eq(&hash) => entry = e,
+                Ok(_) => {
+                    self.audit_verify(key, "invalid", None);
+                    return Err(VerifyError::Invalid);
+                }
+                Err(e) => return refuse(VerifyError::Store(e), &entry),
             }
         }
-        if self.inactive_at(&record, now) {
-            return refuse(VerifyError::Inactive);
+        match entry.status(now) {
+            KeyStatus::Active => {}
+            KeyStatus::Revoked => return refuse(VerifyError::Revoked, &entry),
+            KeyStatus::Expired => return refuse(VerifyError::Expired, &entry),
         }
-        if let Some(limit) = record.rate_limit.or(inner.key_limit) {
+        if let Some(t) = tenant {
+            if !tenant_covers(&entry.tenant, t, inner.nested) {
+                return refuse(VerifyError::WrongTenant, &entry);
+            }
+        }
+        if self.inactive_at(&entry, now) {
+            return refuse(VerifyError::Inactive, &entry);
+        }
+        if let Some(limit) = entry.rate_limit.or(inner.key_limit) {
             if let Decision::Deny { retry_after } =
                 inner.limiter.check(Bucket::Key(id), limit, now).await
             {
-                return refuse(VerifyError::RateLimited { retry_after });
+                return refuse(VerifyError::RateLimited { retry_after }, &entry);
             }
         }
-        if let Some(quota) = self.quota_for(&record.tenant) {
+        if let Some(quota) = self.quota_for(&entry.tenant) {
             if let Decision::Deny { retry_after } = inner
                 .limiter
-                .check(Bucket::Tenant(&record.tenant), quota, now)
+                .check(Bucket::Tenant(&entry.tenant), quota, now)
                 .await
             {
-                return refuse(VerifyError::QuotaExceeded { retry_after });
+                return refuse(VerifyError::QuotaExceeded { retry_after }, &entry);
             }
         }
-        if record.remaining.is_some() || record.refill.is_some() {
-            let refill = record.refill.map(|r| RefillDue {
+        if entry.metered {
+            let refill = entry.refill.map(|r| RefillDue {
                 amount: r.amount,
                 if_refilled_before: now - r.every(),
                 now,
             });
             match inner.store.consume_credit(&id, refill).await {
                 Ok(Credit::Consumed { .. } | Credit::Unlimited) => {}
-                Ok(Credit::Exhausted) => return refuse(VerifyError::UsageExceeded),
-                Ok(_) => return refuse(VerifyError::Invalid),
-                Err(e) => return refuse(VerifyError::Store(e)),
+                Ok(Credit::Exhausted) => return refuse(VerifyError::UsageExceeded, &entry),
+                Ok(_) => {
+                    // Deleted since it was cached.
+                    inner.cache.invalidate(&id);
+                    return refuse(VerifyError::Invalid, &entry);
+                }
+                Err(e) => return refuse(VerifyError::Store(e), &entry),
             }
         }
-        if inner.last_used.note(id, record.last_used_at, now) {
+        if inner.last_used.note(&entry, now) {
             self.flush_last_used_inner(now).await;
         }
-        let permissions = self.stored_permissions(&record);
         Ok(Verified {
             id,
             prefix,
-            tenant: record.tenant,
-            name: record.name,
-            permissions,
-            expires_at: record.expires_at,
+            tenant: entry.tenant.clone(),
+            name: entry.name.clone(),
+            permissions: entry.permissions.clone(),
+            expires_at: entry.expires_at,
         })
     }
 
+    /// Reads a key from the store for the cache.
+    async fn load(
+        &self,
+        ticket: Ticket,
+        id: &KeyId,
+        now_us: i64,
+    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let record = self.inner.store.get(id).await?;
+        let key = record.map(|r| CachedKey::new(&r, self.stored_permissions(&r)));
+        Ok(self.inner.cache.put(ticket, id, key, now_us))
+    }
+
+    /// The clock's time, to the microsecond: what every store keeps.
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now().trunc_subsecs(6)
+    }
+
     /// Whether an active key went unused for the inactivity period. The
-    /// in-memory pending use is consulted only when the stored one is old.
-    fn inactive_at(&self, record: &KeyRecord, now: DateTime<Utc>) -> bool {
+    /// in-memory pending use is consulted only when the known one is old.
+    fn inactive_at(&self, entry: &CachedKey, now: DateTime<Utc>) -> bool {
         let Some(after) = self.inner.inactivity.after else {
             return false;
         };
-        let stored = record
-            .last_used_at
-            .map_or(record.created_at, |u| u.max(record.created_at));
-        if now - stored < after {
+        if now - entry.last_active() < after {
             return false;
         }
-        let pending = self.inner.last_used.pending(&record.id);
+        let pending = self.inner.last_used.pending(&entry.id);
         pending.is_none_or(|p| now - p >= after)
     }
 
@@ -466,13 +590,15 @@ impl Keyward {
             return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
         }
         let permissions = self.grantable(actor, new.grant)?;
-        let now = inner.clock.now();
+        let now = self.now();
         let expires_at = match new.expiry {
             None => None,
-            Some(Expiry::At(t)) if t > now => Some(t),
-            Some(Expiry::In(d)) if d > Duration::zero() => {
-                Some(now.checked_add_signed(d).ok_or(KeyError::InvalidExpiry)?)
-            }
+            Some(Expiry::At(t)) if t > now => Some(t.trunc_subsecs(6)),
+            Some(Expiry::In(d)) if d > Duration::zero() => Some(
+                now.checked_add_signed(d)
+                    .ok_or(KeyError::InvalidExpiry)?
+                    .trunc_subsecs(6),
+            ),
             Some(_) => return Err(KeyError::InvalidExpiry),
         };
         if let Some(m) = &new.metadata {
@@ -497,8 +623,14 @@ impl Keyward {
                 metadata: new.metadata.clone(),
                 version: 0,
                 rate_limit: new.rate_limit,
-                remaining: new.remaining.or(new.refill.map(|r| r.amount)),
-                refill: new.refill,
+                remaining: new
+                    .remaining
+                    .or(new.refill.map(|r| r.amount))
+                    .map(|n| n.min(MAX_USES)),
+                refill: new.refill.map(|r| Refill {
+                    amount: r.amount.min(MAX_USES),
+                    every_secs: r.every_secs.min(MAX_USES),
+                }),
                 last_refill_at: (new.remaining.is_some() || new.refill.is_some()).then_some(now),
                 inactivity_warning: None,
                 expiry_warning: None,
@@ -525,7 +657,10 @@ impl Keyward {
             let hash = KeyHash::of(token.expose_secret().as_bytes());
             let record = build(id, token.display_prefix(), hash);
             match self.inner.store.insert(&record).await {
-                Ok(()) => return Ok((token, record)),
+                Ok(()) => {
+                    self.inner.cache.invalidate(&id);
+                    return Ok((token, record));
+                }
                 Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -638,7 +773,9 @@ impl Keyward {
     pub async fn delete(&self, actor: &Actor, id: &KeyId) -> Result<(), KeyError> {
         let result = async {
             let record = self.load_for(actor, id).await?;
-            if self.inner.store.delete(id).await? {
+            let deleted = self.inner.store.delete(id).await?;
+            self.inner.cache.invalidate(id);
+            if deleted {
                 self.inner.last_used.forget(id);
                 Ok(record.prefix)
             } else {
@@ -657,7 +794,7 @@ impl Keyward {
     /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
     pub async fn get(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
         let record = self.load_for(actor, id).await?;
-        Ok(self.info(record, self.inner.clock.now()))
+        Ok(self.info(record, self.now()))
     }
 
     /// Every key of `tenant`, in id order, read from the store in pages.
@@ -674,7 +811,7 @@ impl Keyward {
                 actor: actor.id().to_string(),
             });
         }
-        let now = self.inner.clock.now();
+        let now = self.now();
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -748,7 +885,7 @@ impl Keyward {
             return Err(KeyError::InvalidGrace);
         }
         let old = self.load_for(actor, id).await?;
-        let now = inner.clock.now();
+        let now = self.now();
         match KeyStatus::of(&old, now) {
             KeyStatus::Active => {}
             status => return Err(KeyError::NotActive { id: *id, status }),
@@ -787,7 +924,8 @@ impl Keyward {
                 } else {
                     let until = now
                         .checked_add_signed(grace)
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                        .trunc_subsecs(6);
                     r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
                 }
                 Ok(())
@@ -797,6 +935,7 @@ impl Keyward {
             // The old key could not be ended: take the new one back so the
             // roll is all or nothing.
             let _ = inner.store.delete(&record.id).await;
+            inner.cache.invalidate(&record.id);
             return Err(e);
         }
         let key = self.info(record, now);
@@ -822,7 +961,7 @@ impl Keyward {
     pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
         let inner = &*self.inner;
         self.flush_last_used().await?;
-        let now = inner.clock.now();
+        let now = self.now();
         let mut report = SweepReport::default();
         let mut after = None;
         loop {
@@ -904,6 +1043,7 @@ impl Keyward {
             }
             match inner.store.update(&changed).await {
                 Ok(_) => {
+                    inner.cache.invalidate(&record.id);
                     for (kind, mark) in warnings {
                         self.audit_sweep(AuditAction::Warn, &record, None);
                         report.warnings.push(SweepWarning {
@@ -939,7 +1079,9 @@ impl Keyward {
         reason: RemovalReason,
         into: &mut Vec<SweptKey>,
     ) -> Result<(), StoreError> {
-        if self.inner.store.delete(&record.id).await? {
+        let deleted = self.inner.store.delete(&record.id).await?;
+        self.inner.cache.invalidate(&record.id);
+        if deleted {
             self.inner.last_used.forget(&record.id);
             self.audit_sweep(AuditAction::Delete, record, None);
             into.push(SweptKey {
@@ -983,7 +1125,7 @@ impl Keyward {
     /// # Errors
     /// [`StoreError`]; the entries stay pending and are retried.
     pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
-        let now = self.inner.clock.now();
+        let now = self.now();
         self.inner.last_used.flush(&*self.inner.store, now).await
     }
 
@@ -1030,10 +1172,11 @@ impl Keyward {
         loop {
             attempt += 1;
             let mut record = self.load_for(actor, id).await?;
-            let now = self.inner.clock.now();
+            let now = self.now();
             change(&mut record, now)?;
             match self.inner.store.update(&record).await {
                 Ok(version) => {
+                    self.inner.cache.invalidate(id);
                     record.version = version;
                     return Ok(self.info(record, now));
                 }
@@ -1126,7 +1269,7 @@ impl Keyward {
             AuditOutcome::Denied(reason)
         };
         self.inner.audit.record(&AuditEvent {
-            at: self.inner.clock.now(),
+            at: self.now(),
             action: AuditAction::Verify,
             outcome,
             actor: None,
@@ -1165,7 +1308,7 @@ impl Keyward {
             _ => None,
         });
         self.inner.audit.record(&AuditEvent {
-            at: self.inner.clock.now(),
+            at: self.now(),
             action,
             outcome,
             actor: Some(actor.id().to_string()),
@@ -1178,7 +1321,7 @@ impl Keyward {
 
     fn audit_sweep(&self, action: AuditAction, record: &KeyRecord, reason: Option<&'static str>) {
         self.inner.audit.record(&AuditEvent {
-            at: self.inner.clock.now(),
+            at: self.now(),
             action,
             outcome: reason.map_or(AuditOutcome::Success, AuditOutcome::Denied),
             actor: Some(SWEEP_ACTOR.to_string()),
@@ -1255,13 +1398,16 @@ impl LastUsed {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes a use; returns whether a flush is due.
-    fn note(&self, id: KeyId, stored: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-        if stored.is_some_and(|s| now - s < self.interval) {
+    /// Notes a use; returns whether a flush is due. A key seen within the
+    /// interval costs one atomic read here, no lock.
+    fn note(&self, key: &CachedKey, now: DateTime<Utc>) -> bool {
+        if key.last_used().is_some_and(|u| now - u < self.interval) {
             return false;
         }
+        key.last_used_us
+            .fetch_max(now.timestamp_micros(), Ordering::Relaxed);
         let mut p = self.lock();
-        let at = p.entries.entry(id).or_insert(now);
+        let at = p.entries.entry(key.id).or_insert(now);
         *at = (*at).max(now);
         p.entries.len() >= MAX_PENDING || p.last_flush.is_none_or(|f| now - f >= self.interval)
     }

@@ -62,6 +62,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+mod cache;
 pub mod clock;
 pub mod error;
 pub mod key;
@@ -84,7 +85,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{BoxError, ConfigError, Forbidden, KeyError, StoreError, VerifyError};
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified};
 pub use crate::keyward::{
-    Keyward, KeywardBuilder, MAX_METADATA_BYTES, MAX_NAME_CHARS, SWEEP_ACTOR,
+    CacheStats, Keyward, KeywardBuilder, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES, SWEEP_ACTOR,
 };
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{
@@ -94,7 +95,7 @@ pub use crate::policy::{
     ExpiryWarnings, InactivityPolicy, Refill, RemovalReason, Retention, SweepReport, SweepWarning,
     SweptKey, WarningKind, WarningMark,
 };
-pub use crate::store::{Credit, KeyStore, MemoryStore, RefillDue};
+pub use crate::store::{ChangeListener, Credit, KeyStore, MemoryStore, RefillDue};
 pub use crate::token::{
     DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyHash, KeyId, MalformedToken,
     ParsedToken, SecretToken, TokenFormat,

@@ -53,6 +53,55 @@ where
     credits_are_consumed_and_refilled(Arc::new(new_store().await)).await;
     concurrent_credits_never_overspend(Arc::new(new_store().await)).await;
     credits_and_updates_do_not_lose_each_other(Arc::new(new_store().await)).await;
+    changes_are_reported_to_subscribers(Arc::new(new_store().await)).await;
+}
+
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<KeyId>>);
+
+impl super::ChangeListener for Recorder {
+    fn changed(&self, id: &KeyId) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(*id);
+    }
+    fn reset(&self) {}
+}
+
+impl Recorder {
+    /// Waits up to 5 s (stores may report asynchronously) for `id` to be
+    /// reported `n` times in all.
+    async fn wait_for(&self, id: KeyId, n: usize, what: &str) {
+        let count = || {
+            let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            seen.iter().filter(|s| **s == id).count()
+        };
+        for _ in 0..500 {
+            if count() >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "a store that subscribes must report {what}: saw {} of {n} reports",
+            count()
+        );
+    }
+}
+
+async fn changes_are_reported_to_subscribers<S: KeyStore>(store: Arc<S>) {
+    let recorder = Arc::new(Recorder::default());
+    let weak: std::sync::Weak<Recorder> = Arc::downgrade(&recorder);
+    if !store.subscribe(weak) {
+        return;
+    }
+    let r = record("acme");
+    store.insert(&r).await.expect("insert must succeed");
+    recorder.wait_for(r.id, 1, "an insert").await;
+    let mut changed = r.clone();
+    changed.revoked_at = Some(t0());
+    store.update(&changed).await.expect("update must succeed");
+    recorder.wait_for(r.id, 2, "an update").await;
+    assert!(store.delete(&r.id).await.expect("delete must succeed"));
+    recorder.wait_for(r.id, 3, "a delete").await;
 }
 
 fn t0() -> DateTime<Utc> {

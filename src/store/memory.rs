@@ -2,12 +2,12 @@
 //! that do not need keys to survive a restart.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{apply_credit, apply_update, Credit, KeyStore, RefillDue};
+use super::{apply_credit, apply_update, ChangeListener, Credit, KeyStore, RefillDue, Subscribers};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -21,10 +21,12 @@ struct Maps {
 }
 
 /// Keys in a hash map behind a lock; lost when the process ends. Clones
-/// share the same keys.
+/// share the same keys, and tell every subscriber of any clone about
+/// changes.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     maps: Arc<RwLock<Maps>>,
+    subscribers: Arc<Subscribers>,
 }
 
 impl MemoryStore {
@@ -66,6 +68,8 @@ impl KeyStore for MemoryStore {
         m.order.insert(record.id);
         m.by_tenant.insert((record.tenant.clone(), record.id));
         m.by_id.insert(record.id, stored);
+        drop(m);
+        self.subscribers.changed(&record.id);
         Ok(())
     }
 
@@ -82,7 +86,10 @@ impl KeyStore for MemoryStore {
         if stored.version != record.version {
             return Err(StoreError::Conflict(record.id));
         }
-        Ok(apply_update(stored, record))
+        let version = apply_update(stored, record);
+        drop(m);
+        self.subscribers.changed(&record.id);
+        Ok(version)
     }
 
     async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
@@ -91,6 +98,8 @@ impl KeyStore for MemoryStore {
             Some(r) => {
                 m.order.remove(id);
                 m.by_tenant.remove(&(r.tenant, *id));
+                drop(m);
+                self.subscribers.changed(id);
                 Ok(true)
             }
             None => Ok(false),
@@ -149,6 +158,11 @@ impl KeyStore for MemoryStore {
         Ok(m.by_id
             .get_mut(id)
             .map_or(Credit::Missing, |r| apply_credit(r, refill)))
+    }
+
+    fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
+        self.subscribers.add(listener);
+        true
     }
 }
 

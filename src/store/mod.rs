@@ -5,7 +5,7 @@
 //! reads. Every rule (who may do what, expiry, permissions) lives in
 //! [`Keyward`](crate::Keyward), once, not in each store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,67 @@ pub mod conformance;
 mod memory;
 
 pub use memory::MemoryStore;
+
+/// Told by a store when keys change, so that caches in front of it (the
+/// verification cache of every [`Keyward`](crate::Keyward)) drop what they
+/// hold. See [`KeyStore::subscribe`].
+pub trait ChangeListener: Send + Sync + 'static {
+    /// The key with this id was created, changed or deleted.
+    fn changed(&self, id: &KeyId);
+    /// Changes may have been missed (e.g. a notification channel dropped
+    /// and reconnected): forget everything.
+    fn reset(&self);
+}
+
+/// The listeners of one store: a building block for [`KeyStore`]
+/// implementations that report changes. Holds listeners weakly, so a
+/// dropped [`Keyward`](crate::Keyward) unsubscribes itself.
+#[derive(Default)]
+pub struct Subscribers {
+    listeners: Mutex<Vec<Weak<dyn ChangeListener>>>,
+}
+
+impl std::fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribers")
+            .field("listeners", &self.live().len())
+            .finish()
+    }
+}
+
+impl Subscribers {
+    /// Adds a listener.
+    pub fn add(&self, listener: Weak<dyn ChangeListener>) {
+        let mut listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        listeners.retain(|l| l.strong_count() > 0);
+        listeners.push(listener);
+    }
+
+    fn live(&self) -> Vec<Arc<dyn ChangeListener>> {
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        listeners.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Tells every live listener that `id` changed.
+    pub fn changed(&self, id: &KeyId) {
+        for l in self.live() {
+            l.changed(id);
+        }
+    }
+
+    /// Tells every live listener to forget everything.
+    pub fn reset(&self) {
+        for l in self.live() {
+            l.reset();
+        }
+    }
+}
 
 /// A refill to apply before consuming a use: see
 /// [`KeyStore::consume_credit`].
@@ -248,6 +309,19 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
         id: &KeyId,
         refill: Option<RefillDue>,
     ) -> Result<Credit, StoreError>;
+
+    /// Asks the store to tell `listener` whenever a key changes, including
+    /// changes made by other processes if the store can see them; returns
+    /// whether it will. The default reports nothing (returns `false`);
+    /// caches in front of such a store rely on their time limit alone.
+    ///
+    /// [`MemoryStore`] and [`SqliteStore`](crate::store) report the changes
+    /// made through them; [`PostgresStore`](crate::store) also reports
+    /// every other instance's changes, through `LISTEN/NOTIFY`.
+    fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
+        let _ = listener;
+        false
+    }
 }
 
 macro_rules! forward_store {
@@ -293,6 +367,9 @@ macro_rules! forward_store {
                 refill: Option<RefillDue>,
             ) -> Result<Credit, StoreError> {
                 (**self).consume_credit(id, refill).await
+            }
+            fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
+                (**self).subscribe(listener)
             }
         }
     };

@@ -1,5 +1,6 @@
 //! Builds well-formed tokens that are not real keys: shared by the tests
 //! and the benchmarks.
+#![allow(dead_code)]
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -22,4 +23,17 @@ pub fn same_id_other_secret(token: &str) -> String {
     random[0] = if random[0] == b'a' { b'b' } else { b'a' };
     let random = String::from_utf8(random).unwrap_or_default();
     with_checksum(&format!("{}{random}", &token[..split]))
+}
+
+/// A well-formed token whose id encodes `n` (so distinct `n` give distinct
+/// ids), for keys that do not exist.
+pub fn unknown_token(n: u64) -> String {
+    let mut id = [b'0'; 8];
+    let mut v = n;
+    for slot in id.iter_mut().rev() {
+        *slot = ALPHABET[(v % 62) as usize];
+        v /= 62;
+    }
+    let id = std::str::from_utf8(&id).unwrap_or_default();
+    with_checksum(&format!("sk_{id}_{}", "x".repeat(26)))
 }

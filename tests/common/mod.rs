@@ -18,12 +18,17 @@ use keyward::{
 pub struct CountingStore {
     pub inner: MemoryStore,
     pub calls: Arc<AtomicUsize>,
+    pub gets: Arc<AtomicUsize>,
     pub last_used_writes: Arc<AtomicUsize>,
 }
 
 impl CountingStore {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+    /// Lookups by id (`get`).
+    pub fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
     }
     fn tick(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -38,6 +43,7 @@ impl KeyStore for CountingStore {
     }
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.tick();
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(id).await
     }
     async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
@@ -172,4 +178,35 @@ pub fn admin(keys: &Keyward, tenant: &str) -> Actor {
     Actor::new("admin_1", tenant)
         .permissions(keys.catalog().all())
         .may_manage_keys(true)
+}
+
+/// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "keyward-{label}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

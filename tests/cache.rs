@@ -1,0 +1,293 @@
+//! The verification cache: hot keys and unknown ids cost one store read per
+//! time limit, memory stays bounded, and changes made elsewhere win.
+
+mod common;
+
+use chrono::Duration;
+use common::forge::unknown_token;
+use common::{admin, catalog, harness_with, CountingStore};
+use keyward::{Keyward, ManualClock, MemoryStore, NewKey, VerifyError};
+
+#[tokio::test]
+async fn a_hot_key_reads_the_store_once_per_time_limit() {
+    let h = harness_with(|b| b.cache_ttl(Duration::seconds(10)));
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    let before = h.store.gets();
+    for _ in 0..1000 {
+        h.keys.verify(token).await.expect("valid");
+    }
+    assert_eq!(h.store.gets() - before, 1, "1,000 verifies, one read");
+    h.clock.advance(Duration::milliseconds(9_999));
+    h.keys.verify(token).await.expect("valid");
+    assert_eq!(
+        h.store.gets() - before,
+        1,
+        "still fresh just before the limit"
+    );
+    h.clock.advance(Duration::milliseconds(1));
+    h.keys.verify(token).await.expect("valid");
+    assert_eq!(h.store.gets() - before, 2, "re-read at the limit");
+}
+
+#[tokio::test]
+async fn unknown_ids_cost_one_read_each_per_time_limit() {
+    let h = harness_with(|b| b);
+    for round in 0..3 {
+        for n in 0..1000 {
+            assert!(matches!(
+                h.keys.verify(&unknown_token(n)).await,
+                Err(VerifyError::Invalid)
+            ));
+        }
+        assert_eq!(h.store.gets(), 1000, "round {round}: one read per id");
+    }
+    h.clock.advance(Duration::seconds(10));
+    let _ = h.keys.verify(&unknown_token(0)).await;
+    assert_eq!(h.store.gets(), 1001, "forgotten after the time limit");
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_ids_stays_bounded_and_keeps_known_keys() {
+    let h = harness_with(|b| b.unknown_cache_capacity(1_000).cache_capacity(100));
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    h.keys.verify(token).await.expect("valid");
+    let reads = h.store.gets();
+    for n in 0..20_000 {
+        let _ = h.keys.verify(&unknown_token(n)).await;
+        assert!(
+            h.keys.cache_stats().unknown_ids <= 1_008,
+            "bounded (16 shards rounded up)"
+        );
+    }
+    assert_eq!(h.store.gets() - reads, 20_000, "each new id is read once");
+    h.keys.verify(token).await.expect("valid");
+    assert_eq!(
+        h.store.gets() - reads,
+        20_000,
+        "the flood did not evict the known key"
+    );
+    assert_eq!(h.keys.cache_stats().keys, 1);
+}
+
+#[tokio::test]
+async fn known_keys_are_bounded_too() {
+    let h = harness_with(|b| b.cache_capacity(64));
+    let actor = admin(&h.keys, "acme");
+    for i in 0..300 {
+        let issued = h
+            .keys
+            .create(&actor, NewKey::new(format!("key {i}")))
+            .await
+            .expect("create");
+        h.keys
+            .verify(issued.token.expose_secret())
+            .await
+            .expect("valid");
+        assert!(h.keys.cache_stats().keys <= 64);
+    }
+}
+
+/// Two instances on one store that reports changes (the in-memory store
+/// does, for everything done through it).
+fn pair(store: &MemoryStore, clock: &ManualClock) -> (Keyward, Keyward) {
+    let build = || {
+        Keyward::builder(store.clone(), catalog())
+            .clock(clock.clone())
+            .cache_ttl(Duration::minutes(10))
+            .build()
+            .expect("valid config")
+    };
+    (build(), build())
+}
+
+#[tokio::test]
+async fn changes_on_one_instance_reach_the_others_cache_at_once() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::default();
+    let (a, b) = pair(&store, &clock);
+    let actor = admin(&a, "acme");
+    let issued = a
+        .create(&actor, NewKey::new("ci").permissions(["contacts:write"]))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    let id = issued.key.id;
+    assert!(b
+        .verify(token)
+        .await
+        .expect("valid")
+        .require("contacts:write")
+        .is_ok());
+
+    a.set_permissions(&actor, &id, ["contacts:read"])
+        .await
+        .expect("re-permission");
+    let v = b.verify(token).await.expect("valid");
+    assert!(
+        v.require("contacts:write").is_err(),
+        "new permissions, no clock moved"
+    );
+
+    a.revoke(&actor, &id).await.expect("revoke");
+    assert!(matches!(b.verify(token).await, Err(VerifyError::Revoked)));
+    a.reactivate(&actor, &id).await.expect("reactivate");
+    b.verify(token).await.expect("valid again");
+
+    a.delete(&actor, &id).await.expect("delete");
+    assert!(matches!(b.verify(token).await, Err(VerifyError::Invalid)));
+}
+
+#[tokio::test]
+async fn a_key_created_elsewhere_is_not_hidden_by_a_remembered_miss() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::default();
+    let (a, b) = pair(&store, &clock);
+    let issued = a
+        .create(&admin(&a, "acme"), NewKey::new("ci"))
+        .await
+        .expect("create");
+    // Forget it on b's side by deleting through b, then make b remember the
+    // miss, then restore the record directly in the shared store.
+    let record = keyward::KeyStore::get(&store, &issued.key.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    b.delete(&admin(&b, "acme"), &issued.key.id)
+        .await
+        .expect("delete");
+    assert!(matches!(
+        b.verify(issued.token.expose_secret()).await,
+        Err(VerifyError::Invalid)
+    ));
+    keyward::KeyStore::insert(&store, &record)
+        .await
+        .expect("insert");
+    b.verify(issued.token.expose_secret())
+        .await
+        .expect("the insert cleared the remembered miss");
+}
+
+#[tokio::test]
+async fn without_a_change_feed_staleness_is_bounded_by_the_time_limit() {
+    // CountingStore does not forward `subscribe`: like a custom store with
+    // no change feed.
+    let store = CountingStore::default();
+    let clock = ManualClock::default();
+    let build = || {
+        Keyward::builder(store.clone(), catalog())
+            .clock(clock.clone())
+            .cache_ttl(Duration::seconds(5))
+            .build()
+            .expect("valid config")
+    };
+    let (a, b) = (build(), build());
+    let actor = admin(&a, "acme");
+    let issued = a.create(&actor, NewKey::new("ci")).await.expect("create");
+    let token = issued.token.expose_secret();
+    b.verify(token).await.expect("valid");
+    a.revoke(&actor, &issued.key.id).await.expect("revoke");
+    assert!(
+        matches!(a.verify(token).await, Err(VerifyError::Revoked)),
+        "the revoking instance sees it at once"
+    );
+    clock.advance(Duration::milliseconds(4_999));
+    b.verify(token)
+        .await
+        .expect("the other instance may trust its copy for the time limit");
+    clock.advance(Duration::milliseconds(1));
+    assert!(matches!(b.verify(token).await, Err(VerifyError::Revoked)));
+}
+
+#[tokio::test]
+async fn a_zero_time_limit_reads_the_store_every_time() {
+    let h = harness_with(|b| b.cache_ttl(Duration::zero()));
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let before = h.store.gets();
+    for _ in 0..10 {
+        h.keys
+            .verify(issued.token.expose_secret())
+            .await
+            .expect("valid");
+        let _ = h.keys.verify(&unknown_token(7)).await;
+    }
+    assert_eq!(h.store.gets() - before, 20);
+    assert_eq!(h.keys.cache_stats().keys, 0);
+}
+
+#[tokio::test]
+async fn a_stale_copy_is_re_read_before_refusing_an_inactive_key() {
+    // b reads the key at day 89.5 (last used at day 0) and trusts that
+    // copy for a day; a uses the key at day 89.6 and records it. At day
+    // 90.1 b's copy says "unused for 90 days", but the store knows better.
+    let store = CountingStore::default();
+    let clock = ManualClock::default();
+    let build = || {
+        Keyward::builder(store.clone(), catalog())
+            .clock(clock.clone())
+            .cache_ttl(Duration::days(1))
+            .build()
+            .expect("valid config")
+    };
+    let (a, b) = (build(), build());
+    let issued = a
+        .create(&admin(&a, "acme"), NewKey::new("ci"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    a.verify(token).await.expect("used at day 0");
+    a.flush_last_used().await.expect("flush");
+    clock.advance(Duration::hours(89 * 24 + 12));
+    // A refused request loads the key into b's cache without using it.
+    assert!(matches!(
+        b.verify_for_tenant(token, "globex").await,
+        Err(VerifyError::WrongTenant)
+    ));
+    clock.advance(Duration::hours(2));
+    a.verify(token).await.expect("day 89.6: active");
+    a.flush_last_used().await.expect("flush");
+    let reads = store.gets();
+    clock.advance(Duration::hours(12));
+    b.verify(token)
+        .await
+        .expect("b's copy says inactive; the store says used at day 89.6");
+    assert_eq!(store.gets() - reads, 1, "one re-read");
+}
+
+#[tokio::test]
+async fn a_down_store_refuses_unknown_keys_with_a_store_error() {
+    let keys = Keyward::builder(common::DownStore, catalog())
+        .build()
+        .expect("valid config");
+    for _ in 0..2 {
+        assert!(matches!(
+            keys.verify(&unknown_token(1)).await,
+            Err(VerifyError::Store(_))
+        ));
+    }
+    assert_eq!(keys.cache_stats().unknown_ids, 0, "errors are not cached");
+}
+
+#[tokio::test]
+async fn invalid_cache_settings_are_refused() {
+    for ttl in [Duration::seconds(-1), Duration::days(2)] {
+        let err = Keyward::builder(MemoryStore::new(), catalog())
+            .cache_ttl(ttl)
+            .build()
+            .expect_err("out of range");
+        assert!(err.to_string().contains("cache_ttl"), "{err}");
+    }
+}
