@@ -216,6 +216,16 @@ impl Serialize for DisplayPrefix {
 impl<'de> Deserialize<'de> for DisplayPrefix {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::custom("invalid display prefix"))
+    }
+}
+
+impl FromStr for DisplayPrefix {
+    type Err = MalformedToken;
+
+    /// Reads a stored display prefix such as `sk_AbCd1234_`.
+    fn from_str(s: &str) -> Result<Self, MalformedToken> {
         let b = s.as_bytes();
         let ok = b.len() >= ID_LEN + 3
             && b.len() <= MAX_DISPLAY_LEN
@@ -224,7 +234,7 @@ impl<'de> Deserialize<'de> for DisplayPrefix {
         if ok {
             Ok(Self::new(b))
         } else {
-            Err(serde::de::Error::custom("invalid display prefix"))
+            Err(MalformedToken)
         }
     }
 }

@@ -17,8 +17,22 @@ use crate::token::KeyId;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+/// The sqlx version the SQL stores are built on, for building pools
+/// (`SqlitePool`, `PgPool`) of the same version.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sqlx;
 
 /// Told by a store when keys change, so that caches in front of it (the
 /// verification cache of every [`Keyward`](crate::Keyward)) drop what they

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod forge;
+#[cfg(feature = "postgres")]
+pub mod pg;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
