@@ -20,7 +20,7 @@ use crate::policy::{
     due_warning, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy, Refill,
     RemovalReason, Retention, SweepReport, SweepWarning, SweptKey, WarningKind,
 };
-use crate::store::{ChangeListener, Credit, KeyStore, RefillDue};
+use crate::store::{ChangeListener, Credit, KeyStore, RefillDue, SweepDue};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken, TokenFormat};
 
 /// Longest key name, in characters, after trimming.
@@ -962,10 +962,11 @@ impl Keyward {
         let inner = &*self.inner;
         self.flush_last_used().await?;
         let now = self.now();
+        let due = self.sweep_due(now);
         let mut report = SweepReport::default();
         let mut after = None;
         loop {
-            let page = inner.store.scan(after.as_ref(), PAGE).await?;
+            let page = inner.store.scan_due(&due, after.as_ref(), PAGE).await?;
             let full = page.len() == PAGE;
             after = page.last().map(|r| r.id);
             for record in page {
@@ -978,6 +979,34 @@ impl Keyward {
         }
         inner.limiter.evict_idle();
         Ok(report)
+    }
+
+    /// The keys a sweep at `now` must look at: expiring within the longest
+    /// expiry warning, idle past the inactivity period less its longest
+    /// warning, or ended before the retention period.
+    fn sweep_due(&self, now: DateTime<Utc>) -> SweepDue {
+        let inner = &*self.inner;
+        let longest = |w: &[Duration]| w.iter().copied().max();
+        let expiring_before = longest(&inner.expiry_warnings.warn_before).map(|w| {
+            now.checked_add_signed(w)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        });
+        let idle_since = inner.inactivity.after.map(|after| {
+            let warn = longest(&inner.inactivity.warn_before).unwrap_or_else(Duration::zero);
+            now.checked_add_signed(warn)
+                .and_then(|t| t.checked_sub_signed(after))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        });
+        let ended_before = inner.retention.purge_after.map(|keep| {
+            now.checked_sub_signed(keep)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        });
+        SweepDue {
+            now,
+            expiring_before,
+            idle_since,
+            ended_before,
+        }
     }
 
     async fn sweep_one(

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Credit, KeyStore, RefillDue};
+use super::{Credit, KeyStore, RefillDue, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::limit::RateLimit;
@@ -54,6 +54,7 @@ where
     concurrent_credits_never_overspend(Arc::new(new_store().await)).await;
     credits_and_updates_do_not_lose_each_other(Arc::new(new_store().await)).await;
     changes_are_reported_to_subscribers(Arc::new(new_store().await)).await;
+    scan_due_selects_exactly_the_due_keys(Arc::new(new_store().await)).await;
 }
 
 #[derive(Default)]
@@ -624,4 +625,99 @@ async fn credits_and_updates_do_not_lose_each_other<S: KeyStore>(store: Arc<S>) 
         "an update from a stale read must not restore used credits"
     );
     assert_eq!(end.name, "renamed");
+}
+
+async fn scan_due_selects_exactly_the_due_keys<S: KeyStore>(store: Arc<S>) {
+    let now = t0() + Duration::days(100);
+    let day = Duration::days(1);
+    // (expires_at, revoked_at, last_used_at) around every bound.
+    type Times = (
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let shapes: Vec<Times> = vec![
+        (None, None, None),                                // idle since creation (t0)
+        (None, None, Some(now - day)),                     // recently used
+        (None, None, Some(now - Duration::days(80))),      // idle exactly at the bound
+        (None, None, Some(now - Duration::days(79))),      // just inside activity
+        (Some(now + Duration::days(15)), None, Some(now)), // expiring at the bound
+        (Some(now + Duration::days(16)), None, Some(now)), // expiring later
+        (Some(now), None, Some(now)),                      // expired just now
+        (
+            Some(now - Duration::days(30)),
+            None,
+            Some(now - Duration::days(40)),
+        ), // ended at the bound
+        (Some(now - Duration::days(29)), None, None),      // ended, within retention
+        (None, Some(now - Duration::days(30)), None),      // revoked at the bound
+        (None, Some(now - Duration::days(2)), None),       // revoked recently (idle, but revoked)
+        (Some(now + day), Some(now - Duration::days(31)), None), // revoked, would be expiring
+    ];
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        for (expires_at, revoked_at, last_used_at) in &shapes {
+            let mut r = record("acme");
+            r.created_at = t0();
+            r.expires_at = *expires_at;
+            r.revoked_at = *revoked_at;
+            r.last_used_at = *last_used_at;
+            store.insert(&r).await.expect("insert must succeed");
+            all.push(r);
+        }
+    }
+    all.sort_by_key(|r| r.id);
+    let cases = [
+        SweepDue {
+            now,
+            expiring_before: Some(now + Duration::days(15)),
+            idle_since: Some(now - Duration::days(80)),
+            ended_before: Some(now - Duration::days(30)),
+        },
+        SweepDue {
+            now,
+            expiring_before: None,
+            idle_since: Some(now - Duration::days(80)),
+            ended_before: None,
+        },
+        SweepDue {
+            now,
+            expiring_before: Some(now + Duration::days(15)),
+            idle_since: None,
+            ended_before: None,
+        },
+        SweepDue {
+            now,
+            expiring_before: None,
+            idle_since: None,
+            ended_before: None,
+        },
+    ];
+    for due in cases {
+        let want: Vec<KeyId> = all
+            .iter()
+            .filter(|r| due.matches(r))
+            .map(|r| r.id)
+            .collect();
+        // Paged by 4, as a sweep pages.
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .scan_due(&due, after.as_ref(), 4)
+                .await
+                .expect("scan_due must succeed");
+            assert!(page.len() <= 4, "scan_due must respect the limit");
+            after = page.last().map(|r| r.id);
+            let done = page.len() < 4;
+            got.extend(page.into_iter().map(|r| r.id));
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            got, want,
+            "scan_due must return exactly the keys SweepDue::matches selects, in id order ({due:?})"
+        );
+    }
 }

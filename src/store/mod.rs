@@ -34,6 +34,48 @@ pub use sqlite::SqliteStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sqlx;
 
+/// Which keys a maintenance sweep must look at: see
+/// [`KeyStore::scan_due`]. Every bound is inclusive; `None` selects nothing
+/// by that rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepDue {
+    /// The sweep's "now".
+    pub now: DateTime<Utc>,
+    /// Live keys (not revoked) expiring after `now` and at or before this
+    /// instant: due an expiry warning.
+    pub expiring_before: Option<DateTime<Utc>>,
+    /// Active keys (not revoked, not expired at `now`) whose last use, or
+    /// creation if never used, is at or before this instant: due an
+    /// inactivity warning or deletion.
+    pub idle_since: Option<DateTime<Utc>>,
+    /// Revoked keys revoked at or before this instant, and unrevoked keys
+    /// that expired at or before it: due to be purged.
+    pub ended_before: Option<DateTime<Utc>>,
+}
+
+impl SweepDue {
+    /// Whether `record` is due: the rule [`KeyStore::scan_due`] applies.
+    pub fn matches(&self, r: &KeyRecord) -> bool {
+        let live = r.revoked_at.is_none();
+        let expiring = live
+            && self
+                .expiring_before
+                .zip(r.expires_at)
+                .is_some_and(|(before, e)| e > self.now && e <= before);
+        let active = live && r.expires_at.is_none_or(|e| e > self.now);
+        let idle = active
+            && self
+                .idle_since
+                .is_some_and(|since| r.last_used_at.unwrap_or(r.created_at) <= since);
+        let ended = self.ended_before.is_some_and(|before| match r.revoked_at {
+            Some(revoked) => revoked <= before,
+            None => r.expires_at.is_some_and(|e| e <= before),
+        });
+        expiring || idle || ended
+    }
+}
+
 /// Told by a store when keys change, so that caches in front of it (the
 /// verification cache of every [`Keyward`](crate::Keyward)) drop what they
 /// hold. See [`KeyStore::subscribe`].
@@ -300,6 +342,38 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     async fn scan(&self, after: Option<&KeyId>, limit: usize)
         -> Result<Vec<KeyRecord>, StoreError>;
 
+    /// Up to `limit` records matching `due` ([`SweepDue::matches`]) with
+    /// ids greater than `after`, in id order: the keys a maintenance sweep
+    /// must look at, so that it need not read every key.
+    ///
+    /// The default walks [`KeyStore::scan`] and filters; stores with
+    /// indexes on expiry, last activity and revocation should answer it
+    /// with one query.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn scan_due(
+        &self,
+        due: &SweepDue,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = after.copied();
+        let page = limit.clamp(1, 500);
+        while out.len() < limit {
+            let batch = self.scan(cursor.as_ref(), page).await?;
+            let full = batch.len() == page;
+            cursor = batch.last().map(|r| r.id);
+            out.extend(batch.into_iter().filter(|r| due.matches(r)));
+            if !full {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// Moves `last_used_at` of each listed key forward to the given instant
     /// (never backward), in one batch. Unknown ids are skipped. Does not
     /// bump `version`, so it never conflicts with management changes.
@@ -368,6 +442,14 @@ macro_rules! forward_store {
                 limit: usize,
             ) -> Result<Vec<KeyRecord>, StoreError> {
                 (**self).scan(after, limit).await
+            }
+            async fn scan_due(
+                &self,
+                due: &SweepDue,
+                after: Option<&KeyId>,
+                limit: usize,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                (**self).scan_due(due, after, limit).await
             }
             async fn record_last_used(
                 &self,

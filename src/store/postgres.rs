@@ -10,8 +10,8 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::oneshot;
 
-use super::sql::{after_text, columns, limit, map_err, to_sql, Row};
-use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers};
+use super::sql::{after_text, columns, due_clause, limit, map_err, to_sql, Row};
+use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -82,6 +82,7 @@ struct Sql {
     delete: Arc<str>,
     list: Arc<str>,
     scan: Arc<str>,
+    due: Arc<str>,
     last_used: Arc<str>,
     refill: Arc<str>,
     take: Arc<str>,
@@ -117,6 +118,10 @@ impl Sql {
                 "{select} WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT $3"
             )),
             scan: s(format!("{select} WHERE id > $1 ORDER BY id LIMIT $2")),
+            due: s(format!(
+                "{select} WHERE id > $1 AND ({}) ORDER BY id LIMIT $6",
+                due_clause!().replace('?', "$")
+            )),
             last_used: s(format!(
                 "UPDATE {t} AS k SET last_used_at = b.at \
                  FROM unnest($1::text[], $2::timestamptz[]) AS b(id, at) \
@@ -554,6 +559,25 @@ impl KeyStore for PostgresStore {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(map_err("scanning keys"))?;
+        records(rows)
+    }
+
+    async fn scan_due(
+        &self,
+        due: &SweepDue,
+        after: Option<&KeyId>,
+        limit_: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(Self::q(&self.inner.sql.due))
+            .bind(after_text(after))
+            .bind(due.now)
+            .bind(due.expiring_before)
+            .bind(due.idle_since)
+            .bind(due.ended_before)
+            .bind(limit(limit_))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map_err("scanning keys due for maintenance"))?;
         records(rows)
     }
 

@@ -21,6 +21,22 @@ macro_rules! columns {
 }
 pub(super) use columns;
 
+/// [`SweepDue::matches`](super::SweepDue::matches) in SQL, with `?2` = now,
+/// `?3` = expiring_before, `?4` = idle_since, `?5` = ended_before (`NULL`
+/// bounds select nothing). Each branch is a range on one indexed column or
+/// expression: `expires_at`, `coalesce(last_used_at, created_at)`,
+/// `revoked_at`.
+macro_rules! due_clause {
+    () => {
+        "(revoked_at IS NULL AND expires_at > ?2 AND expires_at <= ?3) \
+         OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2) \
+             AND coalesce(last_used_at, created_at) <= ?4) \
+         OR revoked_at <= ?5 \
+         OR (revoked_at IS NULL AND expires_at <= ?5)"
+    };
+}
+pub(super) use due_clause;
+
 /// One row, in driver-neutral types.
 #[derive(Debug)]
 pub(super) struct Row {

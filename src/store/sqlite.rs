@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 };
 use sqlx::Row as _;
 
-use super::sql::{after_text, columns, limit, map_err, to_sql, Row};
-use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers};
+use super::sql::{after_text, columns, due_clause, limit, map_err, to_sql, Row};
+use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -384,6 +384,31 @@ impl KeyStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(map_err("scanning keys"))?;
+        records(rows)
+    }
+
+    async fn scan_due(
+        &self,
+        due: &SweepDue,
+        after: Option<&KeyId>,
+        limit_: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM keyward_keys WHERE id > ?1 AND (",
+            due_clause!(),
+            ") ORDER BY id LIMIT ?6"
+        ))
+        .bind(after_text(after))
+        .bind(micros(due.now))
+        .bind(due.expiring_before.map(micros))
+        .bind(due.idle_since.map(micros))
+        .bind(due.ended_before.map(micros))
+        .bind(limit(limit_))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err("scanning keys due for maintenance"))?;
         records(rows)
     }
 
