@@ -1,8 +1,10 @@
 //! The README's quickstart: create a key, verify it, check permissions,
-//! revoke it. Run with `cargo run --example quickstart`.
+//! revoke it, with keys in an embedded SQLite file. Run with
+//! `cargo run --example quickstart --features sqlite`.
 
 use chrono::Duration;
-use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, VerifyError};
+use keyward::store::SqliteStore;
+use keyward::{Actor, Catalog, Keyward, NewKey, VerifyError};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -10,7 +12,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .resource("contacts", ["read", "write"])
         .resource("users", ["read"])
         .build()?;
-    let keys = Keyward::builder(MemoryStore::new(), catalog).build()?;
+    // Created and migrated on first open; keys survive restarts.
+    let store = SqliteStore::open("keyward-quickstart.db").await?;
+    let keys = Keyward::builder(store, catalog).build()?;
 
     let admin = Actor::new("user_42", "acme")
         .permissions(keys.catalog().parse_set(["contacts:write", "users:read"])?)

@@ -4,7 +4,10 @@
 //! show the plaintext once, store only its SHA-256, and verify presented
 //! tokens in constant time against a permission lattice and a lifecycle
 //! (expiry, revocation, deletion). Persistence is yours: anything that
-//! implements the async [`KeyStore`] trait; keyward ships [`MemoryStore`].
+//! implements the async [`KeyStore`] trait; keyward ships [`MemoryStore`],
+//! an embedded SQLite store (feature `sqlite`) and a PostgreSQL store with
+//! cross-instance cache invalidation (feature `postgres`). A bounded
+//! verification cache in the core keeps hot verifies off the store.
 //!
 //! # Quickstart
 //!
@@ -45,13 +48,16 @@
 //! |---|---|---|
 //! | `conformance` | no | [`store::conformance`]: the test suite every [`KeyStore`] must pass |
 //! | `tokio` | no | `Keyward::spawn_sweeper`: the maintenance sweep on a tokio interval |
+//! | `sqlite` | no | `store::SqliteStore`: one SQLite file (bundled SQLite, WAL), via sqlx |
+//! | `postgres` | no | `store::PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
 //!
 //! # Where things are
 //!
 //! - [`token`]: the token format, parsing, hashing, the [`SecretToken`] type.
 //! - [`permission`]: [`Catalog`], [`PermissionSet`], [`Permission`].
 //! - [`key`]: [`Actor`], [`NewKey`], [`KeyRecord`], [`KeyInfo`], [`Verified`].
-//! - [`store`]: [`KeyStore`] and [`MemoryStore`].
+//! - [`store`]: [`KeyStore`], [`MemoryStore`], `SqliteStore`,
+//!   `PostgresStore`, the change feed ([`ChangeListener`]).
 //! - [`policy`]: inactivity expiry, warnings, retention, refills, tenants.
 //! - [`limit`]: [`RateLimit`], [`RateLimiter`], [`LocalLimiter`].
 //! - [`audit`]: [`AuditEvent`] and the sinks.
@@ -73,8 +79,8 @@ pub mod policy;
 pub mod store;
 pub mod token;
 
-/// The README's examples run as doctests too.
-#[cfg(doctest)]
+/// The README's examples run as doctests too (they use the SQLite store).
+#[cfg(all(doctest, feature = "sqlite"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
