@@ -13,10 +13,18 @@
 //! is missing or has dropped. A load that raced an invalidation is used
 //! once and not cached (each shard counts its invalidations), so a
 //! revocation can never be undone by a slow read.
+//!
+//! Concurrent misses on one id share one store read: the first becomes the
+//! leader ([`Cache::begin_load`]), the others wait for it and then look
+//! again, so a burst on a just-expired hot key, or many requests with one
+//! made-up id, cost one read.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
 
@@ -124,9 +132,87 @@ struct Shard {
     purged_at: i64,
 }
 
+/// The reads in progress in one shard.
+type Flights = HashMap<KeyId, Arc<Flight>>;
+
+/// One store read in progress for an id; followers wait on it.
+#[derive(Default)]
+struct Flight {
+    done: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+/// Who reads the store for a missed id: see [`Cache::begin_load`].
+pub(crate) enum Load {
+    /// Read the store; dropping the guard (after [`Cache::put`], or on
+    /// error or cancellation) releases the followers.
+    Leader(LoadGuard),
+    /// Another request is reading it: await, then look again.
+    Follower(WaitLoad),
+}
+
+/// Held by the leader of a load; releases followers on drop.
+pub(crate) struct LoadGuard {
+    cache: Arc<Cache>,
+    id: KeyId,
+    flight: Arc<Flight>,
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        let shard = Cache::index(&self.id);
+        {
+            let mut inflight = self.cache.inflight[shard]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if inflight
+                .get(&self.id)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                inflight.remove(&self.id);
+            }
+        }
+        self.flight.done.store(true, Ordering::Release);
+        let wakers = std::mem::take(
+            &mut *self
+                .flight
+                .wakers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Resolves when the leader's load is over (whatever its outcome).
+pub(crate) struct WaitLoad(Arc<Flight>);
+
+impl Future for WaitLoad {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.0.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked again under the lock the leader takes to wake: no lost
+        // wake-up.
+        if self.0.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
 /// Bounded, sharded, time-limited; see the module docs.
 pub(crate) struct Cache {
     shards: Box<[RwLock<Shard>]>,
+    inflight: Box<[Mutex<Flights>]>,
     ttl_us: i64,
     keys_per_shard: usize,
     unknown_per_shard: usize,
@@ -148,6 +234,7 @@ impl Cache {
     pub(crate) fn new(capacity: usize, unknown_capacity: usize, ttl_us: i64) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            inflight: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ttl_us,
             keys_per_shard: capacity.div_ceil(SHARDS),
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
@@ -244,6 +331,24 @@ impl Cache {
             }
         }
         entry
+    }
+
+    /// Makes the caller the one that reads `id` from the store, or tells
+    /// it to wait for the request already doing so.
+    pub(crate) fn begin_load(self: &Arc<Self>, id: &KeyId) -> Load {
+        let mut inflight = self.inflight[Self::index(id)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(flight) = inflight.get(id) {
+            return Load::Follower(WaitLoad(flight.clone()));
+        }
+        let flight = Arc::new(Flight::default());
+        inflight.insert(*id, flight.clone());
+        Load::Leader(LoadGuard {
+            cache: self.clone(),
+            id: *id,
+            flight,
+        })
     }
 
     /// Drops what is known of `id`, and makes loads in flight not cache.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink, TracingAuditSink};
-use crate::cache::{Cache, CachedKey, Lookup, Ticket};
+use crate::cache::{Cache, CachedKey, Load, Lookup, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
 use crate::key::{
@@ -517,8 +517,35 @@ impl Keyward {
         })
     }
 
-    /// Reads a key from the store for the cache.
+    /// Reads a key from the store for the cache. Concurrent misses on one
+    /// id wait for the first one's read and use what it cached.
     async fn load(
+        &self,
+        ticket: Ticket,
+        id: &KeyId,
+        now_us: i64,
+    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let cache = &self.inner.cache;
+        match cache.begin_load(id) {
+            Load::Leader(_guard) => {
+                // The guard lives until the read is cached (or fails, or
+                // this future is dropped), then releases the followers.
+                self.read_through(ticket, id, now_us).await
+            }
+            Load::Follower(wait) => {
+                wait.await;
+                match cache.get(id, now_us) {
+                    Lookup::Hit(entry) => Ok(Some(entry)),
+                    Lookup::Unknown => Ok(None),
+                    // The leader failed, was cancelled, or raced an
+                    // invalidation: read it ourselves, without waiting again.
+                    Lookup::Miss(ticket) => self.read_through(ticket, id, now_us).await,
+                }
+            }
+        }
+    }
+
+    async fn read_through(
         &self,
         ticket: Ticket,
         id: &KeyId,

@@ -291,3 +291,71 @@ async fn invalid_cache_settings_are_refused() {
         assert!(err.to_string().contains("cache_ttl"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_on_one_id_share_one_read() {
+    let h = harness_with(|b| b.cache_ttl(Duration::seconds(10)));
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret().to_string();
+    // Reads take 50 ms, so the 64 requests below all miss together.
+    h.store
+        .get_delay_ms
+        .store(50, std::sync::atomic::Ordering::SeqCst);
+    for (label, token) in [("a known key", token), ("a made-up id", unknown_token(9))] {
+        h.clock.advance(Duration::seconds(10)); // every entry is stale now
+        let before = h.store.gets();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let keys = h.keys.clone();
+                let token = token.clone();
+                tokio::spawn(async move { keys.verify(&token).await.is_ok() })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.expect("join"));
+        }
+        assert_eq!(
+            h.store.gets() - before,
+            1,
+            "{label}: 64 concurrent misses, one read"
+        );
+        assert_eq!(ok, if label == "a known key" { 64 } else { 0 });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_read_does_not_strand_the_waiters() {
+    let h = harness_with(|b| b);
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret().to_string();
+    h.store
+        .get_delay_ms
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    // The leader's request is dropped mid-read (a client hung up).
+    let leader = {
+        let keys = h.keys.clone();
+        let token = token.clone();
+        tokio::spawn(async move { keys.verify(&token).await.is_ok() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let follower = {
+        let keys = h.keys.clone();
+        let token = token.clone();
+        tokio::spawn(async move { keys.verify(&token).await.is_ok() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    leader.abort();
+    assert!(
+        follower.await.expect("join"),
+        "the waiter reads the key itself once the leader is gone"
+    );
+}

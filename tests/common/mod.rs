@@ -22,6 +22,8 @@ pub struct CountingStore {
     pub calls: Arc<AtomicUsize>,
     pub gets: Arc<AtomicUsize>,
     pub last_used_writes: Arc<AtomicUsize>,
+    /// Milliseconds each `get` takes (0: none), to make reads overlap.
+    pub get_delay_ms: Arc<AtomicUsize>,
 }
 
 impl CountingStore {
@@ -46,6 +48,10 @@ impl KeyStore for CountingStore {
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         self.tick();
         self.gets.fetch_add(1, Ordering::SeqCst);
+        let delay = self.get_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay as u64)).await;
+        }
         self.inner.get(id).await
     }
     async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
