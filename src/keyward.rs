@@ -38,6 +38,8 @@ const PAGE: usize = 500;
 pub const MAX_USES: u64 = i64::MAX as u64;
 /// Pending last-used entries that force a flush regardless of time.
 const MAX_PENDING: usize = 4096;
+/// Most pending last-used entries kept while the store fails.
+const MAX_PENDING_HARD: usize = 65_536;
 
 /// Builds a [`Keyward`]. Made by [`Keyward::builder`]; every setting
 /// documents its default.
@@ -260,6 +262,7 @@ impl KeywardBuilder {
                     state: Mutex::new(Pending {
                         entries: HashMap::new(),
                         last_flush: None,
+                        failed_at: None,
                     }),
                 },
             }),
@@ -1447,6 +1450,8 @@ struct LastUsed {
 struct Pending {
     entries: HashMap<KeyId, DateTime<Utc>>,
     last_flush: Option<DateTime<Utc>>,
+    /// When the last flush failed, if the last flush failed.
+    failed_at: Option<DateTime<Utc>>,
 }
 
 impl LastUsed {
@@ -1463,9 +1468,19 @@ impl LastUsed {
         key.last_used_us
             .fetch_max(now.timestamp_micros(), Ordering::Relaxed);
         let mut p = self.lock();
+        if p.entries.len() >= MAX_PENDING_HARD && !p.entries.contains_key(&key.id) {
+            // The store has been failing for a while: bound memory. This
+            // use is not recorded; the key's next use after the store is
+            // back will be.
+            return false;
+        }
         let at = p.entries.entry(key.id).or_insert(now);
         *at = (*at).max(now);
-        p.entries.len() >= MAX_PENDING || p.last_flush.is_none_or(|f| now - f >= self.interval)
+        // While the store is failing, retry once per interval, not on
+        // every verify.
+        let failing = p.failed_at.is_some_and(|f| now - f < self.interval);
+        (!failing && p.entries.len() >= MAX_PENDING)
+            || p.last_flush.is_none_or(|f| now - f >= self.interval)
     }
 
     fn pending(&self, id: &KeyId) -> Option<DateTime<Utc>> {
@@ -1486,9 +1501,13 @@ impl LastUsed {
             return Ok(0);
         }
         match store.record_last_used(&batch).await {
-            Ok(()) => Ok(batch.len()),
+            Ok(()) => {
+                self.lock().failed_at = None;
+                Ok(batch.len())
+            }
             Err(e) => {
                 let mut p = self.lock();
+                p.failed_at = Some(now);
                 for (id, at) in batch {
                     let e = p.entries.entry(id).or_insert(at);
                     *e = (*e).max(at);

@@ -719,3 +719,50 @@ async fn other_tenants_cannot_edit_keys() {
     ));
     assert_eq!(h.keys.get(&a, &k.key.id).await.expect("get").name, "k");
 }
+
+#[tokio::test]
+async fn a_failing_store_gets_one_last_used_retry_per_interval() {
+    use std::sync::atomic::Ordering;
+    let h = harness();
+    let a = admin(&h.keys, "acme");
+    let mut tokens = Vec::new();
+    for i in 0..4_200 {
+        let k = h
+            .keys
+            .create(&a, NewKey::new(format!("k{i}")))
+            .await
+            .expect("created");
+        tokens.push(k.token);
+    }
+    h.keys
+        .verify(tokens[0].expose_secret())
+        .await
+        .expect("first use flushes at once");
+    h.store.fail_last_used.store(true, Ordering::SeqCst);
+    let writes = || h.store.last_used_writes.load(Ordering::SeqCst);
+    let before = writes();
+    h.clock.advance(chrono::Duration::minutes(1));
+    for t in &tokens {
+        h.keys
+            .verify(t.expose_secret())
+            .await
+            .expect("verifies succeed while last-used writes fail");
+    }
+    assert_eq!(
+        writes() - before,
+        1,
+        "4,200 uses (over the 4,096 batch size) with the store failing: one attempt, not one per verify"
+    );
+    h.store.fail_last_used.store(false, Ordering::SeqCst);
+    h.clock.advance(chrono::Duration::minutes(1));
+    h.keys
+        .verify(tokens[0].expose_secret())
+        .await
+        .expect("valid");
+    assert_eq!(writes() - before, 2, "retried after an interval");
+    let listed = h.keys.list(&a, "acme").await.expect("list");
+    assert!(
+        listed.iter().all(|k| k.last_used_at.is_some()),
+        "no use was lost while the store failed"
+    );
+}

@@ -24,6 +24,8 @@ pub struct CountingStore {
     pub last_used_writes: Arc<AtomicUsize>,
     /// Milliseconds each `get` takes (0: none), to make reads overlap.
     pub get_delay_ms: Arc<AtomicUsize>,
+    /// When set, `record_last_used` fails as if the backend were down.
+    pub fail_last_used: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CountingStore {
@@ -82,6 +84,9 @@ impl KeyStore for CountingStore {
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
         self.tick();
         self.last_used_writes.fetch_add(1, Ordering::SeqCst);
+        if self.fail_last_used.load(Ordering::SeqCst) {
+            return Err(down());
+        }
         self.inner.record_last_used(batch).await
     }
     async fn consume_credit(
