@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -93,6 +94,11 @@ impl CachedKey {
         }
     }
 
+    /// When it was read from the store, in clock microseconds.
+    pub(crate) fn loaded_at_us(&self) -> i64 {
+        self.loaded_at
+    }
+
     /// The latest use known here, if any.
     pub(crate) fn last_used(&self) -> Option<DateTime<Utc>> {
         DateTime::from_timestamp_micros(self.last_used_us.load(Ordering::Relaxed))
@@ -160,7 +166,7 @@ pub(crate) struct LoadGuard {
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        let shard = Cache::index(&self.id);
+        let shard = self.cache.index(&self.id);
         {
             let mut inflight = self.cache.inflight[shard]
                 .lock()
@@ -213,6 +219,7 @@ impl Future for WaitLoad {
 pub(crate) struct Cache {
     shards: Box<[RwLock<Shard>]>,
     inflight: Box<[Mutex<Flights>]>,
+    hasher: RandomState,
     ttl_us: i64,
     keys_per_shard: usize,
     unknown_per_shard: usize,
@@ -235,16 +242,18 @@ impl Cache {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             inflight: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
             ttl_us,
             keys_per_shard: capacity.div_ceil(SHARDS),
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
         }
     }
 
-    fn index(id: &KeyId) -> usize {
-        // Ids are uniformly random base62: the last character spreads well.
-        let b = id.as_str().as_bytes();
-        usize::from(b[b.len() - 1]) % SHARDS
+    /// The shard of `id`, by a hash keyed per cache: ids are chosen by
+    /// whoever sends a token, so an unkeyed choice (say, the last
+    /// character) would let a flood pile into one shard.
+    fn index(&self, id: &KeyId) -> usize {
+        (self.hasher.hash_one(id) % SHARDS as u64) as usize
     }
 
     fn read(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
@@ -264,7 +273,7 @@ impl Cache {
     }
 
     pub(crate) fn get(&self, id: &KeyId, now: i64) -> Lookup {
-        let i = Self::index(id);
+        let i = self.index(id);
         let shard = self.read(i);
         if let Some(entry) = shard.keys.get(id) {
             if self.fresh(entry.loaded_at, now) {
@@ -336,7 +345,7 @@ impl Cache {
     /// Makes the caller the one that reads `id` from the store, or tells
     /// it to wait for the request already doing so.
     pub(crate) fn begin_load(self: &Arc<Self>, id: &KeyId) -> Load {
-        let mut inflight = self.inflight[Self::index(id)]
+        let mut inflight = self.inflight[self.index(id)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(flight) = inflight.get(id) {
@@ -351,9 +360,17 @@ impl Cache {
         })
     }
 
+    /// Drops the entry for `id` so the next lookup reads the store, without
+    /// invalidating loads in flight (the key did not change).
+    pub(crate) fn forget(&self, id: &KeyId) {
+        let mut shard = self.write(self.index(id));
+        shard.keys.remove(id);
+        shard.unknown.remove(id);
+    }
+
     /// Drops what is known of `id`, and makes loads in flight not cache.
     pub(crate) fn invalidate(&self, id: &KeyId) {
-        let mut shard = self.write(Self::index(id));
+        let mut shard = self.write(self.index(id));
         shard.epoch = shard.epoch.wrapping_add(1);
         shard.keys.remove(id);
         shard.unknown.remove(id);

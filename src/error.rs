@@ -105,8 +105,8 @@ pub enum KeyError {
     /// [`Keyward`](crate::Keyward)'s.
     #[error("the actor's permissions belong to a different catalog")]
     CatalogMismatch,
-    /// The expiry is not in the future.
-    #[error("invalid expiry: it must be in the future")]
+    /// The expiry is not in the future, or is after the year 9999.
+    #[error("invalid expiry: it must be in the future and no later than 9999-12-31")]
     InvalidExpiry,
     /// The operation needs an active key (e.g. rolling a revoked or
     /// expired key).

@@ -32,9 +32,8 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 const UPDATE_ATTEMPTS: usize = 8;
 /// Records per page when a call walks the store.
 const PAGE: usize = 500;
-/// Most uses a usage-limited key can hold (and longest refill period, in
-/// seconds): larger values are capped, so that every store can keep them
-/// in a signed 64-bit column.
+/// Most uses a usage-limited key can hold: larger values are capped, so
+/// that every store can keep them in a signed 64-bit column.
 pub const MAX_USES: u64 = i64::MAX as u64;
 /// Pending last-used entries that force a flush regardless of time.
 const MAX_PENDING: usize = 4096;
@@ -443,10 +442,11 @@ impl Keyward {
             self.audit_verify(key, err.code(), Some(&entry.tenant));
             Err(err)
         };
-        if !fresh && self.inactive_at(&entry, now) {
+        if !fresh && self.inactive_at(&entry, now) && self.may_be_newer(&entry) {
             // A use on another instance may not be in the cached copy yet:
-            // read the store before refusing.
-            inner.cache.invalidate(&id);
+            // read the store before refusing. (Not an invalidation: the
+            // store did not change, so other loads may still cache.)
+            inner.cache.forget(&id);
             let reloaded = match inner.cache.get(&id, now_us) {
                 Lookup::Hit(e) => Ok(Some(e)),
                 Lookup::Unknown => Ok(None),
@@ -493,7 +493,10 @@ impl Keyward {
         if entry.metered {
             let refill = entry.refill.map(|r| RefillDue {
                 amount: r.amount,
-                if_refilled_before: now - r.every(),
+                if_refilled_before: now
+                    .checked_sub_signed(r.every())
+                    .unwrap_or_else(earliest)
+                    .max(earliest()),
                 now,
             });
             match inner.store.consume_credit(&id, refill).await {
@@ -577,6 +580,22 @@ impl Keyward {
         pending.is_none_or(|p| now - p >= after)
     }
 
+    /// Whether the store may know of a use newer than this cached copy:
+    /// true unless the copy was read when the key had already been idle for
+    /// the inactivity period plus a last-used flush interval (by then every
+    /// instance has written its uses). Keeps a hammered inactive key from
+    /// reading the store on every request.
+    fn may_be_newer(&self, entry: &CachedKey) -> bool {
+        let Some(after) = self.inner.inactivity.after else {
+            return false;
+        };
+        let settled = entry
+            .last_active()
+            .checked_add_signed(after)
+            .and_then(|t| t.checked_add_signed(self.inner.last_used.interval));
+        settled.is_none_or(|t| entry.loaded_at_us() < t.timestamp_micros())
+    }
+
     /// When an active key will be deleted for disuse, if the policy is on.
     fn inactivity_deadline(&self, record: &KeyRecord) -> Option<DateTime<Utc>> {
         let after = self.inner.inactivity.after?;
@@ -584,7 +603,8 @@ impl Keyward {
             .last_used_at
             .max(self.inner.last_used.pending(&record.id))
             .map_or(record.created_at, |u| u.max(record.created_at));
-        last.checked_add_signed(after)
+        // To the microsecond, as stored in the warning mark.
+        last.checked_add_signed(after).map(|d| d.trunc_subsecs(6))
     }
 
     fn quota_for(&self, tenant: &str) -> Option<RateLimit> {
@@ -631,10 +651,17 @@ impl Keyward {
             ),
             Some(_) => return Err(KeyError::InvalidExpiry),
         };
+        if expires_at.is_some_and(|e| e > latest()) {
+            return Err(KeyError::InvalidExpiry);
+        }
         if let Some(m) = &new.metadata {
-            let len = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
-            if len > MAX_METADATA_BYTES {
+            let json = serde_json::to_string(m).unwrap_or_default();
+            if json.len() > MAX_METADATA_BYTES {
                 return Err(KeyError::InvalidMetadata("larger than 16 KiB as JSON"));
+            }
+            // PostgreSQL cannot store U+0000 in text or JSON.
+            if json.contains("\\u0000") {
+                return Err(KeyError::InvalidMetadata("contains a NUL character"));
             }
         }
         let (token, record) = self
@@ -659,7 +686,7 @@ impl Keyward {
                     .map(|n| n.min(MAX_USES)),
                 refill: new.refill.map(|r| Refill {
                     amount: r.amount.min(MAX_USES),
-                    every_secs: r.every_secs.min(MAX_USES),
+                    every_secs: r.every_secs.min(Refill::MAX_EVERY_SECS),
                 }),
                 last_refill_at: (new.remaining.is_some() || new.refill.is_some()).then_some(now),
                 inactivity_warning: None,
@@ -803,8 +830,11 @@ impl Keyward {
     pub async fn delete(&self, actor: &Actor, id: &KeyId) -> Result<(), KeyError> {
         let result = async {
             let record = self.load_for(actor, id).await?;
-            let deleted = self.inner.store.delete(id).await?;
+            // Invalidated whatever the outcome: an error may come after
+            // the delete committed.
+            let deleted = self.inner.store.delete(id).await;
             self.inner.cache.invalidate(id);
+            let deleted = deleted?;
             if deleted {
                 self.inner.last_used.forget(id);
                 Ok(record.prefix)
@@ -954,7 +984,8 @@ impl Keyward {
                 } else {
                     let until = now
                         .checked_add_signed(grace)
-                        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                        .unwrap_or_else(latest)
+                        .min(latest())
                         .trunc_subsecs(6);
                     r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
                 }
@@ -1019,17 +1050,20 @@ impl Keyward {
         let longest = |w: &[Duration]| w.iter().copied().max();
         let expiring_before = longest(&inner.expiry_warnings.warn_before).map(|w| {
             now.checked_add_signed(w)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                .unwrap_or_else(latest)
+                .min(latest())
         });
         let idle_since = inner.inactivity.after.map(|after| {
             let warn = longest(&inner.inactivity.warn_before).unwrap_or_else(Duration::zero);
             now.checked_add_signed(warn)
                 .and_then(|t| t.checked_sub_signed(after))
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+                .unwrap_or_else(earliest)
+                .max(earliest())
         });
         let ended_before = inner.retention.purge_after.map(|keep| {
             now.checked_sub_signed(keep)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+                .unwrap_or_else(earliest)
+                .max(earliest())
         });
         SweepDue {
             now,
@@ -1100,9 +1134,12 @@ impl Keyward {
             if warnings.is_empty() {
                 return Ok(());
             }
-            match inner.store.update(&changed).await {
+            let updated = inner.store.update(&changed).await;
+            if !matches!(updated, Err(StoreError::Conflict(_))) {
+                inner.cache.invalidate(&record.id);
+            }
+            match updated {
                 Ok(_) => {
-                    inner.cache.invalidate(&record.id);
                     for (kind, mark) in warnings {
                         self.audit_sweep(AuditAction::Warn, &record, None);
                         report.warnings.push(SweepWarning {
@@ -1138,8 +1175,9 @@ impl Keyward {
         reason: RemovalReason,
         into: &mut Vec<SweptKey>,
     ) -> Result<(), StoreError> {
-        let deleted = self.inner.store.delete(&record.id).await?;
+        let deleted = self.inner.store.delete(&record.id).await;
         self.inner.cache.invalidate(&record.id);
+        let deleted = deleted?;
         if deleted {
             self.inner.last_used.forget(&record.id);
             self.audit_sweep(AuditAction::Delete, record, None);
@@ -1233,9 +1271,14 @@ impl Keyward {
             let mut record = self.load_for(actor, id).await?;
             let now = self.now();
             change(&mut record, now)?;
-            match self.inner.store.update(&record).await {
+            let updated = self.inner.store.update(&record).await;
+            // Invalidated unless the write surely did not happen: an error
+            // may come after the update committed.
+            if !matches!(updated, Err(StoreError::Conflict(_))) {
+                self.inner.cache.invalidate(id);
+            }
+            match updated {
                 Ok(version) => {
-                    self.inner.cache.invalidate(id);
                     record.version = version;
                     return Ok(self.info(record, now));
                 }
@@ -1395,8 +1438,29 @@ impl Keyward {
 /// The actor named in audit events of the maintenance sweep.
 pub const SWEEP_ACTOR: &str = "keyward:sweep";
 
+/// The latest instant keyward stores or asks a store about:
+/// 9999-12-31T23:59:59Z. Every SQL database can hold it; expiries beyond
+/// are refused.
+pub(crate) fn latest() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The earliest instant keyward asks a store about: 0001-01-01T00:00:00Z.
+pub(crate) fn earliest() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Longest actor id, in characters.
+const MAX_ACTOR_CHARS: usize = 256;
+
+/// The actor may manage keys, and its id can be recorded as `created_by`
+/// and in audit events (not empty, not too long, no control characters).
 fn ensure_manager(actor: &Actor) -> Result<(), KeyError> {
-    if actor.can_manage() {
+    let id = actor.id();
+    let recordable = !id.is_empty()
+        && id.chars().count() <= MAX_ACTOR_CHARS
+        && !id.chars().any(char::is_control);
+    if actor.can_manage() && recordable {
         Ok(())
     } else {
         Err(KeyError::Forbidden {
@@ -1465,15 +1529,15 @@ impl LastUsed {
         if key.last_used().is_some_and(|u| now - u < self.interval) {
             return false;
         }
-        key.last_used_us
-            .fetch_max(now.timestamp_micros(), Ordering::Relaxed);
         let mut p = self.lock();
         if p.entries.len() >= MAX_PENDING_HARD && !p.entries.contains_key(&key.id) {
             // The store has been failing for a while: bound memory. This
-            // use is not recorded; the key's next use after the store is
-            // back will be.
+            // use is not recorded (and not marked as seen, so the key's
+            // next use after the store is back will be).
             return false;
         }
+        key.last_used_us
+            .fetch_max(now.timestamp_micros(), Ordering::Relaxed);
         let at = p.entries.entry(key.id).or_insert(now);
         *at = (*at).max(now);
         // While the store is failing, retry once per interval, not on
@@ -1492,26 +1556,31 @@ impl LastUsed {
     }
 
     async fn flush(&self, store: &dyn KeyStore, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        // Copied, not drained: entries leave only once written, so a
+        // flush whose future is dropped (a cancelled request) loses nothing.
         let batch: Vec<(KeyId, DateTime<Utc>)> = {
             let mut p = self.lock();
             p.last_flush = Some(now);
-            p.entries.drain().collect()
+            p.entries.iter().map(|(id, at)| (*id, *at)).collect()
         };
         if batch.is_empty() {
             return Ok(0);
         }
-        match store.record_last_used(&batch).await {
+        let result = store.record_last_used(&batch).await;
+        let mut p = self.lock();
+        match result {
             Ok(()) => {
-                self.lock().failed_at = None;
+                p.failed_at = None;
+                for (id, at) in &batch {
+                    // A newer use noted meanwhile stays pending.
+                    if p.entries.get(id) == Some(at) {
+                        p.entries.remove(id);
+                    }
+                }
                 Ok(batch.len())
             }
             Err(e) => {
-                let mut p = self.lock();
                 p.failed_at = Some(now);
-                for (id, at) in batch {
-                    let e = p.entries.entry(id).or_insert(at);
-                    *e = (*e).max(at);
-                }
                 Err(e)
             }
         }

@@ -95,18 +95,24 @@ pub struct Refill {
 }
 
 impl Refill {
-    /// Back to `amount` uses every `every` (at least one second).
+    /// Back to `amount` uses every `every` (at least one second, at most
+    /// [`Refill::MAX_EVERY_SECS`]).
     pub fn new(amount: u64, every: Duration) -> Option<Self> {
         let secs = every.num_seconds();
-        (secs >= 1).then_some(Self {
+        (secs >= 1 && secs.unsigned_abs() <= Self::MAX_EVERY_SECS).then_some(Self {
             amount,
             every_secs: secs as u64,
         })
     }
 
-    /// The refill period.
+    /// The longest refill period: 100 years, in seconds. Longer periods
+    /// given as fields are capped to it.
+    pub const MAX_EVERY_SECS: u64 = 100 * 366 * 24 * 3600;
+
+    /// The refill period (never longer than [`Refill::MAX_EVERY_SECS`]).
     pub fn every(&self) -> Duration {
-        Duration::seconds(i64::try_from(self.every_secs).unwrap_or(i64::MAX))
+        let secs = self.every_secs.min(Self::MAX_EVERY_SECS);
+        Duration::try_seconds(i64::try_from(secs).unwrap_or(i64::MAX)).unwrap_or(Duration::MAX)
     }
 }
 

@@ -354,8 +354,70 @@ async fn a_cancelled_read_does_not_strand_the_waiters() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     leader.abort();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(5), follower)
+        .await
+        .expect("the waiter is not stranded");
     assert!(
-        follower.await.expect("join"),
+        done.expect("join"),
         "the waiter reads the key itself once the leader is gone"
     );
+}
+
+#[tokio::test]
+async fn a_hammered_inactive_key_is_not_re_read_on_every_request() {
+    let h = harness_with(|b| b.cache_ttl(Duration::minutes(5)));
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("old"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    h.clock.advance(Duration::days(91));
+    let before = h.store.gets();
+    for _ in 0..100 {
+        assert!(matches!(
+            h.keys.verify(token).await,
+            Err(VerifyError::Inactive)
+        ));
+    }
+    assert_eq!(
+        h.store.gets() - before,
+        1,
+        "read once (the copy is then known to be settled), not per request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_loses_no_last_used_write() {
+    use std::sync::atomic::Ordering;
+    let h = harness_with(|b| b);
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret().to_string();
+    h.store.last_used_delay_ms.store(300, Ordering::SeqCst);
+    h.store.fail_last_used.store(true, Ordering::SeqCst);
+    // The first use flushes inline; the request is dropped mid-write.
+    let request = {
+        let keys = h.keys.clone();
+        tokio::spawn(async move { keys.verify(&token).await.is_ok() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    request.abort();
+    let _ = request.await;
+    h.store.last_used_delay_ms.store(0, Ordering::SeqCst);
+    h.store.fail_last_used.store(false, Ordering::SeqCst);
+    assert_eq!(
+        h.keys.flush_last_used().await.expect("flush"),
+        1,
+        "still pending"
+    );
+    let info = h
+        .keys
+        .get(&admin(&h.keys, "acme"), &issued.key.id)
+        .await
+        .expect("get");
+    assert!(info.last_used_at.is_some(), "the use was recorded");
 }

@@ -766,3 +766,49 @@ async fn a_failing_store_gets_one_last_used_retry_per_interval() {
         "no use was lost while the store failed"
     );
 }
+
+#[tokio::test]
+async fn extreme_inputs_are_refused_or_capped_never_a_panic() {
+    let h = harness();
+    let a = admin(&h.keys, "acme");
+    // A refill period beyond any duration: capped, and verify works.
+    let k = h
+        .keys
+        .create(
+            &a,
+            NewKey::new("metered").refill(keyward::Refill {
+                amount: u64::MAX,
+                every_secs: u64::MAX,
+            }),
+        )
+        .await
+        .expect("created");
+    h.keys
+        .verify(k.token.expose_secret())
+        .await
+        .expect("verifies");
+    // Expiry after the year 9999: refused (SQL stores cannot keep it).
+    let far = chrono::DateTime::from_timestamp(253_402_300_800, 0).expect("year 10000");
+    assert!(matches!(
+        h.keys.create(&a, NewKey::new("far").expires_at(far)).await,
+        Err(KeyError::InvalidExpiry)
+    ));
+    // NUL in metadata: refused (PostgreSQL cannot keep it).
+    assert!(matches!(
+        h.keys
+            .create(
+                &a,
+                NewKey::new("nul").metadata(serde_json::json!({"k": "a\u{0}b"}))
+            )
+            .await,
+        Err(KeyError::InvalidMetadata(_))
+    ));
+    // An actor id that cannot be recorded may not act.
+    let bad = keyward::Actor::new("admin\u{0}", "acme")
+        .permissions(h.keys.catalog().all())
+        .may_manage_keys(true);
+    assert!(matches!(
+        h.keys.create(&bad, NewKey::new("x")).await,
+        Err(KeyError::Forbidden { .. })
+    ));
+}

@@ -266,7 +266,10 @@ async fn sweep_pages_through_many_keys() {
     }
     h.clock.advance(days(10));
     let report = h.keys.sweep().await.expect("sweep");
-    assert_eq!(report.scanned, 0, "nothing is due: the sweep reads no key");
+    assert_eq!(
+        report.scanned, 0,
+        "nothing is due: the store hands the sweep no key"
+    );
     h.clock.advance(days(66));
     let report = h.keys.sweep().await.expect("sweep");
     assert_eq!(report.scanned, 1_234);

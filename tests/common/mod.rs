@@ -24,6 +24,8 @@ pub struct CountingStore {
     pub last_used_writes: Arc<AtomicUsize>,
     /// Milliseconds each `get` takes (0: none), to make reads overlap.
     pub get_delay_ms: Arc<AtomicUsize>,
+    /// Milliseconds each `record_last_used` takes (0: none).
+    pub last_used_delay_ms: Arc<AtomicUsize>,
     /// When set, `record_last_used` fails as if the backend were down.
     pub fail_last_used: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -84,6 +86,10 @@ impl KeyStore for CountingStore {
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
         self.tick();
         self.last_used_writes.fetch_add(1, Ordering::SeqCst);
+        let delay = self.last_used_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay as u64)).await;
+        }
         if self.fail_last_used.load(Ordering::SeqCst) {
             return Err(down());
         }
