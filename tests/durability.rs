@@ -69,6 +69,27 @@ async fn keys_survive_kill_9() {
     let store = SqliteStore::open(&db)
         .await
         .expect("reopen after the crash");
+    // What makes a returned create durable beyond a process crash (a
+    // power loss too): checked on the pool's connections.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = store.pool().acquire().await.expect("connection");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pragma");
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pragma");
+        assert_eq!(
+            (sync, journal.as_str()),
+            (2, "wal"),
+            "synchronous = FULL in WAL mode"
+        );
+        held.push(conn); // the next round gets another connection
+    }
+    drop(held);
     let keys = Keyward::builder(store, catalog()).build().expect("config");
     for token in &tokens {
         keys.verify(token)

@@ -242,3 +242,68 @@ async fn a_database_outage_is_a_store_error_never_an_accept() {
     }
     assert!(ok, "verifies again once the database is back");
 }
+
+/// A key cached on b (the other instance): the setup of the feed tests.
+async fn cached_on_b(a: &Keyward, b: &Keyward) -> (keyward::KeyId, String) {
+    let issued = a
+        .create(&admin(a, "acme"), NewKey::new("ci"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret().to_string();
+    b.verify(&token).await.expect("valid on b");
+    (issued.key.id, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_in_sql_by_an_operator_reach_every_cache() {
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let (a, b) = two_instances(&server.url()).await;
+    let operator = pool(&server.url()).await;
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+
+    // An emergency revocation by hand: no version bump.
+    let (id, token) = cached_on_b(&a, &b).await;
+    sqlx::query("UPDATE keyward_keys SET revoked_at = now() WHERE id = $1")
+        .bind(id.as_str())
+        .execute(&operator)
+        .await
+        .expect("revoke in SQL");
+    time_until(async || matches!(b.verify(&token).await, Err(VerifyError::Revoked))).await;
+
+    // Last-use bookkeeping alone is not announced (caches do not hold it),
+    // but a TRUNCATE clears every cache.
+    let (_, token) = cached_on_b(&a, &b).await;
+    sqlx::query("TRUNCATE keyward_keys")
+        .execute(&operator)
+        .await
+        .expect("truncate");
+    time_until(async || matches!(b.verify(&token).await, Err(VerifyError::Invalid))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_feed_connection_clears_the_cache_on_reconnect() {
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let (a, b) = two_instances(&server.url()).await;
+    let operator = pool(&server.url()).await;
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let (id, token) = cached_on_b(&a, &b).await;
+    // Kill every listening connection, then revoke while they are down:
+    // the notification is lost, so only the reset on reconnect can help.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&operator)
+    .await
+    .expect("terminate listeners");
+    assert_eq!(killed.len(), 2, "both instances were listening");
+    a.revoke(&admin(&a, "acme"), &id)
+        .await
+        .expect("revoke on a");
+    let delay =
+        time_until(async || matches!(b.verify(&token).await, Err(VerifyError::Revoked))).await;
+    eprintln!("feed killed, revoke on A -> refused on B after {delay:?}");
+}

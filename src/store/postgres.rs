@@ -49,7 +49,17 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         inactivity_before_secs BIGINT,
         expiry_deadline TIMESTAMPTZ,
         expiry_before_secs BIGINT,
-        rolled_from TEXT
+        rolled_from TEXT,
+        -- Finite and within what every client can decode (no 'infinity').
+        CONSTRAINT keyward_keys_times CHECK (
+            created_at BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+            AND coalesce(expires_at, created_at) BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+            AND coalesce(revoked_at, created_at) BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+            AND coalesce(last_used_at, created_at) BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+            AND coalesce(last_refill_at, created_at) BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+            AND coalesce(inactivity_deadline, created_at) BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+            AND coalesce(expiry_deadline, created_at) BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+        )
     );
     CREATE INDEX keyward_keys_tenant ON {s}.keyward_keys (tenant, id);
     CREATE INDEX keyward_keys_expires ON {s}.keyward_keys (expires_at)
@@ -58,18 +68,43 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         ON {s}.keyward_keys ((coalesce(last_used_at, created_at)));
     CREATE INDEX keyward_keys_revoked ON {s}.keyward_keys (revoked_at)
         WHERE revoked_at IS NOT NULL;
+    -- Every change a verify could see is announced, whoever makes it (an
+    -- operator's UPDATE too); only last-use and usage-count bookkeeping,
+    -- which caches do not hold, is not.
     CREATE FUNCTION {s}.keyward_notify() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP = 'DELETE' THEN
+        IF TG_OP = 'TRUNCATE' THEN
+            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':*');
+        ELSIF TG_OP = 'DELETE' THEN
             PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
-        ELSIF TG_OP = 'INSERT' OR NEW.version IS DISTINCT FROM OLD.version THEN
+        ELSIF TG_OP = 'INSERT' THEN
             PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
+        ELSIF ROW(NEW.id, NEW.prefix, NEW.hash, NEW.tenant, NEW.name, NEW.permissions,
+                  NEW.created_by, NEW.created_at, NEW.expires_at, NEW.revoked_at,
+                  NEW.metadata, NEW.version, NEW.rate_limit_max, NEW.rate_limit_per_ms,
+                  NEW.remaining IS NULL, NEW.refill_amount, NEW.refill_every_secs,
+                  NEW.inactivity_deadline, NEW.inactivity_before_secs,
+                  NEW.expiry_deadline, NEW.expiry_before_secs, NEW.rolled_from)
+              IS DISTINCT FROM
+              ROW(OLD.id, OLD.prefix, OLD.hash, OLD.tenant, OLD.name, OLD.permissions,
+                  OLD.created_by, OLD.created_at, OLD.expires_at, OLD.revoked_at,
+                  OLD.metadata, OLD.version, OLD.rate_limit_max, OLD.rate_limit_per_ms,
+                  OLD.remaining IS NULL, OLD.refill_amount, OLD.refill_every_secs,
+                  OLD.inactivity_deadline, OLD.inactivity_before_secs,
+                  OLD.expiry_deadline, OLD.expiry_before_secs, OLD.rolled_from) THEN
+            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
+            IF NEW.id IS DISTINCT FROM OLD.id THEN
+                PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
+            END IF;
         END IF;
         RETURN NULL;
     END $$;
     CREATE TRIGGER keyward_keys_notify
         AFTER INSERT OR UPDATE OR DELETE ON {s}.keyward_keys
-        FOR EACH ROW EXECUTE FUNCTION {s}.keyward_notify();"#,
+        FOR EACH ROW EXECUTE FUNCTION {s}.keyward_notify();
+    CREATE TRIGGER keyward_keys_notify_truncate
+        AFTER TRUNCATE ON {s}.keyward_keys
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.keyward_notify();"#,
 )];
 
 /// Statements, built once for the chosen schema.
@@ -124,7 +159,8 @@ impl Sql {
             )),
             last_used: s(format!(
                 "UPDATE {t} AS k SET last_used_at = b.at \
-                 FROM unnest($1::text[], $2::timestamptz[]) AS b(id, at) \
+                 FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::timestamptz[]) \
+                       AS u(id, at) GROUP BY id) AS b \
                  WHERE k.id = b.id AND (k.last_used_at IS NULL OR k.last_used_at < b.at)"
             )),
             refill: s(format!(
@@ -332,9 +368,18 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
     tx.commit().await.map_err(&err)
 }
 
+/// How often each store pings the channel, to prove its listening
+/// connection alive.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// Silence on the channel after which the listening connection is taken
+/// for dead (a half-open TCP connection never errors by itself).
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+
 /// The listener task: reports each notification for our schema; on every
 /// (re)connection tells subscribers to forget everything, since
-/// notifications sent while not listening are lost.
+/// notifications sent while not listening are lost. A ping through the
+/// pool every [`PING_EVERY`] keeps the channel busy; [`SILENCE_LIMIT`]
+/// without any notification means the connection is dead: reconnect.
 async fn listen(
     pool: PgPool,
     schema: String,
@@ -342,38 +387,65 @@ async fn listen(
     mut stop: oneshot::Receiver<()>,
 ) {
     let prefix = format!("{schema}:");
+    // The schema name is checked (no quotes possible).
+    let ping_sql: Arc<str> = format!("SELECT pg_notify('{CHANNEL}', '{schema}:~ping')").into();
+    let listened = std::sync::atomic::AtomicBool::new(false);
     let mut backoff = Duration::from_millis(100);
     loop {
+        listened.store(false, std::sync::atomic::Ordering::Relaxed);
         let session = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(CHANNEL).await?;
-            if let Some(s) = subscribers.upgrade() {
-                s.reset();
+            listened.store(true, std::sync::atomic::Ordering::Relaxed);
+            match subscribers.upgrade() {
+                Some(s) => s.reset(),
+                None => return Ok(()),
             }
+            let watchdog = tokio::time::sleep(SILENCE_LIMIT);
+            tokio::pin!(watchdog);
             loop {
-                match listener.try_recv().await? {
-                    Some(n) => {
-                        let id = n
-                            .payload()
-                            .strip_prefix(&prefix)
-                            .and_then(|id| id.parse().ok());
-                        match (subscribers.upgrade(), id) {
-                            (Some(s), Some(id)) => s.changed(&id),
-                            (Some(_), None) => {}
-                            (None, _) => return Ok(()),
+                // Only the watchdog branch cancels try_recv, and then the
+                // listener is dropped anyway.
+                let received = tokio::select! {
+                    r = listener.try_recv() => r?,
+                    () = &mut watchdog => return Err(sqlx::Error::Protocol(
+                        "no notification (not even our own ping) for 45 s".into(),
+                    )),
+                };
+                watchdog
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + SILENCE_LIMIT);
+                let Some(s) = subscribers.upgrade() else {
+                    return Ok(());
+                };
+                match received {
+                    Some(n) => match n.payload().strip_prefix(&prefix) {
+                        Some("*") => s.reset(),
+                        Some(id) => {
+                            if let Ok(id) = id.parse() {
+                                s.changed(&id);
+                            }
                         }
-                    }
-                    // Lost and reconnected: anything may have been missed.
-                    None => match subscribers.upgrade() {
-                        Some(s) => s.reset(),
-                        None => return Ok(()),
+                        None => {}
                     },
+                    // Lost and reconnected: anything may have been missed.
+                    None => s.reset(),
                 }
+            }
+        };
+        let pings = async {
+            loop {
+                tokio::time::sleep(PING_EVERY).await;
+                // A failed ping shows up as silence on the listener.
+                let _ = sqlx::query(AssertSqlSafe(ping_sql.clone()))
+                    .execute(&pool)
+                    .await;
             }
         };
         let result: Result<(), sqlx::Error> = tokio::select! {
             _ = &mut stop => return,
             r = session => r,
+            () = pings => Ok(()),
         };
         match result {
             Ok(()) | Err(sqlx::Error::PoolClosed) => return,
@@ -387,6 +459,9 @@ async fn listen(
                     s.reset();
                 }
             }
+        }
+        if listened.load(std::sync::atomic::Ordering::Relaxed) {
+            backoff = Duration::from_millis(100);
         }
         tokio::select! {
             _ = &mut stop => return,

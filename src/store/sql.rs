@@ -37,8 +37,7 @@ macro_rules! due_clause {
 }
 pub(super) use due_clause;
 
-/// One row, in driver-neutral types.
-#[derive(Debug)]
+/// One row, in driver-neutral types. No `Debug`: it holds the hash.
 pub(super) struct Row {
     pub id: String,
     pub prefix: String,
@@ -130,10 +129,9 @@ impl Row {
             (None, None) => None,
             (Some(max), Some(per_ms)) => {
                 let max = u32::try_from(max).map_err(|_| bad("rate limit"))?;
-                Some(
-                    RateLimit::new(max, chrono::Duration::milliseconds(per_ms))
-                        .map_err(|_| bad("rate limit"))?,
-                )
+                let per =
+                    chrono::Duration::try_milliseconds(per_ms).ok_or_else(|| bad("rate limit"))?;
+                Some(RateLimit::new(max, per).map_err(|_| bad("rate limit"))?)
             }
             _ => return Err(bad("rate limit")),
         };
