@@ -71,6 +71,8 @@ pub mod audit;
 mod cache;
 pub mod clock;
 pub mod error;
+#[cfg(feature = "axum")]
+pub mod http;
 pub mod key;
 mod keyward;
 pub mod limit;
