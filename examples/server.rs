@@ -1,0 +1,475 @@
+//! An API service protected by keyward, on an embedded SQLite file.
+//!
+//! ```sh
+//! cargo run --example server --features axum,sqlite            # 127.0.0.1:3000
+//! PORT=8080 KEYWARD_DB=/tmp/keys.db cargo run --example server --features axum,sqlite
+//! ```
+//!
+//! On first start it prints a bootstrap admin key, once. Routes:
+//!
+//! - `GET /v1/contacts` (`contacts:read`), `POST /v1/contacts`
+//!   (`contacts:write`): a small demo resource, per tenant.
+//! - `/api-keys` (`api_keys:read` to read, `api_keys:write` to change):
+//!   `POST` create (returns the token once), `GET` list, `GET /{id}`,
+//!   `PATCH /{id}` (name, permissions), `POST /{id}/revoke`,
+//!   `POST /{id}/reactivate`, `POST /{id}/roll` (grace), `DELETE /{id}`.
+//!
+//! It runs the maintenance sweep hourly (logging inactivity and expiry
+//! warnings) and, on Ctrl-C or SIGTERM, stops accepting requests, finishes
+//! those in flight and writes pending "last used" times before exiting.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use keyward::http::{require, ApiError, Authenticated, KeywardLayer};
+use keyward::store::SqliteStore;
+use keyward::{Actor, Catalog, KeyId, KeyInfo, Keyward, NewKey, RateLimit};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The permissions of this service.
+///
+/// # Panics
+/// Never: the catalog is fixed and valid (a test builds it).
+pub fn catalog() -> Catalog {
+    Catalog::builder()
+        .resource("contacts", ["read", "write"])
+        .resource("api_keys", ["read", "write"])
+        .build()
+        .expect("a valid catalog")
+}
+
+/// The tenant of the bootstrap admin key.
+pub const ADMIN_TENANT: &str = "default";
+
+/// Opens (or creates) the key database and, if the admin tenant holds no
+/// key, creates the bootstrap admin key and returns its token.
+///
+/// # Errors
+/// The database cannot be opened or written.
+pub async fn open(
+    db: &std::path::Path,
+) -> Result<(Keyward, Option<String>), Box<dyn std::error::Error>> {
+    let store = SqliteStore::open(db).await?;
+    let keys = Keyward::builder(store, catalog()).build()?;
+    let bootstrap = Actor::new("bootstrap", ADMIN_TENANT)
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    if !keys.list(&bootstrap, ADMIN_TENANT).await?.is_empty() {
+        return Ok((keys, None));
+    }
+    let issued = keys
+        .create(
+            &bootstrap,
+            NewKey::new("bootstrap admin").permission_set(keys.catalog().all()),
+        )
+        .await?;
+    let token = issued.token.expose_secret().to_string();
+    Ok((keys, Some(token)))
+}
+
+#[derive(Clone)]
+struct AppState {
+    keys: Keyward,
+    contacts: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+}
+
+/// The whole service: the demo resource and the management API, behind
+/// the keyward layer.
+///
+/// # Panics
+/// If `keys` was built with another catalog than [`catalog`].
+pub fn app(keys: Keyward) -> Router {
+    let catalog = keys.catalog().clone();
+    let need = |p: &str| require(&catalog, p).expect("permission in the catalog");
+    let state = AppState {
+        keys: keys.clone(),
+        contacts: Arc::default(),
+    };
+    let contacts = Router::new()
+        .route(
+            "/v1/contacts",
+            get(list_contacts).route_layer(need("contacts:read")),
+        )
+        .route(
+            "/v1/contacts",
+            post(add_contact).route_layer(need("contacts:write")),
+        );
+    let read_keys = Router::new()
+        .route("/api-keys", get(list_keys))
+        .route("/api-keys/{id}", get(get_key))
+        .route_layer(need("api_keys:read"));
+    let write_keys = Router::new()
+        .route("/api-keys", post(create_key))
+        .route(
+            "/api-keys/{id}",
+            axum::routing::patch(update_key).delete(delete_key),
+        )
+        .route("/api-keys/{id}/revoke", post(revoke_key))
+        .route("/api-keys/{id}/reactivate", post(reactivate_key))
+        .route("/api-keys/{id}/roll", post(roll_key))
+        .route_layer(need("api_keys:write"));
+    Router::new()
+        .merge(contacts)
+        .merge(read_keys)
+        .merge(write_keys)
+        .layer(KeywardLayer::new(keys))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route.") })
+        .with_state(state)
+}
+
+// ---- the demo resource ----
+
+async fn list_contacts(State(s): State<AppState>, key: Authenticated) -> Json<Value> {
+    let all = s.contacts.lock().unwrap_or_else(PoisonError::into_inner);
+    let mine = all.get(key.tenant()).cloned().unwrap_or_default();
+    Json(json!({ "data": mine }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewContact {
+    name: String,
+    email: Option<String>,
+}
+
+async fn add_contact(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Body(c): Body<NewContact>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = c.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "name",
+            "invalid_name",
+            "Give a name of 1 to 200 characters.",
+        ));
+    }
+    let contact = json!({ "name": name, "email": c.email });
+    let mut all = s.contacts.lock().unwrap_or_else(PoisonError::into_inner);
+    let mine = all.entry(key.tenant().to_string()).or_default();
+    if mine.len() >= 1_000 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_contacts",
+            "This demo keeps 1,000 contacts per tenant.",
+        ));
+    }
+    mine.push(contact.clone());
+    Ok((StatusCode::CREATED, Json(contact)))
+}
+
+// ---- the management API ----
+
+/// The calling key as a key manager (the route layer checked its
+/// `api_keys:*` permission).
+fn manager(key: &Authenticated) -> Actor {
+    key.actor().may_manage_keys(true)
+}
+
+fn key_id(raw: &str) -> Result<KeyId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No API key with this id.",
+        )
+    })
+}
+
+/// A JSON body whose errors are API errors: 415 without a JSON content
+/// type, 400 for broken JSON, 422 naming the field for the rest.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send a JSON body with Content-Type: application/json.",
+            )),
+            Err(JsonRejection::JsonDataError(e)) => {
+                let text = e.body_text();
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    text.clone(),
+                );
+                err.field = field_of(&text);
+                Err(err)
+            }
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                e.body_text(),
+            )),
+        }
+    }
+}
+
+/// The field a deserialization error names, if it is one of ours.
+fn field_of(text: &str) -> Option<&'static str> {
+    const FIELDS: &[&str] = &[
+        "name",
+        "email",
+        "permissions",
+        "expires_at",
+        "expires_in_seconds",
+        "metadata",
+        "rate_limit_per_minute",
+        "grace_seconds",
+    ];
+    // "…target type: permissions[0]: invalid type…" or "missing field `name`".
+    let path = text
+        .split_once("target type: ")
+        .map(|(_, rest)| rest.split([':', '[', '.']).next().unwrap_or(""));
+    let quoted = text.split('`').nth(1);
+    FIELDS
+        .iter()
+        .copied()
+        .find(|f| quoted == Some(*f) || path == Some(*f))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    #[serde(default)]
+    permissions: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+    expires_in_seconds: Option<i64>,
+    metadata: Option<Value>,
+    rate_limit_per_minute: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Created {
+    /// Shown once: store it now.
+    token: String,
+    key: KeyInfo,
+}
+
+async fn create_key(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Body(body): Body<CreateKey>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let mut new = NewKey::new(body.name).permissions(body.permissions);
+    match (body.expires_at, body.expires_in_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "expires_at",
+                "invalid_expiry",
+                "Give expires_at or expires_in_seconds, not both.",
+            ))
+        }
+        (Some(at), None) => new = new.expires_at(at),
+        (None, Some(secs)) => {
+            let ttl = Duration::try_seconds(secs).ok_or_else(|| {
+                ApiError::invalid("expires_in_seconds", "invalid_expiry", "Out of range.")
+            })?;
+            new = new.expires_in(ttl);
+        }
+        (None, None) => {}
+    }
+    if let Some(m) = body.metadata {
+        new = new.metadata(m);
+    }
+    if let Some(n) = body.rate_limit_per_minute {
+        let limit = RateLimit::per_minute(n).map_err(|_| {
+            ApiError::invalid(
+                "rate_limit_per_minute",
+                "invalid_rate_limit",
+                "Must be at least 1.",
+            )
+        })?;
+        new = new.rate_limit(limit);
+    }
+    let issued = s.keys.create(&manager(&key), new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            token: issued.token.expose_secret().to_string(),
+            key: issued.key,
+        }),
+    ))
+}
+
+async fn list_keys(State(s): State<AppState>, key: Authenticated) -> Result<Json<Value>, ApiError> {
+    let list = s.keys.list(&manager(&key), key.tenant()).await?;
+    Ok(Json(json!({ "data": list })))
+}
+
+async fn get_key(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.keys.get(&manager(&key), &key_id(&id)?).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateKey {
+    name: Option<String>,
+    permissions: Option<Vec<String>>,
+}
+
+async fn update_key(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Path(id): Path<String>,
+    Body(body): Body<UpdateKey>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    let id = key_id(&id)?;
+    let actor = manager(&key);
+    if body.name.is_none() && body.permissions.is_none() {
+        return Err(ApiError::invalid(
+            "name",
+            "empty_update",
+            "Give a name, permissions, or both.",
+        ));
+    }
+    let mut info = None;
+    if let Some(name) = body.name {
+        info = Some(s.keys.rename(&actor, &id, &name).await?);
+    }
+    if let Some(permissions) = body.permissions {
+        info = Some(s.keys.set_permissions(&actor, &id, permissions).await?);
+    }
+    info.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "No change.",
+        )
+    })
+}
+
+async fn revoke_key(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(s.keys.revoke(&manager(&key), &key_id(&id)?).await?))
+}
+
+async fn reactivate_key(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, ApiError> {
+    Ok(Json(
+        s.keys.reactivate(&manager(&key), &key_id(&id)?).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Roll {
+    #[serde(default)]
+    grace_seconds: i64,
+}
+
+async fn roll_key(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Path(id): Path<String>,
+    Body(body): Body<Roll>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let grace = Duration::try_seconds(body.grace_seconds)
+        .ok_or_else(|| ApiError::invalid("grace_seconds", "invalid_grace", "Out of range."))?;
+    let issued = s.keys.roll(&manager(&key), &key_id(&id)?, grace).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            token: issued.token.expose_secret().to_string(),
+            key: issued.key,
+        }),
+    ))
+}
+
+async fn delete_key(
+    State(s): State<AppState>,
+    key: Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.keys.delete(&manager(&key), &key_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p
+            .parse()
+            .map_err(|_| format!("PORT={p:?} is not a port number"))?,
+        Err(_) => 3000,
+    };
+    let db = std::env::var("KEYWARD_DB").unwrap_or_else(|_| "keyward-server.db".into());
+    let (keys, bootstrap) = open(std::path::Path::new(&db)).await?;
+    if let Some(token) = bootstrap {
+        println!("Bootstrap admin key (shown once, store it now):\n\n    {token}\n");
+    }
+    let sweeper = keys.spawn_sweeper(std::time::Duration::from_secs(3600), |report| match report {
+        Ok(r) => {
+            for w in &r.warnings {
+                tracing::warn!(key = %w.prefix, tenant = %w.tenant, kind = ?w.kind, deadline = %w.deadline, "API key warning");
+            }
+            for d in &r.deleted {
+                tracing::info!(key = %d.prefix, tenant = %d.tenant, "API key deleted for disuse");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "sweep failed"),
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!(
+        "listening on http://{} (keys in {db})",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app(keys.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    sweeper.abort();
+    let flushed = keys.flush_last_used().await?;
+    println!("stopped; wrote {flushed} pending last-used times");
+    Ok(())
+}
