@@ -234,7 +234,7 @@ impl ApiError {
                 )
             },
             KeyError::Permission(p) => {
-                Self::invalid("permissions", "invalid_permission", p.to_string())
+                Self::invalid("permissions", "unknown_permission", p.to_string())
             }
             KeyError::InvalidExpiry => Self::invalid(
                 "expires_at",
@@ -757,6 +757,35 @@ mod tests {
         });
         let response = e.into_response();
         assert_eq!(response.headers()[RETRY_AFTER], "1", "never Retry-After: 0");
+    }
+
+    #[test]
+    fn http_codes_are_the_library_codes() {
+        let secs = chrono::Duration::seconds(3);
+        for e in [
+            VerifyError::Expired,
+            VerifyError::Revoked,
+            VerifyError::Inactive,
+            VerifyError::WrongTenant,
+            VerifyError::RateLimited { retry_after: secs },
+            VerifyError::QuotaExceeded { retry_after: secs },
+            VerifyError::UsageExceeded,
+        ] {
+            assert_eq!(ApiError::from_verify(&e).code, e.code());
+        }
+        for e in [VerifyError::Malformed, VerifyError::Invalid] {
+            assert_eq!(ApiError::from_verify(&e), ApiError::unauthorized());
+        }
+        for e in [
+            KeyError::NotFound("abcdefgh".parse().expect("id")),
+            KeyError::InvalidExpiry,
+            KeyError::InvalidGrace,
+            KeyError::PermissionEscalation {
+                missing: vec!["contacts:write".into()],
+            },
+        ] {
+            assert_eq!(ApiError::from_key_error(&e).code, e.code());
+        }
     }
 
     async fn keys_and_token() -> (Keyward, String) {

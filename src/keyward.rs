@@ -1614,17 +1614,19 @@ impl KeyError {
 
 impl VerifyError {
     /// A stable snake_case code for the error, for API responses:
-    /// `malformed`, `invalid`, `api_key_expired`, `revoked`,
-    /// `wrong_tenant`, `inactive`, `rate_limited`, `quota_exceeded`,
-    /// `usage_exceeded`, `store_unavailable`.
+    /// `malformed`, `invalid`, `api_key_expired`, `api_key_revoked`,
+    /// `wrong_tenant`, `api_key_inactive`, `rate_limited`, `quota_exceeded`,
+    /// `usage_exceeded`, `store_unavailable`. The HTTP layer answers
+    /// `unauthorized` for the first two (seed 001's body) and these codes
+    /// for the rest.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::Invalid => "invalid",
             Self::Expired => "api_key_expired",
-            Self::Revoked => "revoked",
+            Self::Revoked => "api_key_revoked",
             Self::WrongTenant => "wrong_tenant",
-            Self::Inactive => "inactive",
+            Self::Inactive => "api_key_inactive",
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::UsageExceeded => "usage_exceeded",

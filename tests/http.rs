@@ -535,7 +535,7 @@ async fn bad_requests_get_clear_4xx_never_a_500() {
                 .post(&url)
                 .json(&json!({"name": "x", "permissions": ["contacts:fly"]})),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_permission",
+            "unknown_permission",
             Some("permissions"),
         ),
         (

@@ -568,7 +568,7 @@ async fn management_and_failures_are_audited_by_prefix() {
             (AuditAction::Create, AuditOutcome::Success),
             (AuditAction::Rename, AuditOutcome::Success),
             (AuditAction::Revoke, AuditOutcome::Success),
-            (AuditAction::Verify, AuditOutcome::Denied("revoked")),
+            (AuditAction::Verify, AuditOutcome::Denied("api_key_revoked")),
             (AuditAction::Verify, AuditOutcome::Denied("malformed")),
             (AuditAction::Create, AuditOutcome::Denied("forbidden")),
         ]

@@ -33,7 +33,7 @@ async fn inactive_key_is_refused_at_day_90_and_deleted_by_sweep() {
     h.clock.advance(days(90));
     let err = h.keys.verify(t).await.expect_err("inactive");
     assert!(matches!(err, VerifyError::Inactive), "{err:?}");
-    assert_eq!(err.code(), "inactive");
+    assert_eq!(err.code(), "api_key_inactive");
     // Refused before any sweep, and the refusal did not count as a use.
     let report = h.keys.sweep().await.expect("sweep");
     assert_eq!(report.deleted.len(), 1);
