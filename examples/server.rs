@@ -306,9 +306,17 @@ async fn create_key(
     ))
 }
 
-async fn list_keys(State(s): State<AppState>, key: Authenticated) -> Result<Json<Value>, ApiError> {
-    let list = s.keys.list(&manager(&key), key.tenant()).await?;
-    Ok(Json(json!({ "data": list })))
+#[derive(Serialize)]
+struct KeyList {
+    data: Vec<KeyInfo>,
+}
+
+async fn list_keys(
+    State(s): State<AppState>,
+    key: Authenticated,
+) -> Result<Json<KeyList>, ApiError> {
+    let data = s.keys.list(&manager(&key), key.tenant()).await?;
+    Ok(Json(KeyList { data }))
 }
 
 async fn get_key(
