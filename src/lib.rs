@@ -50,6 +50,7 @@
 //! | `tokio` | no | `Keyward::spawn_sweeper`: the maintenance sweep on a tokio interval |
 //! | `sqlite` | no | `store::SqliteStore`: one SQLite file (bundled SQLite, WAL), via sqlx |
 //! | `postgres` | no | `store::PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
+//! | `axum` | no | `http`: a tower layer that authenticates every request, axum extractors, per-route permission layers, JSON errors |
 //!
 //! # Where things are
 //!
@@ -63,6 +64,8 @@
 //! - [`audit`]: [`AuditEvent`] and the sinks.
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
 //! - [`error`]: one error enum per concern.
+//! - `http` (feature `axum`): `KeywardLayer`, `Authenticated`, `require`,
+//!   `ApiError`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -81,8 +84,9 @@ pub mod policy;
 pub mod store;
 pub mod token;
 
-/// The README's examples run as doctests too (they use the SQLite store).
-#[cfg(all(doctest, feature = "sqlite"))]
+/// The README's examples run as doctests too (they use the SQLite store
+/// and axum).
+#[cfg(all(doctest, feature = "sqlite", feature = "axum"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
