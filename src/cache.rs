@@ -21,77 +21,149 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
 
 use crate::key::KeyStatus;
-use crate::limit::RateLimit;
+use crate::limit::{Gcra, RateLimit};
 use crate::permission::PermissionSet;
 use crate::policy::Refill;
 use crate::store::ChangeListener;
 use crate::token::{KeyHash, KeyId};
 
+/// Stripes of the unknown-id map, the in-flight loads and the
+/// invalidation counters.
 const SHARDS: usize = 16;
+/// Limiter states kept for keys that are not in the table.
+const STASH_MAX: usize = 65_536;
+/// Table slots checked for stale entries on each insert.
+const PURGE_STEP: usize = 8;
 
-/// What a verify needs of one key, with permissions already parsed.
+/// A tenant as the cache sees it: its name, shared by the entries of all
+/// its keys, and its quota's limiter state.
+#[derive(Debug)]
+pub(crate) struct Tenant {
+    pub(crate) name: Box<str>,
+    pub(crate) quota: Option<(RateLimit, Gcra)>,
+    pub(crate) tat: AtomicU64,
+}
+
+/// The tenants of cached keys, one [`Tenant`] each, so that a quota has
+/// one state and a name one allocation.
+#[derive(Debug, Default)]
+pub(crate) struct Tenants {
+    map: Mutex<HashMap<Box<str>, Arc<Tenant>>>,
+}
+
+impl Tenants {
+    /// The tenant named `name`, with `quota` if it is new.
+    pub(crate) fn get(&self, name: &str, quota: impl FnOnce() -> Option<RateLimit>) -> Arc<Tenant> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = map.get(name) {
+            return t.clone();
+        }
+        let tenant = Arc::new(Tenant {
+            name: name.into(),
+            quota: quota().map(|q| (q, q.gcra())),
+            tat: AtomicU64::new(0),
+        });
+        map.insert(name.into(), tenant.clone());
+        tenant
+    }
+
+    /// Forgets tenants that no cached key names and whose quota has
+    /// refilled by `now_ns`.
+    pub(crate) fn evict_idle(&self, now_ns: u64) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, t| {
+            Arc::strong_count(t) > 1 || !Gcra::idle(t.tat.load(Ordering::Relaxed), now_ns)
+        });
+    }
+}
+
+/// What a verify needs of one key, with permissions already parsed and
+/// times in microseconds. Per-key limiter state lives here too: one
+/// place, one cache miss.
 #[derive(Debug)]
 pub(crate) struct CachedKey {
-    pub(crate) id: KeyId,
     pub(crate) hash: KeyHash,
-    pub(crate) tenant: String,
-    pub(crate) name: String,
-    pub(crate) permissions: PermissionSet,
-    pub(crate) created_at: DateTime<Utc>,
-    pub(crate) expires_at: Option<DateTime<Utc>>,
-    pub(crate) revoked_at: Option<DateTime<Utc>>,
-    pub(crate) rate_limit: Option<RateLimit>,
-    /// Usage-limited: every verify asks the store for a credit.
-    pub(crate) metered: bool,
-    pub(crate) refill: Option<Refill>,
+    pub(crate) id: KeyId,
+    /// The key's rate-limiter state (GCRA), if it has a limit.
+    pub(crate) tat: AtomicU64,
     /// Latest use known here, in microseconds since the epoch
     /// (`i64::MIN`: none): the stored `last_used_at` at load, moved forward
     /// by this instance's verifies.
     pub(crate) last_used_us: AtomicI64,
+    /// `i64::MAX`: never.
+    pub(crate) expires_us: i64,
+    pub(crate) created_us: i64,
     /// When it was read from the store, in clock microseconds.
     loaded_at: i64,
+    pub(crate) revoked: bool,
+    /// Usage-limited: every verify asks the store for a credit.
+    pub(crate) metered: bool,
+    /// Held in the table, so `tat` is the key's limiter state; otherwise
+    /// the state is in the cache's stash.
+    cached: bool,
+    /// The key's own rate limit, or the instance's default.
+    pub(crate) limit: Option<(RateLimit, Gcra)>,
+    pub(crate) tenant: Arc<Tenant>,
+    pub(crate) permissions: PermissionSet,
+    pub(crate) name: Box<str>,
+    pub(crate) refill: Option<Refill>,
 }
 
 impl CachedKey {
-    pub(crate) fn new(record: &crate::key::KeyRecord, permissions: PermissionSet) -> Self {
+    pub(crate) fn new(
+        record: &crate::key::KeyRecord,
+        permissions: PermissionSet,
+        tenant: Arc<Tenant>,
+        default_limit: Option<RateLimit>,
+    ) -> Self {
         Self {
-            id: record.id,
             hash: record.hash,
-            tenant: record.tenant.clone(),
-            name: record.name.clone(),
-            permissions,
-            created_at: record.created_at,
-            expires_at: record.expires_at,
-            revoked_at: record.revoked_at,
-            rate_limit: record.rate_limit,
-            metered: record.remaining.is_some() || record.refill.is_some(),
-            refill: record.refill,
+            id: record.id,
+            tat: AtomicU64::new(0),
             last_used_us: AtomicI64::new(
                 record
                     .last_used_at
                     .map_or(i64::MIN, |u| u.timestamp_micros()),
             ),
+            expires_us: record.expires_at.map_or(i64::MAX, |e| e.timestamp_micros()),
+            created_us: record.created_at.timestamp_micros(),
             loaded_at: 0,
+            revoked: record.revoked_at.is_some(),
+            metered: record.remaining.is_some() || record.refill.is_some(),
+            cached: false,
+            limit: record.rate_limit.or(default_limit).map(|l| (l, l.gcra())),
+            tenant,
+            permissions,
+            name: record.name.as_str().into(),
+            refill: record.refill,
         }
     }
 
-    pub(crate) fn status(&self, now: DateTime<Utc>) -> KeyStatus {
-        if self.revoked_at.is_some() {
+    pub(crate) fn status(&self, now_us: i64) -> KeyStatus {
+        if self.revoked {
             KeyStatus::Revoked
-        } else if self.expires_at.is_some_and(|e| e <= now) {
+        } else if self.expires_us <= now_us {
             KeyStatus::Expired
         } else {
             KeyStatus::Active
         }
+    }
+
+    /// When the key expires, if ever.
+    pub(crate) fn expires_at(&self) -> Option<DateTime<Utc>> {
+        (self.expires_us != i64::MAX)
+            .then(|| DateTime::from_timestamp_micros(self.expires_us))
+            .flatten()
     }
 
     /// When it was read from the store, in clock microseconds.
@@ -99,16 +171,18 @@ impl CachedKey {
         self.loaded_at
     }
 
-    /// The latest use known here, if any.
-    pub(crate) fn last_used(&self) -> Option<DateTime<Utc>> {
-        DateTime::from_timestamp_micros(self.last_used_us.load(Ordering::Relaxed))
+    /// Whether `tat` is the key's limiter state (the entry is in the
+    /// table); otherwise ask [`Cache::check_uncached`].
+    pub(crate) fn cached(&self) -> bool {
+        self.cached
     }
 
     /// The latest use known here, or the creation if never used: where
-    /// the inactivity period starts.
-    pub(crate) fn last_active(&self) -> DateTime<Utc> {
-        self.last_used()
-            .map_or(self.created_at, |u| u.max(self.created_at))
+    /// the inactivity period starts, in microseconds.
+    pub(crate) fn last_active_us(&self) -> i64 {
+        self.last_used_us
+            .load(Ordering::Relaxed)
+            .max(self.created_us)
     }
 }
 
@@ -126,16 +200,6 @@ pub(crate) enum Lookup {
 pub(crate) struct Ticket {
     shard: usize,
     epoch: u64,
-}
-
-#[derive(Default)]
-struct Shard {
-    keys: HashMap<KeyId, Arc<CachedKey>>,
-    unknown: HashMap<KeyId, i64>,
-    /// Bumped by every invalidation that touches this shard.
-    epoch: u64,
-    /// When stale entries were last swept out, in clock microseconds.
-    purged_at: i64,
 }
 
 /// The reads in progress in one shard.
@@ -166,7 +230,7 @@ pub(crate) struct LoadGuard {
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        let shard = self.cache.index(&self.id);
+        let shard = self.cache.stripe(&self.id);
         {
             let mut inflight = self.cache.inflight[shard]
                 .lock()
@@ -215,13 +279,138 @@ impl Future for WaitLoad {
     }
 }
 
-/// Bounded, sharded, time-limited; see the module docs.
+/// A keyed hash of ids: ids are chosen by whoever sends a token, so an
+/// unkeyed hash (say, the id's bytes) would let a flood pile into one
+/// slot run or shard. One 64×64→128-bit multiply, folded: a few cycles.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdHash {
+    k0: u64,
+    k1: u64,
+}
+
+impl IdHash {
+    fn random() -> Self {
+        // A per-process random seed is all that is needed here; std's
+        // RandomState keys come from the OS once and are cheap after.
+        let seed = std::hash::RandomState::new();
+        let k0 = seed.hash_one(0x6b65_7977_6172_6431_u64);
+        let k1 = seed.hash_one(0x6b65_7977_6172_6432_u64) | 1;
+        Self { k0, k1 }
+    }
+
+    #[inline]
+    fn of(&self, id: &KeyId) -> u64 {
+        fold(id.as_u64() ^ self.k0, self.k1)
+    }
+}
+
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let m = u128::from(a) * u128::from(b);
+    (m >> 64) as u64 ^ m as u64
+}
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            keys: *self,
+            state: self.k0,
+        }
+    }
+}
+
+/// The [`Hasher`] of [`IdHash`]: [`KeyId`] writes one `u64`.
+pub(crate) struct IdHasher {
+    keys: IdHash,
+    state: u64,
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.state = fold(self.state ^ n, self.keys.k1);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// An open-addressing table (linear probing, at most half full) of
+/// entries, each slot swapped atomically: a lookup takes no lock and
+/// writes no shared memory, so threads verifying the same key do not
+/// contend on the cache.
+struct Table {
+    slots: Box<[ArcSwapOption<CachedKey>]>,
+    mask: usize,
+}
+
+impl Table {
+    fn new(size: usize) -> Self {
+        Self {
+            slots: (0..size).map(|_| ArcSwapOption::empty()).collect(),
+            mask: size - 1,
+        }
+    }
+}
+
+/// What only writers touch, under one mutex.
+#[derive(Default)]
+struct Writer {
+    len: usize,
+    /// Limiter states of keys not in the table (evicted, invalidated, or
+    /// never cached), so that leaving the cache does not reset a limit.
+    stash: HashMap<KeyId, u64>,
+    /// Where the incremental purge of stale entries goes on.
+    cursor: usize,
+    /// The latest time a writer saw, in GCRA nanoseconds.
+    now_ns: u64,
+}
+
+impl Writer {
+    fn stash(&mut self, id: KeyId, tat: u64) {
+        if Gcra::idle(tat, self.now_ns) {
+            self.stash.remove(&id);
+            return;
+        }
+        if self.stash.len() >= STASH_MAX && !self.stash.contains_key(&id) {
+            let now = self.now_ns;
+            self.stash.retain(|_, t| !Gcra::idle(*t, now));
+            if self.stash.len() >= STASH_MAX {
+                // Bounded: this key's limit restarts. (It takes more than
+                // 65,536 limited keys leaving the cache within one refill
+                // period.)
+                return;
+            }
+        }
+        let slot = self.stash.entry(id).or_insert(0);
+        *slot = (*slot).max(tat);
+    }
+}
+
+type UnknownShard = HashMap<KeyId, i64, IdHash>;
+
+/// Bounded, time-limited, lock-free to read; see the module docs.
 pub(crate) struct Cache {
-    shards: Box<[RwLock<Shard>]>,
+    table: ArcSwap<Table>,
+    writer: Mutex<Writer>,
+    /// Bumped by every invalidation, per stripe of ids.
+    epochs: [AtomicU64; SHARDS],
+    unknown: Box<[RwLock<(UnknownShard, i64)>]>,
     inflight: Box<[Mutex<Flights>]>,
-    hasher: RandomState,
+    hash: IdHash,
     ttl_us: i64,
-    keys_per_shard: usize,
+    capacity: usize,
+    max_slots: usize,
     unknown_per_shard: usize,
 }
 
@@ -229,7 +418,7 @@ impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("ttl_us", &self.ttl_us)
-            .field("keys_per_shard", &self.keys_per_shard)
+            .field("capacity", &self.capacity)
             .field("unknown_per_shard", &self.unknown_per_shard)
             .finish_non_exhaustive()
     }
@@ -239,54 +428,84 @@ impl Cache {
     /// `capacity` known keys and `unknown_capacity` unknown ids at most,
     /// each entry trusted for `ttl_us` microseconds (0: never cache).
     pub(crate) fn new(capacity: usize, unknown_capacity: usize, ttl_us: i64) -> Self {
+        let max_slots = capacity
+            .saturating_mul(2)
+            .max(16)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << (usize::BITS - 2));
+        let hash = IdHash::random();
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            table: ArcSwap::from_pointee(Table::new(max_slots.min(1024))),
+            writer: Mutex::default(),
+            epochs: Default::default(),
+            unknown: (0..SHARDS)
+                .map(|_| RwLock::new((HashMap::with_hasher(hash), 0)))
+                .collect(),
             inflight: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hash,
             ttl_us,
-            keys_per_shard: capacity.div_ceil(SHARDS),
+            capacity,
+            max_slots,
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
         }
     }
 
-    /// The shard of `id`, by a hash keyed per cache: ids are chosen by
-    /// whoever sends a token, so an unkeyed choice (say, the last
-    /// character) would let a flood pile into one shard.
-    fn index(&self, id: &KeyId) -> usize {
-        (self.hasher.hash_one(id) % SHARDS as u64) as usize
+    /// The stripe of `id` for the unknown map, loads and epochs.
+    fn stripe(&self, id: &KeyId) -> usize {
+        (self.hash.of(id) >> 60) as usize % SHARDS
     }
 
-    fn read(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
-        self.shards[i]
+    fn unknown_read(&self, i: usize) -> RwLockReadGuard<'_, (UnknownShard, i64)> {
+        self.unknown[i]
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
-        self.shards[i]
+    fn unknown_write(&self, i: usize) -> RwLockWriteGuard<'_, (UnknownShard, i64)> {
+        self.unknown[i]
             .write()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn fresh(&self, loaded_at: i64, now: i64) -> bool {
         now.saturating_sub(loaded_at) < self.ttl_us && now >= loaded_at
     }
 
-    pub(crate) fn get(&self, id: &KeyId, now: i64) -> Lookup {
-        let i = self.index(id);
-        let shard = self.read(i);
-        if let Some(entry) = shard.keys.get(id) {
-            if self.fresh(entry.loaded_at, now) {
-                return Lookup::Hit(entry.clone());
+    /// The entry for `id` in the table, fresh or not.
+    #[inline]
+    fn find(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
+        let table = self.table.load();
+        let mut i = self.hash.of(id) as usize & table.mask;
+        for _ in 0..table.slots.len() {
+            let slot = table.slots[i].load();
+            match &*slot {
+                None => return None,
+                Some(e) if e.id == *id => return arc_swap::Guard::into_inner(slot),
+                Some(_) => i = (i + 1) & table.mask,
             }
-        } else if let Some(at) = shard.unknown.get(id) {
-            if self.fresh(*at, now) {
+        }
+        None
+    }
+
+    pub(crate) fn get(&self, id: &KeyId, now: i64) -> Lookup {
+        if let Some(entry) = self.find(id) {
+            if self.fresh(entry.loaded_at, now) {
+                return Lookup::Hit(entry);
+            }
+        } else {
+            let shard = self.unknown_read(self.stripe(id));
+            if shard.0.get(id).is_some_and(|at| self.fresh(*at, now)) {
                 return Lookup::Unknown;
             }
         }
+        let shard = self.stripe(id);
         Lookup::Miss(Ticket {
-            shard: i,
-            epoch: shard.epoch,
+            shard,
+            epoch: self.epochs[shard].load(Ordering::Acquire),
         })
     }
 
@@ -300,52 +519,204 @@ impl Cache {
         key: Option<CachedKey>,
         now: i64,
     ) -> Option<Arc<CachedKey>> {
-        let entry = key.map(|mut k| {
-            k.loaded_at = now;
-            Arc::new(k)
-        });
-        if self.ttl_us == 0 {
-            return entry;
-        }
-        let mut shard = self.write(ticket.shard);
-        if shard.epoch != ticket.epoch {
-            return entry;
-        }
-        if now.saturating_sub(shard.purged_at) >= self.ttl_us / 2 {
-            shard.purged_at = now;
-            shard.keys.retain(|_, e| self.fresh(e.loaded_at, now));
-            shard.unknown.retain(|_, at| self.fresh(*at, now));
-        }
-        match &entry {
-            Some(e) => {
-                shard.unknown.remove(id);
-                if self.keys_per_shard == 0 {
-                    return entry;
-                }
-                if shard.keys.len() >= self.keys_per_shard && !shard.keys.contains_key(id) {
-                    evict_one(&mut shard.keys);
-                }
-                shard.keys.insert(*id, e.clone());
+        let mut w = self.writer();
+        w.now_ns = crate::limit::gcra_now(now);
+        let current = self.epochs[ticket.shard].load(Ordering::Acquire) == ticket.epoch;
+        let Some(mut key) = key else {
+            if current && self.ttl_us > 0 {
+                self.remove(&mut w, id);
+                self.remember_unknown(id, now);
             }
-            None => {
-                shard.keys.remove(id);
-                if self.unknown_per_shard == 0 {
-                    return entry;
-                }
-                if shard.unknown.len() >= self.unknown_per_shard && !shard.unknown.contains_key(id)
-                {
-                    evict_one(&mut shard.unknown);
-                }
-                shard.unknown.insert(*id, now);
+            return None;
+        };
+        key.loaded_at = now;
+        let cache = current && self.ttl_us > 0 && self.capacity > 0;
+        key.cached = cache;
+        let previous = self.find(id);
+        let mut tat = previous
+            .as_ref()
+            .map_or(0, |p| p.tat.load(Ordering::Relaxed));
+        if let Some(last) = previous
+            .as_ref()
+            .map(|p| p.last_used_us.load(Ordering::Relaxed))
+        {
+            key.last_used_us.fetch_max(last, Ordering::Relaxed);
+        }
+        if !cache {
+            // The limiter state stays in (or goes to) the stash.
+            if tat > 0 {
+                w.stash(*id, tat);
+            }
+            return Some(Arc::new(key));
+        }
+        if let Some(stashed) = w.stash.remove(id) {
+            tat = tat.max(stashed);
+        }
+        key.tat = AtomicU64::new(tat);
+        let entry = Arc::new(key);
+        self.unknown_write(self.stripe(id)).0.remove(id);
+        if previous.is_none() {
+            if w.len >= self.capacity {
+                self.evict_one(&mut w);
+            }
+            self.grow_if_needed(&w);
+        }
+        self.purge_some(&mut w, now);
+        self.insert(&mut w, entry.clone());
+        Some(entry)
+    }
+
+    /// Applies the key's limit to its stashed state: for entries that are
+    /// not in the table (see [`CachedKey::cached`]).
+    pub(crate) fn check_uncached(&self, id: &KeyId, gcra: &Gcra, now_ns: u64) -> Result<(), u64> {
+        let mut w = self.writer();
+        w.now_ns = w.now_ns.max(now_ns);
+        let tat = AtomicU64::new(w.stash.get(id).copied().unwrap_or(0));
+        let result = gcra.check(&tat, now_ns);
+        if result.is_ok() {
+            w.stash(*id, tat.into_inner());
+        }
+        result
+    }
+
+    fn remember_unknown(&self, id: &KeyId, now: i64) {
+        if self.unknown_per_shard == 0 {
+            return;
+        }
+        let mut shard = self.unknown_write(self.stripe(id));
+        let (map, purged_at) = &mut *shard;
+        if now.saturating_sub(*purged_at) >= self.ttl_us / 2 {
+            *purged_at = now;
+            map.retain(|_, at| self.fresh(*at, now));
+        }
+        if map.len() >= self.unknown_per_shard && !map.contains_key(id) {
+            // In the map's (keyed) order: an attacker cannot aim it.
+            if let Some(k) = map.keys().next().copied() {
+                map.remove(&k);
             }
         }
-        entry
+        map.insert(*id, now);
+    }
+
+    /// Puts `entry` in the table, replacing the entry of the same id.
+    fn insert(&self, w: &mut Writer, entry: Arc<CachedKey>) {
+        let table = self.table.load();
+        let mut i = self.hash.of(&entry.id) as usize & table.mask;
+        loop {
+            let slot = &table.slots[i];
+            match &*slot.load() {
+                None => {
+                    w.len += 1;
+                    break;
+                }
+                Some(e) if e.id == entry.id => break,
+                Some(_) => i = (i + 1) & table.mask,
+            }
+        }
+        table.slots[i].store(Some(entry));
+    }
+
+    /// Takes `id` out of the table (its limiter state to the stash), and
+    /// closes the gap so later entries of its run stay reachable.
+    fn remove(&self, w: &mut Writer, id: &KeyId) {
+        let table = self.table.load();
+        let mut i = self.hash.of(id) as usize & table.mask;
+        loop {
+            match &*table.slots[i].load() {
+                None => return,
+                Some(e) if e.id == *id => break,
+                Some(_) => i = (i + 1) & table.mask,
+            }
+        }
+        self.remove_at(w, &table, i);
+    }
+
+    fn remove_at(&self, w: &mut Writer, table: &Table, mut hole: usize) {
+        if let Some(old) = table.slots[hole].swap(None) {
+            w.stash(old.id, old.tat.load(Ordering::Relaxed));
+            w.len -= 1;
+        }
+        // Backward-shift deletion (no tombstones). A lookup racing it may
+        // miss an entry for a moment: it then reads the store, which is
+        // always correct.
+        let mut j = hole;
+        loop {
+            j = (j + 1) & table.mask;
+            let Some(e) = table.slots[j].load_full() else {
+                return;
+            };
+            let home = self.hash.of(&e.id) as usize & table.mask;
+            // Move e back if its home is not within (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                table.slots[hole].store(Some(e));
+                table.slots[j].store(None);
+                hole = j;
+            }
+        }
+    }
+
+    /// Makes room for one entry: removes the first entry found from a
+    /// position the caller cannot predict.
+    fn evict_one(&self, w: &mut Writer) {
+        let table = self.table.load();
+        let start = fold(w.cursor as u64 ^ self.hash.k0, self.hash.k1) as usize;
+        w.cursor = w.cursor.wrapping_add(1);
+        for k in 0..table.slots.len() {
+            let i = (start + k) & table.mask;
+            if table.slots[i].load().is_some() {
+                self.remove_at(w, &table, i);
+                return;
+            }
+        }
+    }
+
+    /// Removes stale entries from the next few slots: memory held by keys
+    /// no longer used goes back without a full sweep.
+    fn purge_some(&self, w: &mut Writer, now: i64) {
+        let table = self.table.load();
+        for _ in 0..PURGE_STEP {
+            let i = w.cursor & table.mask;
+            w.cursor = w.cursor.wrapping_add(1);
+            let stale = table.slots[i]
+                .load()
+                .as_ref()
+                .is_some_and(|e| !self.fresh(e.loaded_at, now));
+            if stale {
+                self.remove_at(w, &table, i);
+            }
+        }
+    }
+
+    /// Doubles the table while it is over half full, up to twice the
+    /// capacity.
+    fn grow_if_needed(&self, w: &Writer) {
+        let table = self.table.load();
+        let size = table.slots.len();
+        if (w.len + 1) * 2 <= size || size >= self.max_slots {
+            return;
+        }
+        let bigger = Table::new(size * 2);
+        for slot in table.slots.iter() {
+            if let Some(e) = slot.load_full() {
+                let mut i = self.hash.of(&e.id) as usize & bigger.mask;
+                while bigger.slots[i].load().is_some() {
+                    i = (i + 1) & bigger.mask;
+                }
+                bigger.slots[i].store(Some(e));
+            }
+        }
+        self.table.store(Arc::new(bigger));
     }
 
     /// Makes the caller the one that reads `id` from the store, or tells
     /// it to wait for the request already doing so.
     pub(crate) fn begin_load(self: &Arc<Self>, id: &KeyId) -> Load {
-        let mut inflight = self.inflight[self.index(id)]
+        let mut inflight = self.inflight[self.stripe(id)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(flight) = inflight.get(id) {
@@ -363,43 +734,43 @@ impl Cache {
     /// Drops the entry for `id` so the next lookup reads the store, without
     /// invalidating loads in flight (the key did not change).
     pub(crate) fn forget(&self, id: &KeyId) {
-        let mut shard = self.write(self.index(id));
-        shard.keys.remove(id);
-        shard.unknown.remove(id);
+        let mut w = self.writer();
+        self.remove(&mut w, id);
+        self.unknown_write(self.stripe(id)).0.remove(id);
     }
 
     /// Drops what is known of `id`, and makes loads in flight not cache.
     pub(crate) fn invalidate(&self, id: &KeyId) {
-        let mut shard = self.write(self.index(id));
-        shard.epoch = shard.epoch.wrapping_add(1);
-        shard.keys.remove(id);
-        shard.unknown.remove(id);
+        let mut w = self.writer();
+        self.epochs[self.stripe(id)].fetch_add(1, Ordering::AcqRel);
+        self.remove(&mut w, id);
+        self.unknown_write(self.stripe(id)).0.remove(id);
     }
 
-    /// Drops everything.
+    /// Drops everything (limiter states go to the stash, as far as it
+    /// holds them).
     pub(crate) fn clear(&self) {
+        let mut w = self.writer();
+        for e in &self.epochs {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+        let table = self.table.load();
+        for slot in table.slots.iter() {
+            if let Some(old) = slot.swap(None) {
+                w.stash(old.id, old.tat.load(Ordering::Relaxed));
+            }
+        }
+        w.len = 0;
         for i in 0..SHARDS {
-            let mut shard = self.write(i);
-            shard.epoch = shard.epoch.wrapping_add(1);
-            shard.keys.clear();
-            shard.unknown.clear();
+            self.unknown_write(i).0.clear();
         }
     }
 
     /// Entries held: (known keys, unknown ids).
     pub(crate) fn len(&self) -> (usize, usize) {
-        (0..SHARDS).fold((0, 0), |(k, u), i| {
-            let s = self.read(i);
-            (k + s.keys.len(), u + s.unknown.len())
-        })
-    }
-}
-
-/// Removes one entry, in the map's (randomly seeded) order: cheap, and an
-/// attacker cannot aim it at a chosen key.
-fn evict_one<V>(map: &mut HashMap<KeyId, V>) {
-    if let Some(k) = map.keys().next().copied() {
-        map.remove(&k);
+        let keys = self.writer().len;
+        let unknown = (0..SHARDS).map(|i| self.unknown_read(i).0.len()).sum();
+        (keys, unknown)
     }
 }
 
@@ -446,7 +817,8 @@ mod tests {
             rolled_from: None,
         };
         let catalog = Catalog::builder().build().expect("empty catalog");
-        CachedKey::new(&record, catalog.none())
+        let tenant = Tenants::default().get("acme", || None);
+        CachedKey::new(&record, catalog.none(), tenant, None)
     }
 
     #[test]
@@ -478,5 +850,71 @@ mod tests {
         cache.reset();
         cache.put(t, &idb, Some(b), 0);
         assert_eq!(cache.len(), (0, 0));
+    }
+
+    #[test]
+    fn entries_stay_reachable_through_removals_and_growth() {
+        // Capacity 3,000: the table grows from 1,024 slots to 8,192.
+        let cache = Cache::new(3_000, 100, 1_000_000);
+        let keys: Vec<CachedKey> = (0..3_000).map(|_| key()).collect();
+        let ids: Vec<KeyId> = keys.iter().map(|k| k.id).collect();
+        for k in keys {
+            let id = k.id;
+            let Lookup::Miss(t) = cache.get(&id, 0) else {
+                panic!("miss")
+            };
+            assert!(cache.put(t, &id, Some(k), 0).is_some());
+        }
+        assert_eq!(cache.len().0, 3_000);
+        // Remove every third key: the others must still be found.
+        for id in ids.iter().step_by(3) {
+            cache.invalidate(id);
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let hit = matches!(cache.get(id, 1), Lookup::Hit(_));
+            assert_eq!(hit, n % 3 != 0, "key {n}");
+        }
+        assert_eq!(cache.len().0, 2_000);
+    }
+
+    #[test]
+    fn a_full_cache_evicts_and_keeps_limiter_state_in_the_stash() {
+        let cache = Cache::new(10, 100, 1_000_000);
+        let first = key();
+        let id = first.id;
+        let Lookup::Miss(t) = cache.get(&id, 0) else {
+            panic!("miss")
+        };
+        let entry = cache.put(t, &id, Some(first), 0).expect("entry");
+        let gcra = RateLimit::per_minute(2).expect("valid").gcra();
+        let now = crate::limit::gcra_now(0);
+        assert!(gcra.check(&entry.tat, now).is_ok());
+        assert!(gcra.check(&entry.tat, now).is_ok());
+        assert!(gcra.check(&entry.tat, now).is_err());
+        // Twenty other keys push it out.
+        for _ in 0..20 {
+            let k = key();
+            let kid = k.id;
+            let Lookup::Miss(t) = cache.get(&kid, 0) else {
+                panic!("miss")
+            };
+            cache.put(t, &kid, Some(k), 0);
+        }
+        assert!(cache.len().0 <= 10);
+        // Whether it was evicted or not, then after an invalidation, it is
+        // still over its limit.
+        for round in 0..2 {
+            let entry = match cache.get(&id, 0) {
+                Lookup::Hit(e) => e,
+                Lookup::Miss(t) => {
+                    let mut again = key();
+                    again.id = id;
+                    cache.put(t, &id, Some(again), 0).expect("entry")
+                }
+                Lookup::Unknown => panic!("known"),
+            };
+            assert!(gcra.check(&entry.tat, now).is_err(), "round {round}");
+            cache.invalidate(&id);
+        }
     }
 }

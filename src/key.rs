@@ -3,10 +3,12 @@
 //! ([`KeyInfo`]), and what a request proved ([`Verified`]).
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::CachedKey;
 use crate::error::Forbidden;
 use crate::limit::RateLimit;
 use crate::permission::{Permission, PermissionSet};
@@ -330,14 +332,14 @@ pub struct IssuedKey {
 }
 
 /// A key that proved its secret and is active: what a request may do.
+///
+/// It shares the verification cache's copy of the key (no allocation per
+/// verify); cloning it is one reference-count increment.
 #[derive(Clone)]
 pub struct Verified {
     pub(crate) id: KeyId,
     pub(crate) prefix: DisplayPrefix,
-    pub(crate) tenant: String,
-    pub(crate) name: String,
-    pub(crate) permissions: PermissionSet,
-    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) key: Arc<CachedKey>,
 }
 
 impl Verified {
@@ -353,29 +355,29 @@ impl Verified {
 
     /// The tenant the key belongs to.
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        &self.key.tenant.name
     }
 
     /// The key's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.key.name
     }
 
     /// The key's permissions.
     pub fn permissions(&self) -> &PermissionSet {
-        &self.permissions
+        &self.key.permissions
     }
 
     /// When the key expires, if ever.
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.expires_at
+        self.key.expires_at()
     }
 
     /// Whether the key holds `permission`: a bit test, for hot paths. Parse
     /// the permission once with [`Catalog::parse`](crate::Catalog::parse).
     #[inline]
     pub fn allows(&self, permission: Permission) -> bool {
-        self.permissions.allows(permission)
+        self.key.permissions.allows(permission)
     }
 
     /// Requires a permission given as a string, e.g. `contacts:write`.
@@ -384,10 +386,11 @@ impl Verified {
     /// [`Forbidden::Missing`] when the key lacks it, [`Forbidden::Unknown`]
     /// when the catalog has no such permission (no key holds it).
     pub fn require(&self, permission: &str) -> Result<(), Forbidden> {
-        match self.permissions.catalog().parse(permission) {
+        let permissions = self.permissions();
+        match permissions.catalog().parse(permission) {
             Ok(p) if self.allows(p) => Ok(()),
             Ok(p) => Err(Forbidden::Missing(
-                self.permissions
+                permissions
                     .catalog()
                     .name(p)
                     .unwrap_or(permission)
@@ -400,8 +403,8 @@ impl Verified {
     /// This key as an [`Actor`] (for a key that acts on the host's behalf):
     /// its permissions, its tenant, and no right to manage keys.
     pub fn actor(&self) -> Actor {
-        Actor::new(format!("key:{}", self.id), self.tenant.clone())
-            .permissions(self.permissions.clone())
+        Actor::new(format!("key:{}", self.id), self.tenant())
+            .permissions(self.permissions().clone())
     }
 }
 
@@ -409,9 +412,9 @@ impl fmt::Debug for Verified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verified")
             .field("prefix", &self.prefix.as_str())
-            .field("tenant", &self.tenant)
-            .field("name", &self.name)
-            .field("permissions", &self.permissions)
+            .field("tenant", &self.tenant())
+            .field("name", &self.name())
+            .field("permissions", self.permissions())
             .finish_non_exhaustive()
     }
 }

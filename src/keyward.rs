@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink, TracingAuditSink};
-use crate::cache::{Cache, CachedKey, Load, Lookup, Ticket};
+use crate::cache::{Cache, CachedKey, Load, Lookup, Tenants, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
 use crate::key::{
     Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified,
 };
-use crate::limit::{Bucket, Decision, Limiter, LocalLimiter, RateLimit, RateLimiter};
+use crate::limit::{gcra_now, wait, Bucket, Decision, RateLimit, RateLimiter};
 use crate::permission::{Catalog, PermissionSet};
 use crate::policy::{
     due_warning, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy, Refill,
@@ -125,9 +125,13 @@ impl KeywardBuilder {
         self
     }
 
-    /// Replaces the in-process [`LocalLimiter`] with another limiter, e.g.
-    /// one shared by a fleet. Defaults to a [`LocalLimiter`] on this
-    /// builder's clock.
+    /// Replaces the in-process limiter with another, e.g. one shared by a
+    /// fleet. By default each key's limiter state (GCRA, as in
+    /// [`LocalLimiter`](crate::LocalLimiter)) lives in its cache entry and
+    /// each tenant's beside the tenant, on this builder's clock: no lock
+    /// and no map on the verify path. The state of a key that leaves the
+    /// cache is kept aside (for up to 65,536 keys at once), so eviction or
+    /// a change to the key does not reset its limit.
     pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
         self.limiter = Some(Arc::new(limiter));
         self
@@ -235,10 +239,6 @@ impl KeywardBuilder {
         ));
         let listener: Weak<Cache> = Arc::downgrade(&cache);
         let feed = self.store.subscribe(listener as Weak<dyn ChangeListener>);
-        let limiter = match self.limiter {
-            Some(custom) => Limiter::Custom(custom),
-            None => Limiter::Local(Arc::new(LocalLimiter::new(self.clock.clone()))),
-        };
         Ok(Keyward {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -246,7 +246,12 @@ impl KeywardBuilder {
                 clock: self.clock,
                 format,
                 audit: self.audit,
-                limiter,
+                limiter: self.limiter,
+                tenants: Tenants::default(),
+                inactive_after_us: self
+                    .inactivity
+                    .after
+                    .map(|a| a.num_microseconds().unwrap_or(i64::MAX)),
                 key_limit: self.key_limit,
                 tenant_quota: self.tenant_quota,
                 tenant_quotas: self.tenant_quotas,
@@ -258,6 +263,10 @@ impl KeywardBuilder {
                 feed,
                 last_used: LastUsed {
                     interval: self.last_used_interval,
+                    interval_us: self
+                        .last_used_interval
+                        .num_microseconds()
+                        .unwrap_or(i64::MAX),
                     state: Mutex::new(Pending {
                         entries: HashMap::new(),
                         last_flush: None,
@@ -293,7 +302,11 @@ struct Inner {
     format: TokenFormat,
     audit: Arc<dyn AuditSink>,
     last_used: LastUsed,
-    limiter: Limiter,
+    /// A host's limiter; `None`: limiter state in the cache entries.
+    limiter: Option<Arc<dyn RateLimiter>>,
+    tenants: Tenants,
+    /// The inactivity period in microseconds, for the verify path.
+    inactive_after_us: Option<i64>,
     key_limit: Option<RateLimit>,
     tenant_quota: Option<RateLimit>,
     tenant_quotas: HashMap<String, RateLimit>,
@@ -406,8 +419,7 @@ impl Keyward {
         let prefix = parsed.display_prefix();
         let key = Some((id, prefix));
         let hash = parsed.hash();
-        let now = self.now();
-        let now_us = now.timestamp_micros();
+        let now_us = self.now_us();
         let mut fresh = false;
         let entry = match inner.cache.get(&id, now_us) {
             Lookup::Hit(entry) => Some(entry),
@@ -439,10 +451,10 @@ impl Keyward {
         };
         // From here on the caller proved the secret and may learn status.
         let refuse = |err: VerifyError, entry: &CachedKey| {
-            self.audit_verify(key, err.code(), Some(&entry.tenant));
+            self.audit_verify(key, err.code(), Some(&entry.tenant.name));
             Err(err)
         };
-        if !fresh && self.inactive_at(&entry, now) && self.may_be_newer(&entry) {
+        if !fresh && self.inactive_at(&entry, now_us) && self.may_be_newer(&entry) {
             // A use on another instance may not be in the cached copy yet:
             // read the store before refusing. (Not an invalidation: the
             // store did not change, so other loads may still cache.)
@@ -461,36 +473,24 @@ impl Keyward {
                 Err(e) => return refuse(VerifyError::Store(e), &entry),
             }
         }
-        match entry.status(now) {
+        match entry.status(now_us) {
             KeyStatus::Active => {}
             KeyStatus::Revoked => return refuse(VerifyError::Revoked, &entry),
             KeyStatus::Expired => return refuse(VerifyError::Expired, &entry),
         }
         if let Some(t) = tenant {
-            if !tenant_covers(&entry.tenant, t, inner.nested) {
+            if !tenant_covers(&entry.tenant.name, t, inner.nested) {
                 return refuse(VerifyError::WrongTenant, &entry);
             }
         }
-        if self.inactive_at(&entry, now) {
+        if self.inactive_at(&entry, now_us) {
             return refuse(VerifyError::Inactive, &entry);
         }
-        if let Some(limit) = entry.rate_limit.or(inner.key_limit) {
-            if let Decision::Deny { retry_after } =
-                inner.limiter.check(Bucket::Key(id), limit, now).await
-            {
-                return refuse(VerifyError::RateLimited { retry_after }, &entry);
-            }
-        }
-        if let Some(quota) = self.quota_for(&entry.tenant) {
-            if let Decision::Deny { retry_after } = inner
-                .limiter
-                .check(Bucket::Tenant(&entry.tenant), quota, now)
-                .await
-            {
-                return refuse(VerifyError::QuotaExceeded { retry_after }, &entry);
-            }
+        if let Err(retry_after) = self.check_limits(&entry, now_us).await {
+            return refuse(retry_after, &entry);
         }
         if entry.metered {
+            let now = micros_to_time(now_us);
             let refill = entry.refill.map(|r| RefillDue {
                 amount: r.amount,
                 if_refilled_before: now
@@ -510,17 +510,61 @@ impl Keyward {
                 Err(e) => return refuse(VerifyError::Store(e), &entry),
             }
         }
-        if inner.last_used.note(&entry, now) {
-            self.flush_last_used_inner(now).await;
+        if inner.last_used.note(&entry, now_us) {
+            self.flush_last_used_inner(micros_to_time(now_us)).await;
         }
         Ok(Verified {
             id,
             prefix,
-            tenant: entry.tenant.clone(),
-            name: entry.name.clone(),
-            permissions: entry.permissions.clone(),
-            expires_at: entry.expires_at,
+            key: entry,
         })
+    }
+
+    /// The key's rate limit, then its tenant's quota. The built-in limiter
+    /// is one compare-and-swap on state inside the entry (or beside the
+    /// tenant); a host's limiter is awaited.
+    async fn check_limits(&self, entry: &CachedKey, now_us: i64) -> Result<(), VerifyError> {
+        let inner = &*self.inner;
+        if let Some(custom) = &inner.limiter {
+            let now = micros_to_time(now_us);
+            if let Some((limit, _)) = entry.limit {
+                if let Decision::Deny { retry_after } =
+                    custom.check(Bucket::Key(entry.id), limit, now).await
+                {
+                    return Err(VerifyError::RateLimited { retry_after });
+                }
+            }
+            if let Some((quota, _)) = entry.tenant.quota {
+                if let Decision::Deny { retry_after } = custom
+                    .check(Bucket::Tenant(&entry.tenant.name), quota, now)
+                    .await
+                {
+                    return Err(VerifyError::QuotaExceeded { retry_after });
+                }
+            }
+            return Ok(());
+        }
+        let now_ns = gcra_now(now_us);
+        if let Some((_, gcra)) = &entry.limit {
+            let checked = if entry.cached() {
+                gcra.check(&entry.tat, now_ns)
+            } else {
+                inner.cache.check_uncached(&entry.id, gcra, now_ns)
+            };
+            if let Err(ns) = checked {
+                return Err(VerifyError::RateLimited {
+                    retry_after: wait(ns),
+                });
+            }
+        }
+        if let Some((_, gcra)) = &entry.tenant.quota {
+            if let Err(ns) = gcra.check(&entry.tenant.tat, now_ns) {
+                return Err(VerifyError::QuotaExceeded {
+                    retry_after: wait(ns),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Reads a key from the store for the cache. Concurrent misses on one
@@ -558,7 +602,18 @@ impl Keyward {
         now_us: i64,
     ) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let record = self.inner.store.get(id).await?;
-        let key = record.map(|r| CachedKey::new(&r, self.stored_permissions(&r)));
+        let key = record.map(|r| {
+            let tenant = self
+                .inner
+                .tenants
+                .get(&r.tenant, || self.quota_for(&r.tenant));
+            CachedKey::new(
+                &r,
+                self.stored_permissions(&r),
+                tenant,
+                self.inner.key_limit,
+            )
+        });
         Ok(self.inner.cache.put(ticket, id, key, now_us))
     }
 
@@ -567,17 +622,22 @@ impl Keyward {
         self.inner.clock.now().trunc_subsecs(6)
     }
 
+    /// The clock in microseconds: what verification reads.
+    fn now_us(&self) -> i64 {
+        self.inner.clock.now_micros()
+    }
+
     /// Whether an active key went unused for the inactivity period. The
     /// in-memory pending use is consulted only when the known one is old.
-    fn inactive_at(&self, entry: &CachedKey, now: DateTime<Utc>) -> bool {
-        let Some(after) = self.inner.inactivity.after else {
+    fn inactive_at(&self, entry: &CachedKey, now_us: i64) -> bool {
+        let Some(after) = self.inner.inactive_after_us else {
             return false;
         };
-        if now - entry.last_active() < after {
+        if now_us.saturating_sub(entry.last_active_us()) < after {
             return false;
         }
         let pending = self.inner.last_used.pending(&entry.id);
-        pending.is_none_or(|p| now - p >= after)
+        pending.is_none_or(|p| now_us.saturating_sub(p.timestamp_micros()) >= after)
     }
 
     /// Whether the store may know of a use newer than this cached copy:
@@ -589,9 +649,8 @@ impl Keyward {
         let Some(after) = self.inner.inactivity.after else {
             return false;
         };
-        let settled = entry
-            .last_active()
-            .checked_add_signed(after)
+        let settled = DateTime::from_timestamp_micros(entry.last_active_us())
+            .and_then(|t| t.checked_add_signed(after))
             .and_then(|t| t.checked_add_signed(self.inner.last_used.interval));
         settled.is_none_or(|t| entry.loaded_at_us() < t.timestamp_micros())
     }
@@ -1038,7 +1097,7 @@ impl Keyward {
                 break;
             }
         }
-        inner.limiter.evict_idle();
+        inner.tenants.evict_idle(gcra_now(self.now_us()));
         Ok(report)
     }
 
@@ -1446,6 +1505,15 @@ pub(crate) fn latest() -> DateTime<Utc> {
 }
 
 /// The earliest instant keyward asks a store about: 0001-01-01T00:00:00Z.
+/// Clock microseconds as a time (out of range: the nearest end).
+fn micros_to_time(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or(if us < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
 pub(crate) fn earliest() -> DateTime<Utc> {
     DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
@@ -1508,6 +1576,7 @@ fn is_invisible_format(c: char) -> bool {
 /// when the host calls [`Keyward::flush_last_used`].
 struct LastUsed {
     interval: Duration,
+    interval_us: i64,
     state: Mutex<Pending>,
 }
 
@@ -1525,10 +1594,12 @@ impl LastUsed {
 
     /// Notes a use; returns whether a flush is due. A key seen within the
     /// interval costs one atomic read here, no lock.
-    fn note(&self, key: &CachedKey, now: DateTime<Utc>) -> bool {
-        if key.last_used().is_some_and(|u| now - u < self.interval) {
+    fn note(&self, key: &CachedKey, now_us: i64) -> bool {
+        let last = key.last_used_us.load(Ordering::Relaxed);
+        if last != i64::MIN && now_us.saturating_sub(last) < self.interval_us {
             return false;
         }
+        let now = micros_to_time(now_us);
         let mut p = self.lock();
         if p.entries.len() >= MAX_PENDING_HARD && !p.entries.contains_key(&key.id) {
             // The store has been failing for a while: bound memory. This
@@ -1536,8 +1607,7 @@ impl LastUsed {
             // next use after the store is back will be).
             return false;
         }
-        key.last_used_us
-            .fetch_max(now.timestamp_micros(), Ordering::Relaxed);
+        key.last_used_us.fetch_max(now_us, Ordering::Relaxed);
         let at = p.entries.entry(key.id).or_insert(now);
         *at = (*at).max(now);
         // While the store is failing, retry once per interval, not on

@@ -1,25 +1,24 @@
 //! Rate limits per key and quotas per tenant.
 //!
 //! A [`RateLimit`] allows `max` requests at once and refills continuously
-//! at `max` per `per` (GCRA, the generic cell rate algorithm, via
-//! `governor`): a client sending steadily gets `max` per `per`; an idle
-//! client may burst up to `max`.
+//! at `max` per `per` (GCRA, the generic cell rate algorithm, with the
+//! same decisions as `governor`, which a test checks): a client sending
+//! steadily gets `max` per `per`; an idle client may burst up to `max`.
 //!
-//! The check sits behind the [`RateLimiter`] trait so a distributed limiter
-//! (shared by a fleet of instances) can replace the in-process
-//! [`LocalLimiter`] without touching the core.
+//! [`Keyward`](crate::Keyward) keeps each key's limiter state (one
+//! word) inside its cached entry and each tenant's beside the tenant's
+//! name, so a verify touches no map and takes no lock for its limits. A
+//! distributed limiter (shared by a fleet of instances) replaces that
+//! through the [`RateLimiter`] trait without touching the core;
+//! [`LocalLimiter`] is the same algorithm as a standalone limiter.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use governor::clock::Clock as _;
-use governor::state::keyed::HashMapStateStore;
-use governor::Quota;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
@@ -98,15 +97,64 @@ impl RateLimit {
         Duration::milliseconds(self.per_ms as i64)
     }
 
-    fn quota(&self) -> Quota {
-        // per / max, at least 1 ns so that the quota is valid.
-        let nanos = (u128::from(self.per_ms) * 1_000_000 / u128::from(self.max)).max(1);
-        let period = std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        let burst = NonZeroU32::new(self.max).unwrap_or(NonZeroU32::MIN);
-        Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst)
+    /// The GCRA parameters of this limit.
+    pub(crate) fn gcra(&self) -> Gcra {
+        // per / max, at least 1 ns; per is at most a year, so the window
+        // (per rounded down to a multiple of the emission interval) fits.
+        let per_ns = self.per_ms.saturating_mul(1_000_000);
+        let emission_ns = (per_ns / u64::from(self.max)).max(1);
+        Gcra {
+            emission_ns,
+            tolerance_ns: emission_ns.saturating_mul(u64::from(self.max) - 1),
+        }
     }
+}
+
+/// A [`RateLimit`] as GCRA parameters, in nanoseconds: a request at `now`
+/// is allowed when the state (the "theoretical arrival time") is at most
+/// `now + tolerance`, and then moves the state to `max(state, now) +
+/// emission`. The state is one `u64`, updated with one compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gcra {
+    emission_ns: u64,
+    tolerance_ns: u64,
+}
+
+impl Gcra {
+    /// Counts one request at `now_ns` against `state`; on refusal, the
+    /// wait in nanoseconds until a request can succeed.
+    #[inline]
+    pub(crate) fn check(&self, state: &AtomicU64, now_ns: u64) -> Result<(), u64> {
+        let mut tat = state.load(Ordering::Relaxed);
+        loop {
+            let earliest = tat.saturating_sub(self.tolerance_ns);
+            if now_ns < earliest {
+                return Err(earliest - now_ns);
+            }
+            let next = tat.max(now_ns).saturating_add(self.emission_ns);
+            match state.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    /// Whether a state has fully refilled by `now_ns` (is the same as no
+    /// state at all).
+    pub(crate) fn idle(state: u64, now_ns: u64) -> bool {
+        state <= now_ns
+    }
+}
+
+/// A time in clock microseconds as GCRA nanoseconds (times before 1970
+/// count as 1970).
+pub(crate) fn gcra_now(now_us: i64) -> u64 {
+    u64::try_from(now_us).unwrap_or(0).saturating_mul(1_000)
+}
+
+/// A GCRA wait as a duration, rounded up to the microsecond.
+pub(crate) fn wait(ns: u64) -> Duration {
+    Duration::microseconds(i64::try_from(ns.div_ceil(1_000)).unwrap_or(i64::MAX))
 }
 
 /// What a limit applies to.
@@ -159,47 +207,33 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
     async fn check(&self, bucket: Bucket<'_>, limit: RateLimit, now: DateTime<Utc>) -> Decision;
 }
 
-/// Adapts keyward's [`Clock`] to governor's, so that tests move limits with
-/// a [`ManualClock`](crate::ManualClock).
-#[derive(Clone)]
-struct GovClock(Arc<dyn Clock>);
-
-impl governor::clock::Clock for GovClock {
-    type Instant = std::time::Duration;
-
-    fn now(&self) -> std::time::Duration {
-        let nanos = self.0.now().timestamp_nanos_opt().unwrap_or(0).max(0);
-        std::time::Duration::from_nanos(nanos as u64)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Owned {
     Key(KeyId),
     Tenant(Box<str>),
 }
 
-type Keyed = governor::RateLimiter<
-    Owned,
-    HashMapStateStore<Owned>,
-    GovClock,
-    governor::middleware::NoOpMiddleware<std::time::Duration>,
->;
-
 /// Checks between evictions of idle state.
 const EVICT_EVERY: u64 = 4096;
 
-/// The in-process limiter: GCRA state per key and per tenant, in memory.
+/// A standalone in-process limiter: GCRA state per bucket and limit, in
+/// one map behind a mutex. [`Keyward`](crate::Keyward) does not need it
+/// (it keeps limiter state in its cache entries); it is here for hosts
+/// that limit other things the same way, and as the reference a custom
+/// [`RateLimiter`] can be tested against.
 ///
 /// Memory stays bounded: state that has fully refilled (indistinguishable
-/// from a key never seen) is evicted every 4,096 checks and on
+/// from a bucket never seen) is evicted every 4,096 checks and on
 /// [`LocalLimiter::evict_idle`].
 pub struct LocalLimiter {
-    clock: GovClock,
-    // One governor limiter per distinct limit; keys with the same limit
-    // share one map.
-    by_limit: Mutex<HashMap<RateLimit, Arc<Keyed>>>,
-    checks: AtomicU64,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    tats: HashMap<(Owned, RateLimit), AtomicU64>,
+    checks: u64,
 }
 
 impl fmt::Debug for LocalLimiter {
@@ -214,58 +248,47 @@ impl LocalLimiter {
     /// A limiter reading time from `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
-            clock: GovClock(clock),
-            by_limit: Mutex::new(HashMap::new()),
-            checks: AtomicU64::new(0),
+            clock,
+            state: Mutex::default(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts one request; see [`RateLimiter::check`].
     pub fn check_now(&self, bucket: Bucket<'_>, limit: RateLimit) -> Decision {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % EVICT_EVERY == EVICT_EVERY - 1 {
-            self.evict_idle();
+        let now = gcra_now(self.clock.now_micros());
+        let mut state = self.lock();
+        state.checks += 1;
+        if state.checks.is_multiple_of(EVICT_EVERY) {
+            state.tats.retain(|_, t| !Gcra::idle(*t.get_mut(), now));
         }
-        let limiter = {
-            let mut map = self.by_limit.lock().unwrap_or_else(PoisonError::into_inner);
-            map.entry(limit)
-                .or_insert_with(|| {
-                    Arc::new(governor::RateLimiter::new(
-                        limit.quota(),
-                        HashMapStateStore::default(),
-                        self.clock.clone(),
-                    ))
-                })
-                .clone()
-        };
         let key = match bucket {
             Bucket::Key(id) => Owned::Key(id),
             Bucket::Tenant(t) => Owned::Tenant(t.into()),
         };
-        match limiter.check_key(&key) {
+        let tat = state.tats.entry((key, limit)).or_default();
+        match limit.gcra().check(tat, now) {
             Ok(()) => Decision::Allow,
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                Decision::Deny {
-                    retry_after: Duration::from_std(wait).unwrap_or(Duration::MAX),
-                }
-            }
+            Err(ns) => Decision::Deny {
+                retry_after: wait(ns),
+            },
         }
     }
 
-    /// Drops state that has fully refilled, and limiters left empty.
+    /// Drops state that has fully refilled.
     pub fn evict_idle(&self) {
-        let mut map = self.by_limit.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, l| {
-            l.retain_recent();
-            l.shrink_to_fit();
-            !l.is_empty()
-        });
+        let now = gcra_now(self.clock.now_micros());
+        let mut state = self.lock();
+        state.tats.retain(|_, t| !Gcra::idle(*t.get_mut(), now));
+        state.tats.shrink_to_fit();
     }
 
     /// Number of keys and tenants with state held.
     pub fn tracked(&self) -> usize {
-        let map = self.by_limit.lock().unwrap_or_else(PoisonError::into_inner);
-        map.values().map(|l| l.len()).sum()
+        self.lock().tats.len()
     }
 }
 
@@ -273,34 +296,6 @@ impl LocalLimiter {
 impl RateLimiter for LocalLimiter {
     async fn check(&self, bucket: Bucket<'_>, limit: RateLimit, _now: DateTime<Utc>) -> Decision {
         self.check_now(bucket, limit)
-    }
-}
-
-/// The limiter a [`Keyward`](crate::Keyward) uses: the built-in one is
-/// called directly (no boxed future on the hot path).
-#[derive(Debug, Clone)]
-pub(crate) enum Limiter {
-    Local(Arc<LocalLimiter>),
-    Custom(Arc<dyn RateLimiter>),
-}
-
-impl Limiter {
-    pub(crate) async fn check(
-        &self,
-        bucket: Bucket<'_>,
-        limit: RateLimit,
-        now: DateTime<Utc>,
-    ) -> Decision {
-        match self {
-            Self::Local(l) => l.check_now(bucket, limit),
-            Self::Custom(l) => l.check(bucket, limit, now).await,
-        }
-    }
-
-    pub(crate) fn evict_idle(&self) {
-        if let Self::Local(l) = self {
-            l.evict_idle();
-        }
     }
 }
 
@@ -335,6 +330,41 @@ mod tests {
         );
         clock.advance(Duration::milliseconds(300));
         assert_eq!(l.check_now(Bucket::Key(id), limit), Decision::Allow);
+    }
+
+    proptest::proptest! {
+        /// The same decisions as governor's GCRA, request by request.
+        #[test]
+        fn decides_like_governor(
+            max in 1u32..50,
+            per_ms in 1u64..5_000,
+            gaps in proptest::collection::vec(0u64..200_000_000, 1..300),
+        ) {
+            use governor::clock::FakeRelativeClock;
+            let limit = RateLimit::new(max, Duration::milliseconds(per_ms as i64)).expect("valid");
+            let gcra = limit.gcra();
+            let period = std::time::Duration::from_nanos(gcra.emission_ns);
+            let quota = governor::Quota::with_period(period)
+                .expect("non-zero")
+                .allow_burst(std::num::NonZeroU32::new(max).expect("non-zero"));
+            let clock = FakeRelativeClock::default();
+            let theirs = governor::RateLimiter::direct_with_clock(quota, clock.clone());
+            let ours = AtomicU64::new(0);
+            let start = 1_700_000_000_000_000_000u64;
+            let mut elapsed = 0u64;
+            for gap in gaps {
+                elapsed += gap;
+                clock.advance(std::time::Duration::from_nanos(gap));
+                let mine = gcra.check(&ours, start + elapsed);
+                let other = theirs.check();
+                proptest::prop_assert_eq!(mine.is_ok(), other.is_ok(), "at {} ns", elapsed);
+                if let (Err(ns), Err(not_until)) = (mine, other) {
+                    use governor::clock::Clock as _;
+                    let w = not_until.wait_time_from(clock.now());
+                    proptest::prop_assert_eq!(u128::from(ns), w.as_nanos());
+                }
+            }
+        }
     }
 
     #[test]
