@@ -128,6 +128,14 @@ impl fmt::Display for AuditEvent {
 pub trait AuditSink: fmt::Debug + Send + Sync + 'static {
     /// Records one event.
     fn record(&self, event: &AuditEvent);
+
+    /// Whether refusals of verification are wanted now. When `false`,
+    /// keyward does not build those events at all, so that a flood of bad
+    /// tokens costs no more than the checks. Defaults to `true`;
+    /// [`TracingAuditSink`] answers whether a `tracing` subscriber listens.
+    fn wants_refusals(&self) -> bool {
+        true
+    }
 }
 
 /// Keeps the most recent events in memory, for tests and small admin views.
@@ -186,6 +194,10 @@ impl AuditSink for MemoryAuditSink {
 pub struct TracingAuditSink;
 
 impl AuditSink for TracingAuditSink {
+    fn wants_refusals(&self) -> bool {
+        tracing::enabled!(target: "keyward::audit", tracing::Level::WARN)
+    }
+
     fn record(&self, e: &AuditEvent) {
         let prefix = e.key_prefix.as_ref().map(DisplayPrefix::as_str);
         let actor = e.actor.as_deref();
@@ -209,4 +221,8 @@ pub struct NoAudit;
 
 impl AuditSink for NoAudit {
     fn record(&self, _: &AuditEvent) {}
+
+    fn wants_refusals(&self) -> bool {
+        false
+    }
 }
