@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
 
 use crate::key::KeyStatus;
@@ -348,7 +348,8 @@ impl Hasher for IdHasher {
 /// An open-addressing table (linear probing, at most half full) of
 /// entries, each slot swapped atomically: a lookup takes no lock and
 /// writes no shared memory, so threads verifying the same key do not
-/// contend on the cache.
+/// contend on the cache. Allocated once at twice the capacity (8 bytes a
+/// slot), so a lookup follows no pointer to find the table.
 struct Table {
     slots: Box<[ArcSwapOption<CachedKey>]>,
     mask: usize,
@@ -401,7 +402,7 @@ type UnknownShard = HashMap<KeyId, i64, IdHash>;
 
 /// Bounded, time-limited, lock-free to read; see the module docs.
 pub(crate) struct Cache {
-    table: ArcSwap<Table>,
+    table: Table,
     writer: Mutex<Writer>,
     /// Bumped by every invalidation, per stripe of ids.
     epochs: [AtomicU64; SHARDS],
@@ -410,7 +411,6 @@ pub(crate) struct Cache {
     hash: IdHash,
     ttl_us: i64,
     capacity: usize,
-    max_slots: usize,
     unknown_per_shard: usize,
 }
 
@@ -428,14 +428,14 @@ impl Cache {
     /// `capacity` known keys and `unknown_capacity` unknown ids at most,
     /// each entry trusted for `ttl_us` microseconds (0: never cache).
     pub(crate) fn new(capacity: usize, unknown_capacity: usize, ttl_us: i64) -> Self {
-        let max_slots = capacity
+        let slots = capacity
             .saturating_mul(2)
             .max(16)
             .checked_next_power_of_two()
             .unwrap_or(1 << (usize::BITS - 2));
         let hash = IdHash::random();
         Self {
-            table: ArcSwap::from_pointee(Table::new(max_slots.min(1024))),
+            table: Table::new(slots),
             writer: Mutex::default(),
             epochs: Default::default(),
             unknown: (0..SHARDS)
@@ -445,7 +445,6 @@ impl Cache {
             hash,
             ttl_us,
             capacity,
-            max_slots,
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
         }
     }
@@ -478,7 +477,7 @@ impl Cache {
     /// The entry for `id` in the table, fresh or not.
     #[inline]
     fn find(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
-        let table = self.table.load();
+        let table = &self.table;
         let mut i = self.hash.of(id) as usize & table.mask;
         for _ in 0..table.slots.len() {
             let slot = table.slots[i].load();
@@ -559,7 +558,6 @@ impl Cache {
             if w.len >= self.capacity {
                 self.evict_one(&mut w);
             }
-            self.grow_if_needed(&w);
         }
         self.purge_some(&mut w, now);
         self.insert(&mut w, entry.clone());
@@ -600,7 +598,7 @@ impl Cache {
 
     /// Puts `entry` in the table, replacing the entry of the same id.
     fn insert(&self, w: &mut Writer, entry: Arc<CachedKey>) {
-        let table = self.table.load();
+        let table = &self.table;
         let mut i = self.hash.of(&entry.id) as usize & table.mask;
         loop {
             let slot = &table.slots[i];
@@ -619,7 +617,7 @@ impl Cache {
     /// Takes `id` out of the table (its limiter state to the stash), and
     /// closes the gap so later entries of its run stay reachable.
     fn remove(&self, w: &mut Writer, id: &KeyId) {
-        let table = self.table.load();
+        let table = &self.table;
         let mut i = self.hash.of(id) as usize & table.mask;
         loop {
             match &*table.slots[i].load() {
@@ -628,7 +626,7 @@ impl Cache {
                 Some(_) => i = (i + 1) & table.mask,
             }
         }
-        self.remove_at(w, &table, i);
+        self.remove_at(w, table, i);
     }
 
     fn remove_at(&self, w: &mut Writer, table: &Table, mut hole: usize) {
@@ -663,13 +661,13 @@ impl Cache {
     /// Makes room for one entry: removes the first entry found from a
     /// position the caller cannot predict.
     fn evict_one(&self, w: &mut Writer) {
-        let table = self.table.load();
+        let table = &self.table;
         let start = fold(w.cursor as u64 ^ self.hash.k0, self.hash.k1) as usize;
         w.cursor = w.cursor.wrapping_add(1);
         for k in 0..table.slots.len() {
             let i = (start + k) & table.mask;
             if table.slots[i].load().is_some() {
-                self.remove_at(w, &table, i);
+                self.remove_at(w, table, i);
                 return;
             }
         }
@@ -678,7 +676,7 @@ impl Cache {
     /// Removes stale entries from the next few slots: memory held by keys
     /// no longer used goes back without a full sweep.
     fn purge_some(&self, w: &mut Writer, now: i64) {
-        let table = self.table.load();
+        let table = &self.table;
         for _ in 0..PURGE_STEP {
             let i = w.cursor & table.mask;
             w.cursor = w.cursor.wrapping_add(1);
@@ -687,30 +685,9 @@ impl Cache {
                 .as_ref()
                 .is_some_and(|e| !self.fresh(e.loaded_at, now));
             if stale {
-                self.remove_at(w, &table, i);
+                self.remove_at(w, table, i);
             }
         }
-    }
-
-    /// Doubles the table while it is over half full, up to twice the
-    /// capacity.
-    fn grow_if_needed(&self, w: &Writer) {
-        let table = self.table.load();
-        let size = table.slots.len();
-        if (w.len + 1) * 2 <= size || size >= self.max_slots {
-            return;
-        }
-        let bigger = Table::new(size * 2);
-        for slot in table.slots.iter() {
-            if let Some(e) = slot.load_full() {
-                let mut i = self.hash.of(&e.id) as usize & bigger.mask;
-                while bigger.slots[i].load().is_some() {
-                    i = (i + 1) & bigger.mask;
-                }
-                bigger.slots[i].store(Some(e));
-            }
-        }
-        self.table.store(Arc::new(bigger));
     }
 
     /// Makes the caller the one that reads `id` from the store, or tells
@@ -754,7 +731,7 @@ impl Cache {
         for e in &self.epochs {
             e.fetch_add(1, Ordering::AcqRel);
         }
-        let table = self.table.load();
+        let table = &self.table;
         for slot in table.slots.iter() {
             if let Some(old) = slot.swap(None) {
                 w.stash(old.id, old.tat.load(Ordering::Relaxed));
@@ -853,8 +830,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_stay_reachable_through_removals_and_growth() {
-        // Capacity 3,000: the table grows from 1,024 slots to 8,192.
+    fn entries_stay_reachable_through_removals() {
         let cache = Cache::new(3_000, 100, 1_000_000);
         let keys: Vec<CachedKey> = (0..3_000).map(|_| key()).collect();
         let ids: Vec<KeyId> = keys.iter().map(|k| k.id).collect();

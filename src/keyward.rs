@@ -410,6 +410,103 @@ impl Keyward {
         token: &str,
         tenant: Option<&str>,
     ) -> Result<Verified, VerifyError> {
+        match self.verify_cached(token, tenant) {
+            Fast::Done(result) => result,
+            Fast::Flush(verified, now_us) => {
+                Box::pin(self.flush_last_used_inner(micros_to_time(now_us))).await;
+                Ok(verified)
+            }
+            // Boxed: the common path's future stays small (it is moved on
+            // every call) and allocation-free.
+            Fast::Slow => Box::pin(self.verify_slow(token, tenant)).await,
+        }
+    }
+
+    /// Verification from the cache alone, without awaiting anything: a
+    /// known key with the built-in limiter, not usage-limited, not near
+    /// inactivity. Anything else goes the slow way, before any state
+    /// (a limiter's count) changes.
+    fn verify_cached(&self, token: &str, tenant: Option<&str>) -> Fast {
+        let inner = &*self.inner;
+        if inner.limiter.is_some() {
+            return Fast::Slow;
+        }
+        let Ok(parsed) = inner.format.parse(token) else {
+            self.audit_verify(None, "malformed", None);
+            return Fast::Done(Err(VerifyError::Malformed));
+        };
+        let id = parsed.id();
+        let now_us = self.now_us();
+        let entry = match inner.cache.get(&id, now_us) {
+            Lookup::Hit(entry) => Some(entry),
+            Lookup::Unknown => None,
+            Lookup::Miss(_) => return Fast::Slow,
+        };
+        let hash = parsed.hash();
+        let prefix = parsed.display_prefix();
+        let key = Some((id, prefix));
+        let entry = match entry {
+            Some(e) if e.hash.ct_eq(&hash) => e,
+            Some(_) => {
+                self.audit_verify(key, "invalid", None);
+                return Fast::Done(Err(VerifyError::Invalid));
+            }
+            None => {
+                let _ = DECOY.ct_eq(&hash);
+                self.audit_verify(key, "invalid", None);
+                return Fast::Done(Err(VerifyError::Invalid));
+            }
+        };
+        if entry.metered || self.inactive_at(&entry, now_us) {
+            return Fast::Slow;
+        }
+        let checked = self
+            .check_key(&entry, now_us, tenant)
+            .and_then(|()| self.check_own_limits(&entry, now_us));
+        if let Err(err) = checked {
+            self.audit_verify(key, err.code(), Some(&entry.tenant.name));
+            return Fast::Done(Err(err));
+        }
+        let flush = inner.last_used.note(&entry, now_us);
+        let verified = Verified {
+            id,
+            prefix,
+            key: entry,
+        };
+        if flush {
+            Fast::Flush(verified, now_us)
+        } else {
+            Fast::Done(Ok(verified))
+        }
+    }
+
+    /// Status and tenant: what the key itself allows.
+    fn check_key(
+        &self,
+        entry: &CachedKey,
+        now_us: i64,
+        tenant: Option<&str>,
+    ) -> Result<(), VerifyError> {
+        match entry.status(now_us) {
+            KeyStatus::Active => {}
+            KeyStatus::Revoked => return Err(VerifyError::Revoked),
+            KeyStatus::Expired => return Err(VerifyError::Expired),
+        }
+        if let Some(t) = tenant {
+            if !tenant_covers(&entry.tenant.name, t, self.inner.nested) {
+                return Err(VerifyError::WrongTenant);
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything [`Keyward::verify`] does, awaiting the store and a
+    /// host's limiter where needed.
+    async fn verify_slow(
+        &self,
+        token: &str,
+        tenant: Option<&str>,
+    ) -> Result<Verified, VerifyError> {
         let inner = &*self.inner;
         let Ok(parsed) = inner.format.parse(token) else {
             self.audit_verify(None, "malformed", None);
@@ -473,15 +570,8 @@ impl Keyward {
                 Err(e) => return refuse(VerifyError::Store(e), &entry),
             }
         }
-        match entry.status(now_us) {
-            KeyStatus::Active => {}
-            KeyStatus::Revoked => return refuse(VerifyError::Revoked, &entry),
-            KeyStatus::Expired => return refuse(VerifyError::Expired, &entry),
-        }
-        if let Some(t) = tenant {
-            if !tenant_covers(&entry.tenant.name, t, inner.nested) {
-                return refuse(VerifyError::WrongTenant, &entry);
-            }
+        if let Err(err) = self.check_key(&entry, now_us, tenant) {
+            return refuse(err, &entry);
         }
         if self.inactive_at(&entry, now_us) {
             return refuse(VerifyError::Inactive, &entry);
@@ -544,6 +634,13 @@ impl Keyward {
             }
             return Ok(());
         }
+        self.check_own_limits(entry, now_us)
+    }
+
+    /// The built-in limiter: one compare-and-swap on the entry's state,
+    /// one on the tenant's.
+    fn check_own_limits(&self, entry: &CachedKey, now_us: i64) -> Result<(), VerifyError> {
+        let inner = &*self.inner;
         let now_ns = gcra_now(now_us);
         if let Some((_, gcra)) = &entry.limit {
             let checked = if entry.cached() {
@@ -1424,13 +1521,17 @@ impl Keyward {
         reason: &'static str,
         tenant: Option<&str>,
     ) {
+        let audit = &*self.inner.audit;
+        if !audit.wants_refusals() {
+            return;
+        }
         let outcome = if reason == "store_unavailable" {
             AuditOutcome::Failed(reason)
         } else {
             AuditOutcome::Denied(reason)
         };
-        self.inner.audit.record(&AuditEvent {
-            at: self.now(),
+        audit.record(&AuditEvent {
+            at: micros_to_time(self.now_us()),
             action: AuditAction::Verify,
             outcome,
             actor: None,
@@ -1505,6 +1606,15 @@ pub(crate) fn latest() -> DateTime<Utc> {
 }
 
 /// The earliest instant keyward asks a store about: 0001-01-01T00:00:00Z.
+/// The outcome of [`Keyward::verify_cached`].
+enum Fast {
+    Done(Result<Verified, VerifyError>),
+    /// Verified; the last-used writes are due (at this clock time).
+    Flush(Verified, i64),
+    /// Needs the store or a host's limiter.
+    Slow,
+}
+
 /// Clock microseconds as a time (out of range: the nearest end).
 fn micros_to_time(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or(if us < 0 {
