@@ -1,22 +1,76 @@
-//! Verification throughput.
+//! Verification throughput, against the bare minimum and a peer, in one run.
 //!
-//! `cargo bench --bench verify`. Groups:
-//! - `verify/valid/{1k,1M}`: a valid key against 1,000 and 1,000,000 stored keys
-//! - `verify/wrong_secret`, `verify/unknown_id`: well-formed, refused
-//! - `verify/malformed`: refused by the parser
-//! - `baseline/sha256_token`: a bare SHA-256 of one token, the floor
+//! `cargo bench --bench verify` runs every group, then prints each target's
+//! ratio from criterion's estimates and writes them, with the figures the
+//! plot needs, to `target/criterion/keyward-verify.json`
+//! (`scripts/bench-plot` draws `docs/verify-throughput.svg` from it).
+//! `KEYWARD_BENCH_QUICK=1` skips the 1,000,000-key sizes.
+//!
+//! Groups:
+//! - `valid/{keyward,ideal}/{1k,10k,100k,1M}`: a valid key, picked in a
+//!   fixed random order among all stored keys. `keyward` is the full
+//!   `Keyward::verify` (in-memory store, a rate limit on every key,
+//!   last-used tracking, the default audit sink); `ideal` is the bare
+//!   chain written out below.
+//! - `valid/peer`: `prefixed-api-key` 0.3 parse and hash check of one key.
+//! - `reject/{wrong_secret,unknown_id,malformed}`: 1,000 keys stored.
+//! - `threads/{one,two}/{different,same}`: one iteration is one verify
+//!   per thread, so throughput(two) / throughput(one) = 2 × t(one) / t(two).
 
+#![allow(unsafe_code)] // the counting allocator only
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, NoAudit, SecretToken};
+use criterion::Criterion;
+use keyward::{
+    Actor, Catalog, Clock, Keyward, MemoryStore, NewKey, Permission, RateLimit, SystemClock,
+};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 #[path = "../tests/common/forge.rs"]
 mod forge;
+
+/// Live heap bytes (requested sizes), for bytes per cached key.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: defers to the system allocator; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same layout, passed through.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: allocated above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: as given by the caller.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 /// Polls a future that never waits (the in-memory store never does) to
 /// completion without a runtime, so the figures are keyward's alone.
@@ -30,69 +84,461 @@ fn run<F: Future>(f: F) -> F::Output {
     }
 }
 
-fn setup(n: usize) -> (Keyward, Vec<SecretToken>) {
-    let catalog = Catalog::builder()
+/// A rate limit every key has and no bench reaches: the check runs, it
+/// never refuses.
+fn unreachable_limit() -> RateLimit {
+    RateLimit::per_second(u32::MAX).expect("valid")
+}
+
+fn catalog() -> Catalog {
+    Catalog::builder()
         .resource("contacts", ["read", "write"])
         .resource("users", ["read"])
         .build()
-        .expect("valid catalog");
-    let keys = Keyward::builder(MemoryStore::new(), catalog)
-        .audit(NoAudit)
+        .expect("valid catalog")
+}
+
+struct Setup {
+    keys: Keyward,
+    tokens: Vec<String>,
+    read: Permission,
+}
+
+fn setup(n: usize) -> Setup {
+    let keys = Keyward::builder(MemoryStore::new(), catalog())
+        .rate_limit(unreachable_limit())
+        // The in-memory store reports every change to the cache, so the
+        // time limit is only a fallback: at its longest, no entry is
+        // re-read while a bench runs.
+        .cache_ttl(chrono::Duration::days(1))
+        .cache_capacity(n.max(1_000))
         .build()
         .expect("valid config");
     let admin = Actor::new("admin", "acme")
         .permissions(keys.catalog().all())
         .may_manage_keys(true);
-    let mut tokens = Vec::with_capacity(16);
-    for i in 0..n {
-        let k = run(keys.create(
-            &admin,
-            NewKey::new(format!("key {i}")).permissions(["contacts:write"]),
-        ))
-        .expect("created");
-        if tokens.len() < 16 {
-            tokens.push(k.token);
-        }
-    }
-    (keys, tokens)
+    let tokens = (0..n)
+        .map(|i| {
+            let k = run(keys.create(
+                &admin,
+                NewKey::new(format!("key {i}")).permissions(["contacts:write"]),
+            ))
+            .expect("created");
+            k.token.expose_secret().to_string()
+        })
+        .collect();
+    let read = keys.catalog().parse("contacts:read").expect("known");
+    Setup { keys, tokens, read }
 }
 
-fn bench(c: &mut Criterion) {
-    let mut g = c.benchmark_group("verify");
-    for (label, n) in [("1k", 1_000usize), ("1M", 1_000_000)] {
-        let (keys, tokens) = setup(n);
-        let token = tokens[0].expose_secret().to_string();
-        run(keys.verify(&token)).expect("valid");
-        g.bench_function(format!("valid/{label}"), |b| {
-            b.iter(|| run(keys.verify(black_box(&token))).expect("valid"))
+/// A fixed pseudo-random visiting order of `n` indices (xorshift), so both
+/// sides of a comparison see the same sequence.
+fn order(n: usize) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n as u32).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+// ---------------------------------------------------------------------
+// The ideal chain: what any verify must do, and nothing else.
+
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+static BASE62: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 62 {
+        t[ALPHABET[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// A governor clock reading the same coarse clock keyward reads.
+#[derive(Clone, Copy, Default)]
+struct Coarse;
+
+impl governor::clock::Clock for Coarse {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Duration::from_micros(SystemClock.now_micros() as u64)
+    }
+}
+
+type Direct = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    Coarse,
+    governor::middleware::NoOpMiddleware<Duration>,
+>;
+
+struct IdealKey {
+    hash: [u8; 32],
+    expires_us: i64,
+    permissions: u64,
+    limiter: Direct,
+}
+
+/// Multiplicative hashing of the id word: ids are random.
+#[derive(Default)]
+struct Fast(u64);
+
+impl Hasher for Fast {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdealMap = HashMap<u64, IdealKey, BuildHasherDefault<Fast>>;
+
+fn ideal_map(tokens: &[String]) -> IdealMap {
+    let quota = governor::Quota::per_second(std::num::NonZeroU32::MAX);
+    tokens
+        .iter()
+        .map(|t| {
+            let id = u64::from_le_bytes(t.as_bytes()[3..11].try_into().expect("8 bytes"));
+            let key = IdealKey {
+                hash: Sha256::digest(t.as_bytes()).into(),
+                expires_us: i64::MAX,
+                permissions: 0b11,
+                limiter: governor::RateLimiter::direct_with_clock(quota, Coarse),
+            };
+            (id, key)
+        })
+        .collect()
+}
+
+/// Parse, hash, look up, compare, check expiry and a permission bit, count
+/// one request.
+#[inline(never)]
+fn ideal_verify(map: &IdealMap, token: &str, bit: u64) -> bool {
+    let t = token.as_bytes();
+    if t.len() != 44 || &t[..3] != b"sk_" || t[11] != b'_' {
+        return false;
+    }
+    if !t[3..11].iter().chain(&t[12..]).all(|&b| BASE62[b as usize]) {
+        return false;
+    }
+    let id = u64::from_le_bytes(t[3..11].try_into().unwrap_or_default());
+    let hash: [u8; 32] = Sha256::digest(t).into();
+    let Some(key) = map.get(&id) else {
+        return false;
+    };
+    let mut diff = 0u64;
+    for (a, b) in key.hash.chunks_exact(8).zip(hash.chunks_exact(8)) {
+        diff |= u64::from_le_bytes(a.try_into().unwrap_or_default())
+            ^ u64::from_le_bytes(b.try_into().unwrap_or_default());
+    }
+    if !bool::from(diff.ct_eq(&0)) {
+        return false;
+    }
+    SystemClock.now_micros() < key.expires_us
+        && key.permissions & bit != 0
+        && key.limiter.check().is_ok()
+}
+
+// ---------------------------------------------------------------------
+
+fn sizes() -> Vec<(&'static str, usize)> {
+    let mut v = vec![("1k", 1_000), ("10k", 10_000), ("100k", 100_000)];
+    if std::env::var_os("KEYWARD_BENCH_QUICK").is_none() {
+        v.push(("1M", 1_000_000));
+    }
+    v
+}
+
+/// Live bytes per cached key, measured while filling the cache.
+#[derive(Default)]
+struct Memory {
+    keys: usize,
+    per_key: f64,
+    name_bytes: f64,
+}
+
+fn bench_sizes(c: &mut Criterion, memory: &mut Memory) {
+    let mut g = c.benchmark_group("valid");
+    for (label, n) in sizes() {
+        let s = setup(n);
+        let order = order(n);
+        // Fill the cache and measure what it holds per key: the last-used
+        // writes are flushed first so that only the cache remains.
+        run(s.keys.flush_last_used()).expect("flush");
+        let before = LIVE.load(Ordering::SeqCst);
+        for t in &s.tokens {
+            run(s.keys.verify(t)).expect("valid");
+        }
+        run(s.keys.flush_last_used()).expect("flush");
+        let after = LIVE.load(Ordering::SeqCst);
+        assert_eq!(s.keys.cache_stats().keys, n, "all cached");
+        if n >= memory.keys {
+            let names: usize = (0..n).map(|i| format!("key {i}").len()).sum();
+            *memory = Memory {
+                keys: n,
+                per_key: (after - before) as f64 / n as f64,
+                name_bytes: names as f64 / n as f64,
+            };
+        }
+
+        let mut i = 0usize;
+        g.bench_function(format!("keyward/{label}"), |b| {
+            b.iter(|| {
+                let t = &s.tokens[order[i % n] as usize];
+                i += 1;
+                let v = run(s.keys.verify(black_box(t))).expect("valid");
+                black_box(v.allows(s.read))
+            })
         });
-        if n == 1_000 {
-            // Same id, other secret, valid checksum: reaches the hash compare.
-            let wrong = forge::same_id_other_secret(&token);
-            g.bench_function("wrong_secret", |b| {
-                b.iter(|| run(keys.verify(black_box(&wrong))).expect_err("refused"))
-            });
-            let (_, others) = setup(1);
-            let unknown = others[0].expose_secret().to_string();
-            g.bench_function("unknown_id", |b| {
-                b.iter(|| run(keys.verify(black_box(&unknown))).expect_err("refused"))
-            });
-            let mut bad = token.clone().into_bytes();
-            bad[20] = if bad[20] == b'a' { b'b' } else { b'a' };
-            let bad = String::from_utf8(bad).expect("ascii");
-            g.bench_function("malformed", |b| {
-                b.iter(|| run(keys.verify(black_box(&bad))).expect_err("refused"))
-            });
-        }
+        drop(s.keys);
+        let map = ideal_map(&s.tokens);
+        let mut i = 0usize;
+        g.bench_function(format!("ideal/{label}"), |b| {
+            b.iter(|| {
+                let t = &s.tokens[order[i % n] as usize];
+                i += 1;
+                assert!(ideal_verify(&map, black_box(t), 0b01));
+            })
+        });
     }
-    g.finish();
 
-    let (_, tokens) = setup(1);
-    let token = tokens[0].expose_secret().to_string();
-    c.bench_function("baseline/sha256_token", |b| {
-        b.iter(|| Sha256::digest(black_box(token.as_bytes())))
+    // The peer: prefixed-api-key's parse and hash check of one key.
+    let controller = prefixed_api_key::PrefixedApiKeyController::configure()
+        .prefix("sk".to_owned())
+        .seam_defaults()
+        .finalize()
+        .expect("peer config");
+    let (pak, hash) = controller.generate_key_and_hash();
+    let token = pak.to_string();
+    g.bench_function("peer", |b| {
+        b.iter(|| {
+            let parsed =
+                prefixed_api_key::PrefixedApiKey::from_string(black_box(&token)).expect("parses");
+            assert!(controller.check_hash(&parsed, black_box(&hash)));
+        })
     });
+    g.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn bench_rejections(c: &mut Criterion) {
+    let s = setup(1_000);
+    let token = s.tokens[0].clone();
+    run(s.keys.verify(&token)).expect("valid");
+    let mut g = c.benchmark_group("reject");
+    g.bench_function("accept", |b| {
+        b.iter(|| run(s.keys.verify(black_box(&token))).expect("valid"))
+    });
+    // Same id, other secret, valid checksum: reaches the hash compare.
+    let wrong = forge::same_id_other_secret(&token);
+    g.bench_function("wrong_secret", |b| {
+        b.iter(|| run(s.keys.verify(black_box(&wrong))).expect_err("refused"))
+    });
+    let unknown = forge::unknown_token(7);
+    let _ = run(s.keys.verify(&unknown));
+    g.bench_function("unknown_id", |b| {
+        b.iter(|| run(s.keys.verify(black_box(&unknown))).expect_err("refused"))
+    });
+    let mut bad = token.clone().into_bytes();
+    bad[20] = if bad[20] == b'a' { b'b' } else { b'a' };
+    let bad = String::from_utf8(bad).expect("ascii");
+    g.bench_function("malformed", |b| {
+        b.iter(|| run(s.keys.verify(black_box(&bad))).expect_err("refused"))
+    });
+    g.finish();
+}
+
+/// `threads` threads, each verifying `iters` times its token.
+fn concurrent(keys: &Keyward, tokens: &[&str], iters: u64) -> Duration {
+    let barrier = Barrier::new(tokens.len() + 1);
+    std::thread::scope(|scope| {
+        for t in tokens {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                barrier.wait();
+                for _ in 0..iters {
+                    black_box(run(keys.verify(black_box(t))).expect("valid"));
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+fn bench_threads(c: &mut Criterion) {
+    let s = setup(1_000);
+    let (a, b2) = (s.tokens[0].as_str(), s.tokens[1].as_str());
+    let mut g = c.benchmark_group("threads");
+    g.bench_function("one/different", |b| {
+        b.iter_custom(|iters| concurrent(&s.keys, &[a], iters))
+    });
+    g.bench_function("two/different", |b| {
+        b.iter_custom(|iters| concurrent(&s.keys, &[a, b2], iters))
+    });
+    g.bench_function("one/same", |b| {
+        b.iter_custom(|iters| concurrent(&s.keys, &[a], iters))
+    });
+    g.bench_function("two/same", |b| {
+        b.iter_custom(|iters| concurrent(&s.keys, &[a, a], iters))
+    });
+    g.finish();
+}
+
+/// Criterion's figure for a bench (`group/function/id`), in nanoseconds.
+fn estimate(id: &str) -> Option<f64> {
+    // Criterion's directory: the group, then the function id with `/`
+    // turned into `_`.
+    let (group, function) = id.split_once('/')?;
+    let path = std::path::Path::new(
+        &std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()),
+    )
+    .join("criterion")
+    .join(group)
+    .join(function.replace('/', "_"))
+    .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| v["mean"]["point_estimate"].as_f64())
+}
+
+fn report(memory: &Memory) {
+    let ns = |id: &str| estimate(id).unwrap_or(f64::NAN);
+    let mut rows: Vec<(String, f64, String, bool)> = Vec::new();
+    let mut check = |name: String, value: f64, target: &str, ok: bool| {
+        rows.push((name, value, target.to_string(), ok));
+    };
+    let sizes = sizes();
+    for (label, _) in &sizes {
+        let r = ns(&format!("valid/keyward/{label}")) / ns(&format!("valid/ideal/{label}"));
+        let (target, limit) = if *label == "1M" {
+            ("<= 1.5", 1.5)
+        } else {
+            ("<= 1.3", 1.3)
+        };
+        check(
+            format!("keyward / ideal, {label} keys"),
+            r,
+            target,
+            r <= limit,
+        );
+    }
+    let peer = ns("valid/peer") / ns("valid/keyward/1k");
+    check(
+        "prefixed-api-key / keyward, 1k".into(),
+        peer,
+        ">= 5",
+        peer >= 5.0,
+    );
+    let diff = 2.0 * ns("threads/one/different") / ns("threads/two/different");
+    check(
+        "two threads / one, different keys".into(),
+        diff,
+        ">= 1.6",
+        diff >= 1.6,
+    );
+    let same = 2.0 * ns("threads/one/same") / ns("threads/two/same");
+    check(
+        "two threads / one, same key".into(),
+        same,
+        ">= 1.2",
+        same >= 1.2,
+    );
+    for what in ["wrong_secret", "unknown_id", "malformed"] {
+        let r = ns(&format!("reject/{what}")) / ns("reject/accept");
+        check(format!("{what} / accept"), r, "<= 1.0", r <= 1.0);
+    }
+    let malformed = ns("reject/malformed");
+    check("malformed, ns".into(), malformed, "< 20", malformed < 20.0);
+    let excl = memory.per_key - memory.name_bytes;
+    check(
+        format!("bytes per cached key, {} keys, name excluded", memory.keys),
+        excl,
+        "<= 256",
+        excl <= 256.0,
+    );
+
+    println!("\nkeyward verify targets (one run; ratios of criterion's estimates):");
+    for (name, value, target, ok) in &rows {
+        println!(
+            "  {name:<45} {value:>9.2}   target {target:<7} {}",
+            if *ok { "met" } else { "MISSED" }
+        );
+    }
+    println!(
+        "  bytes per cached key, name included: {:.0} (requested sizes; malloc adds its own)",
+        memory.per_key
+    );
+
+    let points: Vec<serde_json::Value> = sizes
+        .iter()
+        .map(|(label, n)| {
+            serde_json::json!({
+                "keys": n,
+                "keyward_ns": ns(&format!("valid/keyward/{label}")),
+                "ideal_ns": ns(&format!("valid/ideal/{label}")),
+                "peer_ns": ns("valid/peer"),
+            })
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "points": points,
+        "targets": rows.iter().map(|(n, v, t, ok)| serde_json::json!({
+            "name": n, "value": v, "target": t, "met": ok
+        })).collect::<Vec<_>>(),
+        "bytes_per_key": memory.per_key,
+        "name_bytes_per_key": memory.name_bytes,
+        "reject_ns": {
+            "accept": ns("reject/accept"),
+            "wrong_secret": ns("reject/wrong_secret"),
+            "unknown_id": ns("reject/unknown_id"),
+            "malformed": ns("reject/malformed"),
+        },
+        "threads_ns": {
+            "one_different": ns("threads/one/different"),
+            "two_different": ns("threads/two/different"),
+            "one_same": ns("threads/one/same"),
+            "two_same": ns("threads/two/same"),
+        },
+    });
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()),
+    )
+    .join("criterion");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("keyward-verify.json");
+    match std::fs::write(&path, summary.to_string()) {
+        Ok(()) => println!("  written: {}", path.display()),
+        Err(e) => println!("  could not write {}: {e}", path.display()),
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut memory = Memory::default();
+    bench_sizes(&mut c, &mut memory);
+    bench_rejections(&mut c);
+    bench_threads(&mut c);
+    c.final_summary();
+    report(&memory);
+}
