@@ -13,7 +13,8 @@
 //!   last-used tracking, the default audit sink); `ideal` is the bare
 //!   chain written out below.
 //! - `valid/peer`: `prefixed-api-key` 0.3 parse and hash check of one key.
-//! - `reject/{wrong_secret,unknown_id,malformed}`: 1,000 keys stored.
+//! - `reject/{accept,wrong_secret,unknown_id,malformed,malformed_checksum,
+//!   malformed_typo}`: 1,000 keys stored, one token repeated.
 //! - `threads/{one,two}/{different,same}`: one iteration is one verify
 //!   per thread, so throughput(two) / throughput(one) = 2 × t(one) / t(two).
 
@@ -351,11 +352,25 @@ fn bench_rejections(c: &mut Criterion) {
     g.bench_function("unknown_id", |b| {
         b.iter(|| run(s.keys.verify(black_box(&unknown))).expect_err("refused"))
     });
-    let mut bad = token.clone().into_bytes();
-    bad[20] = if bad[20] == b'a' { b'b' } else { b'a' };
-    let bad = String::from_utf8(bad).expect("ascii");
+    // Malformed: garbage of the wrong shape; a well-shaped token with a
+    // wrong checksum and an id nobody has; and a real token with one
+    // character changed (its id is cached, so the hash is compared first).
+    let garbage = "Bearer 12345";
     g.bench_function("malformed", |b| {
-        b.iter(|| run(s.keys.verify(black_box(&bad))).expect_err("refused"))
+        b.iter(|| run(s.keys.verify(black_box(garbage))).expect_err("refused"))
+    });
+    let mut bad_sum = forge::unknown_token(9).into_bytes();
+    let last = bad_sum.len() - 1;
+    bad_sum[last] = if bad_sum[last] == b'a' { b'b' } else { b'a' };
+    let bad_sum = String::from_utf8(bad_sum).expect("ascii");
+    g.bench_function("malformed_checksum", |b| {
+        b.iter(|| run(s.keys.verify(black_box(&bad_sum))).expect_err("refused"))
+    });
+    let mut typo = token.clone().into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    g.bench_function("malformed_typo", |b| {
+        b.iter(|| run(s.keys.verify(black_box(&typo))).expect_err("refused"))
     });
     g.finish();
 }
@@ -461,12 +476,20 @@ fn report(memory: &Memory) {
         ">= 1.2",
         same >= 1.2,
     );
-    for what in ["wrong_secret", "unknown_id", "malformed"] {
+    for what in [
+        "wrong_secret",
+        "unknown_id",
+        "malformed",
+        "malformed_checksum",
+        "malformed_typo",
+    ] {
         let r = ns(&format!("reject/{what}")) / ns("reject/accept");
         check(format!("{what} / accept"), r, "<= 1.0", r <= 1.0);
     }
-    let malformed = ns("reject/malformed");
-    check("malformed, ns".into(), malformed, "< 20", malformed < 20.0);
+    for what in ["malformed", "malformed_checksum"] {
+        let t = ns(&format!("reject/{what}"));
+        check(format!("{what}, ns"), t, "< 20", t < 20.0);
+    }
     let excl = memory.per_key - memory.name_bytes;
     check(
         format!("bytes per cached key, {} keys, name excluded", memory.keys),
@@ -510,6 +533,8 @@ fn report(memory: &Memory) {
             "wrong_secret": ns("reject/wrong_secret"),
             "unknown_id": ns("reject/unknown_id"),
             "malformed": ns("reject/malformed"),
+            "malformed_checksum": ns("reject/malformed_checksum"),
+            "malformed_typo": ns("reject/malformed_typo"),
         },
         "threads_ns": {
             "one_different": ns("threads/one/different"),

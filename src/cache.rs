@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
 use crate::key::KeyStatus;
@@ -35,7 +35,7 @@ use crate::limit::{Gcra, RateLimit};
 use crate::permission::PermissionSet;
 use crate::policy::Refill;
 use crate::store::ChangeListener;
-use crate::token::{KeyHash, KeyId};
+use crate::token::{DisplayPrefix, KeyHash, KeyId};
 
 /// Stripes of the unknown-id map, the in-flight loads and the
 /// invalidation counters.
@@ -89,34 +89,41 @@ impl Tenants {
 
 /// What a verify needs of one key, with permissions already parsed and
 /// times in microseconds. Per-key limiter state lives here too: one
-/// place, one cache miss.
+/// place, one cache miss. `repr(C)`, in the order a verify reads: what
+/// the lookup and the checks read comes first, together.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct CachedKey {
-    pub(crate) hash: KeyHash,
     pub(crate) id: KeyId,
-    /// The key's rate-limiter state (GCRA), if it has a limit.
-    pub(crate) tat: AtomicU64,
+    /// When it was read from the store, in clock microseconds.
+    loaded_at: i64,
+    pub(crate) hash: KeyHash,
+    /// `i64::MAX`: never.
+    pub(crate) expires_us: i64,
     /// Latest use known here, in microseconds since the epoch
     /// (`i64::MIN`: none): the stored `last_used_at` at load, moved forward
     /// by this instance's verifies.
     pub(crate) last_used_us: AtomicI64,
-    /// `i64::MAX`: never.
-    pub(crate) expires_us: i64,
     pub(crate) created_us: i64,
-    /// When it was read from the store, in clock microseconds.
-    loaded_at: i64,
+    /// The key's rate-limiter state (GCRA), if it has a limit.
+    pub(crate) tat: AtomicU64,
     pub(crate) revoked: bool,
     /// Usage-limited: every verify asks the store for a credit.
     pub(crate) metered: bool,
     /// Held in the table, so `tat` is the key's limiter state; otherwise
     /// the state is in the cache's stash.
     cached: bool,
-    /// The key's own rate limit, or the instance's default.
-    pub(crate) limit: Option<(RateLimit, Gcra)>,
+    /// The key's own rate limit, or the instance's default, as GCRA
+    /// parameters (read by every verify) ...
+    pub(crate) gcra: Option<Gcra>,
     pub(crate) tenant: Arc<Tenant>,
     pub(crate) permissions: PermissionSet,
     pub(crate) name: Box<str>,
-    pub(crate) refill: Option<Refill>,
+    /// ... and as given, for a host's limiter.
+    pub(crate) limit: Option<RateLimit>,
+    pub(crate) prefix: DisplayPrefix,
+    /// Only for usage-limited keys, which ask the store anyway: boxed.
+    pub(crate) refill: Option<Box<Refill>>,
 }
 
 impl CachedKey {
@@ -141,11 +148,41 @@ impl CachedKey {
             revoked: record.revoked_at.is_some(),
             metered: record.remaining.is_some() || record.refill.is_some(),
             cached: false,
-            limit: record.rate_limit.or(default_limit).map(|l| (l, l.gcra())),
+            gcra: record.rate_limit.or(default_limit).map(|l| l.gcra()),
+            limit: record.rate_limit.or(default_limit),
             tenant,
             permissions,
             name: record.name.as_str().into(),
-            refill: record.refill,
+            prefix: record.prefix,
+            refill: record.refill.map(Box::new),
+        }
+    }
+
+    /// The entry of empty table slots.
+    fn empty() -> Self {
+        let catalog = crate::permission::Catalog::empty();
+        Self {
+            hash: KeyHash::from_bytes([0; 32]),
+            id: KeyId::NONE,
+            tat: AtomicU64::new(0),
+            last_used_us: AtomicI64::new(i64::MIN),
+            expires_us: i64::MIN,
+            created_us: 0,
+            loaded_at: i64::MIN,
+            revoked: true,
+            metered: false,
+            cached: false,
+            gcra: None,
+            limit: None,
+            tenant: Arc::new(Tenant {
+                name: "".into(),
+                quota: None,
+                tat: AtomicU64::new(0),
+            }),
+            permissions: catalog.none(),
+            name: "".into(),
+            prefix: DisplayPrefix::default(),
+            refill: None,
         }
     }
 
@@ -189,7 +226,7 @@ impl CachedKey {
 /// The answer of [`Cache::get`].
 pub(crate) enum Lookup {
     /// A fresh entry.
-    Hit(Arc<CachedKey>),
+    Hit(Held),
     /// The id was looked up recently and does not exist.
     Unknown,
     /// Ask the store; pass the ticket to [`Cache::put`].
@@ -350,19 +387,42 @@ impl Hasher for IdHasher {
 /// writes no shared memory, so threads verifying the same key do not
 /// contend on the cache. Allocated once at twice the capacity (8 bytes a
 /// slot), so a lookup follows no pointer to find the table.
+///
+/// An empty slot holds the table's `empty` entry (an id no token can
+/// name), so that a lookup hands out a guard of a plain `Arc`: a
+/// [`Verified`](crate::Verified) keeps that guard and costs no
+/// reference-count traffic on the key's entry.
 struct Table {
-    slots: Box<[ArcSwapOption<CachedKey>]>,
+    slots: Box<[ArcSwap<CachedKey>]>,
     mask: usize,
+    empty: Arc<CachedKey>,
 }
 
 impl Table {
     fn new(size: usize) -> Self {
+        let empty = Arc::new(CachedKey::empty());
         Self {
-            slots: (0..size).map(|_| ArcSwapOption::empty()).collect(),
+            slots: (0..size).map(|_| ArcSwap::new(empty.clone())).collect(),
             mask: size - 1,
+            empty,
         }
     }
+
+    #[inline]
+    fn occupied(&self, e: &Arc<CachedKey>) -> bool {
+        !Arc::ptr_eq(e, &self.empty)
+    }
+
+    /// Empties slot `i`, returning what it held.
+    fn take(&self, i: usize) -> Option<Arc<CachedKey>> {
+        let old = self.slots[i].swap(self.empty.clone());
+        self.occupied(&old).then_some(old)
+    }
 }
+
+/// A cached entry as a lookup hands it out: a guard on the table's slot,
+/// or an entry that is not (or no longer) in the table.
+pub(crate) type Held = arc_swap::Guard<Arc<CachedKey>>;
 
 /// What only writers touch, under one mutex.
 #[derive(Default)]
@@ -476,18 +536,26 @@ impl Cache {
 
     /// The entry for `id` in the table, fresh or not.
     #[inline]
-    fn find(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
+    fn find(&self, id: &KeyId) -> Option<Held> {
         let table = &self.table;
         let mut i = self.hash.of(id) as usize & table.mask;
         for _ in 0..table.slots.len() {
             let slot = table.slots[i].load();
-            match &*slot {
-                None => return None,
-                Some(e) if e.id == *id => return arc_swap::Guard::into_inner(slot),
-                Some(_) => i = (i + 1) & table.mask,
+            if slot.id == *id {
+                return Some(slot);
             }
+            if !table.occupied(&slot) {
+                return None;
+            }
+            i = (i + 1) & table.mask;
         }
         None
+    }
+
+    /// A fresh entry for `id`, from the table alone (no lock).
+    #[inline]
+    pub(crate) fn hit(&self, id: &KeyId, now: i64) -> Option<Held> {
+        self.find(id).filter(|e| self.fresh(e.loaded_at, now))
     }
 
     pub(crate) fn get(&self, id: &KeyId, now: i64) -> Lookup {
@@ -517,7 +585,7 @@ impl Cache {
         id: &KeyId,
         key: Option<CachedKey>,
         now: i64,
-    ) -> Option<Arc<CachedKey>> {
+    ) -> Option<Held> {
         let mut w = self.writer();
         w.now_ns = crate::limit::gcra_now(now);
         let current = self.epochs[ticket.shard].load(Ordering::Acquire) == ticket.epoch;
@@ -546,7 +614,7 @@ impl Cache {
             if tat > 0 {
                 w.stash(*id, tat);
             }
-            return Some(Arc::new(key));
+            return Some(Held::from_inner(Arc::new(key)));
         }
         if let Some(stashed) = w.stash.remove(id) {
             tat = tat.max(stashed);
@@ -561,7 +629,7 @@ impl Cache {
         }
         self.purge_some(&mut w, now);
         self.insert(&mut w, entry.clone());
-        Some(entry)
+        Some(Held::from_inner(entry))
     }
 
     /// Applies the key's limit to its stashed state: for entries that are
@@ -601,17 +669,17 @@ impl Cache {
         let table = &self.table;
         let mut i = self.hash.of(&entry.id) as usize & table.mask;
         loop {
-            let slot = &table.slots[i];
-            match &*slot.load() {
-                None => {
-                    w.len += 1;
-                    break;
-                }
-                Some(e) if e.id == entry.id => break,
-                Some(_) => i = (i + 1) & table.mask,
+            let slot = table.slots[i].load();
+            if slot.id == entry.id {
+                break;
             }
+            if !table.occupied(&slot) {
+                w.len += 1;
+                break;
+            }
+            i = (i + 1) & table.mask;
         }
-        table.slots[i].store(Some(entry));
+        table.slots[i].store(entry);
     }
 
     /// Takes `id` out of the table (its limiter state to the stash), and
@@ -620,17 +688,20 @@ impl Cache {
         let table = &self.table;
         let mut i = self.hash.of(id) as usize & table.mask;
         loop {
-            match &*table.slots[i].load() {
-                None => return,
-                Some(e) if e.id == *id => break,
-                Some(_) => i = (i + 1) & table.mask,
+            let slot = table.slots[i].load();
+            if slot.id == *id {
+                break;
             }
+            if !table.occupied(&slot) {
+                return;
+            }
+            i = (i + 1) & table.mask;
         }
         self.remove_at(w, table, i);
     }
 
     fn remove_at(&self, w: &mut Writer, table: &Table, mut hole: usize) {
-        if let Some(old) = table.slots[hole].swap(None) {
+        if let Some(old) = table.take(hole) {
             w.stash(old.id, old.tat.load(Ordering::Relaxed));
             w.len -= 1;
         }
@@ -640,9 +711,10 @@ impl Cache {
         let mut j = hole;
         loop {
             j = (j + 1) & table.mask;
-            let Some(e) = table.slots[j].load_full() else {
+            let e = table.slots[j].load_full();
+            if !table.occupied(&e) {
                 return;
-            };
+            }
             let home = self.hash.of(&e.id) as usize & table.mask;
             // Move e back if its home is not within (hole, j].
             let stays = if hole <= j {
@@ -651,8 +723,8 @@ impl Cache {
                 hole < home || home <= j
             };
             if !stays {
-                table.slots[hole].store(Some(e));
-                table.slots[j].store(None);
+                table.slots[hole].store(e);
+                table.slots[j].store(table.empty.clone());
                 hole = j;
             }
         }
@@ -666,7 +738,7 @@ impl Cache {
         w.cursor = w.cursor.wrapping_add(1);
         for k in 0..table.slots.len() {
             let i = (start + k) & table.mask;
-            if table.slots[i].load().is_some() {
+            if table.occupied(&table.slots[i].load()) {
                 self.remove_at(w, table, i);
                 return;
             }
@@ -680,10 +752,9 @@ impl Cache {
         for _ in 0..PURGE_STEP {
             let i = w.cursor & table.mask;
             w.cursor = w.cursor.wrapping_add(1);
-            let stale = table.slots[i]
-                .load()
-                .as_ref()
-                .is_some_and(|e| !self.fresh(e.loaded_at, now));
+            let slot = table.slots[i].load();
+            let stale = table.occupied(&slot) && !self.fresh(slot.loaded_at, now);
+            drop(slot);
             if stale {
                 self.remove_at(w, table, i);
             }
@@ -732,8 +803,8 @@ impl Cache {
             e.fetch_add(1, Ordering::AcqRel);
         }
         let table = &self.table;
-        for slot in table.slots.iter() {
-            if let Some(old) = slot.swap(None) {
+        for i in 0..table.slots.len() {
+            if let Some(old) = table.take(i) {
                 w.stash(old.id, old.tat.load(Ordering::Relaxed));
             }
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::CachedKey;
+use crate::cache::Held;
 use crate::error::Forbidden;
 use crate::limit::RateLimit;
 use crate::permission::{Permission, PermissionSet};
@@ -333,24 +333,30 @@ pub struct IssuedKey {
 
 /// A key that proved its secret and is active: what a request may do.
 ///
-/// It shares the verification cache's copy of the key (no allocation per
-/// verify); cloning it is one reference-count increment.
-#[derive(Clone)]
+/// It shares the verification cache's copy of the key: no allocation and
+/// no shared reference-count write per verify. Cloning it is one
+/// reference-count increment.
 pub struct Verified {
-    pub(crate) id: KeyId,
-    pub(crate) prefix: DisplayPrefix,
-    pub(crate) key: Arc<CachedKey>,
+    pub(crate) key: Held,
+}
+
+impl Clone for Verified {
+    fn clone(&self) -> Self {
+        Self {
+            key: Held::from_inner(Arc::clone(&self.key)),
+        }
+    }
 }
 
 impl Verified {
     /// The key's id.
     pub fn id(&self) -> KeyId {
-        self.id
+        self.key.id
     }
 
     /// The key's display prefix, for logs and error bodies.
     pub fn display_prefix(&self) -> DisplayPrefix {
-        self.prefix
+        self.key.prefix
     }
 
     /// The tenant the key belongs to.
@@ -403,7 +409,7 @@ impl Verified {
     /// This key as an [`Actor`] (for a key that acts on the host's behalf):
     /// its permissions, its tenant, and no right to manage keys.
     pub fn actor(&self) -> Actor {
-        Actor::new(format!("key:{}", self.id), self.tenant())
+        Actor::new(format!("key:{}", self.id()), self.tenant())
             .permissions(self.permissions().clone())
     }
 }
@@ -411,7 +417,7 @@ impl Verified {
 impl fmt::Debug for Verified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verified")
-            .field("prefix", &self.prefix.as_str())
+            .field("prefix", &self.key.prefix.as_str())
             .field("tenant", &self.tenant())
             .field("name", &self.name())
             .field("permissions", self.permissions())

@@ -2,13 +2,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink, TracingAuditSink};
-use crate::cache::{Cache, CachedKey, Load, Lookup, Tenants, Ticket};
+use crate::cache::{Cache, CachedKey, Held, Load, Lookup, Tenants, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
 use crate::key::{
@@ -387,8 +390,8 @@ impl Keyward {
     /// [`VerifyError::Inactive`], [`VerifyError::RateLimited`],
     /// [`VerifyError::QuotaExceeded`], [`VerifyError::UsageExceeded`];
     /// [`VerifyError::Store`] when the store cannot be asked.
-    pub async fn verify(&self, token: &str) -> Result<Verified, VerifyError> {
-        self.verify_inner(token, None).await
+    pub fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
+        VerifyFuture::new(self, token, None)
     }
 
     /// [`Keyward::verify`], and the key must belong to `tenant` (e.g. from
@@ -397,29 +400,8 @@ impl Keyward {
     ///
     /// # Errors
     /// As [`Keyward::verify`], and [`VerifyError::WrongTenant`].
-    pub async fn verify_for_tenant(
-        &self,
-        token: &str,
-        tenant: &str,
-    ) -> Result<Verified, VerifyError> {
-        self.verify_inner(token, Some(tenant)).await
-    }
-
-    async fn verify_inner(
-        &self,
-        token: &str,
-        tenant: Option<&str>,
-    ) -> Result<Verified, VerifyError> {
-        match self.verify_cached(token, tenant) {
-            Fast::Done(result) => result,
-            Fast::Flush(verified, now_us) => {
-                Box::pin(self.flush_last_used_inner(micros_to_time(now_us))).await;
-                Ok(verified)
-            }
-            // Boxed: the common path's future stays small (it is moved on
-            // every call) and allocation-free.
-            Fast::Slow => Box::pin(self.verify_slow(token, tenant)).await,
-        }
+    pub fn verify_for_tenant<'a>(&'a self, token: &'a str, tenant: &'a str) -> VerifyFuture<'a> {
+        VerifyFuture::new(self, token, Some(tenant))
     }
 
     /// Verification from the cache alone, without awaiting anything: a
@@ -431,32 +413,45 @@ impl Keyward {
         if inner.limiter.is_some() {
             return Fast::Slow;
         }
-        let Ok(parsed) = inner.format.parse(token) else {
+        let malformed = || {
             self.audit_verify(None, "malformed", None);
-            return Fast::Done(Err(VerifyError::Malformed));
+            Fast::Done(Err(VerifyError::Malformed))
+        };
+        // The checksum is checked only where it saves work: before the
+        // store is asked, and to tell a mistyped token from a wrong one.
+        // A token whose hash matches is the issued one, checksum included.
+        let Ok(parsed) = inner.format.parse_shape(token) else {
+            return malformed();
         };
         let id = parsed.id();
-        let now_us = self.now_us();
-        let entry = match inner.cache.get(&id, now_us) {
-            Lookup::Hit(entry) => Some(entry),
-            Lookup::Unknown => None,
-            Lookup::Miss(_) => return Fast::Slow,
+        let Some(block) = parsed.padded() else {
+            return Fast::Slow;
         };
-        let hash = parsed.hash();
-        let prefix = parsed.display_prefix();
-        let key = Some((id, prefix));
+        let now_us = self.now_us();
+        let entry = match inner.cache.hit(&id, now_us) {
+            Some(entry) => Some(entry),
+            // Not cached: garbage stops here, before any lock or store.
+            None if !parsed.checksum_ok() => return malformed(),
+            None => match inner.cache.get(&id, now_us) {
+                Lookup::Hit(entry) => Some(entry),
+                Lookup::Unknown => None,
+                Lookup::Miss(_) => return Fast::Slow,
+            },
+        };
+        let hash = KeyHash::of_block(block);
         let entry = match entry {
             Some(e) if e.hash.ct_eq(&hash) => e,
-            Some(_) => {
-                self.audit_verify(key, "invalid", None);
-                return Fast::Done(Err(VerifyError::Invalid));
-            }
-            None => {
-                let _ = DECOY.ct_eq(&hash);
-                self.audit_verify(key, "invalid", None);
+            Some(_) if !parsed.checksum_ok() => return malformed(),
+            refused => {
+                if refused.is_none() {
+                    // As much work as a wrong secret of a known key.
+                    let _ = DECOY.ct_eq(&hash);
+                }
+                self.audit_verify(Some((id, parsed.display_prefix())), "invalid", None);
                 return Fast::Done(Err(VerifyError::Invalid));
             }
         };
+        let key = Some((id, entry.prefix));
         if entry.metered || self.inactive_at(&entry, now_us) {
             return Fast::Slow;
         }
@@ -468,11 +463,7 @@ impl Keyward {
             return Fast::Done(Err(err));
         }
         let flush = inner.last_used.note(&entry, now_us);
-        let verified = Verified {
-            id,
-            prefix,
-            key: entry,
-        };
+        let verified = Verified { key: entry };
         if flush {
             Fast::Flush(verified, now_us)
         } else {
@@ -581,7 +572,7 @@ impl Keyward {
         }
         if entry.metered {
             let now = micros_to_time(now_us);
-            let refill = entry.refill.map(|r| RefillDue {
+            let refill = entry.refill.as_deref().map(|r| RefillDue {
                 amount: r.amount,
                 if_refilled_before: now
                     .checked_sub_signed(r.every())
@@ -603,11 +594,7 @@ impl Keyward {
         if inner.last_used.note(&entry, now_us) {
             self.flush_last_used_inner(micros_to_time(now_us)).await;
         }
-        Ok(Verified {
-            id,
-            prefix,
-            key: entry,
-        })
+        Ok(Verified { key: entry })
     }
 
     /// The key's rate limit, then its tenant's quota. The built-in limiter
@@ -617,7 +604,7 @@ impl Keyward {
         let inner = &*self.inner;
         if let Some(custom) = &inner.limiter {
             let now = micros_to_time(now_us);
-            if let Some((limit, _)) = entry.limit {
+            if let Some(limit) = entry.limit {
                 if let Decision::Deny { retry_after } =
                     custom.check(Bucket::Key(entry.id), limit, now).await
                 {
@@ -642,7 +629,7 @@ impl Keyward {
     fn check_own_limits(&self, entry: &CachedKey, now_us: i64) -> Result<(), VerifyError> {
         let inner = &*self.inner;
         let now_ns = gcra_now(now_us);
-        if let Some((_, gcra)) = &entry.limit {
+        if let Some(gcra) = &entry.gcra {
             let checked = if entry.cached() {
                 gcra.check(&entry.tat, now_ns)
             } else {
@@ -671,7 +658,7 @@ impl Keyward {
         ticket: Ticket,
         id: &KeyId,
         now_us: i64,
-    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
+    ) -> Result<Option<Held>, StoreError> {
         let cache = &self.inner.cache;
         match cache.begin_load(id) {
             Load::Leader(_guard) => {
@@ -697,7 +684,7 @@ impl Keyward {
         ticket: Ticket,
         id: &KeyId,
         now_us: i64,
-    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
+    ) -> Result<Option<Held>, StoreError> {
         let record = self.inner.store.get(id).await?;
         let key = record.map(|r| {
             let tenant = self
@@ -1606,6 +1593,113 @@ pub(crate) fn latest() -> DateTime<Utc> {
 }
 
 /// The earliest instant keyward asks a store about: 0001-01-01T00:00:00Z.
+/// The future of [`Keyward::verify`] and [`Keyward::verify_for_tenant`].
+///
+/// Small and allocation-free when the key is cached: its first poll runs
+/// the whole check without awaiting. Only a check that needs the store (or
+/// a host's rate limiter) allocates, for the boxed future that does.
+#[must_use = "a verification does nothing unless awaited"]
+pub struct VerifyFuture<'a> {
+    state: VerifyState<'a>,
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+enum VerifyState<'a> {
+    Start {
+        keys: &'a Keyward,
+        token: &'a str,
+        tenant: Option<&'a str>,
+    },
+    Flush(Option<Verified>, Boxed<'a, ()>),
+    Slow(Boxed<'a, Result<Verified, VerifyError>>),
+    Done,
+}
+
+impl<'a> VerifyFuture<'a> {
+    fn new(keys: &'a Keyward, token: &'a str, tenant: Option<&'a str>) -> Self {
+        Self {
+            state: VerifyState::Start {
+                keys,
+                token,
+                tenant,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for VerifyFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for VerifyFuture<'_> {
+    type Output = Result<Verified, VerifyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                VerifyState::Start {
+                    keys,
+                    token,
+                    tenant,
+                } => {
+                    let (keys, token, tenant) = (*keys, *token, *tenant);
+                    this.state = match keys.verify_cached(token, tenant) {
+                        Fast::Done(result) => {
+                            this.state = VerifyState::Done;
+                            return Poll::Ready(result);
+                        }
+                        Fast::Flush(verified, now_us) => {
+                            VerifyState::Flush(Some(verified), flush_boxed(keys, now_us))
+                        }
+                        Fast::Slow => VerifyState::Slow(slow_boxed(keys, token, tenant)),
+                    };
+                }
+                VerifyState::Flush(verified, flush) => {
+                    if flush.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let verified = verified.take();
+                    this.state = VerifyState::Done;
+                    // Always Some: taken once, on the way to Done.
+                    return match verified {
+                        Some(v) => Poll::Ready(Ok(v)),
+                        None => Poll::Pending,
+                    };
+                }
+                VerifyState::Slow(slow) => {
+                    let result = std::task::ready!(slow.as_mut().poll(cx));
+                    this.state = VerifyState::Done;
+                    return Poll::Ready(result);
+                }
+                // Polled after completion: never resolves again.
+                VerifyState::Done => return Poll::Pending,
+            }
+        }
+    }
+}
+
+// Out of line: building these futures takes a large stack frame, which
+// the common path should not pay for.
+#[cold]
+#[inline(never)]
+fn flush_boxed(keys: &Keyward, now_us: i64) -> Boxed<'_, ()> {
+    Box::pin(keys.flush_last_used_inner(micros_to_time(now_us)))
+}
+
+#[cold]
+#[inline(never)]
+fn slow_boxed<'a>(
+    keys: &'a Keyward,
+    token: &'a str,
+    tenant: Option<&'a str>,
+) -> Boxed<'a, Result<Verified, VerifyError>> {
+    Box::pin(keys.verify_slow(token, tenant))
+}
+
 /// The outcome of [`Keyward::verify_cached`].
 enum Fast {
     Done(Result<Verified, VerifyError>),

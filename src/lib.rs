@@ -97,7 +97,8 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{BoxError, ConfigError, Forbidden, KeyError, StoreError, VerifyError};
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified};
 pub use crate::keyward::{
-    CacheStats, Keyward, KeywardBuilder, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES, SWEEP_ACTOR,
+    CacheStats, Keyward, KeywardBuilder, VerifyFuture, MAX_METADATA_BYTES, MAX_NAME_CHARS,
+    MAX_USES, SWEEP_ACTOR,
 };
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{

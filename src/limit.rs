@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -35,7 +36,7 @@ use crate::token::KeyId;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RateLimit {
-    max: u32,
+    max: NonZeroU32,
     per_ms: u64,
 }
 
@@ -54,7 +55,10 @@ impl RateLimit {
     /// [`InvalidRateLimit`] for `max` 0 or `per` outside 1 ms – 365 days.
     pub fn new(max: u32, per: Duration) -> Result<Self, InvalidRateLimit> {
         let per_ms = per.num_milliseconds();
-        if max == 0 || per_ms < 1 || per > Duration::days(365) {
+        let Some(max) = NonZeroU32::new(max) else {
+            return Err(InvalidRateLimit);
+        };
+        if per_ms < 1 || per > Duration::days(365) {
             return Err(InvalidRateLimit);
         }
         Ok(Self {
@@ -89,7 +93,7 @@ impl RateLimit {
 
     /// Requests allowed per period, and the largest burst.
     pub fn max(&self) -> u32 {
-        self.max
+        self.max.get()
     }
 
     /// The period.
@@ -102,10 +106,11 @@ impl RateLimit {
         // per / max, at least 1 ns; per is at most a year, so the window
         // (per rounded down to a multiple of the emission interval) fits.
         let per_ns = self.per_ms.saturating_mul(1_000_000);
-        let emission_ns = (per_ns / u64::from(self.max)).max(1);
+        let max = u64::from(self.max.get());
+        let emission_ns = NonZeroU64::new(per_ns / max).unwrap_or(NonZeroU64::MIN);
         Gcra {
             emission_ns,
-            tolerance_ns: emission_ns.saturating_mul(u64::from(self.max) - 1),
+            tolerance_ns: emission_ns.get().saturating_mul(max - 1),
         }
     }
 }
@@ -116,7 +121,7 @@ impl RateLimit {
 /// emission`. The state is one `u64`, updated with one compare-and-swap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gcra {
-    emission_ns: u64,
+    emission_ns: NonZeroU64,
     tolerance_ns: u64,
 }
 
@@ -131,7 +136,7 @@ impl Gcra {
             if now_ns < earliest {
                 return Err(earliest - now_ns);
             }
-            let next = tat.max(now_ns).saturating_add(self.emission_ns);
+            let next = tat.max(now_ns).saturating_add(self.emission_ns.get());
             match state.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(current) => tat = current,
@@ -343,7 +348,7 @@ mod tests {
             use governor::clock::FakeRelativeClock;
             let limit = RateLimit::new(max, Duration::milliseconds(per_ms as i64)).expect("valid");
             let gcra = limit.gcra();
-            let period = std::time::Duration::from_nanos(gcra.emission_ns);
+            let period = std::time::Duration::from_nanos(gcra.emission_ns.get());
             let quota = governor::Quota::with_period(period)
                 .expect("non-zero")
                 .allow_burst(std::num::NonZeroU32::new(max).expect("non-zero"));

@@ -352,6 +352,17 @@ fn has_bit(bits: &Bits, i: usize) -> bool {
 }
 
 impl Catalog {
+    /// A catalog with no resources (what `builder().build()` gives).
+    pub(crate) fn empty() -> Catalog {
+        Catalog(Arc::new(CatalogInner {
+            resources: Vec::new(),
+            names: Vec::new(),
+            closure: Vec::new(),
+            all: [0; WORDS],
+            read_only: [0; WORDS],
+        }))
+    }
+
     /// Starts declaring a catalog. `write` implies `read` unless
     /// [`CatalogBuilder::without_write_implies_read`] is called.
     pub fn builder() -> CatalogBuilder {
