@@ -1,0 +1,156 @@
+//! The hot path allocates nothing: a counting global allocator watches
+//! `Keyward::verify` of a cached, valid key with every per-request feature
+//! on (rate limit, tenant quota, last-used tracking, the default audit
+//! sink, a tenant check), on the system clock.
+
+#![allow(unsafe_code)] // the counting allocator only
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, RateLimit, VerifyError};
+
+/// Counts allocations made on threads that asked to be watched, so other
+/// test threads do not disturb the count.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    // `try_with`: the thread-local may be gone while a thread exits.
+    if WATCHED.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: defers every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: the caller's layout, passed through.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        // SAFETY: as given by the caller, who allocated `ptr` here.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: allocated by this allocator with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Allocations made on this thread while `f` runs.
+fn allocations<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    WATCHED.with(|w| w.set(true));
+    let out = f();
+    WATCHED.with(|w| w.set(false));
+    (ALLOCATIONS.load(Ordering::SeqCst) - before, out)
+}
+
+/// Polls a future that never waits to completion, on this thread.
+fn run<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn keyward() -> Keyward {
+    let catalog = Catalog::builder()
+        .resource("contacts", ["read", "write"])
+        .build()
+        .expect("catalog");
+    Keyward::builder(MemoryStore::new(), catalog)
+        .rate_limit(RateLimit::per_second(1_000_000).expect("valid"))
+        .tenant_quota(RateLimit::per_second(1_000_000).expect("valid"))
+        .build()
+        .expect("config")
+}
+
+#[test]
+fn verifying_a_cached_key_allocates_nothing() {
+    let keys = keyward();
+    let admin = Actor::new("admin", "acme")
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let issued = run(keys.create(
+        &admin,
+        NewKey::new("zapier").permissions(["contacts:read"]),
+    ))
+    .expect("created");
+    let token = issued.token.expose_secret().to_string();
+    let read = keys.catalog().parse("contacts:read").expect("known");
+    // Warm up: the first verify reads the store and fills the cache, notes
+    // the first use, and sets up this thread's state in the cache's
+    // reclamation scheme.
+    for _ in 0..3 {
+        run(keys.verify(&token)).expect("valid");
+    }
+
+    let (count, ok) = allocations(|| {
+        let mut ok = 0;
+        for _ in 0..10_000 {
+            let v = run(keys.verify(&token)).expect("valid");
+            ok += usize::from(v.allows(read) && v.tenant() == "acme");
+            let v = run(keys.verify_for_tenant(&token, "acme")).expect("valid");
+            ok += usize::from(v.display_prefix().as_str().starts_with("sk_"));
+        }
+        ok
+    });
+    assert_eq!(ok, 20_000, "every verify succeeded");
+    assert_eq!(count, 0, "allocations on the hot path");
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // The test above can fail: an allocation on the watched thread counts.
+    let (count, v) = allocations(|| vec![1u8; 16]);
+    assert_eq!(v.len(), 16);
+    assert_eq!(count, 1);
+}
+
+#[test]
+fn malformed_and_unknown_tokens_allocate_nothing_either() {
+    let keys = keyward();
+    let garbage = "sk_not-a-token";
+    let unknown = "sk_AAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    for _ in 0..3 {
+        let _ = run(keys.verify(garbage));
+        let _ = run(keys.verify(unknown));
+    }
+    let (count, ()) = allocations(|| {
+        for _ in 0..10_000 {
+            assert!(matches!(
+                run(keys.verify(garbage)),
+                Err(VerifyError::Malformed)
+            ));
+            assert!(run(keys.verify(unknown)).is_err());
+        }
+    });
+    assert_eq!(count, 0, "allocations refusing bad tokens");
+}
