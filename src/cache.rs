@@ -558,6 +558,13 @@ impl Cache {
         self.find(id).filter(|e| self.fresh(e.loaded_at, now))
     }
 
+    /// Whether `id` was looked up recently and does not exist (after
+    /// [`Cache::hit`] found nothing).
+    pub(crate) fn known_unknown(&self, id: &KeyId, now: i64) -> bool {
+        let shard = self.unknown_read(self.stripe(id));
+        shard.0.get(id).is_some_and(|at| self.fresh(*at, now))
+    }
+
     pub(crate) fn get(&self, id: &KeyId, now: i64) -> Lookup {
         if let Some(entry) = self.find(id) {
             if self.fresh(entry.loaded_at, now) {

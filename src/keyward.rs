@@ -432,11 +432,8 @@ impl Keyward {
             Some(entry) => Some(entry),
             // Not cached: garbage stops here, before any lock or store.
             None if !parsed.checksum_ok() => return malformed(),
-            None => match inner.cache.get(&id, now_us) {
-                Lookup::Hit(entry) => Some(entry),
-                Lookup::Unknown => None,
-                Lookup::Miss(_) => return Fast::Slow,
-            },
+            None if inner.cache.known_unknown(&id, now_us) => None,
+            None => return Fast::Slow,
         };
         let hash = KeyHash::of_block(block);
         let entry = match entry {

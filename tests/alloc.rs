@@ -98,11 +98,8 @@ fn verifying_a_cached_key_allocates_nothing() {
     let admin = Actor::new("admin", "acme")
         .permissions(keys.catalog().all())
         .may_manage_keys(true);
-    let issued = run(keys.create(
-        &admin,
-        NewKey::new("zapier").permissions(["contacts:read"]),
-    ))
-    .expect("created");
+    let issued = run(keys.create(&admin, NewKey::new("zapier").permissions(["contacts:read"])))
+        .expect("created");
     let token = issued.token.expose_secret().to_string();
     let read = keys.catalog().parse("contacts:read").expect("known");
     // Warm up: the first verify reads the store and fills the cache, notes
