@@ -629,10 +629,8 @@ impl Cache {
         key.tat = AtomicU64::new(tat);
         let entry = Arc::new(key);
         self.unknown_write(self.stripe(id)).0.remove(id);
-        if previous.is_none() {
-            if w.len >= self.capacity {
-                self.evict_one(&mut w);
-            }
+        if previous.is_none() && w.len >= self.capacity {
+            self.evict_one(&mut w);
         }
         self.purge_some(&mut w, now);
         self.insert(&mut w, entry.clone());

@@ -373,8 +373,8 @@ impl KeyHash {
         for (dst, src) in block.chunks_exact_mut(8).zip(token.chunks_exact(8)) {
             dst.copy_from_slice(src);
         }
-        for i in words * 8..token.len() {
-            block[i] = token[i];
+        for (dst, src) in block[words * 8..].iter_mut().zip(&token[words * 8..]) {
+            *dst = *src;
         }
         block[token.len()] = 0x80;
         block[56..].copy_from_slice(&((token.len() as u64) * 8).to_be_bytes());
