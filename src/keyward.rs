@@ -334,10 +334,6 @@ impl fmt::Debug for Keyward {
     }
 }
 
-/// Compared against when the id is unknown, so that an unknown id and a
-/// wrong secret cost the same hash comparison.
-const DECOY: KeyHash = KeyHash::from_bytes([0x5a; 32]);
-
 impl Keyward {
     /// Starts building over `store` with the permissions of `catalog`.
     pub fn builder(store: impl KeyStore, catalog: Catalog) -> KeywardBuilder {
@@ -417,37 +413,36 @@ impl Keyward {
             self.audit_verify(None, "malformed", None);
             Fast::Done(Err(VerifyError::Malformed))
         };
-        // The checksum is checked only where it saves work: before the
-        // store is asked, and to tell a mistyped token from a wrong one.
-        // A token whose hash matches is the issued one, checksum included.
+        // Shape and checksum first: typos and made-up strings (the usual
+        // flood) stop here, before the clock, the cache or SHA-256.
         let Ok(parsed) = inner.format.parse_shape(token) else {
             return malformed();
         };
+        if !parsed.checksum_ok() {
+            return malformed();
+        }
         let id = parsed.id();
-        let Some(block) = parsed.padded() else {
+        let Some(mut block) = parsed.padded() else {
             return Fast::Slow;
         };
         let now_us = self.now_us();
-        let entry = match inner.cache.hit(&id, now_us) {
-            Some(entry) => Some(entry),
-            // Not cached: garbage stops here, before any lock or store.
-            None if !parsed.checksum_ok() => return malformed(),
-            None if inner.cache.known_unknown(&id, now_us) => None,
-            None => return Fast::Slow,
-        };
-        let hash = KeyHash::of_block(block);
-        let entry = match entry {
-            Some(e) if e.hash.ct_eq(&hash) => e,
-            Some(_) if !parsed.checksum_ok() => return malformed(),
-            refused => {
-                if refused.is_none() {
-                    // As much work as a wrong secret of a known key.
-                    let _ = DECOY.ct_eq(&hash);
-                }
+        let Some(entry) = inner.cache.hit(&id, now_us) else {
+            // The id is public (lists, logs, errors name it) and its secret
+            // is never compared here, so an unknown id costs no hash: a
+            // flood of made-up tokens is the cheapest kind to refuse.
+            KeyHash::scrub(&mut block);
+            if inner.cache.known_unknown(&id, now_us) {
                 self.audit_verify(Some((id, parsed.display_prefix())), "invalid", None);
                 return Fast::Done(Err(VerifyError::Invalid));
             }
+            return Fast::Slow;
         };
+        let hash = KeyHash::of_block(block);
+        if !entry.hash.ct_eq(&hash) {
+            // Same id, same prefix: the entry's copy is a fixed-size move.
+            self.audit_verify(Some((id, entry.prefix)), "invalid", None);
+            return Fast::Done(Err(VerifyError::Invalid));
+        }
         let key = Some((id, entry.prefix));
         if entry.metered || self.inactive_at(&entry, now_us) {
             return Fast::Slow;
@@ -520,13 +515,7 @@ impl Keyward {
                 }
             }
         };
-        let matches = match &entry {
-            Some(e) => e.hash.ct_eq(&hash),
-            None => {
-                let _ = DECOY.ct_eq(&hash);
-                false
-            }
-        };
+        let matches = entry.as_ref().is_some_and(|e| e.hash.ct_eq(&hash));
         let mut entry = match entry {
             Some(e) if matches => e,
             _ => {
@@ -1597,37 +1586,38 @@ pub(crate) fn latest() -> DateTime<Utc> {
 /// a host's rate limiter) allocates, for the boxed future that does.
 #[must_use = "a verification does nothing unless awaited"]
 pub struct VerifyFuture<'a> {
-    state: VerifyState<'a>,
+    keys: &'a Keyward,
+    token: &'a str,
+    tenant: Option<&'a str>,
+    /// The rest of a check that had to await.
+    slow: Option<Awaiting<'a>>,
+    done: bool,
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-enum VerifyState<'a> {
-    Start {
-        keys: &'a Keyward,
-        token: &'a str,
-        tenant: Option<&'a str>,
-    },
+enum Awaiting<'a> {
     Flush(Option<Verified>, Boxed<'a, ()>),
-    Slow(Boxed<'a, Result<Verified, VerifyError>>),
-    Done,
+    Store(Boxed<'a, Result<Verified, VerifyError>>),
 }
 
 impl<'a> VerifyFuture<'a> {
     fn new(keys: &'a Keyward, token: &'a str, tenant: Option<&'a str>) -> Self {
         Self {
-            state: VerifyState::Start {
-                keys,
-                token,
-                tenant,
-            },
+            keys,
+            token,
+            tenant,
+            slow: None,
+            done: false,
         }
     }
 }
 
 impl fmt::Debug for VerifyFuture<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyFuture").finish_non_exhaustive()
+        f.debug_struct("VerifyFuture")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1636,46 +1626,46 @@ impl Future for VerifyFuture<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        loop {
-            match &mut this.state {
-                VerifyState::Start {
-                    keys,
-                    token,
-                    tenant,
-                } => {
-                    let (keys, token, tenant) = (*keys, *token, *tenant);
-                    this.state = match keys.verify_cached(token, tenant) {
-                        Fast::Done(result) => {
-                            this.state = VerifyState::Done;
-                            return Poll::Ready(result);
-                        }
-                        Fast::Flush(verified, now_us) => {
-                            VerifyState::Flush(Some(verified), flush_boxed(keys, now_us))
-                        }
-                        Fast::Slow => VerifyState::Slow(slow_boxed(keys, token, tenant)),
-                    };
-                }
-                VerifyState::Flush(verified, flush) => {
-                    if flush.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    let verified = verified.take();
-                    this.state = VerifyState::Done;
-                    // Always Some: taken once, on the way to Done.
-                    return match verified {
-                        Some(v) => Poll::Ready(Ok(v)),
-                        None => Poll::Pending,
-                    };
-                }
-                VerifyState::Slow(slow) => {
-                    let result = std::task::ready!(slow.as_mut().poll(cx));
-                    this.state = VerifyState::Done;
+        if this.done {
+            // Polled after completion: never resolves again.
+            return Poll::Pending;
+        }
+        if this.slow.is_none() {
+            match this.keys.verify_cached(this.token, this.tenant) {
+                Fast::Done(result) => {
+                    this.done = true;
                     return Poll::Ready(result);
                 }
-                // Polled after completion: never resolves again.
-                VerifyState::Done => return Poll::Pending,
+                Fast::Flush(verified, now_us) => {
+                    this.slow = Some(Awaiting::Flush(
+                        Some(verified),
+                        flush_boxed(this.keys, now_us),
+                    ));
+                }
+                Fast::Slow => {
+                    this.slow = Some(Awaiting::Store(slow_boxed(
+                        this.keys,
+                        this.token,
+                        this.tenant,
+                    )));
+                }
             }
         }
+        let result = match &mut this.slow {
+            Some(Awaiting::Flush(verified, flush)) => {
+                std::task::ready!(flush.as_mut().poll(cx));
+                match verified.take() {
+                    Some(v) => Ok(v),
+                    // Taken once, on the way to `done`.
+                    None => return Poll::Pending,
+                }
+            }
+            Some(Awaiting::Store(store)) => std::task::ready!(store.as_mut().poll(cx)),
+            None => return Poll::Pending,
+        };
+        this.slow = None;
+        this.done = true;
+        Poll::Ready(result)
     }
 }
 

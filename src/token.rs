@@ -381,14 +381,19 @@ impl KeyHash {
         Some(block)
     }
 
+    /// Overwrites a block from [`KeyHash::pad`] (a copy of the secret):
+    /// a plain store the optimiser must keep (black_box), two vector
+    /// writes instead of 64 volatile ones.
+    pub(crate) fn scrub(block: &mut [u8; 64]) {
+        *block = [0u8; 64];
+        std::hint::black_box(&*block);
+    }
+
     /// The hash of a block from [`KeyHash::pad`].
     pub(crate) fn of_block(mut block: [u8; 64]) -> Self {
         let mut state = SHA256_IV;
         sha2::block_api::compress256(&mut state, &[block]);
-        // Scrub the copy of the secret: a plain store the optimiser must
-        // keep (black_box), two vector writes instead of 64 volatile ones.
-        block = [0u8; 64];
-        std::hint::black_box(&block);
+        Self::scrub(&mut block);
         let mut out = [0u8; 32];
         for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
             chunk.copy_from_slice(&word.to_be_bytes());

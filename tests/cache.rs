@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Duration;
-use common::forge::unknown_token;
+use common::forge::{same_id_other_secret, unknown_token};
 use common::{admin, catalog, harness_with, CountingStore};
 use keyward::{Keyward, ManualClock, MemoryStore, NewKey, VerifyError};
 
@@ -32,6 +32,42 @@ async fn a_hot_key_reads_the_store_once_per_time_limit() {
     h.clock.advance(Duration::milliseconds(1));
     h.keys.verify(token).await.expect("valid");
     assert_eq!(h.store.gets() - before, 2, "re-read at the limit");
+}
+
+#[tokio::test]
+async fn refusals_of_a_cached_key_are_classified_without_the_store() {
+    let h = harness_with(|b| b.cache_ttl(Duration::seconds(10)));
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    h.keys.verify(token).await.expect("valid");
+    let before = h.store.gets();
+    // One character changed: the checksum no longer matches.
+    let mut typo = token.as_bytes().to_vec();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    assert!(matches!(
+        h.keys.verify(&typo).await,
+        Err(VerifyError::Malformed)
+    ));
+    // Same id, another secret with a correct checksum: a wrong key.
+    assert!(matches!(
+        h.keys.verify(&same_id_other_secret(token)).await,
+        Err(VerifyError::Invalid)
+    ));
+    // An unknown id refused once is refused again from memory.
+    let unknown = unknown_token(7);
+    for _ in 0..3 {
+        assert!(matches!(
+            h.keys.verify(&unknown).await,
+            Err(VerifyError::Invalid)
+        ));
+    }
+    assert_eq!(h.store.gets() - before, 1, "one read, for the unknown id");
+    h.keys.verify(token).await.expect("still valid");
 }
 
 #[tokio::test]
