@@ -14,7 +14,8 @@
 //!   chain written out below.
 //! - `valid/peer`: `prefixed-api-key` 0.3 parse and hash check of one key.
 //! - `reject/{accept,wrong_secret,unknown_id,malformed,malformed_checksum,
-//!   malformed_typo}`: 1,000 keys stored, one token repeated.
+//!   malformed_typo}`: 1,000 keys stored, one token repeated;
+//!   `reject/floor` is the harness alone (a ready future, polled).
 //! - `threads/{one,two}/{different,same}`: one iteration is one verify
 //!   per thread, so throughput(two) / throughput(one) = 2 × t(one) / t(two).
 
@@ -419,7 +420,11 @@ fn bench_threads(c: &mut Criterion) {
     g.finish();
 }
 
-/// Criterion's figure for a bench (`group/function/id`), in nanoseconds.
+/// When this run began.
+static START: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
+/// Criterion's figure for a bench (`group/function/id`) in nanoseconds, if
+/// this run measured it.
 fn estimate(id: &str) -> Option<f64> {
     // Criterion's directory: the group, then the function id with `/`
     // turned into `_`.
@@ -431,6 +436,12 @@ fn estimate(id: &str) -> Option<f64> {
     .join(group)
     .join(function.replace('/', "_"))
     .join("new/estimates.json");
+    // Only estimates written by this process: a filtered run must not mix
+    // in figures from an earlier one.
+    let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if written < *START.get()? {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["slope"]["point_estimate"]
@@ -511,6 +522,13 @@ fn report(memory: &Memory) {
 
     println!("\nkeyward verify targets (one run; ratios of criterion's estimates):");
     for (name, value, target, ok) in &rows {
+        if value.is_nan() {
+            println!(
+                "  {name:<45} {:>9}   target {target:<7} (not measured in this run)",
+                "-"
+            );
+            continue;
+        }
         println!(
             "  {name:<45} {value:>9.2}   target {target:<7} {}",
             if *ok { "met" } else { "MISSED" }
@@ -568,6 +586,7 @@ fn report(memory: &Memory) {
 }
 
 fn main() {
+    let _ = START.set(std::time::SystemTime::now());
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
