@@ -12,6 +12,9 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
+mod common;
+
+use common::forge::{same_id_other_secret, unknown_token};
 use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, RateLimit, VerifyError};
 
 /// Counts allocations made on threads that asked to be watched, so other
@@ -132,13 +135,26 @@ fn the_counter_sees_allocations() {
 }
 
 #[test]
-fn malformed_and_unknown_tokens_allocate_nothing_either() {
+fn refusing_bad_tokens_allocates_nothing_either() {
     let keys = keyward();
+    let admin = Actor::new("admin", "acme")
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let issued = run(keys.create(&admin, NewKey::new("zapier"))).expect("created");
+    let token = issued.token.expose_secret().to_string();
+    run(keys.verify(&token)).expect("valid");
     let garbage = "sk_not-a-token";
-    let unknown = "sk_AAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    let bad_checksum = "sk_AAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    // Well-formed, with a correct checksum: an id nobody has, and the
+    // cached key's id with another secret.
+    let unknown = unknown_token(42);
+    let wrong_secret = same_id_other_secret(&token);
+    // Warm up: the unknown id is read from the store once, then remembered.
     for _ in 0..3 {
-        let _ = run(keys.verify(garbage));
-        let _ = run(keys.verify(unknown));
+        assert!(matches!(
+            run(keys.verify(&unknown)),
+            Err(VerifyError::Invalid)
+        ));
     }
     let (count, ()) = allocations(|| {
         for _ in 0..10_000 {
@@ -146,7 +162,18 @@ fn malformed_and_unknown_tokens_allocate_nothing_either() {
                 run(keys.verify(garbage)),
                 Err(VerifyError::Malformed)
             ));
-            assert!(run(keys.verify(unknown)).is_err());
+            assert!(matches!(
+                run(keys.verify(bad_checksum)),
+                Err(VerifyError::Malformed)
+            ));
+            assert!(matches!(
+                run(keys.verify(&unknown)),
+                Err(VerifyError::Invalid)
+            ));
+            assert!(matches!(
+                run(keys.verify(&wrong_secret)),
+                Err(VerifyError::Invalid)
+            ));
         }
     });
     assert_eq!(count, 0, "allocations refusing bad tokens");
