@@ -336,6 +336,12 @@ pub struct IssuedKey {
 /// It shares the verification cache's copy of the key: no allocation and
 /// no shared reference-count write per verify. Cloning it is one
 /// reference-count increment.
+///
+/// It is meant to live for one request. A thread that holds more than a
+/// few at once pays a reference-count write for each further one, and a
+/// held `Verified` keeps its copy of the key in memory after the key
+/// leaves the cache. It is a snapshot: a revocation made while it is held
+/// applies to the next verify, not to this value.
 pub struct Verified {
     pub(crate) key: Held,
 }
