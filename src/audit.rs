@@ -195,7 +195,17 @@ pub struct TracingAuditSink;
 
 impl AuditSink for TracingAuditSink {
     fn wants_refusals(&self) -> bool {
-        tracing::enabled!(target: "keyward::audit", tracing::Level::WARN)
+        // The same fields as the event, so that a subscriber filtering on
+        // field names answers as it would for the event itself.
+        tracing::enabled!(
+            target: "keyward::audit",
+            tracing::Level::WARN,
+            action,
+            key,
+            actor,
+            tenant,
+            reason
+        )
     }
 
     fn record(&self, e: &AuditEvent) {

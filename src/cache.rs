@@ -40,8 +40,8 @@ use crate::token::{DisplayPrefix, KeyHash, KeyId};
 /// Stripes of the unknown-id map, the in-flight loads and the
 /// invalidation counters.
 const SHARDS: usize = 16;
-/// Limiter states kept for keys that are not in the table.
-const STASH_MAX: usize = 65_536;
+/// Limiter states kept for keys that are not in the table, at least.
+const STASH_MIN: usize = 65_536;
 /// Table slots checked for stale entries on each insert.
 const PURGE_STEP: usize = 8;
 
@@ -435,6 +435,8 @@ struct Writer {
     cursor: usize,
     /// The latest time a writer saw, in GCRA nanoseconds.
     now_ns: u64,
+    /// How many limiter states the stash keeps at most.
+    stash_max: usize,
 }
 
 impl Writer {
@@ -443,14 +445,19 @@ impl Writer {
             self.stash.remove(&id);
             return;
         }
-        if self.stash.len() >= STASH_MAX && !self.stash.contains_key(&id) {
+        if self.stash.len() >= self.stash_max && !self.stash.contains_key(&id) {
             let now = self.now_ns;
             self.stash.retain(|_, t| !Gcra::idle(*t, now));
-            if self.stash.len() >= STASH_MAX {
-                // Bounded: this key's limit restarts. (It takes more than
-                // 65,536 limited keys leaving the cache within one refill
-                // period.)
-                return;
+            if self.stash.len() >= self.stash_max {
+                // Still full of keys that are being limited: forget the
+                // eighth closest to refilled (the least state lost), so
+                // the next inserts find room without another scan. A
+                // forgotten key's limit restarts with a full burst; the
+                // new key's state is never dropped.
+                let mut tats: Vec<u64> = self.stash.values().copied().collect();
+                let cut = tats.len() / 8;
+                let (_, &mut threshold, _) = tats.select_nth_unstable(cut);
+                self.stash.retain(|_, t| *t > threshold);
             }
         }
         let slot = self.stash.entry(id).or_insert(0);
@@ -496,7 +503,10 @@ impl Cache {
         let hash = IdHash::random();
         Self {
             table: Table::new(slots),
-            writer: Mutex::default(),
+            writer: Mutex::new(Writer {
+                stash_max: capacity.max(STASH_MIN),
+                ..Writer::default()
+            }),
             epochs: Default::default(),
             unknown: (0..SHARDS)
                 .map(|_| RwLock::new((HashMap::with_hasher(hash), 0)))
@@ -511,7 +521,10 @@ impl Cache {
 
     /// The stripe of `id` for the unknown map, loads and epochs.
     fn stripe(&self, id: &KeyId) -> usize {
-        (self.hash.of(id) >> 60) as usize % SHARDS
+        // Middle bits: the maps index by the low bits and tag entries with
+        // the top seven, so a stripe taken from either would leave each
+        // shard's map a fraction of its buckets or tags.
+        (self.hash.of(id) >> 32) as usize % SHARDS
     }
 
     fn unknown_read(&self, i: usize) -> RwLockReadGuard<'_, (UnknownShard, i64)> {
@@ -927,6 +940,35 @@ mod tests {
             assert_eq!(hit, n % 3 != 0, "key {n}");
         }
         assert_eq!(cache.len().0, 2_000);
+    }
+
+    #[test]
+    fn a_full_stash_forgets_the_states_closest_to_refilled() {
+        let mut w = Writer {
+            stash_max: 16,
+            now_ns: 1_000,
+            ..Writer::default()
+        };
+        let ids: Vec<KeyId> = (0..16).map(|_| KeyId::random().expect("entropy")).collect();
+        // Sixteen keys being limited (state ahead of now), the first the
+        // closest to refilled.
+        for (n, id) in (0u64..).zip(&ids) {
+            w.stash(*id, 2_000 + n);
+        }
+        assert_eq!(w.stash.len(), 16);
+        let newcomer = KeyId::random().expect("entropy");
+        w.stash(newcomer, 5_000);
+        assert_eq!(w.stash.get(&newcomer), Some(&5_000), "never dropped");
+        assert!(w.stash.len() <= 16);
+        assert!(!w.stash.contains_key(&ids[0]), "closest to refilled goes");
+        assert!(w.stash.contains_key(&ids[15]), "furthest stays");
+        // Idle states go first, before anything is forgotten.
+        while w.stash.len() < 16 {
+            w.stash(KeyId::random().expect("entropy"), 3_000);
+        }
+        w.now_ns = 1_000_000;
+        w.stash(ids[0], 2_000_000);
+        assert_eq!(w.stash.len(), 1, "all the others were refilled");
     }
 
     #[test]

@@ -52,9 +52,13 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
 /// [`Clock::now`] reads the precise wall clock. [`Clock::now_micros`], which
 /// verification reads, is coarse: the operating system's coarse monotonic
 /// clock (resolution 1–4 ms on Linux, where a read costs a few nanoseconds
-/// instead of 25–40) plus the wall-clock offset, re-read once a second. It
+/// instead of 25–40) plus the wall-clock offset, re-read every 100 ms. It
 /// stays within the coarse clock's resolution of the precise clock, so
-/// expiry and rate limits are decided to within a few milliseconds.
+/// expiry and rate limits are decided to within a few milliseconds; for up
+/// to 100 ms after the wall clock is stepped, or after a resume from
+/// suspend (which the monotonic clock does not count), it may lag by the
+/// step. On platforms without a monotonic coarse clock (Unix other than
+/// Linux, Android, macOS, FreeBSD and DragonFly) it reads the wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -63,8 +67,30 @@ impl Clock for SystemClock {
         Utc::now()
     }
 
+    #[cfg(any(
+        windows,
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    ))]
     fn now_micros(&self) -> i64 {
         coarse::now_micros()
+    }
+
+    // Elsewhere coarsetime reads `gettimeofday`, which is not monotonic:
+    // a backward step would freeze the offset scheme.
+    #[cfg(not(any(
+        windows,
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    )))]
+    fn now_micros(&self) -> i64 {
+        coarse::wall_micros()
     }
 }
 
@@ -75,8 +101,10 @@ mod coarse {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     /// How often the wall-clock offset is re-read, in microseconds: picks
-    /// up steps of the wall clock (e.g. by an administrator).
-    const REBASE_US: i64 = 1_000_000;
+    /// up steps of the wall clock (an administrator, NTP) and time spent
+    /// suspended, which the monotonic clock does not count. One precise
+    /// read per 100 ms costs nothing measurable.
+    const REBASE_US: i64 = 100_000;
 
     static ORIGIN: OnceLock<coarsetime::Instant> = OnceLock::new();
     /// Wall clock minus coarse monotonic time, in microseconds.
@@ -92,13 +120,24 @@ mod coarse {
         i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
     }
 
-    fn wall_micros() -> i64 {
+    pub(super) fn wall_micros() -> i64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or_else(
             |e| -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
             |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
         )
     }
 
+    #[cfg_attr(
+        not(any(
+            windows,
+            target_os = "linux",
+            target_os = "android",
+            target_os = "macos",
+            target_os = "freebsd",
+            target_os = "dragonfly"
+        )),
+        allow(dead_code)
+    )]
     pub(super) fn now_micros() -> i64 {
         let mono = monotonic_micros();
         let offset = OFFSET.load(Ordering::Relaxed);

@@ -133,8 +133,10 @@ impl KeywardBuilder {
     /// [`LocalLimiter`](crate::LocalLimiter)) lives in its cache entry and
     /// each tenant's beside the tenant, on this builder's clock: no lock
     /// and no map on the verify path. The state of a key that leaves the
-    /// cache is kept aside (for up to 65,536 keys at once), so eviction or
-    /// a change to the key does not reset its limit.
+    /// cache is kept aside (for up to `cache_capacity` or 65,536 keys at
+    /// once, whichever is more; when full, the states closest to refilled
+    /// are forgotten first), so eviction or a change to the key does not
+    /// reset its limit.
     pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
         self.limiter = Some(Arc::new(limiter));
         self
@@ -183,7 +185,9 @@ impl KeywardBuilder {
     }
 
     /// How many keys the verification cache holds at most. Default:
-    /// 100,000 (about 300 bytes each, plus name).
+    /// 100,000 (about 240 bytes each, plus name). Its slot table (16–32 bytes
+    /// per key of capacity) is allocated when the `Keyward` is built, so
+    /// the limit is 16,777,216 keys; [`build`](Self::build) refuses more.
     pub fn cache_capacity(mut self, keys: usize) -> Self {
         self.cache_capacity = keys;
         self
@@ -192,7 +196,8 @@ impl KeywardBuilder {
     /// How many unknown ids the verification cache remembers at most, so
     /// that a flood of made-up tokens costs one store read per id per
     /// [`cache_ttl`](Self::cache_ttl). Kept apart from known keys: a flood
-    /// never evicts them. Default: 100,000 (about 40 bytes each).
+    /// never evicts them. Default: 100,000 (about 40 bytes each); at most
+    /// 16,777,216.
     pub fn unknown_cache_capacity(mut self, ids: usize) -> Self {
         self.unknown_cache_capacity = ids;
         self
@@ -227,6 +232,15 @@ impl KeywardBuilder {
             .is_some_and(|r| r < Duration::zero())
         {
             return invalid("retention.purge_after", "must not be negative");
+        }
+        if self.cache_capacity > MAX_CACHE_CAPACITY {
+            return invalid(
+                "cache_capacity",
+                "must be at most 16,777,216 keys (its table is allocated up front)",
+            );
+        }
+        if self.unknown_cache_capacity > MAX_CACHE_CAPACITY {
+            return invalid("unknown_cache_capacity", "must be at most 16,777,216 ids");
         }
         let Some(ttl_us) = self
             .cache_ttl
@@ -334,6 +348,9 @@ impl fmt::Debug for Keyward {
     }
 }
 
+/// The largest `cache_capacity` and `unknown_cache_capacity` accepted.
+const MAX_CACHE_CAPACITY: usize = 1 << 24;
+
 impl Keyward {
     /// Starts building over `store` with the permissions of `catalog`.
     pub fn builder(store: impl KeyStore, catalog: Catalog) -> KeywardBuilder {
@@ -437,7 +454,7 @@ impl Keyward {
             }
             return Fast::Slow;
         };
-        let hash = KeyHash::of_block(block);
+        let hash = KeyHash::of_block(&mut block);
         if !entry.hash.ct_eq(&hash) {
             // Same id, same prefix: the entry's copy is a fixed-size move.
             self.audit_verify(Some((id, entry.prefix)), "invalid", None);

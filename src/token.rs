@@ -352,7 +352,7 @@ impl KeyHash {
 
     pub(crate) fn of(token: &[u8]) -> Self {
         match Self::pad(token) {
-            Some(block) => Self::of_block(block),
+            Some(mut block) => Self::of_block(&mut block),
             None => Self(Sha256::digest(token).into()),
         }
     }
@@ -390,10 +390,11 @@ impl KeyHash {
     }
 
     /// The hash of a block from [`KeyHash::pad`].
-    pub(crate) fn of_block(mut block: [u8; 64]) -> Self {
+    /// The block, a copy of the secret, is scrubbed afterwards.
+    pub(crate) fn of_block(block: &mut [u8; 64]) -> Self {
         let mut state = SHA256_IV;
-        sha2::block_api::compress256(&mut state, &[block]);
-        Self::scrub(&mut block);
+        sha2::block_api::compress256(&mut state, std::slice::from_ref(block));
+        Self::scrub(block);
         let mut out = [0u8; 32];
         for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
             chunk.copy_from_slice(&word.to_be_bytes());

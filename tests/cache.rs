@@ -326,6 +326,22 @@ async fn invalid_cache_settings_are_refused() {
             .expect_err("out of range");
         assert!(err.to_string().contains("cache_ttl"), "{err}");
     }
+    // The slot table is allocated at build: no capacity-overflow panic or
+    // abort for "unbounded".
+    let err = Keyward::builder(MemoryStore::new(), catalog())
+        .cache_capacity(usize::MAX)
+        .build()
+        .expect_err("too large");
+    assert!(err.to_string().contains("cache_capacity"), "{err}");
+    let err = Keyward::builder(MemoryStore::new(), catalog())
+        .unknown_cache_capacity(usize::MAX)
+        .build()
+        .expect_err("too large");
+    assert!(err.to_string().contains("unknown_cache_capacity"), "{err}");
+    Keyward::builder(MemoryStore::new(), catalog())
+        .cache_capacity(0)
+        .build()
+        .expect("zero turns the table off");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
