@@ -61,6 +61,16 @@ pub(crate) struct Tenants {
     map: Mutex<HashMap<Box<str>, Arc<Tenant>>>,
 }
 
+impl Tenant {
+    fn new(name: &str, quota: Option<RateLimit>) -> Self {
+        Self {
+            name: name.into(),
+            quota: quota.map(|q| (q, q.gcra())),
+            tat: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Tenants {
     /// The tenant named `name`, with `quota` if it is new.
     pub(crate) fn get(&self, name: &str, quota: impl FnOnce() -> Option<RateLimit>) -> Arc<Tenant> {
@@ -68,11 +78,7 @@ impl Tenants {
         if let Some(t) = map.get(name) {
             return t.clone();
         }
-        let tenant = Arc::new(Tenant {
-            name: name.into(),
-            quota: quota().map(|q| (q, q.gcra())),
-            tat: AtomicU64::new(0),
-        });
+        let tenant = Arc::new(Tenant::new(name, quota()));
         map.insert(name.into(), tenant.clone());
         tenant
     }
@@ -133,6 +139,7 @@ impl CachedKey {
         tenant: Arc<Tenant>,
         default_limit: Option<RateLimit>,
     ) -> Self {
+        let limit = record.rate_limit.or(default_limit);
         Self {
             hash: record.hash,
             id: record.id,
@@ -148,8 +155,8 @@ impl CachedKey {
             revoked: record.revoked_at.is_some(),
             metered: record.remaining.is_some() || record.refill.is_some(),
             cached: false,
-            gcra: record.rate_limit.or(default_limit).map(|l| l.gcra()),
-            limit: record.rate_limit.or(default_limit),
+            gcra: limit.map(|l| l.gcra()),
+            limit,
             tenant,
             permissions,
             name: record.name.as_str().into(),
@@ -174,11 +181,7 @@ impl CachedKey {
             cached: false,
             gcra: None,
             limit: None,
-            tenant: Arc::new(Tenant {
-                name: "".into(),
-                quota: None,
-                tat: AtomicU64::new(0),
-            }),
+            tenant: Arc::new(Tenant::new("", None)),
             permissions: catalog.none(),
             name: "".into(),
             prefix: DisplayPrefix::default(),
@@ -547,22 +550,30 @@ impl Cache {
         now.saturating_sub(loaded_at) < self.ttl_us && now >= loaded_at
     }
 
-    /// The entry for `id` in the table, fresh or not.
+    /// Walks `id`'s probe run: the slot holding it and its entry, or the
+    /// empty slot that ends the run and `None`. (The table is at most half
+    /// full, so every run ends.)
     #[inline]
-    fn find(&self, id: &KeyId) -> Option<Held> {
+    fn probe(&self, id: &KeyId) -> (usize, Option<Held>) {
         let table = &self.table;
         let mut i = self.hash.of(id) as usize & table.mask;
         for _ in 0..table.slots.len() {
             let slot = table.slots[i].load();
             if slot.id == *id {
-                return Some(slot);
+                return (i, Some(slot));
             }
             if !table.occupied(&slot) {
-                return None;
+                break;
             }
             i = (i + 1) & table.mask;
         }
-        None
+        (i, None)
+    }
+
+    /// The entry for `id` in the table, fresh or not.
+    #[inline]
+    fn find(&self, id: &KeyId) -> Option<Held> {
+        self.probe(id).1
     }
 
     /// A fresh entry for `id`, from the table alone (no lock).
@@ -579,15 +590,10 @@ impl Cache {
     }
 
     pub(crate) fn get(&self, id: &KeyId, now: i64) -> Lookup {
-        if let Some(entry) = self.find(id) {
-            if self.fresh(entry.loaded_at, now) {
-                return Lookup::Hit(entry);
-            }
-        } else {
-            let shard = self.unknown_read(self.stripe(id));
-            if shard.0.get(id).is_some_and(|at| self.fresh(*at, now)) {
-                return Lookup::Unknown;
-            }
+        match self.find(id) {
+            Some(entry) if self.fresh(entry.loaded_at, now) => return Lookup::Hit(entry),
+            None if self.known_unknown(id, now) => return Lookup::Unknown,
+            _ => {}
         }
         let shard = self.stripe(id);
         Lookup::Miss(Ticket {
@@ -684,38 +690,22 @@ impl Cache {
 
     /// Puts `entry` in the table, replacing the entry of the same id.
     fn insert(&self, w: &mut Writer, entry: Arc<CachedKey>) {
-        let table = &self.table;
-        let mut i = self.hash.of(&entry.id) as usize & table.mask;
-        loop {
-            let slot = table.slots[i].load();
-            if slot.id == entry.id {
-                break;
-            }
-            if !table.occupied(&slot) {
-                w.len += 1;
-                break;
-            }
-            i = (i + 1) & table.mask;
+        let (i, replaced) = self.probe(&entry.id);
+        if replaced.is_none() {
+            w.len += 1;
         }
-        table.slots[i].store(entry);
+        drop(replaced);
+        self.table.slots[i].store(entry);
     }
 
     /// Takes `id` out of the table (its limiter state to the stash), and
     /// closes the gap so later entries of its run stay reachable.
     fn remove(&self, w: &mut Writer, id: &KeyId) {
-        let table = &self.table;
-        let mut i = self.hash.of(id) as usize & table.mask;
-        loop {
-            let slot = table.slots[i].load();
-            if slot.id == *id {
-                break;
-            }
-            if !table.occupied(&slot) {
-                return;
-            }
-            i = (i + 1) & table.mask;
+        let (i, found) = self.probe(id);
+        if found.is_some() {
+            drop(found);
+            self.remove_at(w, &self.table, i);
         }
-        self.remove_at(w, table, i);
     }
 
     fn remove_at(&self, w: &mut Writer, table: &Table, mut hole: usize) {

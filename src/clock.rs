@@ -67,30 +67,12 @@ impl Clock for SystemClock {
         Utc::now()
     }
 
-    #[cfg(any(
-        windows,
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "freebsd",
-        target_os = "dragonfly"
-    ))]
     fn now_micros(&self) -> i64 {
-        coarse::now_micros()
-    }
-
-    // Elsewhere coarsetime reads `gettimeofday`, which is not monotonic:
-    // a backward step would freeze the offset scheme.
-    #[cfg(not(any(
-        windows,
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "freebsd",
-        target_os = "dragonfly"
-    )))]
-    fn now_micros(&self) -> i64 {
-        coarse::wall_micros()
+        if coarse::MONOTONIC {
+            coarse::now_micros()
+        } else {
+            coarse::wall_micros()
+        }
     }
 }
 
@@ -99,6 +81,18 @@ mod coarse {
     use std::sync::atomic::{AtomicI64, Ordering};
     use std::sync::OnceLock;
     use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Whether coarsetime reads a monotonic clock here. Elsewhere it reads
+    /// `gettimeofday`, which is not monotonic: a backward step would
+    /// freeze the offset scheme, so the wall clock is read instead.
+    pub(super) const MONOTONIC: bool = cfg!(any(
+        windows,
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    ));
 
     /// How often the wall-clock offset is re-read, in microseconds: picks
     /// up steps of the wall clock (an administrator, NTP) and time spent
@@ -127,17 +121,6 @@ mod coarse {
         )
     }
 
-    #[cfg_attr(
-        not(any(
-            windows,
-            target_os = "linux",
-            target_os = "android",
-            target_os = "macos",
-            target_os = "freebsd",
-            target_os = "dragonfly"
-        )),
-        allow(dead_code)
-    )]
     pub(super) fn now_micros() -> i64 {
         let mono = monotonic_micros();
         let offset = OFFSET.load(Ordering::Relaxed);

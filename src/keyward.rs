@@ -426,18 +426,12 @@ impl Keyward {
         if inner.limiter.is_some() {
             return Fast::Slow;
         }
-        let malformed = || {
-            self.audit_verify(None, "malformed", None);
-            Fast::Done(Err(VerifyError::Malformed))
-        };
         // Shape and checksum first: typos and made-up strings (the usual
         // flood) stop here, before the clock, the cache or SHA-256.
-        let Ok(parsed) = inner.format.parse_shape(token) else {
-            return malformed();
+        let Ok(parsed) = inner.format.parse(token) else {
+            self.audit_verify(None, "malformed", None);
+            return Fast::Done(Err(VerifyError::Malformed));
         };
-        if !parsed.checksum_ok() {
-            return malformed();
-        }
         let id = parsed.id();
         let Some(mut block) = parsed.padded() else {
             return Fast::Slow;
@@ -1595,7 +1589,6 @@ pub(crate) fn latest() -> DateTime<Utc> {
     DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// The earliest instant keyward asks a store about: 0001-01-01T00:00:00Z.
 /// The future of [`Keyward::verify`] and [`Keyward::verify_for_tenant`].
 ///
 /// Small and allocation-free when the key is cached: its first poll runs
@@ -1722,6 +1715,7 @@ fn micros_to_time(us: i64) -> DateTime<Utc> {
     })
 }
 
+/// The earliest instant keyward asks a store about: 0001-01-01T00:00:00Z.
 pub(crate) fn earliest() -> DateTime<Utc> {
     DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }

@@ -358,8 +358,8 @@ impl KeyHash {
     }
 
     /// `token` padded into one SHA-256 block, if it fits (every token
-    /// does). Every token fits one block: padding it here and running the
-    /// compression function once skips the streaming hasher's buffering
+    /// does): padding it here and running the compression function once
+    /// skips the streaming hasher's buffering
     /// (a quarter of the cost of a short digest). Padding early and
     /// compressing later also lets the stores settle before the block is
     /// read back in 16-byte loads.
@@ -565,20 +565,6 @@ impl TokenFormat {
     /// [`MalformedToken`] for anything that is not a token of this format,
     /// including a wrong prefix or checksum.
     pub fn parse<'a>(&self, input: &'a str) -> Result<ParsedToken<'a>, MalformedToken> {
-        let parsed = self.parse_shape(input)?;
-        if !parsed.checksum_ok() {
-            return Err(MalformedToken);
-        }
-        Ok(parsed)
-    }
-
-    /// [`TokenFormat::parse`] without the checksum: for the verify path,
-    /// which checks it only when the id is not cached (a token whose hash
-    /// matches is the issued token, checksum and all).
-    pub(crate) fn parse_shape<'a>(
-        &self,
-        input: &'a str,
-    ) -> Result<ParsedToken<'a>, MalformedToken> {
         let t = input.trim_ascii().as_bytes();
         let p = self.prefix.len();
         if t.len() != self.token_len() {
@@ -595,6 +581,10 @@ impl TokenFormat {
             return Err(MalformedToken);
         };
         if !(is_base62(&id) & is_base62(body)) {
+            return Err(MalformedToken);
+        }
+        let (signed, sum) = t.split_at(t.len() - CHECKSUM_LEN);
+        if !checksum_matches(signed, sum) {
             return Err(MalformedToken);
         }
         Ok(ParsedToken {
@@ -633,12 +623,6 @@ impl ParsedToken<'_> {
     /// The token padded for hashing: see [`KeyHash::pad`].
     pub(crate) fn padded(&self) -> Option<[u8; 64]> {
         KeyHash::pad(self.token)
-    }
-
-    /// Whether the checksum (the last six characters) is right.
-    pub(crate) fn checksum_ok(&self) -> bool {
-        let (signed, sum) = self.token.split_at(self.token.len() - CHECKSUM_LEN);
-        checksum_matches(signed, sum)
     }
 }
 

@@ -14,8 +14,9 @@ use std::task::{Context, Poll, Waker};
 
 mod common;
 
+use common::admin;
 use common::forge::{same_id_other_secret, unknown_token};
-use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, RateLimit, VerifyError};
+use keyward::{Catalog, Keyward, MemoryStore, NewKey, RateLimit, VerifyError};
 
 /// Counts allocations made on threads that asked to be watched, so other
 /// test threads do not disturb the count.
@@ -83,27 +84,27 @@ fn run<F: Future>(f: F) -> F::Output {
     }
 }
 
-fn keyward() -> Keyward {
+/// A `Keyward` with every per-request feature on, and the token of one
+/// key of tenant `acme` that may read contacts.
+fn keyward_and_token() -> (Keyward, String) {
     let catalog = Catalog::builder()
         .resource("contacts", ["read", "write"])
         .build()
         .expect("catalog");
-    Keyward::builder(MemoryStore::new(), catalog)
+    let keys = Keyward::builder(MemoryStore::new(), catalog)
         .rate_limit(RateLimit::per_second(1_000_000).expect("valid"))
         .tenant_quota(RateLimit::per_second(1_000_000).expect("valid"))
         .build()
-        .expect("config")
+        .expect("config");
+    let new = NewKey::new("zapier").permissions(["contacts:read"]);
+    let issued = run(keys.create(&admin(&keys, "acme"), new)).expect("created");
+    let token = issued.token.expose_secret().to_string();
+    (keys, token)
 }
 
 #[test]
 fn verifying_a_cached_key_allocates_nothing() {
-    let keys = keyward();
-    let admin = Actor::new("admin", "acme")
-        .permissions(keys.catalog().all())
-        .may_manage_keys(true);
-    let issued = run(keys.create(&admin, NewKey::new("zapier").permissions(["contacts:read"])))
-        .expect("created");
-    let token = issued.token.expose_secret().to_string();
+    let (keys, token) = keyward_and_token();
     let read = keys.catalog().parse("contacts:read").expect("known");
     // Warm up: the first verify reads the store and fills the cache, notes
     // the first use, and sets up this thread's state in the cache's
@@ -136,12 +137,7 @@ fn the_counter_sees_allocations() {
 
 #[test]
 fn refusing_bad_tokens_allocates_nothing_either() {
-    let keys = keyward();
-    let admin = Actor::new("admin", "acme")
-        .permissions(keys.catalog().all())
-        .may_manage_keys(true);
-    let issued = run(keys.create(&admin, NewKey::new("zapier"))).expect("created");
-    let token = issued.token.expose_secret().to_string();
+    let (keys, token) = keyward_and_token();
     run(keys.verify(&token)).expect("valid");
     let garbage = "sk_not-a-token";
     let bad_checksum = "sk_AAAAAAAA_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
