@@ -19,7 +19,7 @@
 //! serde form) lists every permission explicitly, never `*`: a stored key
 //! must not gain actions that a later catalog adds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -206,7 +206,8 @@ impl CatalogBuilder {
             check_name(&b)?;
             edges.push((a, b));
         }
-        find_cycle(&edges)?;
+        let graph = graph(&edges);
+        find_cycle(&graph, &edges)?;
         let declared: BTreeSet<&str> = self
             .resources
             .iter()
@@ -253,8 +254,8 @@ impl CatalogBuilder {
             });
         }
 
-        // Closure per bit: follow edges within the bit's resource until
-        // nothing new is added. Acyclic and small, so a fixpoint is cheap.
+        // Closure per bit: every action reachable in the graph, kept when
+        // the bit's resource declares it.
         let mut closure = vec![[0u64; WORDS]; names.len()];
         let mut all = [0u64; WORDS];
         let mut read_only = [0u64; WORDS];
@@ -265,21 +266,10 @@ impl CatalogBuilder {
                 if &**action == "read" {
                     set_bit(&mut read_only, bit);
                 }
-                let mut reach: BTreeSet<&str> = BTreeSet::from([&**action]);
-                loop {
-                    let before = reach.len();
-                    // Follow edges through every action, declared here or
-                    // not, so admin -> delete -> read holds on a resource
-                    // without `delete`; restricted to this resource below.
-                    for (from, to) in &edges {
-                        if reach.contains(from.as_str()) {
-                            reach.insert(to.as_str());
-                        }
-                    }
-                    if reach.len() == before {
-                        break;
-                    }
-                }
+                // Through every action, declared here or not, so admin ->
+                // delete -> read holds on a resource without `delete`;
+                // restricted to this resource below.
+                let reach = reachable(&graph, action);
                 for (j, a) in r.actions.iter().enumerate() {
                     if reach.contains(&**a) {
                         set_bit(&mut closure[bit], r.first_bit as usize + j);
@@ -310,37 +300,76 @@ fn check_name(name: &str) -> Result<(), CatalogError> {
     }
 }
 
-/// Depth-first search for a cycle in the action graph.
-fn find_cycle(edges: &[(String, String)]) -> Result<(), CatalogError> {
-    fn visit<'a>(
-        node: &'a str,
-        edges: &'a [(String, String)],
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Result<(), CatalogError> {
-        if let Some(pos) = path.iter().position(|n| *n == node) {
-            let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
-            cycle.push(node.to_string());
-            return Err(CatalogError::Cycle(cycle));
+/// The action graph: each action and the actions it implies directly,
+/// without duplicate edges.
+type Graph<'a> = BTreeMap<&'a str, BTreeSet<&'a str>>;
+
+fn graph(edges: &[(String, String)]) -> Graph<'_> {
+    let mut graph: Graph<'_> = BTreeMap::new();
+    for (from, to) in edges {
+        graph.entry(from).or_default().insert(to);
+    }
+    graph
+}
+
+/// Depth-first search for a cycle in the action graph, with an explicit
+/// stack: a chain of any length costs heap, never the thread's stack.
+/// Linear in nodes plus edges.
+fn find_cycle(graph: &Graph<'_>, edges: &[(String, String)]) -> Result<(), CatalogError> {
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    // From each action in the order declared, so a cycle is named from
+    // where the host wrote it.
+    for (start, _) in edges {
+        let start = start.as_str();
+        if done.contains(start) {
+            continue;
         }
-        if done.contains(node) {
-            return Ok(());
-        }
-        path.push(node);
-        for (from, to) in edges {
-            if from == node {
-                visit(to, edges, path, done)?;
+        // The current path, each node with its not yet followed edges.
+        let mut path: Vec<&str> = vec![start];
+        let mut on_path: BTreeSet<&str> = BTreeSet::from([start]);
+        let mut pending: Vec<std::collections::btree_set::Iter<'_, &str>> =
+            vec![graph.get(start).map(BTreeSet::iter).unwrap_or_default()];
+        while let Some(next) = pending.last_mut() {
+            match next.next().copied() {
+                Some(to) if on_path.contains(to) => {
+                    let pos = path.iter().position(|n| *n == to).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[pos..].iter().map(|s| s.to_string()).collect();
+                    cycle.push(to.to_string());
+                    return Err(CatalogError::Cycle(cycle));
+                }
+                Some(to) if done.contains(to) => {}
+                Some(to) => {
+                    path.push(to);
+                    on_path.insert(to);
+                    pending.push(graph.get(to).map(BTreeSet::iter).unwrap_or_default());
+                }
+                None => {
+                    pending.pop();
+                    if let Some(node) = path.pop() {
+                        on_path.remove(node);
+                        done.insert(node);
+                    }
+                }
             }
         }
-        path.pop();
-        done.insert(node);
-        Ok(())
-    }
-    let mut done = BTreeSet::new();
-    for (from, _) in edges {
-        visit(from, edges, &mut Vec::new(), &mut done)?;
     }
     Ok(())
+}
+
+/// Every action `action` implies, itself included, through any number of
+/// edges (breadth-first, each action once).
+fn reachable<'a>(graph: &Graph<'a>, action: &'a str) -> BTreeSet<&'a str> {
+    let mut reach = BTreeSet::from([action]);
+    let mut queue = vec![action];
+    while let Some(node) = queue.pop() {
+        for &to in graph.get(node).into_iter().flatten() {
+            if reach.insert(to) {
+                queue.push(to);
+            }
+        }
+    }
+    reach
 }
 
 fn set_bit(bits: &mut Bits, i: usize) {
@@ -893,5 +922,56 @@ mod tests {
         assert_eq!(c.deserialize_set(&mut de).expect("parses"), s);
         let mut bad = serde_json::Deserializer::from_str(r#"["users:write"]"#);
         assert!(c.deserialize_set(&mut bad).is_err());
+    }
+
+    /// Finding 8 of step 6: the cycle check recursed once per chained
+    /// implication, so 10,000 of them overflowed a 2 MiB thread stack and
+    /// aborted the process. Run on such a thread, the build must answer.
+    #[test]
+    fn long_implication_chains_do_not_overflow_the_stack() {
+        let run = |f: fn() -> Result<Catalog, CatalogError>| {
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(f)
+                .expect("thread")
+                .join()
+                .expect("no stack overflow")
+        };
+        // Undeclared actions: refused, whatever the order of checks.
+        let undeclared = run(|| {
+            (0..10_000)
+                .fold(Catalog::builder().resource("docs", ["a0"]), |b, i| {
+                    b.implies(format!("a{i}"), format!("a{}", i + 1))
+                })
+                .build()
+        });
+        assert!(undeclared.is_err());
+        // A cycle closing a 10,000-edge chain is found and named.
+        let cycle = run(|| {
+            (0..10_000)
+                .fold(Catalog::builder().resource("docs", ["a0"]), |b, i| {
+                    b.implies(format!("a{i}"), format!("a{}", (i + 1) % 10_000))
+                })
+                .build()
+        });
+        match cycle {
+            Err(CatalogError::Cycle(path)) => {
+                assert_eq!(path.len(), 10_001);
+                assert_eq!(path.first(), path.last());
+            }
+            other => panic!("expected a cycle, got {other:?}"),
+        }
+        // A declared chain of 256 actions builds, transitively closed.
+        let chain = run(|| {
+            let actions: Vec<String> = (0..256).map(|i| format!("a{i}")).collect();
+            (0..255)
+                .fold(Catalog::builder().resource("docs", actions), |b, i| {
+                    b.implies(format!("a{i}"), format!("a{}", i + 1))
+                })
+                .build()
+        })
+        .expect("valid");
+        assert_eq!(chain.parse_set(["docs:a0"]).expect("known").len(), 256);
+        assert_eq!(chain.parse_set(["docs:a255"]).expect("known").len(), 1);
     }
 }
