@@ -38,6 +38,9 @@ pub enum AuditAction {
     SetRateLimit,
     /// The sweep warned that a key will be deleted or will expire.
     Warn,
+    /// Several of a key's settings were changed at once
+    /// ([`Keyward::update`](crate::Keyward::update)).
+    Update,
 }
 
 /// How it went.

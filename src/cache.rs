@@ -130,6 +130,9 @@ pub(crate) struct CachedKey {
     pub(crate) prefix: DisplayPrefix,
     /// Only for usage-limited keys, which ask the store anyway: boxed.
     pub(crate) refill: Option<Box<Refill>>,
+    /// The key that replaced this one by a roll: a usage-limited key in
+    /// its grace period draws on its successor's uses.
+    pub(crate) rolled_to: Option<KeyId>,
 }
 
 impl CachedKey {
@@ -162,6 +165,7 @@ impl CachedKey {
             name: record.name.as_str().into(),
             prefix: record.prefix,
             refill: record.refill.map(Box::new),
+            rolled_to: record.rolled_to,
         }
     }
 
@@ -186,6 +190,7 @@ impl CachedKey {
             name: "".into(),
             prefix: DisplayPrefix::default(),
             refill: None,
+            rolled_to: None,
         }
     }
 
@@ -871,6 +876,7 @@ mod tests {
             inactivity_warning: None,
             expiry_warning: None,
             rolled_from: None,
+            rolled_to: None,
         };
         let catalog = Catalog::builder().build().expect("empty catalog");
         let tenant = Tenants::default().get("acme", || None);

@@ -37,6 +37,11 @@ pub enum VerifyError {
     /// The key belongs to another tenant than the one the request names.
     #[error("API key does not belong to this tenant")]
     WrongTenant,
+    /// The tenant the request names is not a canonical tenant path (see
+    /// [`tenant`](crate::tenant)). Decided before the key is looked at, so
+    /// it says nothing about the key. Answer 400.
+    #[error("invalid tenant: {0}")]
+    InvalidTenant(crate::tenant::InvalidTenant),
     /// The key went unused for the inactivity period and no longer works;
     /// a sweep will delete it.
     #[error("API key is inactive: it was not used for too long; create a new key")]
@@ -75,6 +80,49 @@ pub enum Forbidden {
     Unknown(String),
 }
 
+/// One dimension in which a key can hold more or less: what
+/// [`KeyError::Outranked`] and [`KeyError::BoundExceeded`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Dimension {
+    /// What the key may do.
+    Permissions,
+    /// Which tenants the key acts for.
+    Tenant,
+    /// How long the key works.
+    Expiry,
+    /// How fast the key may be used.
+    RateLimit,
+    /// How many times the key may be used (uses left and refills).
+    Usage,
+}
+
+impl Dimension {
+    /// A stable snake_case name: `permissions`, `tenant`, `expiry`,
+    /// `rate_limit`, `usage`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Permissions => "permissions",
+            Self::Tenant => "tenant",
+            Self::Expiry => "expiry",
+            Self::RateLimit => "rate_limit",
+            Self::Usage => "usage",
+        }
+    }
+}
+
+impl std::fmt::Display for Dimension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Permissions => "permissions",
+            Self::Tenant => "tenant",
+            Self::Expiry => "expiry",
+            Self::RateLimit => "rate limit",
+            Self::Usage => "usage limit",
+        })
+    }
+}
+
 /// Why a management call (create, revoke, rename, …) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -98,6 +146,34 @@ pub enum KeyError {
         /// Every permission the actor lacks, canonical names.
         missing: Vec<String>,
     },
+    /// The call would leave a key looser than the actor in a dimension
+    /// other than permissions (those are
+    /// [`KeyError::PermissionEscalation`]): a later expiry or none, a
+    /// looser rate limit or none, more uses or unlimited ones.
+    #[error("a key cannot hold more than its manager: its {dimension} would exceed yours")]
+    BoundExceeded {
+        /// Where the key would exceed the actor.
+        dimension: Dimension,
+    },
+    /// The key holds more than the actor in some dimension, so the actor
+    /// may not change, revoke, roll or delete it: only an actor holding at
+    /// least as much in every dimension may.
+    #[error("API key {id} holds more than you ({dimension}): only a manager holding at least as much may change it")]
+    Outranked {
+        /// The key.
+        id: KeyId,
+        /// The first dimension in which it exceeds the actor.
+        dimension: Dimension,
+    },
+    /// The key was replaced by [`Keyward::roll`](crate::Keyward::roll): it
+    /// can be neither reactivated nor rolled again. Use its successor.
+    #[error("API key {id} was rolled and replaced by {successor}; use the new key")]
+    RolledAway {
+        /// The key.
+        id: KeyId,
+        /// The key that replaced it.
+        successor: KeyId,
+    },
     /// A permission string names nothing in the catalog.
     #[error(transparent)]
     Permission(#[from] PermissionError),
@@ -109,8 +185,8 @@ pub enum KeyError {
     #[error("invalid expiry: it must be in the future and no later than 9999-12-31")]
     InvalidExpiry,
     /// The operation needs an active key (e.g. rolling a revoked or
-    /// expired key).
-    #[error("API key {id} is {status:?}, not active")]
+    /// expired key), or a revoked one that has not expired (reactivating).
+    #[error("API key {id} is {status}; this needs an active key")]
     NotActive {
         /// The key.
         id: KeyId,

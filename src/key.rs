@@ -19,24 +19,43 @@ use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 ///
 /// The host decides who may manage keys (an admin role, a Developer
 /// permission plus a feature flag, …) and says so with
-/// [`Actor::may_manage_keys`]; keyward enforces it, and never lets a key
-/// hold a permission its creator lacks.
+/// [`Actor::may_manage_keys`]; keyward enforces the rest: a key never
+/// holds more than the actor who created or last changed it, in any
+/// dimension (see [`authority`](crate::authority)).
+///
+/// An actor's bounds are what it holds in each dimension: its tenant, its
+/// permissions, and optionally an expiry, a rate limit and a number of uses
+/// left. An actor made by [`Verified::actor`] carries its key's bounds
+/// automatically; a human actor carries what the host gives it (by default
+/// no expiry, no rate limit and unlimited uses: set them to bound what a
+/// person can hand out).
 #[derive(Debug, Clone)]
 pub struct Actor {
     id: String,
     tenant: String,
     permissions: Option<PermissionSet>,
     may_manage_keys: bool,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) uses: Option<u64>,
+    pub(crate) refill: Option<Refill>,
+    key: Option<KeyId>,
 }
 
 impl Actor {
-    /// An actor with no permissions who may not manage keys.
+    /// An actor with no permissions who may not manage keys, and no bound
+    /// on expiry, rate limit or uses.
     pub fn new(id: impl Into<String>, tenant: impl Into<String>) -> Self {
         Self {
             id: id.into(),
             tenant: tenant.into(),
             permissions: None,
             may_manage_keys: false,
+            expires_at: None,
+            rate_limit: None,
+            uses: None,
+            refill: None,
+            key: None,
         }
     }
 
@@ -55,6 +74,40 @@ impl Actor {
         self
     }
 
+    /// The latest expiry the actor may give a key, and the expiry a key it
+    /// creates without one gets. Defaults to none (any expiry, or none).
+    #[must_use]
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// The loosest rate limit the actor may give a key, and the limit a
+    /// key it creates without one gets when the instance's default is
+    /// looser. Defaults to none (any limit, or none).
+    #[must_use]
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The most uses the actor may give a key (and the uses a key it
+    /// creates without a usage limit gets); such an actor can give no key
+    /// unlimited uses, nor a refill. Defaults to unlimited.
+    #[must_use]
+    pub fn remaining(mut self, uses: u64) -> Self {
+        self.uses = Some(uses);
+        self
+    }
+
+    /// With [`Actor::remaining`]: the actor's own refill, the most
+    /// generous one it may give a key (no more uses, no more often).
+    #[must_use]
+    pub fn refill(mut self, refill: Refill) -> Self {
+        self.refill = Some(refill);
+        self
+    }
+
     /// The actor's id, as recorded in audit events and `created_by`.
     pub fn id(&self) -> &str {
         &self.id
@@ -63,6 +116,11 @@ impl Actor {
     /// The tenant the actor acts in.
     pub fn tenant(&self) -> &str {
         &self.tenant
+    }
+
+    /// The key this actor is, when made by [`Verified::actor`].
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.key
     }
 
     pub(crate) fn permission_set(&self) -> Option<&PermissionSet> {
@@ -256,6 +314,11 @@ pub struct KeyRecord {
     /// The key this one replaced by [`Keyward::roll`](crate::Keyward::roll).
     #[serde(default)]
     pub rolled_from: Option<KeyId>,
+    /// The key that replaced this one by a roll: set once, by the roll. A
+    /// key with a successor can be neither reactivated nor rolled again,
+    /// and while its grace lasts its uses come from its successor's.
+    #[serde(default)]
+    pub rolled_to: Option<KeyId>,
 }
 
 /// Where a key stands.
@@ -269,6 +332,16 @@ pub enum KeyStatus {
     Expired,
     /// It was revoked and can be reactivated.
     Revoked,
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        })
+    }
 }
 
 impl KeyStatus {
@@ -319,6 +392,8 @@ pub struct KeyInfo {
     pub refill: Option<Refill>,
     /// The key this one replaced, if it was made by a roll.
     pub rolled_from: Option<KeyId>,
+    /// The key that replaced this one, if it was rolled.
+    pub rolled_to: Option<KeyId>,
 }
 
 /// A newly created key: the token, shown once, and the key's details.
@@ -344,12 +419,15 @@ pub struct IssuedKey {
 /// applies to the next verify, not to this value.
 pub struct Verified {
     pub(crate) key: Held,
+    /// Uses left after this one, for a usage-limited key.
+    pub(crate) remaining: Option<u64>,
 }
 
 impl Clone for Verified {
     fn clone(&self) -> Self {
         Self {
             key: Held::from_inner(Arc::clone(&self.key)),
+            remaining: self.remaining,
         }
     }
 }
@@ -385,6 +463,12 @@ impl Verified {
         self.key.expires_at()
     }
 
+    /// Uses left after this one, for a usage-limited key; `None` for a
+    /// key without a usage limit.
+    pub fn remaining(&self) -> Option<u64> {
+        self.remaining
+    }
+
     /// Whether the key holds `permission`: a bit test, for hot paths. Parse
     /// the permission once with [`Catalog::parse`](crate::Catalog::parse).
     #[inline]
@@ -413,10 +497,22 @@ impl Verified {
     }
 
     /// This key as an [`Actor`] (for a key that acts on the host's behalf):
-    /// its permissions, its tenant, and no right to manage keys.
+    /// id `key:<id>`, no right to manage keys (grant it with
+    /// [`Actor::may_manage_keys`]), and the key's bounds in every
+    /// dimension: its tenant, permissions, expiry, rate limit (its own or
+    /// the instance's default), uses left and refill. Whatever it creates
+    /// or changes stays within them.
     pub fn actor(&self) -> Actor {
-        Actor::new(format!("key:{}", self.id()), self.tenant())
-            .permissions(self.permissions().clone())
+        let mut actor = Actor::new(format!("key:{}", self.id()), self.tenant())
+            .permissions(self.permissions().clone());
+        actor.expires_at = self.expires_at();
+        actor.rate_limit = self.key.limit;
+        actor.key = Some(self.id());
+        if self.key.metered {
+            actor.uses = Some(self.remaining.unwrap_or(0));
+            actor.refill = self.key.refill.as_deref().copied();
+        }
+        actor
     }
 }
 

@@ -59,7 +59,9 @@
 //! - [`key`]: [`Actor`], [`NewKey`], [`KeyRecord`], [`KeyInfo`], [`Verified`].
 //! - [`store`]: [`KeyStore`], [`MemoryStore`], `SqliteStore`,
 //!   `PostgresStore`, the change feed ([`ChangeListener`]).
-//! - [`policy`]: inactivity expiry, warnings, retention, refills, tenants.
+//! - [`authority`]: the rule of key management, in every dimension.
+//! - [`tenant`]: the canonical tenant path and which tenant covers which.
+//! - [`policy`]: inactivity expiry, warnings, retention, refills.
 //! - [`limit`]: [`RateLimit`], [`RateLimiter`], [`LocalLimiter`].
 //! - [`audit`]: [`AuditEvent`] and the sinks.
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
@@ -71,8 +73,10 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod authority;
 mod cache;
 pub mod clock;
+mod deadline;
 pub mod error;
 #[cfg(feature = "axum")]
 pub mod http;
@@ -82,6 +86,7 @@ pub mod limit;
 pub mod permission;
 pub mod policy;
 pub mod store;
+pub mod tenant;
 pub mod token;
 
 /// The README's examples run as doctests too (they use the SQLite store
@@ -94,11 +99,13 @@ pub use crate::audit::{
     AuditAction, AuditEvent, AuditOutcome, AuditSink, MemoryAuditSink, NoAudit, TracingAuditSink,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::error::{BoxError, ConfigError, Forbidden, KeyError, StoreError, VerifyError};
+pub use crate::error::{
+    BoxError, ConfigError, Dimension, Forbidden, KeyError, StoreError, VerifyError,
+};
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified};
 pub use crate::keyward::{
-    CacheStats, Keyward, KeywardBuilder, VerifyFuture, MAX_METADATA_BYTES, MAX_NAME_CHARS,
-    MAX_USES, SWEEP_ACTOR,
+    CacheStats, KeyUpdate, Keyward, KeywardBuilder, VerifyFuture, MAX_METADATA_BYTES,
+    MAX_NAME_CHARS, MAX_USES, SWEEP_ACTOR,
 };
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{

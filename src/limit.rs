@@ -101,6 +101,25 @@ impl RateLimit {
         Duration::milliseconds(self.per_ms as i64)
     }
 
+    /// Whether this limit is no looser than `bound`: no larger burst and
+    /// no higher sustained rate. `10/min` is within `20/min` and within
+    /// `10/s`; `2/s` is not within `60/min` (twice the rate), and `60/min`
+    /// is not within `1/s` (the same rate, but bursts of 60).
+    ///
+    /// ```
+    /// use keyward::RateLimit;
+    /// let ten_a_minute = RateLimit::per_minute(10)?;
+    /// assert!(ten_a_minute.is_within(&RateLimit::per_minute(20)?));
+    /// assert!(!RateLimit::per_second(1)?.is_within(&ten_a_minute));
+    /// # Ok::<(), keyward::InvalidRateLimit>(())
+    /// ```
+    pub fn is_within(&self, bound: &RateLimit) -> bool {
+        // rate = max / per: self.max / self.per <= bound.max / bound.per.
+        let rate_within = u128::from(self.max.get()) * u128::from(bound.per_ms)
+            <= u128::from(bound.max.get()) * u128::from(self.per_ms);
+        self.max <= bound.max && rate_within
+    }
+
     /// The GCRA parameters of this limit.
     pub(crate) fn gcra(&self) -> Gcra {
         // per / max, at least 1 ns; per is at most a year, so the window

@@ -1,5 +1,5 @@
 //! Lifecycle policies: inactivity expiry with warnings, expiry warnings,
-//! retention of dead keys, usage refills, and nested tenants.
+//! retention of dead keys and usage refills.
 //!
 //! Each policy is a plain value whose fields document their defaults, set
 //! on [`KeywardBuilder`](crate::KeywardBuilder). Time always comes from the
@@ -238,49 +238,9 @@ pub(crate) fn due_warning(
     })
 }
 
-/// Tenants as paths: `agency` is the parent of `agency/location`.
-///
-/// With nesting on, `parent` covers itself and every descendant; off, it
-/// covers only itself.
-pub(crate) fn tenant_covers(parent: &str, tenant: &str, nested: bool) -> bool {
-    tenant == parent
-        || (nested
-            && tenant.len() > parent.len()
-            && tenant.starts_with(parent)
-            && tenant.as_bytes()[parent.len()] == b'/')
-}
-
-/// A tenant path is non-empty segments of 1–128 bytes without control
-/// characters, joined by `/`.
-pub(crate) fn valid_tenant(tenant: &str) -> bool {
-    !tenant.is_empty()
-        && tenant.len() <= 512
-        && tenant
-            .split('/')
-            .all(|s| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tenant_paths() {
-        assert!(tenant_covers("agency", "agency", false));
-        assert!(!tenant_covers("agency", "agency/loc1", false));
-        assert!(tenant_covers("agency", "agency/loc1", true));
-        assert!(tenant_covers("agency", "agency/loc1/desk", true));
-        assert!(!tenant_covers("agency", "agency2", true));
-        assert!(!tenant_covers("agency/loc1", "agency", true));
-        assert!(!tenant_covers("agency/loc1", "agency/loc2", true));
-        assert!(valid_tenant("a/b"));
-        assert!(
-            !valid_tenant("a//b")
-                && !valid_tenant("/a")
-                && !valid_tenant("a/")
-                && !valid_tenant("")
-        );
-    }
 
     #[test]
     fn thresholds() {

@@ -451,7 +451,7 @@ async fn a_cancelled_request_loses_no_last_used_write() {
     let token = issued.token.expose_secret().to_string();
     h.store.last_used_delay_ms.store(300, Ordering::SeqCst);
     h.store.fail_last_used.store(true, Ordering::SeqCst);
-    // The first use flushes inline; the request is dropped mid-write.
+    // The first use starts a flush; the request is dropped meanwhile.
     let request = {
         let keys = h.keys.clone();
         tokio::spawn(async move { keys.verify(&token).await.is_ok() })

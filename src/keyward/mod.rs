@@ -1,4 +1,11 @@
 //! [`Keyward`]: issues, verifies and manages keys over a [`KeyStore`].
+//!
+//! This file holds the builder, verification and the sweep; key
+//! management is in `manage.rs`.
+
+mod manage;
+
+pub use manage::KeyUpdate;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,20 +18,19 @@ use std::task::{Context, Poll};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink, TracingAuditSink};
-use crate::cache::{Cache, CachedKey, Held, Load, Lookup, Tenants, Ticket};
+use crate::cache::{Cache, CachedKey, Held, Load, Lookup, Tenant, Tenants, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
-use crate::key::{
-    Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified,
-};
+use crate::key::{Actor, KeyInfo, KeyRecord, KeyStatus, Verified};
 use crate::limit::{gcra_now, wait, Bucket, Decision, RateLimit, RateLimiter};
 use crate::permission::{Catalog, PermissionSet};
 use crate::policy::{
-    due_warning, tenant_covers, valid_tenant, ExpiryWarnings, InactivityPolicy, Refill,
-    RemovalReason, Retention, SweepReport, SweepWarning, SweptKey, WarningKind,
+    due_warning, ExpiryWarnings, InactivityPolicy, RemovalReason, Retention, SweepReport,
+    SweepWarning, SweptKey, WarningKind,
 };
 use crate::store::{ChangeListener, Credit, KeyStore, RefillDue, SweepDue};
-use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken, TokenFormat};
+use crate::tenant;
+use crate::token::{DisplayPrefix, KeyHash, KeyId, TokenFormat};
 
 /// Longest key name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -64,6 +70,7 @@ pub struct KeywardBuilder {
     cache_ttl: Duration,
     cache_capacity: usize,
     unknown_cache_capacity: usize,
+    store_timeout: Duration,
 }
 
 impl fmt::Debug for KeywardBuilder {
@@ -203,15 +210,35 @@ impl KeywardBuilder {
         self
     }
 
+    /// How long a verify waits for the store (a key read, a usage credit)
+    /// or a host's rate limiter before it gives up with
+    /// [`VerifyError::Store`] (HTTP 503), so that a sick database slows no
+    /// request past it. Default: 2 seconds; must be positive. Measured on
+    /// the monotonic clock by one timer thread, on any executor.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
     /// Checks the settings and builds.
     ///
     /// # Errors
     /// [`ConfigError`] for an invalid token prefix, a non-positive
-    /// interval, period or warning threshold, or a negative retention or
-    /// cache time limit.
+    /// interval, period, warning threshold or store timeout, a negative
+    /// retention or cache time limit, or a tenant quota for a tenant that
+    /// is not a canonical path.
     pub fn build(self) -> Result<Keyward, ConfigError> {
         let format = TokenFormat::new(&self.prefix)?;
         let invalid = |setting, reason| Err(ConfigError::Invalid { setting, reason });
+        if self.tenant_quotas.keys().any(|t| !tenant::is_valid(t)) {
+            return invalid(
+                "tenant_quota_for",
+                "the tenant is not a canonical tenant path (see keyward::tenant)",
+            );
+        }
+        let Some(store_timeout) = self.store_timeout.to_std().ok().filter(|t| !t.is_zero()) else {
+            return invalid("store_timeout", "must be positive");
+        };
         if self.last_used_interval <= Duration::zero() {
             return invalid("last_used_interval", "must be positive");
         }
@@ -278,6 +305,7 @@ impl KeywardBuilder {
                 nested: self.nested_tenants,
                 cache,
                 feed,
+                store_timeout,
                 last_used: LastUsed {
                     interval: self.last_used_interval,
                     interval_us: self
@@ -289,6 +317,7 @@ impl KeywardBuilder {
                         last_flush: None,
                         failed_at: None,
                     }),
+                    flushing: std::sync::atomic::AtomicBool::new(false),
                 },
             }),
         })
@@ -334,6 +363,8 @@ struct Inner {
     cache: Arc<Cache>,
     /// Whether the store reports changes to the cache.
     feed: bool,
+    /// How long a verify waits for the store or a host's limiter.
+    store_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for Keyward {
@@ -372,6 +403,7 @@ impl Keyward {
             cache_ttl: Duration::seconds(10),
             cache_capacity: 100_000,
             unknown_cache_capacity: 100_000,
+            store_timeout: Duration::seconds(2),
         }
     }
 
@@ -409,10 +441,14 @@ impl Keyward {
 
     /// [`Keyward::verify`], and the key must belong to `tenant` (e.g. from
     /// an `X-Tenant-Name` header) or, with nested tenants, to an ancestor
-    /// of it. Checked before limits and uses are counted.
+    /// of it. Checked before limits and uses are counted. When a key of
+    /// an ancestor acts for a descendant, the descendant's quota applies
+    /// as well as the key's own tenant's.
     ///
     /// # Errors
-    /// As [`Keyward::verify`], and [`VerifyError::WrongTenant`].
+    /// As [`Keyward::verify`]; [`VerifyError::InvalidTenant`] (before the
+    /// key is looked at) when `tenant` is not a canonical tenant path, and
+    /// [`VerifyError::WrongTenant`].
     pub fn verify_for_tenant<'a>(&'a self, token: &'a str, tenant: &'a str) -> VerifyFuture<'a> {
         VerifyFuture::new(self, token, Some(tenant))
     }
@@ -423,6 +459,10 @@ impl Keyward {
     /// (a limiter's count) changes.
     fn verify_cached(&self, token: &str, tenant: Option<&str>) -> Fast {
         let inner = &*self.inner;
+        if let Some(Err(e)) = tenant.map(tenant::validate) {
+            self.audit_verify(None, "invalid_tenant", None);
+            return Fast::Done(Err(VerifyError::InvalidTenant(e)));
+        }
         if inner.limiter.is_some() {
             return Fast::Slow;
         }
@@ -458,20 +498,30 @@ impl Keyward {
         if entry.metered || self.inactive_at(&entry, now_us) {
             return Fast::Slow;
         }
-        let checked = self
-            .check_key(&entry, now_us, tenant)
-            .and_then(|()| self.check_own_limits(&entry, now_us));
+        let checked = self.check_key(&entry, now_us, tenant).and_then(|()| {
+            let acting = self.acting_for(&entry, tenant);
+            self.check_own_limits(&entry, acting.as_deref(), now_us)
+        });
         if let Err(err) = checked {
             self.audit_verify(key, err.code(), Some(&entry.tenant.name));
             return Fast::Done(Err(err));
         }
-        let flush = inner.last_used.note(&entry, now_us);
-        let verified = Verified { key: entry };
-        if flush {
-            Fast::Flush(verified, now_us)
-        } else {
-            Fast::Done(Ok(verified))
+        if inner.last_used.note(&entry, now_us) {
+            self.schedule_flush(now_us);
         }
+        Fast::Done(Ok(Verified {
+            key: entry,
+            remaining: None,
+        }))
+    }
+
+    /// The tenant a key acts for when it is not the key's own (an
+    /// ancestor's key acting for a descendant), if that tenant has a
+    /// quota: its state, shared with the descendant's own keys.
+    fn acting_for(&self, entry: &CachedKey, tenant: Option<&str>) -> Option<Arc<Tenant>> {
+        let t = tenant.filter(|t| *t != &*entry.tenant.name)?;
+        let quota = self.quota_for(t)?;
+        Some(self.inner.tenants.get(t, || Some(quota)))
     }
 
     /// Status and tenant: what the key itself allows.
@@ -487,7 +537,7 @@ impl Keyward {
             KeyStatus::Expired => return Err(VerifyError::Expired),
         }
         if let Some(t) = tenant {
-            if !tenant_covers(&entry.tenant.name, t, self.inner.nested) {
+            if !tenant::covers(&entry.tenant.name, t, self.inner.nested) {
                 return Err(VerifyError::WrongTenant);
             }
         }
@@ -502,6 +552,10 @@ impl Keyward {
         tenant: Option<&str>,
     ) -> Result<Verified, VerifyError> {
         let inner = &*self.inner;
+        if let Some(Err(e)) = tenant.map(tenant::validate) {
+            self.audit_verify(None, "invalid_tenant", None);
+            return Err(VerifyError::InvalidTenant(e));
+        }
         let Ok(parsed) = inner.format.parse(token) else {
             self.audit_verify(None, "malformed", None);
             return Err(VerifyError::Malformed);
@@ -564,22 +618,21 @@ impl Keyward {
         if self.inactive_at(&entry, now_us) {
             return refuse(VerifyError::Inactive, &entry);
         }
-        if let Err(retry_after) = self.check_limits(&entry, now_us).await {
+        let acting = self.acting_for(&entry, tenant);
+        if let Err(retry_after) = self.check_limits(&entry, acting.as_deref(), now_us).await {
             return refuse(retry_after, &entry);
         }
+        let mut remaining = None;
         if entry.metered {
-            let now = micros_to_time(now_us);
-            let refill = entry.refill.as_deref().map(|r| RefillDue {
-                amount: r.amount,
-                if_refilled_before: now
-                    .checked_sub_signed(r.every())
-                    .unwrap_or_else(earliest)
-                    .max(earliest()),
-                now,
-            });
-            match inner.store.consume_credit(&id, refill).await {
-                Ok(Credit::Consumed { .. } | Credit::Unlimited) => {}
+            match self.consume_credit(&entry, now_us).await {
+                Ok(Credit::Consumed { remaining: left }) => remaining = Some(left),
+                Ok(Credit::Unlimited) => {}
                 Ok(Credit::Exhausted) => return refuse(VerifyError::UsageExceeded, &entry),
+                Ok(_) if entry.rolled_to.is_some() => {
+                    // The successor whose uses a rolled-away key draws on
+                    // is gone: so are the uses.
+                    return refuse(VerifyError::UsageExceeded, &entry);
+                }
                 Ok(_) => {
                     // Deleted since it was cached.
                     inner.cache.invalidate(&id);
@@ -589,41 +642,111 @@ impl Keyward {
             }
         }
         if inner.last_used.note(&entry, now_us) {
-            self.flush_last_used_inner(micros_to_time(now_us)).await;
+            self.schedule_flush(now_us);
         }
-        Ok(Verified { key: entry })
+        Ok(Verified {
+            key: entry,
+            remaining,
+        })
+    }
+
+    /// Takes one use of a usage-limited key: its own, or, for a key rolled
+    /// away and still in its grace period, its successor's, so that a
+    /// roll never multiplies uses.
+    async fn consume_credit(&self, entry: &CachedKey, now_us: i64) -> Result<Credit, StoreError> {
+        let now = micros_to_time(now_us);
+        let refill = entry.refill.as_deref().map(|r| RefillDue {
+            amount: r.amount,
+            if_refilled_before: now
+                .checked_sub_signed(r.every())
+                .unwrap_or_else(earliest)
+                .max(earliest()),
+            now,
+        });
+        let from = entry.rolled_to.unwrap_or(entry.id);
+        self.deadline(self.inner.store.consume_credit(&from, refill))
+            .await
+    }
+
+    /// `work` (a store call), given up after the store timeout with
+    /// [`StoreError::Unavailable`].
+    async fn deadline<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.inner.store_timeout;
+        match crate::deadline::within(limit, work).await {
+            Some(result) => result,
+            None => Err(StoreError::Unavailable {
+                message: format!(
+                    "the key store did not answer within {} ms",
+                    limit.as_millis()
+                ),
+                source: None,
+            }),
+        }
     }
 
     /// The key's rate limit, then its tenant's quota. The built-in limiter
     /// is one compare-and-swap on state inside the entry (or beside the
     /// tenant); a host's limiter is awaited.
-    async fn check_limits(&self, entry: &CachedKey, now_us: i64) -> Result<(), VerifyError> {
+    async fn check_limits(
+        &self,
+        entry: &CachedKey,
+        acting: Option<&Tenant>,
+        now_us: i64,
+    ) -> Result<(), VerifyError> {
         let inner = &*self.inner;
-        if let Some(custom) = &inner.limiter {
-            let now = micros_to_time(now_us);
-            if let Some(limit) = entry.limit {
-                if let Decision::Deny { retry_after } =
-                    custom.check(Bucket::Key(entry.id), limit, now).await
-                {
-                    return Err(VerifyError::RateLimited { retry_after });
+        let Some(custom) = &inner.limiter else {
+            return self.check_own_limits(entry, acting, now_us);
+        };
+        let now = micros_to_time(now_us);
+        let decide = |bucket, limit| async move {
+            let checked = self.deadline(async { Ok(custom.check(bucket, limit, now).await) });
+            match checked.await {
+                Ok(Decision::Deny { retry_after }) => Err(Some(retry_after)),
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(target: "keyward", error = %e, "the rate limiter did not answer in time");
+                    Err(None)
                 }
             }
-            if let Some((quota, _)) = entry.tenant.quota {
-                if let Decision::Deny { retry_after } = custom
-                    .check(Bucket::Tenant(&entry.tenant.name), quota, now)
-                    .await
-                {
-                    return Err(VerifyError::QuotaExceeded { retry_after });
-                }
+        };
+        let store_err = |message: &str| {
+            VerifyError::Store(StoreError::Unavailable {
+                message: message.to_string(),
+                source: None,
+            })
+        };
+        if let Some(limit) = entry.limit {
+            match decide(Bucket::Key(entry.id), limit).await {
+                Ok(()) => {}
+                Err(Some(retry_after)) => return Err(VerifyError::RateLimited { retry_after }),
+                Err(None) => return Err(store_err("the rate limiter did not answer in time")),
             }
-            return Ok(());
         }
-        self.check_own_limits(entry, now_us)
+        let quotas = [Some(&*entry.tenant), acting];
+        for tenant in quotas.into_iter().flatten() {
+            let Some((quota, _)) = tenant.quota else {
+                continue;
+            };
+            match decide(Bucket::Tenant(&tenant.name), quota).await {
+                Ok(()) => {}
+                Err(Some(retry_after)) => return Err(VerifyError::QuotaExceeded { retry_after }),
+                Err(None) => return Err(store_err("the rate limiter did not answer in time")),
+            }
+        }
+        Ok(())
     }
 
     /// The built-in limiter: one compare-and-swap on the entry's state,
-    /// one on the tenant's.
-    fn check_own_limits(&self, entry: &CachedKey, now_us: i64) -> Result<(), VerifyError> {
+    /// one on its tenant's, and one on the tenant it acts for, if another.
+    fn check_own_limits(
+        &self,
+        entry: &CachedKey,
+        acting: Option<&Tenant>,
+        now_us: i64,
+    ) -> Result<(), VerifyError> {
         let inner = &*self.inner;
         let now_ns = gcra_now(now_us);
         if let Some(gcra) = &entry.gcra {
@@ -638,11 +761,13 @@ impl Keyward {
                 });
             }
         }
-        if let Some((_, gcra)) = &entry.tenant.quota {
-            if let Err(ns) = gcra.check(&entry.tenant.tat, now_ns) {
-                return Err(VerifyError::QuotaExceeded {
-                    retry_after: wait(ns),
-                });
+        for tenant in [Some(&*entry.tenant), acting].into_iter().flatten() {
+            if let Some((_, gcra)) = &tenant.quota {
+                if let Err(ns) = gcra.check(&tenant.tat, now_ns) {
+                    return Err(VerifyError::QuotaExceeded {
+                        retry_after: wait(ns),
+                    });
+                }
             }
         }
         Ok(())
@@ -682,7 +807,7 @@ impl Keyward {
         id: &KeyId,
         now_us: i64,
     ) -> Result<Option<Held>, StoreError> {
-        let record = self.inner.store.get(id).await?;
+        let record = self.deadline(self.inner.store.get(id)).await?;
         let key = record.map(|r| {
             let tenant = self
                 .inner
@@ -753,394 +878,6 @@ impl Keyward {
             .get(tenant)
             .copied()
             .or(self.inner.tenant_quota)
-    }
-
-    /// Creates a key in the actor's tenant. The returned
-    /// [`IssuedKey::token`] is the only copy of the plaintext.
-    ///
-    /// # Errors
-    /// [`KeyError::Forbidden`] if the actor may not manage keys;
-    /// [`KeyError::InvalidName`], [`KeyError::Permission`],
-    /// [`KeyError::PermissionEscalation`] (naming every permission the
-    /// actor lacks), [`KeyError::InvalidExpiry`],
-    /// [`KeyError::InvalidMetadata`]; [`KeyError::Store`].
-    pub async fn create(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, KeyError> {
-        let result = self.create_inner(actor, new).await;
-        let key = result.as_ref().ok().map(|k| (k.key.id, k.key.prefix));
-        self.audit_manage(AuditAction::Create, actor, key, &result);
-        result
-    }
-
-    async fn create_inner(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, KeyError> {
-        let inner = &*self.inner;
-        ensure_manager(actor)?;
-        let name = check_name(&new.name)?;
-        let tenant = new.tenant.unwrap_or_else(|| actor.tenant().to_string());
-        if !valid_tenant(&tenant) || !tenant_covers(actor.tenant(), &tenant, inner.nested) {
-            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
-        }
-        let permissions = self.grantable(actor, new.grant)?;
-        let now = self.now();
-        let expires_at = match new.expiry {
-            None => None,
-            Some(Expiry::At(t)) if t > now => Some(t.trunc_subsecs(6)),
-            Some(Expiry::In(d)) if d > Duration::zero() => Some(
-                now.checked_add_signed(d)
-                    .ok_or(KeyError::InvalidExpiry)?
-                    .trunc_subsecs(6),
-            ),
-            Some(_) => return Err(KeyError::InvalidExpiry),
-        };
-        if expires_at.is_some_and(|e| e > latest()) {
-            return Err(KeyError::InvalidExpiry);
-        }
-        if let Some(m) = &new.metadata {
-            let json = serde_json::to_string(m).unwrap_or_default();
-            if json.len() > MAX_METADATA_BYTES {
-                return Err(KeyError::InvalidMetadata("larger than 16 KiB as JSON"));
-            }
-            // PostgreSQL cannot store U+0000 in text or JSON.
-            if json.contains("\\u0000") {
-                return Err(KeyError::InvalidMetadata("contains a NUL character"));
-            }
-        }
-        let (token, record) = self
-            .insert_new(|id, prefix, hash| KeyRecord {
-                id,
-                prefix,
-                hash,
-                tenant: tenant.clone(),
-                name: name.clone(),
-                permissions: permissions.names().map(str::to_string).collect(),
-                created_by: actor.id().to_string(),
-                created_at: now,
-                expires_at,
-                revoked_at: None,
-                last_used_at: None,
-                metadata: new.metadata.clone(),
-                version: 0,
-                rate_limit: new.rate_limit,
-                remaining: new
-                    .remaining
-                    .or(new.refill.map(|r| r.amount))
-                    .map(|n| n.min(MAX_USES)),
-                refill: new.refill.map(|r| Refill {
-                    amount: r.amount.min(MAX_USES),
-                    every_secs: r.every_secs.min(Refill::MAX_EVERY_SECS),
-                }),
-                last_refill_at: (new.remaining.is_some() || new.refill.is_some()).then_some(now),
-                inactivity_warning: None,
-                expiry_warning: None,
-                rolled_from: None,
-            })
-            .await?;
-        let key = self.info(record, now);
-        Ok(IssuedKey { token, key })
-    }
-
-    /// Draws a fresh id and token, builds the record with `build(id,
-    /// prefix, hash)` and inserts it. Ids are 47.6 random bits: a collision
-    /// is rare but possible in a large store, so a duplicate means "draw
-    /// again" (up to 4 draws), not failure.
-    async fn insert_new(
-        &self,
-        build: impl Fn(KeyId, DisplayPrefix, KeyHash) -> KeyRecord,
-    ) -> Result<(SecretToken, KeyRecord), KeyError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let id = KeyId::random()?;
-            let token = self.inner.format.generate(id)?;
-            let hash = KeyHash::of(token.expose_secret().as_bytes());
-            let record = build(id, token.display_prefix(), hash);
-            match self.inner.store.insert(&record).await {
-                Ok(()) => {
-                    self.inner.cache.invalidate(&id);
-                    return Ok((token, record));
-                }
-                Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Revokes a key: it stops verifying at once (with
-    /// [`VerifyError::Revoked`]) but stays listed and can be reactivated.
-    /// Revoking a revoked key changes nothing.
-    ///
-    /// # Errors
-    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn revoke(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
-        self.modify(actor, id, AuditAction::Revoke, |r, now| {
-            r.revoked_at.get_or_insert(now);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Undoes [`Keyward::revoke`]. An expired key stays expired. Like
-    /// creation, only an actor holding all of the key's permissions may.
-    ///
-    /// # Errors
-    /// [`KeyError::PermissionEscalation`], [`KeyError::Forbidden`],
-    /// [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn reactivate(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
-        let held = match self.held(actor) {
-            Ok(held) => held,
-            Err(e) => {
-                let result = Err(e);
-                self.audit_manage(AuditAction::Reactivate, actor, None, &result);
-                return result;
-            }
-        };
-        self.modify(actor, id, AuditAction::Reactivate, |r, _| {
-            // Reviving a key grants its permissions again: only an actor
-            // who holds them may, or a demoted manager could restore the
-            // rights an admin took away.
-            let set = self.stored_permissions(r);
-            if !set.is_subset_of(&held) {
-                return Err(KeyError::PermissionEscalation {
-                    missing: set.missing_from(&held),
-                });
-            }
-            r.revoked_at = None;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Renames a key (1–100 characters after trimming).
-    ///
-    /// # Errors
-    /// [`KeyError::InvalidName`], [`KeyError::Forbidden`],
-    /// [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn rename(&self, actor: &Actor, id: &KeyId, name: &str) -> Result<KeyInfo, KeyError> {
-        let name = match ensure_manager(actor).and_then(|()| check_name(name)) {
-            Ok(name) => name,
-            Err(e) => {
-                let result = Err(e);
-                self.audit_manage(AuditAction::Rename, actor, None, &result);
-                return result;
-            }
-        };
-        self.modify(actor, id, AuditAction::Rename, |r, _| {
-            r.name.clone_from(&name);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Replaces a key's permissions. Like at creation, the new set must be
-    /// a subset of the actor's permissions.
-    ///
-    /// # Errors
-    /// [`KeyError::Permission`], [`KeyError::PermissionEscalation`],
-    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn set_permissions<I, S>(
-        &self,
-        actor: &Actor,
-        id: &KeyId,
-        permissions: I,
-    ) -> Result<KeyInfo, KeyError>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let grant = Grant::Names(permissions.into_iter().map(Into::into).collect());
-        let set = match ensure_manager(actor).and_then(|()| self.grantable(actor, grant)) {
-            Ok(set) => set,
-            Err(e) => {
-                let result = Err(e);
-                self.audit_manage(AuditAction::SetPermissions, actor, None, &result);
-                return result;
-            }
-        };
-        let names: Vec<String> = set.names().map(str::to_string).collect();
-        self.modify(actor, id, AuditAction::SetPermissions, |r, _| {
-            r.permissions.clone_from(&names);
-            Ok(())
-        })
-        .await
-    }
-
-    /// Deletes a key for good. Only audit events remember it.
-    ///
-    /// # Errors
-    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn delete(&self, actor: &Actor, id: &KeyId) -> Result<(), KeyError> {
-        let result = async {
-            let record = self.load_for(actor, id).await?;
-            // Invalidated whatever the outcome: an error may come after
-            // the delete committed.
-            let deleted = self.inner.store.delete(id).await;
-            self.inner.cache.invalidate(id);
-            let deleted = deleted?;
-            if deleted {
-                self.inner.last_used.forget(id);
-                Ok(record.prefix)
-            } else {
-                Err(KeyError::NotFound(*id))
-            }
-        }
-        .await;
-        let key = result.as_ref().ok().map(|p| (*id, *p));
-        self.audit_manage(AuditAction::Delete, actor, key, &result);
-        result.map(|_| ())
-    }
-
-    /// One key of the actor's tenant.
-    ///
-    /// # Errors
-    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn get(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
-        let record = self.load_for(actor, id).await?;
-        Ok(self.info(record, self.now()))
-    }
-
-    /// Every key of `tenant`, in id order, read from the store in pages.
-    /// With nested tenants, an actor may list a descendant tenant; the list
-    /// holds that tenant's own keys only.
-    ///
-    /// # Errors
-    /// [`KeyError::Forbidden`] if the actor may not manage keys or may not
-    /// act for `tenant`; [`KeyError::Store`].
-    pub async fn list(&self, actor: &Actor, tenant: &str) -> Result<Vec<KeyInfo>, KeyError> {
-        ensure_manager(actor)?;
-        if !tenant_covers(actor.tenant(), tenant, self.inner.nested) {
-            return Err(KeyError::Forbidden {
-                actor: actor.id().to_string(),
-            });
-        }
-        let now = self.now();
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list_by_tenant(tenant, after.as_ref(), PAGE)
-                .await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|r| r.id);
-            out.extend(page.into_iter().map(|r| self.info(r, now)));
-            if !full {
-                return Ok(out);
-            }
-        }
-    }
-
-    /// Sets or clears (`None`: back to the default) a key's own rate limit.
-    ///
-    /// # Errors
-    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
-    pub async fn set_rate_limit(
-        &self,
-        actor: &Actor,
-        id: &KeyId,
-        limit: Option<RateLimit>,
-    ) -> Result<KeyInfo, KeyError> {
-        self.modify(actor, id, AuditAction::SetRateLimit, |r, _| {
-            r.rate_limit = limit;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Rotates a key: issues a new key with the same name, tenant,
-    /// permissions, expiry, rate limit, usage limit and metadata, and
-    /// returns its token once. The old key keeps working until `now +
-    /// grace`, never past its own expiry; a zero grace revokes it at once.
-    /// The audit event names both keys, and the new key's
-    /// [`KeyInfo::rolled_from`] names the old.
-    ///
-    /// # Errors
-    /// [`KeyError::NotActive`] for a revoked or expired key,
-    /// [`KeyError::InvalidGrace`] for a negative grace,
-    /// [`KeyError::PermissionEscalation`] if the actor no longer holds the
-    /// key's permissions; [`KeyError::Forbidden`], [`KeyError::NotFound`],
-    /// [`KeyError::Store`].
-    pub async fn roll(
-        &self,
-        actor: &Actor,
-        id: &KeyId,
-        grace: Duration,
-    ) -> Result<IssuedKey, KeyError> {
-        let result = self.roll_inner(actor, id, grace).await;
-        let (key, related) = match &result {
-            Ok((old, new)) => (Some((*id, *old)), Some(new.key.id)),
-            Err(_) => (None, None),
-        };
-        self.audit_manage_related(AuditAction::Roll, actor, key, related, &result);
-        result.map(|(_, new)| new)
-    }
-
-    async fn roll_inner(
-        &self,
-        actor: &Actor,
-        id: &KeyId,
-        grace: Duration,
-    ) -> Result<(DisplayPrefix, IssuedKey), KeyError> {
-        let inner = &*self.inner;
-        if grace < Duration::zero() {
-            return Err(KeyError::InvalidGrace);
-        }
-        let old = self.load_for(actor, id).await?;
-        let now = self.now();
-        match KeyStatus::of(&old, now) {
-            KeyStatus::Active => {}
-            status => return Err(KeyError::NotActive { id: *id, status }),
-        }
-        let permissions = self.grantable(actor, Grant::Set(self.stored_permissions(&old)))?;
-        // The new key first: if anything fails after, the old key still
-        // works and no client is locked out.
-        let (token, record) = self
-            .insert_new(|id, prefix, hash| KeyRecord {
-                id,
-                prefix,
-                hash,
-                created_by: actor.id().to_string(),
-                created_at: now,
-                revoked_at: None,
-                last_used_at: None,
-                version: 0,
-                permissions: permissions.names().map(str::to_string).collect(),
-                last_refill_at: old.last_refill_at,
-                inactivity_warning: None,
-                expiry_warning: None,
-                rolled_from: Some(old.id),
-                ..old.clone()
-            })
-            .await?;
-        let ended = self
-            .modify_unaudited(actor, id, |r, now| {
-                if KeyStatus::of(r, now) != KeyStatus::Active {
-                    return Err(KeyError::NotActive {
-                        id: r.id,
-                        status: KeyStatus::of(r, now),
-                    });
-                }
-                if grace == Duration::zero() {
-                    r.revoked_at = Some(now);
-                } else {
-                    let until = now
-                        .checked_add_signed(grace)
-                        .unwrap_or_else(latest)
-                        .min(latest())
-                        .trunc_subsecs(6);
-                    r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = ended {
-            // The old key could not be ended: take the new one back so the
-            // roll is all or nothing.
-            let _ = inner.store.delete(&record.id).await;
-            inner.cache.invalidate(&record.id);
-            return Err(e);
-        }
-        let key = self.info(record, now);
-        Ok((old.prefix, IssuedKey { token, key }))
     }
 
     /// The maintenance pass; run it periodically (hourly is plenty), on one
@@ -1366,95 +1103,37 @@ impl Keyward {
         self.inner.last_used.flush(&*self.inner.store, now).await
     }
 
-    async fn flush_last_used_inner(&self, now: DateTime<Utc>) {
-        if let Err(e) = self.inner.last_used.flush(&*self.inner.store, now).await {
-            // A verify that succeeded stays a success; the entries stay
-            // pending and go with the next flush.
-            tracing::warn!(target: "keyward", error = %e, "could not record last-used times; will retry");
-        }
-    }
-
-    /// Reads the key and checks the actor may manage it. Another tenant's
-    /// key is `NotFound`, exactly like a missing one.
-    async fn load_for(&self, actor: &Actor, id: &KeyId) -> Result<KeyRecord, KeyError> {
-        ensure_manager(actor)?;
-        match self.inner.store.get(id).await? {
-            Some(r) if tenant_covers(actor.tenant(), &r.tenant, self.inner.nested) => Ok(r),
-            _ => Err(KeyError::NotFound(*id)),
-        }
-    }
-
-    /// Read, change, conditionally write, audit.
-    async fn modify(
-        &self,
-        actor: &Actor,
-        id: &KeyId,
-        action: AuditAction,
-        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
-    ) -> Result<KeyInfo, KeyError> {
-        let result = self.modify_unaudited(actor, id, change).await;
-        let key = result.as_ref().ok().map(|k| (k.id, k.prefix));
-        self.audit_manage(action, actor, key, &result);
-        result
-    }
-
-    /// Read, change, conditionally write; on a lost race, read again.
-    async fn modify_unaudited(
-        &self,
-        actor: &Actor,
-        id: &KeyId,
-        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
-    ) -> Result<KeyInfo, KeyError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut record = self.load_for(actor, id).await?;
-            let now = self.now();
-            change(&mut record, now)?;
-            let updated = self.inner.store.update(&record).await;
-            // Invalidated unless the write surely did not happen: an error
-            // may come after the update committed.
-            if !matches!(updated, Err(StoreError::Conflict(_))) {
-                self.inner.cache.invalidate(id);
+    /// Starts writing the pending "last used" instants on a background
+    /// task, unless one is running: a request never waits for the store's
+    /// write lock. Without a tokio runtime (or the `tokio` feature) the
+    /// entries stay pending, bounded, for the next
+    /// [`Keyward::flush_last_used`] or [`Keyward::sweep`].
+    fn schedule_flush(&self, now_us: i64) {
+        #[cfg(feature = "tokio")]
+        {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let last_used = &self.inner.last_used;
+            if last_used.flushing.swap(true, Ordering::AcqRel) {
+                return;
             }
-            match updated {
-                Ok(version) => {
-                    record.version = version;
-                    return Ok(self.info(record, now));
+            let keys = self.clone();
+            runtime.spawn(async move {
+                let inner = &*keys.inner;
+                // Cleared however the task ends, even if it is dropped
+                // with its runtime.
+                let _running = Running(&inner.last_used.flushing);
+                let now = micros_to_time(now_us);
+                let flushed = keys.deadline(inner.last_used.flush(&*inner.store, now));
+                if let Err(e) = flushed.await {
+                    // The entries stay pending and go with the next flush.
+                    tracing::warn!(target: "keyward", error = %e, "could not record last-used times; will retry");
                 }
-                Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => continue,
-                Err(StoreError::NotFound(_)) => return Err(KeyError::NotFound(*id)),
-                Err(e) => return Err(e.into()),
-            }
+            });
         }
-    }
-
-    /// The permissions `grant` names, if the actor may grant them.
-    fn grantable(&self, actor: &Actor, grant: Grant) -> Result<PermissionSet, KeyError> {
-        let catalog = &self.inner.catalog;
-        let wanted = match grant {
-            Grant::Names(names) => catalog.parse_set(&names)?,
-            Grant::Set(set) if set.catalog() == catalog => set,
-            Grant::Set(_) => return Err(KeyError::CatalogMismatch),
-        };
-        let held = self.held(actor)?;
-        if wanted.is_subset_of(&held) {
-            Ok(wanted)
-        } else {
-            Err(KeyError::PermissionEscalation {
-                missing: wanted.missing_from(&held),
-            })
-        }
-    }
-
-    /// The actor's permissions, checked to be of this catalog.
-    fn held(&self, actor: &Actor) -> Result<PermissionSet, KeyError> {
-        let catalog = &self.inner.catalog;
-        match actor.permission_set() {
-            Some(set) if set.catalog() == catalog => Ok(set.clone()),
-            Some(_) => Err(KeyError::CatalogMismatch),
-            None => Ok(catalog.none()),
-        }
+        #[cfg(not(feature = "tokio"))]
+        let _ = now_us;
     }
 
     fn stored_permissions(&self, record: &KeyRecord) -> PermissionSet {
@@ -1496,6 +1175,7 @@ impl Keyward {
             remaining: record.remaining,
             refill: record.refill,
             rolled_from: record.rolled_from,
+            rolled_to: record.rolled_to,
         }
     }
 
@@ -1599,17 +1279,12 @@ pub struct VerifyFuture<'a> {
     keys: &'a Keyward,
     token: &'a str,
     tenant: Option<&'a str>,
-    /// The rest of a check that had to await.
-    slow: Option<Awaiting<'a>>,
+    /// The rest of a check that had to await the store.
+    slow: Option<Boxed<'a, Result<Verified, VerifyError>>>,
     done: bool,
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-enum Awaiting<'a> {
-    Flush(Option<Verified>, Boxed<'a, ()>),
-    Store(Boxed<'a, Result<Verified, VerifyError>>),
-}
 
 impl<'a> VerifyFuture<'a> {
     fn new(keys: &'a Keyward, token: &'a str, tenant: Option<&'a str>) -> Self {
@@ -1640,53 +1315,27 @@ impl Future for VerifyFuture<'_> {
             // Polled after completion: never resolves again.
             return Poll::Pending;
         }
-        if this.slow.is_none() {
-            match this.keys.verify_cached(this.token, this.tenant) {
+        let slow = match &mut this.slow {
+            Some(slow) => slow,
+            None => match this.keys.verify_cached(this.token, this.tenant) {
                 Fast::Done(result) => {
                     this.done = true;
                     return Poll::Ready(result);
                 }
-                Fast::Flush(verified, now_us) => {
-                    this.slow = Some(Awaiting::Flush(
-                        Some(verified),
-                        flush_boxed(this.keys, now_us),
-                    ));
-                }
-                Fast::Slow => {
-                    this.slow = Some(Awaiting::Store(slow_boxed(
-                        this.keys,
-                        this.token,
-                        this.tenant,
-                    )));
-                }
-            }
-        }
-        let result = match &mut this.slow {
-            Some(Awaiting::Flush(verified, flush)) => {
-                std::task::ready!(flush.as_mut().poll(cx));
-                match verified.take() {
-                    Some(v) => Ok(v),
-                    // Taken once, on the way to `done`.
-                    None => return Poll::Pending,
-                }
-            }
-            Some(Awaiting::Store(store)) => std::task::ready!(store.as_mut().poll(cx)),
-            None => return Poll::Pending,
+                Fast::Slow => this
+                    .slow
+                    .insert(slow_boxed(this.keys, this.token, this.tenant)),
+            },
         };
+        let result = std::task::ready!(slow.as_mut().poll(cx));
         this.slow = None;
         this.done = true;
         Poll::Ready(result)
     }
 }
 
-// Out of line: building these futures takes a large stack frame, which
-// the common path should not pay for.
-#[cold]
-#[inline(never)]
-fn flush_boxed(keys: &Keyward, now_us: i64) -> Boxed<'_, ()> {
-    Box::pin(keys.flush_last_used_inner(micros_to_time(now_us)))
-}
-
+// Out of line: building this future takes a large stack frame, which the
+// common path should not pay for.
 #[cold]
 #[inline(never)]
 fn slow_boxed<'a>(
@@ -1700,8 +1349,6 @@ fn slow_boxed<'a>(
 /// The outcome of [`Keyward::verify_cached`].
 enum Fast {
     Done(Result<Verified, VerifyError>),
-    /// Verified; the last-used writes are due (at this clock time).
-    Flush(Verified, i64),
     /// Needs the store or a host's limiter.
     Slow,
 }
@@ -1720,66 +1367,31 @@ pub(crate) fn earliest() -> DateTime<Utc> {
     DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Longest actor id, in characters.
-const MAX_ACTOR_CHARS: usize = 256;
+/// Clears a "running" flag when dropped.
+#[cfg(feature = "tokio")]
+struct Running<'a>(&'a std::sync::atomic::AtomicBool);
 
-/// The actor may manage keys, and its id can be recorded as `created_by`
-/// and in audit events (not empty, not too long, no control characters).
-fn ensure_manager(actor: &Actor) -> Result<(), KeyError> {
-    let id = actor.id();
-    let recordable = !id.is_empty()
-        && id.chars().count() <= MAX_ACTOR_CHARS
-        && !id.chars().any(char::is_control);
-    if actor.can_manage() && recordable {
-        Ok(())
-    } else {
-        Err(KeyError::Forbidden {
-            actor: actor.id().to_string(),
-        })
+#[cfg(feature = "tokio")]
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
-}
-
-fn check_name(name: &str) -> Result<String, KeyError> {
-    let name = name.trim();
-    let chars = name.chars().count();
-    if chars == 0 {
-        Err(KeyError::InvalidName("the name is empty"))
-    } else if chars > MAX_NAME_CHARS {
-        Err(KeyError::InvalidName(
-            "the name is longer than 100 characters",
-        ))
-    } else if name
-        .chars()
-        .any(|c| c.is_control() || is_invisible_format(c))
-    {
-        Err(KeyError::InvalidName(
-            "the name contains control or invisible formatting characters",
-        ))
-    } else {
-        Ok(name.to_string())
-    }
-}
-
-/// Bidirectional overrides, zero-width and other invisible formatting
-/// characters: they make a name display as something else in lists and
-/// audit logs.
-fn is_invisible_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
-    )
 }
 
 /// Coalesces "last used" writes: at most one per key per interval.
 ///
 /// A successful verify whose stored `last_used_at` is older than the
 /// interval leaves an entry here; entries go to the store in one batch
-/// when the previous flush is an interval old (or many are pending), or
-/// when the host calls [`Keyward::flush_last_used`].
+/// when the previous flush is an interval old (or many are pending), on a
+/// background task, never inside the request, or when the host calls
+/// [`Keyward::flush_last_used`] or [`Keyward::sweep`].
 struct LastUsed {
     interval: Duration,
     interval_us: i64,
     state: Mutex<Pending>,
+    /// A background flush is running: at most one at a time.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    flushing: std::sync::atomic::AtomicBool,
 }
 
 struct Pending {
@@ -1863,7 +1475,8 @@ impl KeyError {
     /// A stable snake_case code for the error, for audit events and API
     /// responses: `forbidden`, `not_found`, `invalid_name`,
     /// `permission_escalation`, `unknown_permission`, `catalog_mismatch`,
-    /// `invalid_expiry`, `not_active`, `invalid_grace`, `invalid_tenant`,
+    /// `invalid_expiry`, `not_active`, `bound_exceeded`,
+    /// `key_outranks_actor`, `rolled_away`, `invalid_grace`, `invalid_tenant`,
     /// `invalid_metadata`, `entropy`, `store`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -1875,6 +1488,9 @@ impl KeyError {
             Self::CatalogMismatch => "catalog_mismatch",
             Self::InvalidExpiry => "invalid_expiry",
             Self::NotActive { .. } => "not_active",
+            Self::BoundExceeded { .. } => "bound_exceeded",
+            Self::Outranked { .. } => "key_outranks_actor",
+            Self::RolledAway { .. } => "rolled_away",
             Self::InvalidGrace => "invalid_grace",
             Self::InvalidTenant(_) => "invalid_tenant",
             Self::InvalidMetadata(_) => "invalid_metadata",
@@ -1887,7 +1503,7 @@ impl KeyError {
 impl VerifyError {
     /// A stable snake_case code for the error, for API responses:
     /// `malformed`, `invalid`, `api_key_expired`, `api_key_revoked`,
-    /// `wrong_tenant`, `api_key_inactive`, `rate_limited`, `quota_exceeded`,
+    /// `wrong_tenant`, `invalid_tenant`, `api_key_inactive`, `rate_limited`, `quota_exceeded`,
     /// `usage_exceeded`, `store_unavailable`. The HTTP layer answers
     /// `unauthorized` for the first two (seed 001's body) and these codes
     /// for the rest.
@@ -1898,6 +1514,7 @@ impl VerifyError {
             Self::Expired => "api_key_expired",
             Self::Revoked => "api_key_revoked",
             Self::WrongTenant => "wrong_tenant",
+            Self::InvalidTenant(_) => "invalid_tenant",
             Self::Inactive => "api_key_inactive",
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",

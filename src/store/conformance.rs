@@ -148,6 +148,7 @@ fn record(tenant: &str) -> KeyRecord {
         inactivity_warning: None,
         expiry_warning: None,
         rolled_from: Some(KeyId::random().expect("OS randomness")),
+        rolled_to: None,
     }
 }
 
@@ -278,10 +279,17 @@ async fn update_leaves_last_used_and_immutable_fields<S: KeyStore>(store: Arc<S>
     changed.remaining = Some(1_000);
     changed.last_refill_at = Some(t0());
     changed.rolled_from = None;
+    let successor = KeyId::random().expect("OS randomness");
+    changed.rolled_to = Some(successor);
     changed.created_at = t0() - Duration::days(1);
     store.update(&changed).await.expect("update must succeed");
     let stored = get(&*store, &r.id).await;
     assert_eq!(stored.name, "new name");
+    assert_eq!(
+        stored.rolled_to,
+        Some(successor),
+        "update must write rolled_to"
+    );
     assert_eq!(
         stored.last_used_at,
         Some(used),

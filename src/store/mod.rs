@@ -205,6 +205,7 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
     into.refill = from.refill;
     into.inactivity_warning = from.inactivity_warning;
     into.expiry_warning = from.expiry_warning;
+    into.rolled_to = from.rolled_to;
     into.version += 1;
     into.version
 }

@@ -23,9 +23,10 @@ const CHANNEL: &str = "keyward_keys";
 /// Versioned schema changes, applied in order, each once, under an
 /// advisory lock so that instances starting together migrate once. `{s}`
 /// is the quoted schema.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"CREATE TABLE {s}.keyward_keys (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"CREATE TABLE {s}.keyward_keys (
         id TEXT COLLATE "C" PRIMARY KEY,
         prefix TEXT NOT NULL,
         hash BYTEA NOT NULL,
@@ -105,7 +106,43 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE TRIGGER keyward_keys_notify_truncate
         AFTER TRUNCATE ON {s}.keyward_keys
         FOR EACH STATEMENT EXECUTE FUNCTION {s}.keyward_notify();"#,
-)];
+    ),
+    (2, MIGRATION_2),
+];
+/// Step 6: `rolled_to` marks a key replaced by a roll (it can be neither
+/// reactivated nor rolled again, and draws on its successor's uses); the
+/// change feed announces it like every other column a verify reads.
+const MIGRATION_2: &str = r#"ALTER TABLE {s}.keyward_keys ADD COLUMN rolled_to TEXT;
+    CREATE OR REPLACE FUNCTION {s}.keyward_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'TRUNCATE' THEN
+            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':*');
+        ELSIF TG_OP = 'DELETE' THEN
+            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
+        ELSIF TG_OP = 'INSERT' THEN
+            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
+        ELSIF ROW(NEW.id, NEW.prefix, NEW.hash, NEW.tenant, NEW.name, NEW.permissions,
+                  NEW.created_by, NEW.created_at, NEW.expires_at, NEW.revoked_at,
+                  NEW.metadata, NEW.version, NEW.rate_limit_max, NEW.rate_limit_per_ms,
+                  NEW.remaining IS NULL, NEW.refill_amount, NEW.refill_every_secs,
+                  NEW.inactivity_deadline, NEW.inactivity_before_secs,
+                  NEW.expiry_deadline, NEW.expiry_before_secs, NEW.rolled_from,
+                  NEW.rolled_to)
+              IS DISTINCT FROM
+              ROW(OLD.id, OLD.prefix, OLD.hash, OLD.tenant, OLD.name, OLD.permissions,
+                  OLD.created_by, OLD.created_at, OLD.expires_at, OLD.revoked_at,
+                  OLD.metadata, OLD.version, OLD.rate_limit_max, OLD.rate_limit_per_ms,
+                  OLD.remaining IS NULL, OLD.refill_amount, OLD.refill_every_secs,
+                  OLD.inactivity_deadline, OLD.inactivity_before_secs,
+                  OLD.expiry_deadline, OLD.expiry_before_secs, OLD.rolled_from,
+                  OLD.rolled_to) THEN
+            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
+            IF NEW.id IS DISTINCT FROM OLD.id THEN
+                PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
+            END IF;
+        END IF;
+        RETURN NULL;
+    END $$;"#;
 
 /// Statements, built once for the chosen schema.
 #[derive(Debug)]
@@ -135,7 +172,7 @@ impl Sql {
         Self {
             insert: s(format!(
                 "INSERT INTO {t} ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                 $12::jsonb, 0, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+                 $12::jsonb, 0, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
                  ON CONFLICT (id) DO NOTHING",
                 columns!()
             )),
@@ -145,7 +182,8 @@ impl Sql {
                  metadata = $5::jsonb, rate_limit_max = $6, rate_limit_per_ms = $7, \
                  refill_amount = $8, refill_every_secs = $9, inactivity_deadline = $10, \
                  inactivity_before_secs = $11, expiry_deadline = $12, expiry_before_secs = $13, \
-                 version = version + 1 WHERE id = $14 AND version = $15 RETURNING version"
+                 rolled_to = $14, version = version + 1 WHERE id = $15 AND version = $16 \
+                 RETURNING version"
             )),
             exists: s(format!("SELECT 1::int4 FROM {t} WHERE id = $1")),
             delete: s(format!("DELETE FROM {t} WHERE id = $1")),
@@ -497,6 +535,7 @@ fn decode(row: &PgRow) -> Result<Row, sqlx::Error> {
         expiry_deadline: row.try_get(21)?,
         expiry_before_secs: row.try_get(22)?,
         rolled_from: row.try_get(23)?,
+        rolled_to: row.try_get(24)?,
     })
 }
 
@@ -534,6 +573,7 @@ impl KeyStore for PostgresStore {
             .bind(r.expiry_deadline)
             .bind(r.expiry_before_secs)
             .bind(r.rolled_from)
+            .bind(r.rolled_to)
             .execute(&self.inner.pool)
             .await
             .map_err(map_err("inserting a key"))?;
@@ -570,6 +610,7 @@ impl KeyStore for PostgresStore {
             .bind(r.inactivity_before_secs)
             .bind(r.expiry_deadline)
             .bind(r.expiry_before_secs)
+            .bind(r.rolled_to)
             .bind(&r.id)
             .bind(r.version)
             .fetch_optional(&self.inner.pool)

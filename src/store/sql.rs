@@ -16,7 +16,7 @@ macro_rules! columns {
         "id, prefix, hash, tenant, name, permissions, created_by, created_at, expires_at, \
          revoked_at, last_used_at, metadata, version, rate_limit_max, rate_limit_per_ms, \
          remaining, refill_amount, refill_every_secs, last_refill_at, inactivity_deadline, \
-         inactivity_before_secs, expiry_deadline, expiry_before_secs, rolled_from"
+         inactivity_before_secs, expiry_deadline, expiry_before_secs, rolled_from, rolled_to"
     };
 }
 pub(super) use columns;
@@ -65,6 +65,7 @@ pub(super) struct Row {
     pub expiry_deadline: Option<DateTime<Utc>>,
     pub expiry_before_secs: Option<i64>,
     pub rolled_from: Option<String>,
+    pub rolled_to: Option<String>,
 }
 
 /// Counts are `u64` in Rust and signed 64-bit in SQL; keyward caps them at
@@ -117,6 +118,7 @@ impl Row {
             expiry_deadline: r.expiry_warning.map(|w| w.deadline),
             expiry_before_secs: r.expiry_warning.map(|w| w.before_secs),
             rolled_from: r.rolled_from.map(|id| id.as_str().to_string()),
+            rolled_to: r.rolled_to.map(|id| id.as_str().to_string()),
         })
     }
 
@@ -190,6 +192,10 @@ impl Row {
             rolled_from: self
                 .rolled_from
                 .map(|r| r.parse().map_err(|_| bad("rolled_from")))
+                .transpose()?,
+            rolled_to: self
+                .rolled_to
+                .map(|r| r.parse().map_err(|_| bad("rolled_to")))
                 .transpose()?,
         })
     }

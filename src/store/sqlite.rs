@@ -21,9 +21,10 @@ use crate::token::KeyId;
 
 /// Versioned schema changes, applied in order, each once. Timestamps are
 /// microseconds since the Unix epoch (UTC) in `INTEGER` columns.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE IF NOT EXISTS keyward_keys (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS keyward_keys (
         id TEXT PRIMARY KEY NOT NULL,
         prefix TEXT NOT NULL,
         hash BLOB NOT NULL,
@@ -56,7 +57,10 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         ON keyward_keys (coalesce(last_used_at, created_at));
     CREATE INDEX IF NOT EXISTS keyward_keys_revoked ON keyward_keys (revoked_at)
         WHERE revoked_at IS NOT NULL;",
-)];
+    ),
+    // Step 6: a key replaced by a roll names its successor.
+    (2, "ALTER TABLE keyward_keys ADD COLUMN rolled_to TEXT;"),
+];
 
 /// Keys in one SQLite file (WAL mode, `synchronous = FULL`: a key whose
 /// creation returned survives a crash or power loss), created and migrated
@@ -222,6 +226,7 @@ fn decode(row: &SqliteRow) -> Result<Row, sqlx::Error> {
         expiry_deadline: opt_time(row.try_get(21)?)?,
         expiry_before_secs: row.try_get(22)?,
         rolled_from: row.try_get(23)?,
+        rolled_to: row.try_get(24)?,
     })
 }
 
@@ -239,7 +244,7 @@ impl KeyStore for SqliteStore {
             "INSERT INTO keyward_keys (",
             columns!(),
             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?14, ?15, ?16, \
-             ?17, ?18, ?19, ?20, ?21, ?22, ?23) ON CONFLICT (id) DO NOTHING"
+             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24) ON CONFLICT (id) DO NOTHING"
         ))
         .bind(r.id)
         .bind(r.prefix)
@@ -264,6 +269,7 @@ impl KeyStore for SqliteStore {
         .bind(r.expiry_deadline.map(micros))
         .bind(r.expiry_before_secs)
         .bind(r.rolled_from)
+        .bind(r.rolled_to)
         .execute(&self.pool)
         .await
         .map_err(map_err("inserting a key"))?;
@@ -295,8 +301,8 @@ impl KeyStore for SqliteStore {
              revoked_at = ?4, metadata = ?5, rate_limit_max = ?6, rate_limit_per_ms = ?7, \
              refill_amount = ?8, refill_every_secs = ?9, inactivity_deadline = ?10, \
              inactivity_before_secs = ?11, expiry_deadline = ?12, expiry_before_secs = ?13, \
-             version = version + 1 \
-             WHERE id = ?14 AND version = ?15 RETURNING version",
+             rolled_to = ?14, version = version + 1 \
+             WHERE id = ?15 AND version = ?16 RETURNING version",
         )
         .bind(r.name)
         .bind(r.permissions)
@@ -311,6 +317,7 @@ impl KeyStore for SqliteStore {
         .bind(r.inactivity_before_secs)
         .bind(r.expiry_deadline.map(micros))
         .bind(r.expiry_before_secs)
+        .bind(r.rolled_to)
         .bind(&r.id)
         .bind(r.version)
         .fetch_optional(&self.pool)

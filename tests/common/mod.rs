@@ -149,6 +149,15 @@ impl KeyStore for DownStore {
     }
 }
 
+/// Lets background tasks (the last-used flush) run: on a current-thread
+/// runtime they run only when the test yields.
+#[allow(dead_code)]
+pub async fn settle() {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+}
+
 pub fn catalog() -> Catalog {
     Catalog::builder()
         .resource("contacts", ["read", "write"])

@@ -1,0 +1,715 @@
+//! Key management: create, read, change, roll, revoke, reactivate and
+//! delete. Every call that writes asks
+//! [`authorize`](crate::authority) first: a key never holds more than the
+//! actor who created or last changed it.
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+
+use super::{latest, Keyward, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES, PAGE, UPDATE_ATTEMPTS};
+use crate::audit::AuditAction;
+use crate::authority::{authorize, ensure_manager, limit_within, Rules};
+use crate::error::{KeyError, StoreError};
+use crate::key::{Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey};
+use crate::limit::RateLimit;
+use crate::permission::PermissionSet;
+use crate::policy::Refill;
+use crate::tenant;
+use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
+
+/// A change to a key's name, permissions and rate limit, applied all or
+/// nothing by [`Keyward::update`]. Fields left `None` stay as they are.
+///
+/// ```
+/// use keyward::KeyUpdate;
+/// let update = KeyUpdate::new().name("CI deploy").permissions(["contacts:read"]);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct KeyUpdate {
+    name: Option<String>,
+    permissions: Option<Grant>,
+    rate_limit: Option<Option<RateLimit>>,
+}
+
+impl KeyUpdate {
+    /// A change that changes nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new name (1–100 characters after trimming).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// New permissions, in any written form, replacing the old ones.
+    pub fn permissions<I, S>(mut self, permissions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.permissions = Some(Grant::Names(
+            permissions.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// New permissions as a parsed set.
+    pub fn permission_set(mut self, permissions: PermissionSet) -> Self {
+        self.permissions = Some(Grant::Set(permissions));
+        self
+    }
+
+    /// A new rate limit; `None` goes back to the instance's default.
+    pub fn rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.permissions.is_none() && self.rate_limit.is_none()
+    }
+}
+
+impl Keyward {
+    /// What [`authorize`] needs of this instance.
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            catalog: &self.inner.catalog,
+            nested: self.inner.nested,
+            default_limit: self.inner.key_limit,
+        }
+    }
+
+    /// Creates a key in the actor's tenant (or, with nested tenants, in a
+    /// tenant below it given by [`NewKey::tenant`]). The returned
+    /// [`IssuedKey::token`] is the only copy of the plaintext.
+    ///
+    /// The key holds no more than the actor in any dimension (see
+    /// [`authority`](crate::authority)). Left unset, its expiry, rate
+    /// limit and usage limit are the actor's: a key created by a key that
+    /// expires, is limited or has a usage limit gets the same bounds.
+    ///
+    /// # Errors
+    /// [`KeyError::Forbidden`] if the actor may not manage keys;
+    /// [`KeyError::InvalidName`], [`KeyError::InvalidTenant`],
+    /// [`KeyError::Permission`], [`KeyError::PermissionEscalation`] (naming
+    /// every permission the actor lacks), [`KeyError::BoundExceeded`] (a
+    /// later expiry, looser rate limit or more uses than the actor's),
+    /// [`KeyError::InvalidExpiry`], [`KeyError::InvalidMetadata`];
+    /// [`KeyError::Store`].
+    pub async fn create(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, KeyError> {
+        let result = self.create_inner(actor, new).await;
+        let key = result.as_ref().ok().map(|k| (k.key.id, k.key.prefix));
+        self.audit_manage(AuditAction::Create, actor, key, &result);
+        result
+    }
+
+    async fn create_inner(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, KeyError> {
+        ensure_manager(actor)?;
+        let name = check_name(&new.name)?;
+        let tenant = new.tenant.unwrap_or_else(|| actor.tenant().to_string());
+        if !tenant::covers(actor.tenant(), &tenant, self.inner.nested) {
+            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
+        }
+        let permissions = self.grant_set(new.grant)?;
+        let now = self.now();
+        let expires_at = match new.expiry {
+            None => actor.expires_at,
+            Some(Expiry::At(t)) => Some(t),
+            Some(Expiry::In(d)) if d > Duration::zero() => {
+                Some(now.checked_add_signed(d).ok_or(KeyError::InvalidExpiry)?)
+            }
+            Some(Expiry::In(_)) => return Err(KeyError::InvalidExpiry),
+        }
+        .map(|t| t.trunc_subsecs(6));
+        if expires_at.is_some_and(|e| e <= now || e > latest()) {
+            return Err(KeyError::InvalidExpiry);
+        }
+        if let Some(m) = &new.metadata {
+            check_metadata(m)?;
+        }
+        let refill = new.refill.map(|r| Refill {
+            amount: r.amount.min(MAX_USES),
+            every_secs: r.every_secs.min(Refill::MAX_EVERY_SECS),
+        });
+        let remaining = new
+            .remaining
+            .or(refill.map(|r| r.amount))
+            .or(actor.uses)
+            .map(|n| n.min(MAX_USES));
+        let draft = KeyRecord {
+            id: KeyId::NONE,
+            prefix: DisplayPrefix::default(),
+            hash: KeyHash::from_bytes([0; 32]),
+            tenant,
+            name,
+            permissions: permissions.names().map(str::to_string).collect(),
+            created_by: actor.id().to_string(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+            metadata: new.metadata,
+            version: 0,
+            rate_limit: new.rate_limit.or_else(|| self.inherited_limit(actor)),
+            remaining,
+            refill,
+            last_refill_at: remaining.is_some().then_some(now),
+            inactivity_warning: None,
+            expiry_warning: None,
+            rolled_from: None,
+            rolled_to: None,
+        };
+        authorize(self.rules(), actor, None, Some(&draft))?;
+        let (token, record) = self
+            .insert_new(|id, prefix, hash| KeyRecord {
+                id,
+                prefix,
+                hash,
+                ..draft.clone()
+            })
+            .await?;
+        let key = self.info(record, now);
+        Ok(IssuedKey { token, key })
+    }
+
+    /// The rate limit a key created by `actor` without one gets: the
+    /// actor's, when the instance's default is looser than it.
+    fn inherited_limit(&self, actor: &Actor) -> Option<RateLimit> {
+        actor
+            .rate_limit
+            .filter(|bound| !limit_within(self.inner.key_limit, Some(*bound)))
+    }
+
+    /// Draws a fresh id and token, builds the record with `build(id,
+    /// prefix, hash)` and inserts it. Ids are 47.6 random bits: a collision
+    /// is rare but possible in a large store, so a duplicate means "draw
+    /// again" (up to 4 draws), not failure.
+    async fn insert_new(
+        &self,
+        build: impl Fn(KeyId, DisplayPrefix, KeyHash) -> KeyRecord,
+    ) -> Result<(SecretToken, KeyRecord), KeyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let id = KeyId::random()?;
+            let token = self.inner.format.generate(id)?;
+            let hash = KeyHash::of(token.expose_secret().as_bytes());
+            let record = build(id, token.display_prefix(), hash);
+            match self.inner.store.insert(&record).await {
+                Ok(()) => {
+                    self.inner.cache.invalidate(&id);
+                    return Ok((token, record));
+                }
+                Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Revokes a key: it stops verifying at once (with
+    /// [`VerifyError::Revoked`](crate::VerifyError::Revoked)) but stays
+    /// listed and can be reactivated. Revoking a revoked key changes
+    /// nothing. The actor must hold at least as much as the key.
+    ///
+    /// # Errors
+    /// [`KeyError::Forbidden`], [`KeyError::NotFound`],
+    /// [`KeyError::Outranked`], [`KeyError::Store`].
+    pub async fn revoke(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
+        self.modify(actor, id, AuditAction::Revoke, |r, now| {
+            r.revoked_at.get_or_insert(now);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Undoes [`Keyward::revoke`]; an active key stays as it is. Reviving a
+    /// key grants its permissions again, so the actor must hold at least as
+    /// much as the key, or a demoted manager could restore what an admin
+    /// took away.
+    ///
+    /// # Errors
+    /// [`KeyError::NotActive`] for an expired key (expiry is final),
+    /// [`KeyError::RolledAway`] for a key replaced by a roll (a leaked key
+    /// rolled away never comes back), [`KeyError::Outranked`],
+    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
+    pub async fn reactivate(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
+        self.modify(actor, id, AuditAction::Reactivate, |r, now| {
+            if let Some(successor) = r.rolled_to {
+                return Err(KeyError::RolledAway {
+                    id: r.id,
+                    successor,
+                });
+            }
+            if r.expires_at.is_some_and(|e| e <= now) {
+                return Err(KeyError::NotActive {
+                    id: r.id,
+                    status: KeyStatus::Expired,
+                });
+            }
+            r.revoked_at = None;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Renames a key (1–100 characters after trimming).
+    ///
+    /// # Errors
+    /// As [`Keyward::update`].
+    pub async fn rename(&self, actor: &Actor, id: &KeyId, name: &str) -> Result<KeyInfo, KeyError> {
+        self.update_as(actor, id, KeyUpdate::new().name(name), AuditAction::Rename)
+            .await
+    }
+
+    /// Replaces a key's permissions. Like at creation, the new set must be
+    /// a subset of the actor's permissions, and so must the old one.
+    ///
+    /// # Errors
+    /// As [`Keyward::update`].
+    pub async fn set_permissions<I, S>(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        permissions: I,
+    ) -> Result<KeyInfo, KeyError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let update = KeyUpdate::new().permissions(permissions);
+        self.update_as(actor, id, update, AuditAction::SetPermissions)
+            .await
+    }
+
+    /// Sets or clears (`None`: back to the instance's default) a key's own
+    /// rate limit. The result may be no looser than the actor's own limit.
+    ///
+    /// # Errors
+    /// As [`Keyward::update`].
+    pub async fn set_rate_limit(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        limit: Option<RateLimit>,
+    ) -> Result<KeyInfo, KeyError> {
+        let update = KeyUpdate::new().rate_limit(limit);
+        self.update_as(actor, id, update, AuditAction::SetRateLimit)
+            .await
+    }
+
+    /// Changes a key's name, permissions and rate limit at once, all or
+    /// nothing: every field is checked before anything is written, and
+    /// the write is one conditional update. The actor must hold at least
+    /// as much as the key before and after.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidName`], [`KeyError::Permission`],
+    /// [`KeyError::CatalogMismatch`], [`KeyError::PermissionEscalation`],
+    /// [`KeyError::BoundExceeded`], [`KeyError::Outranked`],
+    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        update: KeyUpdate,
+    ) -> Result<KeyInfo, KeyError> {
+        self.update_as(actor, id, update, AuditAction::Update).await
+    }
+
+    async fn update_as(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        update: KeyUpdate,
+        action: AuditAction,
+    ) -> Result<KeyInfo, KeyError> {
+        let checked = (|| {
+            ensure_manager(actor)?;
+            let name = update.name.as_deref().map(check_name).transpose()?;
+            let permissions = update
+                .permissions
+                .map(|g| self.grant_set(g))
+                .transpose()?
+                .map(|set| set.names().map(str::to_string).collect::<Vec<_>>());
+            Ok((name, permissions))
+        })();
+        let (name, permissions) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                let result = Err(e);
+                self.audit_manage(action, actor, None, &result);
+                return result;
+            }
+        };
+        self.modify(actor, id, action, |r, _| {
+            if let Some(name) = &name {
+                r.name.clone_from(name);
+            }
+            if let Some(permissions) = &permissions {
+                r.permissions.clone_from(permissions);
+            }
+            if let Some(limit) = update.rate_limit {
+                r.rate_limit = limit;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a key for good. Only audit events remember it. The actor
+    /// must hold at least as much as the key.
+    ///
+    /// # Errors
+    /// [`KeyError::Forbidden`], [`KeyError::NotFound`],
+    /// [`KeyError::Outranked`], [`KeyError::Store`].
+    pub async fn delete(&self, actor: &Actor, id: &KeyId) -> Result<(), KeyError> {
+        let result = async {
+            let record = self.load_for(actor, id).await?;
+            authorize(self.rules(), actor, Some(&record), None)?;
+            // Invalidated whatever the outcome: an error may come after
+            // the delete committed.
+            let deleted = self.inner.store.delete(id).await;
+            self.inner.cache.invalidate(id);
+            let deleted = deleted?;
+            if deleted {
+                self.inner.last_used.forget(id);
+                Ok(record.prefix)
+            } else {
+                Err(KeyError::NotFound(*id))
+            }
+        }
+        .await;
+        let key = result.as_ref().ok().map(|p| (*id, *p));
+        self.audit_manage(AuditAction::Delete, actor, key, &result);
+        result.map(|_| ())
+    }
+
+    /// One key of the actor's tenant (or, with nested tenants, below it).
+    ///
+    /// # Errors
+    /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
+    pub async fn get(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
+        let record = self.load_for(actor, id).await?;
+        Ok(self.info(record, self.now()))
+    }
+
+    /// Every key of `tenant`, in id order, read from the store in pages.
+    /// With nested tenants, an actor may list a descendant tenant; the list
+    /// holds that tenant's own keys only.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidTenant`] if `tenant` is not a canonical tenant
+    /// path; [`KeyError::Forbidden`] if the actor may not manage keys or
+    /// may not act for `tenant`; [`KeyError::Store`].
+    pub async fn list(&self, actor: &Actor, tenant: &str) -> Result<Vec<KeyInfo>, KeyError> {
+        ensure_manager(actor)?;
+        if !tenant::is_valid(tenant) {
+            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
+        }
+        if !tenant::covers(actor.tenant(), tenant, self.inner.nested) {
+            return Err(KeyError::Forbidden {
+                actor: actor.id().to_string(),
+            });
+        }
+        let now = self.now();
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_by_tenant(tenant, after.as_ref(), PAGE)
+                .await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|r| r.id);
+            out.extend(page.into_iter().map(|r| self.info(r, now)));
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Rotates a key: issues a new key with the same name, tenant,
+    /// permissions, expiry, rate limit, usage limit and metadata, and
+    /// returns its token once. The old key keeps working until `now +
+    /// grace`, never past its own expiry; a zero grace revokes it at once.
+    /// The audit event names both keys; the new key's
+    /// [`KeyInfo::rolled_from`] names the old and the old key's
+    /// [`KeyInfo::rolled_to`] the new.
+    ///
+    /// A rolled key is done: it can be neither rolled again (even during
+    /// its grace) nor reactivated.
+    ///
+    /// **Uses move, never multiply.** A usage-limited key's remaining uses
+    /// move to the new key; during its grace the old key draws on the new
+    /// key's uses, so the two together never get more than the old key
+    /// had. Rolling the new key in turn ends the old key's grace at once,
+    /// so a chain of rolls keeps one pool. A use of the old key on another
+    /// instance that races the roll itself (before the change reaches its
+    /// cache) may still count against the old key's own, abandoned uses.
+    ///
+    /// # Errors
+    /// [`KeyError::NotActive`] for a revoked or expired key,
+    /// [`KeyError::RolledAway`] for a key already rolled,
+    /// [`KeyError::InvalidGrace`] for a negative grace,
+    /// [`KeyError::Outranked`] if the key holds more than the actor;
+    /// [`KeyError::Forbidden`], [`KeyError::NotFound`],
+    /// [`KeyError::Store`].
+    pub async fn roll(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        grace: Duration,
+    ) -> Result<IssuedKey, KeyError> {
+        let result = self.roll_inner(actor, id, grace).await;
+        let (key, related) = match &result {
+            Ok((old, new)) => (Some((*id, *old)), Some(new.key.id)),
+            Err(_) => (None, None),
+        };
+        self.audit_manage_related(AuditAction::Roll, actor, key, related, &result);
+        result.map(|(_, new)| new)
+    }
+
+    async fn roll_inner(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        grace: Duration,
+    ) -> Result<(DisplayPrefix, IssuedKey), KeyError> {
+        let inner = &*self.inner;
+        if grace < Duration::zero() {
+            return Err(KeyError::InvalidGrace);
+        }
+        let old = self.load_for(actor, id).await?;
+        authorize(self.rules(), actor, Some(&old), None)?;
+        let now = self.now();
+        rollable(&old, now)?;
+        let draft = KeyRecord {
+            created_by: actor.id().to_string(),
+            created_at: now,
+            revoked_at: None,
+            last_used_at: None,
+            version: 0,
+            permissions: self
+                .stored_permissions(&old)
+                .names()
+                .map(str::to_string)
+                .collect(),
+            inactivity_warning: None,
+            expiry_warning: None,
+            rolled_from: Some(old.id),
+            rolled_to: None,
+            ..old.clone()
+        };
+        authorize(self.rules(), actor, None, Some(&draft))?;
+        // The new key first: if anything fails after, the old key still
+        // works and no client is locked out.
+        let (token, record) = self
+            .insert_new(|id, prefix, hash| KeyRecord {
+                id,
+                prefix,
+                hash,
+                ..draft.clone()
+            })
+            .await?;
+        let successor = record.id;
+        let ended = self
+            .modify_unaudited(actor, id, |r, now| {
+                rollable(r, now)?;
+                r.rolled_to = Some(successor);
+                if grace == Duration::zero() {
+                    r.revoked_at = Some(now);
+                } else {
+                    let until = now
+                        .checked_add_signed(grace)
+                        .unwrap_or_else(latest)
+                        .min(latest())
+                        .trunc_subsecs(6);
+                    r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = ended {
+            // The old key could not be ended: take the new one back so the
+            // roll is all or nothing.
+            let _ = inner.store.delete(&record.id).await;
+            inner.cache.invalidate(&record.id);
+            return Err(e);
+        }
+        if let Some(previous) = old.rolled_from {
+            self.end_grace(&previous, id).await;
+        }
+        let key = self.info(record, now);
+        Ok((old.prefix, IssuedKey { token, key }))
+    }
+
+    /// Ends the grace of `previous` if it is still in the grace of a roll
+    /// to `rolled`, which was just rolled in turn: only the newest rolled
+    /// key may draw on the lineage's uses. Bookkeeping of the roll that
+    /// was authorized, so not authorized again; a failure is logged (the
+    /// key still expires when its grace ends).
+    async fn end_grace(&self, previous: &KeyId, rolled: &KeyId) {
+        let store = &*self.inner.store;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut record = match store.get(previous).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(target: "keyward", error = %e, "could not end the grace of a twice-rolled key");
+                    return;
+                }
+            };
+            let now = self.now();
+            if record.rolled_to != Some(*rolled) || KeyStatus::of(&record, now) != KeyStatus::Active
+            {
+                return;
+            }
+            record.expires_at = Some(now);
+            let updated = store.update(&record).await;
+            if !matches!(updated, Err(StoreError::Conflict(_))) {
+                self.inner.cache.invalidate(previous);
+            }
+            match updated {
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(target: "keyward", error = %e, "could not end the grace of a twice-rolled key");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+    }
+
+    /// Reads the key and checks the actor may manage keys and reach its
+    /// tenant. Another tenant's key is `NotFound`, exactly like a missing
+    /// one.
+    async fn load_for(&self, actor: &Actor, id: &KeyId) -> Result<KeyRecord, KeyError> {
+        ensure_manager(actor)?;
+        match self.inner.store.get(id).await? {
+            Some(r) if tenant::covers(actor.tenant(), &r.tenant, self.inner.nested) => Ok(r),
+            _ => Err(KeyError::NotFound(*id)),
+        }
+    }
+
+    /// Read, authorize, change, authorize, conditionally write, audit.
+    async fn modify(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        action: AuditAction,
+        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
+    ) -> Result<KeyInfo, KeyError> {
+        let result = self.modify_unaudited(actor, id, change).await;
+        let key = result.as_ref().ok().map(|k| (k.id, k.prefix));
+        self.audit_manage(action, actor, key, &result);
+        result
+    }
+
+    /// Read; check the actor dominates the key; change; check the actor
+    /// dominates the result; conditionally write. On a lost race, read
+    /// again.
+    async fn modify_unaudited(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
+    ) -> Result<KeyInfo, KeyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut record = self.load_for(actor, id).await?;
+            authorize(self.rules(), actor, Some(&record), None)?;
+            let now = self.now();
+            change(&mut record, now)?;
+            authorize(self.rules(), actor, None, Some(&record))?;
+            let updated = self.inner.store.update(&record).await;
+            // Invalidated unless the write surely did not happen: an error
+            // may come after the update committed.
+            if !matches!(updated, Err(StoreError::Conflict(_))) {
+                self.inner.cache.invalidate(id);
+            }
+            match updated {
+                Ok(version) => {
+                    record.version = version;
+                    return Ok(self.info(record, now));
+                }
+                Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => continue,
+                Err(StoreError::NotFound(_)) => return Err(KeyError::NotFound(*id)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The permissions `grant` names, parsed in this catalog. Whether the
+    /// actor may grant them is [`authorize`]'s question.
+    fn grant_set(&self, grant: Grant) -> Result<PermissionSet, KeyError> {
+        let catalog = &self.inner.catalog;
+        match grant {
+            Grant::Names(names) => Ok(catalog.parse_set(&names)?),
+            Grant::Set(set) if set.catalog() == catalog => Ok(set),
+            Grant::Set(_) => Err(KeyError::CatalogMismatch),
+        }
+    }
+}
+
+/// A key can be rolled: active, and not rolled already.
+fn rollable(key: &KeyRecord, now: DateTime<Utc>) -> Result<(), KeyError> {
+    if let Some(successor) = key.rolled_to {
+        return Err(KeyError::RolledAway {
+            id: key.id,
+            successor,
+        });
+    }
+    match KeyStatus::of(key, now) {
+        KeyStatus::Active => Ok(()),
+        status => Err(KeyError::NotActive { id: key.id, status }),
+    }
+}
+
+fn check_metadata(metadata: &serde_json::Value) -> Result<(), KeyError> {
+    let json = serde_json::to_string(metadata).unwrap_or_default();
+    if json.len() > MAX_METADATA_BYTES {
+        return Err(KeyError::InvalidMetadata("larger than 16 KiB as JSON"));
+    }
+    // PostgreSQL cannot store U+0000 in text or JSON.
+    if json.contains("\\u0000") {
+        return Err(KeyError::InvalidMetadata("contains a NUL character"));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<String, KeyError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 {
+        Err(KeyError::InvalidName("the name is empty"))
+    } else if chars > MAX_NAME_CHARS {
+        Err(KeyError::InvalidName(
+            "the name is longer than 100 characters",
+        ))
+    } else if name
+        .chars()
+        .any(|c| c.is_control() || is_invisible_format(c))
+    {
+        Err(KeyError::InvalidName(
+            "the name contains control or invisible formatting characters",
+        ))
+    } else {
+        Ok(name.to_string())
+    }
+}
+
+/// Bidirectional overrides, zero-width and other invisible formatting
+/// characters: they make a name display as something else in lists and
+/// audit logs.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
