@@ -10,9 +10,13 @@
 //! - `GET /v1/contacts` (`contacts:read`), `POST /v1/contacts`
 //!   (`contacts:write`): a small demo resource, per tenant.
 //! - `/api-keys` (`api_keys:read` to read, `api_keys:write` to change):
-//!   `POST` create (returns the token once), `GET` list, `GET /{id}`,
-//!   `PATCH /{id}` (name, permissions), `POST /{id}/revoke`,
-//!   `POST /{id}/reactivate`, `POST /{id}/roll` (grace), `DELETE /{id}`.
+//!   `POST` create (returns the token once, `Cache-Control: no-store`),
+//!   `GET` list, `GET /{id}`, `PATCH /{id}` (name, permissions, rate limit:
+//!   all or nothing), `POST /{id}/revoke`, `POST /{id}/reactivate`,
+//!   `POST /{id}/roll` (grace), `DELETE /{id}`.
+//!
+//! A key acting here is bounded by itself: what it creates or changes
+//! never holds more than it does (keyward's [`authority`](keyward::authority)).
 //!
 //! It runs the maintenance sweep hourly (logging inactivity and expiry
 //! warnings) and, on Ctrl-C or SIGTERM, stops accepting requests, finishes
@@ -23,13 +27,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use keyward::http::{require, ApiError, Authenticated, KeywardLayer};
 use keyward::store::SqliteStore;
-use keyward::{Actor, Catalog, KeyId, KeyInfo, Keyward, NewKey, RateLimit};
+use keyward::{Actor, Catalog, KeyId, KeyInfo, KeyUpdate, Keyward, NewKey, RateLimit};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -260,11 +265,21 @@ struct Created {
     key: KeyInfo,
 }
 
+/// A response carrying a plaintext token: 201, and never cached by a
+/// browser or proxy.
+fn issued(created: Created) -> impl axum::response::IntoResponse {
+    (
+        StatusCode::CREATED,
+        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(created),
+    )
+}
+
 async fn create_key(
     State(s): State<AppState>,
     key: Authenticated,
     Body(body): Body<CreateKey>,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     let mut new = NewKey::new(body.name).permissions(body.permissions);
     match (body.expires_at, body.expires_in_seconds) {
         (Some(_), Some(_)) => {
@@ -287,23 +302,23 @@ async fn create_key(
         new = new.metadata(m);
     }
     if let Some(n) = body.rate_limit_per_minute {
-        let limit = RateLimit::per_minute(n).map_err(|_| {
-            ApiError::invalid(
-                "rate_limit_per_minute",
-                "invalid_rate_limit",
-                "Must be at least 1.",
-            )
-        })?;
-        new = new.rate_limit(limit);
+        new = new.rate_limit(per_minute(n)?);
     }
-    let issued = s.keys.create(&manager(&key), new).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Created {
-            token: issued.token.expose_secret().to_string(),
-            key: issued.key,
-        }),
-    ))
+    let created = s.keys.create(&manager(&key), new).await?;
+    Ok(issued(Created {
+        token: created.token.expose_secret().to_string(),
+        key: created.key,
+    }))
+}
+
+fn per_minute(n: u32) -> Result<RateLimit, ApiError> {
+    RateLimit::per_minute(n).map_err(|_| {
+        ApiError::invalid(
+            "rate_limit_per_minute",
+            "invalid_rate_limit",
+            "Must be at least 1.",
+        )
+    })
 }
 
 #[derive(Serialize)]
@@ -332,6 +347,14 @@ async fn get_key(
 struct UpdateKey {
     name: Option<String>,
     permissions: Option<Vec<String>>,
+    /// A number sets the key's limit; `null` goes back to the default.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit_per_minute: Option<Option<u32>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
 }
 
 async fn update_key(
@@ -341,28 +364,25 @@ async fn update_key(
     Body(body): Body<UpdateKey>,
 ) -> Result<Json<KeyInfo>, ApiError> {
     let id = key_id(&id)?;
-    let actor = manager(&key);
-    if body.name.is_none() && body.permissions.is_none() {
+    let mut update = KeyUpdate::new();
+    if let Some(name) = body.name {
+        update = update.name(name);
+    }
+    if let Some(permissions) = body.permissions {
+        update = update.permissions(permissions);
+    }
+    if let Some(limit) = body.rate_limit_per_minute {
+        update = update.rate_limit(limit.map(per_minute).transpose()?);
+    }
+    if update.is_empty() {
         return Err(ApiError::invalid(
             "name",
             "empty_update",
-            "Give a name, permissions, or both.",
+            "Give a name, permissions, a rate limit, or several.",
         ));
     }
-    let mut info = None;
-    if let Some(name) = body.name {
-        info = Some(s.keys.rename(&actor, &id, &name).await?);
-    }
-    if let Some(permissions) = body.permissions {
-        info = Some(s.keys.set_permissions(&actor, &id, permissions).await?);
-    }
-    info.map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "No change.",
-        )
-    })
+    // One call, one conditional write: all of it or none of it.
+    Ok(Json(s.keys.update(&manager(&key), &id, update).await?))
 }
 
 async fn revoke_key(
@@ -395,17 +415,14 @@ async fn roll_key(
     key: Authenticated,
     Path(id): Path<String>,
     Body(body): Body<Roll>,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     let grace = Duration::try_seconds(body.grace_seconds)
         .ok_or_else(|| ApiError::invalid("grace_seconds", "invalid_grace", "Out of range."))?;
-    let issued = s.keys.roll(&manager(&key), &key_id(&id)?, grace).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Created {
-            token: issued.token.expose_secret().to_string(),
-            key: issued.key,
-        }),
-    ))
+    let rolled = s.keys.roll(&manager(&key), &key_id(&id)?, grace).await?;
+    Ok(issued(Created {
+        token: rolled.token.expose_secret().to_string(),
+        key: rolled.key,
+    }))
 }
 
 async fn delete_key(

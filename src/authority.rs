@@ -44,10 +44,13 @@
 //! and `created_by` (`key:<id>`) let an operator review and revoke
 //! deliberately.
 //!
-//! **Uses are per key.** A usage-limited actor can give each key it
-//! creates at most the uses it has left; every creation is itself a
-//! request that spends one of the actor's uses. A roll never multiplies
-//! uses: see [`Keyward::roll`](crate::Keyward::roll).
+//! **Uses are split, never copied.** A key created by a usage-limited
+//! *key* must be given a usage limit (it cannot be unlimited, nor have a
+//! refill), and those uses are taken from the creating key's own at
+//! creation ([`carved_uses`]): the two together never hold more than the
+//! creator had. A human actor's usage bound ([`Actor::remaining`]) is a
+//! cap per key, since a person has no count to split. A roll moves the
+//! uses to the new key: see [`Keyward::roll`](crate::Keyward::roll).
 
 use chrono::{DateTime, Utc};
 
@@ -70,9 +73,11 @@ pub(crate) struct Rules<'a> {
     pub(crate) default_limit: Option<RateLimit>,
 }
 
-/// The actor may manage keys at all: the host said so, and its id can be
+/// The actor may manage keys at all: the host said so, its id can be
 /// recorded as `created_by` and in audit events (not empty, not too long,
-/// no control characters), and its tenant is canonical.
+/// no control characters), its tenant is canonical, and it is not a key
+/// that was rolled away (a leaked key in its grace period must not manage
+/// its own successor).
 ///
 /// # Errors
 /// [`KeyError::Forbidden`].
@@ -81,7 +86,7 @@ pub(crate) fn ensure_manager(actor: &Actor) -> Result<(), KeyError> {
     let recordable = !id.is_empty()
         && id.chars().count() <= MAX_ACTOR_CHARS
         && !id.chars().any(char::is_control);
-    if actor.can_manage() && recordable && tenant::is_valid(actor.tenant()) {
+    if actor.can_manage() && recordable && tenant::is_valid(actor.tenant()) && !actor.retired {
         Ok(())
     } else {
         Err(KeyError::Forbidden {
@@ -153,6 +158,25 @@ pub(crate) fn authorize(
         }
     }
     Ok(())
+}
+
+/// The uses a key created by `actor` takes from the actor's own key, if
+/// the actor is a usage-limited key: all of the new key's uses. Such a
+/// key may not have a refill, which would make uses out of nothing.
+///
+/// # Errors
+/// [`KeyError::BoundExceeded`] (usage) for a refill, or for no usage
+/// limit at all.
+pub(crate) fn carved_uses(actor: &Actor, key: &KeyRecord) -> Result<Option<u64>, KeyError> {
+    if actor.key_id().is_none() || actor.uses.is_none() {
+        return Ok(None);
+    }
+    match (key.remaining, key.refill) {
+        (Some(uses), None) => Ok(Some(uses)),
+        _ => Err(KeyError::BoundExceeded {
+            dimension: Dimension::Usage,
+        }),
+    }
 }
 
 /// Whether the actor holds at least as much as `key` in every dimension

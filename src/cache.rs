@@ -83,6 +83,33 @@ impl Tenants {
         tenant
     }
 
+    /// The tenant named `name` with `quota` if it is new, unless the map
+    /// already holds `cap` tenants and none of them is idle at `now_ns`:
+    /// a flood of made-up tenant names cannot grow it without bound.
+    pub(crate) fn get_bounded(
+        &self,
+        name: &str,
+        quota: RateLimit,
+        cap: usize,
+        now_ns: u64,
+    ) -> Option<Arc<Tenant>> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = map.get(name) {
+            return Some(t.clone());
+        }
+        if map.len() >= cap {
+            map.retain(|_, t| {
+                Arc::strong_count(t) > 1 || !Gcra::idle(t.tat.load(Ordering::Relaxed), now_ns)
+            });
+            if map.len() >= cap {
+                return None;
+            }
+        }
+        let tenant = Arc::new(Tenant::new(name, Some(quota)));
+        map.insert(name.into(), tenant.clone());
+        Some(tenant)
+    }
+
     /// Forgets tenants that no cached key names and whose quota has
     /// refilled by `now_ns`.
     pub(crate) fn evict_idle(&self, now_ns: u64) {

@@ -28,7 +28,8 @@ use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 /// left. An actor made by [`Verified::actor`] carries its key's bounds
 /// automatically; a human actor carries what the host gives it (by default
 /// no expiry, no rate limit and unlimited uses: set them to bound what a
-/// person can hand out).
+/// person can hand out). On an actor made from a key, the setters only
+/// ever tighten the key's bounds, never loosen them.
 #[derive(Debug, Clone)]
 pub struct Actor {
     id: String,
@@ -40,6 +41,8 @@ pub struct Actor {
     pub(crate) uses: Option<u64>,
     pub(crate) refill: Option<Refill>,
     key: Option<KeyId>,
+    /// Made from a key that was rolled away: it manages nothing.
+    pub(crate) retired: bool,
 }
 
 impl Actor {
@@ -56,14 +59,21 @@ impl Actor {
             uses: None,
             refill: None,
             key: None,
+            retired: false,
         }
     }
 
     /// The permissions the actor holds; keys they create or edit can hold
-    /// at most these. Defaults to none.
+    /// at most these. Defaults to none. On an actor made from a key: the
+    /// key's permissions that are also in `permissions`.
     #[must_use]
     pub fn permissions(mut self, permissions: PermissionSet) -> Self {
-        self.permissions = Some(permissions);
+        self.permissions = Some(match (&self.key, &self.permissions) {
+            (Some(_), Some(held)) if held.catalog() == permissions.catalog() => {
+                held.intersection(&permissions)
+            }
+            _ => permissions,
+        });
         self
     }
 
@@ -78,7 +88,7 @@ impl Actor {
     /// creates without one gets. Defaults to none (any expiry, or none).
     #[must_use]
     pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
-        self.expires_at = Some(at);
+        self.expires_at = Some(self.expires_at.map_or(at, |e| e.min(at)));
         self
     }
 
@@ -87,7 +97,11 @@ impl Actor {
     /// looser. Defaults to none (any limit, or none).
     #[must_use]
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
-        self.rate_limit = Some(limit);
+        // On a key's actor, a limit that is not within the key's own is
+        // ignored: the key's stays.
+        if self.key.is_none() || self.rate_limit.is_none_or(|own| limit.is_within(&own)) {
+            self.rate_limit = Some(limit);
+        }
         self
     }
 
@@ -96,15 +110,19 @@ impl Actor {
     /// unlimited uses, nor a refill. Defaults to unlimited.
     #[must_use]
     pub fn remaining(mut self, uses: u64) -> Self {
-        self.uses = Some(uses);
+        self.uses = Some(self.uses.map_or(uses, |u| u.min(uses)));
         self
     }
 
     /// With [`Actor::remaining`]: the actor's own refill, the most
-    /// generous one it may give a key (no more uses, no more often).
+    /// generous one it may give a key (no more uses, no more often). On an
+    /// actor made from a key it is ignored: a key's uses are split, never
+    /// refilled for another key (see [`authority`](crate::authority)).
     #[must_use]
     pub fn refill(mut self, refill: Refill) -> Self {
-        self.refill = Some(refill);
+        if self.key.is_none() {
+            self.refill = Some(refill);
+        }
         self
     }
 
@@ -508,6 +526,7 @@ impl Verified {
         actor.expires_at = self.expires_at();
         actor.rate_limit = self.key.limit;
         actor.key = Some(self.id());
+        actor.retired = self.key.rolled_to.is_some();
         if self.key.metered {
             actor.uses = Some(self.remaining.unwrap_or(0));
             actor.refill = self.key.refill.as_deref().copied();

@@ -163,6 +163,14 @@ impl Gcra {
         }
     }
 
+    /// Gives back one request counted by [`Gcra::check`], when a later
+    /// limit refused the request it was counted for.
+    pub(crate) fn refund(&self, state: &AtomicU64) {
+        let _ = state.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+            Some(tat.saturating_sub(self.emission_ns.get()))
+        });
+    }
+
     /// Whether a state has fully refilled by `now_ns` (is the same as no
     /// state at all).
     pub(crate) fn idle(state: u64, now_ns: u64) -> bool {

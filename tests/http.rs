@@ -292,16 +292,32 @@ async fn both_header_styles_work_and_other_schemes_do_not() {
             .expect("send");
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{name}");
     }
-    // Two x-api-key headers: refused, not guessed.
-    let res = s
-        .http
-        .get(&url)
-        .header("x-api-key", &token)
-        .header("x-api-key", &s.admin)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Two keys, in one header or two: refused as ambiguous (RFC 6750
+    // §3.1), never guessed.
+    for pairs in [
+        [("x-api-key", token.clone()), ("x-api-key", s.admin.clone())],
+        [
+            ("authorization", format!("Bearer {token}")),
+            ("authorization", format!("Bearer {}", s.admin)),
+        ],
+        [
+            ("x-api-key", token.clone()),
+            ("authorization", format!("Bearer {}", s.admin)),
+        ],
+    ] {
+        let mut req = s.http.get(&url);
+        for (name, value) in pairs {
+            req = req.header(name, value);
+        }
+        let res = req.send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            r#"Bearer realm="api", error="invalid_request""#
+        );
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(code(&body), "invalid_request");
+    }
 }
 
 /// A router with tenant checking on, and the bearer header only.
@@ -354,6 +370,256 @@ async fn the_tenant_header_is_checked_when_turned_on() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let body: Value = res.json().await.expect("json");
     assert_eq!(code(&body), "tenant_required");
+    // Finding 3 over HTTP: tricks are refused as invalid, never matched.
+    for trick in [
+        "acme/",
+        "acme//x",
+        "acme/../globex",
+        "acme/%",
+        "acme/*",
+        "acme/.",
+    ] {
+        let res = get(Some(trick)).await.expect("send");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{trick}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(code(&body), "invalid_tenant", "{trick}");
+    }
+    // A second tenant header is refused, not ignored.
+    let res = s
+        .http
+        .get(format!("{base}/whoami"))
+        .bearer_auth(&token)
+        .header("x-tenant-name", "acme")
+        .header("x-tenant-name", "globex")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(code(&body), "invalid_request");
+}
+
+/// Finding 9 of step 6: RFC 9110 §15.5.2 / RFC 6750 §3 challenges on
+/// every 401 and 403, `no-store` on every response carrying a token, and
+/// a `PATCH` that changes all or nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_no_store_and_all_or_nothing_patch() {
+    let s = example().await;
+    let challenge = |h: &HeaderMap| {
+        h.get("www-authenticate")
+            .map(|v| v.to_str().expect("ascii").to_string())
+    };
+    let (status, headers, _) = s.get("/v1/contacts", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenge(&headers).as_deref(),
+        Some(r#"Bearer realm="api""#)
+    );
+    let (status, headers, _) = s.get("/v1/contacts", Some("sk_nope")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenge(&headers).as_deref(),
+        Some(r#"Bearer realm="api", error="invalid_token""#)
+    );
+    let (reader, reader_id) = s
+        .create(json!({"name": "reader", "permissions": ["contacts:read"]}))
+        .await;
+    let (status, headers, body) = s.post("/v1/contacts", &reader, json!({"name": "x"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        challenge(&headers).as_deref(),
+        Some(r#"Bearer realm="api", error="insufficient_scope", scope="contacts:write""#)
+    );
+    let (status, _, _) = s
+        .post(
+            &format!("/api-keys/{reader_id}/revoke"),
+            &s.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) = s.get("/v1/contacts", Some(&reader)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "api_key_revoked")
+    );
+    assert_eq!(
+        challenge(&headers).as_deref(),
+        Some(r#"Bearer realm="api", error="invalid_token""#)
+    );
+
+    // Every response that carries a token is never cached.
+    let (status, headers, created) = s
+        .post(
+            "/api-keys",
+            &s.admin,
+            json!({"name": "zapier", "permissions": ["contacts:read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["cache-control"], "no-store");
+    let id = created["key"]["id"].as_str().expect("id").to_string();
+    let (status, headers, _) = s
+        .post(
+            &format!("/api-keys/{id}/roll"),
+            &s.admin,
+            json!({"grace_seconds": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["cache-control"], "no-store");
+    let (_, new_id) = s.create(json!({"name": "patched"})).await;
+
+    // PATCH is all or nothing: a bad permission leaves the name alone.
+    let patch = |body: Value, key: String| {
+        let path = format!("/api-keys/{new_id}");
+        let s = &s;
+        async move {
+            s.call(reqwest::Method::PATCH, &path, Some(&key), Some(body))
+                .await
+        }
+    };
+    let (status, _, body) = patch(
+        json!({"name": "renamed", "permissions": ["nope:read"]}),
+        s.admin.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _, body) = patch(
+        json!({"name": "renamed", "rate_limit_per_minute": 0}),
+        s.admin.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (_, _, shown) = s.get(&format!("/api-keys/{new_id}"), Some(&s.admin)).await;
+    assert_eq!(shown["name"], "patched");
+    // And it sets a rate limit in the same write.
+    let (status, _, body) = patch(
+        json!({"name": "renamed", "rate_limit_per_minute": 30}),
+        s.admin.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "renamed");
+    assert!(body["rate_limit"].is_object(), "{body}");
+}
+
+/// Finding 2 over HTTP: a manager key holding less than the bootstrap
+/// admin cannot rename, limit, downgrade, roll, revoke or delete it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lesser_manager_key_cannot_lock_out_the_admin() {
+    let s = example().await;
+    let admin_id = s
+        .keys
+        .verify(&s.admin)
+        .await
+        .expect("admin")
+        .id()
+        .to_string();
+    let (lesser, _) = s
+        .create(json!({
+            "name": "lesser",
+            "permissions": ["contacts:read", "api_keys:read", "api_keys:write"],
+            "expires_in_seconds": 3600
+        }))
+        .await;
+    let path = format!("/api-keys/{admin_id}");
+    for (method, path, body) in [
+        (
+            reqwest::Method::PATCH,
+            path.clone(),
+            json!({"name": "pwned"}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            path.clone(),
+            json!({"permissions": ["contacts:read"]}),
+        ),
+        (
+            reqwest::Method::PATCH,
+            path.clone(),
+            json!({"rate_limit_per_minute": 1}),
+        ),
+        (reqwest::Method::POST, format!("{path}/revoke"), json!({})),
+        (
+            reqwest::Method::POST,
+            format!("{path}/roll"),
+            json!({"grace_seconds": 0}),
+        ),
+        (reqwest::Method::DELETE, path.clone(), json!({})),
+    ] {
+        let (status, _, body) = s
+            .call(method.clone(), &path, Some(&lesser), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+        assert_eq!(code(&body), "key_outranks_actor", "{body}");
+    }
+    let (status, _, _) = s.get("/api-keys", Some(&s.admin)).await;
+    assert_eq!(status, StatusCode::OK, "the admin key still works");
+    // What the lesser key creates is bounded by it: it expires with it.
+    let (status, _, created) = s
+        .post(
+            "/api-keys",
+            &lesser,
+            json!({"name": "child", "permissions": ["contacts:read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(created["key"]["expires_at"].is_string(), "{created}");
+    let (status, _, body) = s
+        .post(
+            "/api-keys",
+            &lesser,
+            json!({"name": "forever", "expires_in_seconds": 86400}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "bound_exceeded")
+    );
+}
+
+/// The problem+json renderer (RFC 9457), challenges included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problem_json_is_offered() {
+    let s = example().await;
+    async fn ok() -> &'static str {
+        "ok"
+    }
+    let app = Router::new()
+        .route("/x", get(ok))
+        .route_layer(require(s.keys.catalog(), "contacts:write").expect("permission"))
+        .layer(
+            KeywardLayer::new(s.keys.clone())
+                .problem_json()
+                .realm("crm"),
+        );
+    let base = serve(app).await;
+    let res = s.http.get(format!("{base}/x")).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(res.headers()["www-authenticate"], r#"Bearer realm="crm""#);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["status"], 401);
+    assert_eq!(body["code"], "unauthorized");
+    let (reader, _) = s
+        .create(json!({"name": "reader", "permissions": ["contacts:read"]}))
+        .await;
+    let res = s
+        .http
+        .get(format!("{base}/x"))
+        .header("x-api-key", reader)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        r#"Bearer realm="crm", error="insufficient_scope", scope="contacts:write""#
+    );
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["type"], "about:blank");
+    assert_eq!(body["permission"], "contacts:write");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,12 +7,13 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use super::{latest, Keyward, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES, PAGE, UPDATE_ATTEMPTS};
 use crate::audit::AuditAction;
-use crate::authority::{authorize, ensure_manager, limit_within, Rules};
-use crate::error::{KeyError, StoreError};
+use crate::authority::{authorize, carved_uses, ensure_manager, limit_within, Rules};
+use crate::error::{Dimension, KeyError, StoreError};
 use crate::key::{Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey};
 use crate::limit::RateLimit;
 use crate::permission::PermissionSet;
 use crate::policy::Refill;
+use crate::store::Credit;
 use crate::tenant;
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 
@@ -88,9 +89,10 @@ impl Keyward {
     /// [`IssuedKey::token`] is the only copy of the plaintext.
     ///
     /// The key holds no more than the actor in any dimension (see
-    /// [`authority`](crate::authority)). Left unset, its expiry, rate
-    /// limit and usage limit are the actor's: a key created by a key that
-    /// expires, is limited or has a usage limit gets the same bounds.
+    /// [`authority`](crate::authority)). Left unset, its expiry and rate
+    /// limit are the actor's: a key created by a key that expires or is
+    /// limited gets the same bounds. A key created by a usage-limited key
+    /// needs its own usage limit, taken from the creator's uses.
     ///
     /// # Errors
     /// [`KeyError::Forbidden`] if the actor may not manage keys;
@@ -111,9 +113,6 @@ impl Keyward {
         ensure_manager(actor)?;
         let name = check_name(&new.name)?;
         let tenant = new.tenant.unwrap_or_else(|| actor.tenant().to_string());
-        if !tenant::covers(actor.tenant(), &tenant, self.inner.nested) {
-            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
-        }
         let permissions = self.grant_set(new.grant)?;
         let now = self.now();
         let expires_at = match new.expiry {
@@ -133,12 +132,15 @@ impl Keyward {
         }
         let refill = new.refill.map(|r| Refill {
             amount: r.amount.min(MAX_USES),
-            every_secs: r.every_secs.min(Refill::MAX_EVERY_SECS),
+            every_secs: r.every_secs.clamp(1, Refill::MAX_EVERY_SECS),
         });
+        // A person's usage bound is a cap per key, inherited; a key's uses
+        // are split, so they are never inherited (see carved_uses).
+        let inherited = actor.uses.filter(|_| actor.key_id().is_none());
         let remaining = new
             .remaining
             .or(refill.map(|r| r.amount))
-            .or(actor.uses)
+            .or(inherited)
             .map(|n| n.min(MAX_USES));
         let draft = KeyRecord {
             id: KeyId::NONE,
@@ -164,16 +166,52 @@ impl Keyward {
             rolled_to: None,
         };
         authorize(self.rules(), actor, None, Some(&draft))?;
-        let (token, record) = self
+        let carved = match (actor.key_id(), carved_uses(actor, &draft)?) {
+            (Some(from), Some(uses)) => self.take_uses(&from, uses).await?.map(|n| (from, n)),
+            _ => None,
+        };
+        let inserted = self
             .insert_new(|id, prefix, hash| KeyRecord {
                 id,
                 prefix,
                 hash,
                 ..draft.clone()
             })
-            .await?;
+            .await;
+        let (token, record) = match inserted {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some((from, uses)) = carved {
+                    self.give_back(&from, uses).await;
+                }
+                return Err(e);
+            }
+        };
         let key = self.info(record, now);
         Ok(IssuedKey { token, key })
+    }
+
+    /// Takes `uses` from key `from`, all or none; `Some(uses)` when taken,
+    /// `None` when `from` turned out not to be usage-limited.
+    async fn take_uses(&self, from: &KeyId, uses: u64) -> Result<Option<u64>, KeyError> {
+        let delta = i64::try_from(uses).unwrap_or(i64::MAX);
+        match self.inner.store.adjust_credits(from, -delta).await? {
+            Credit::Consumed { .. } => Ok(Some(uses)),
+            Credit::Unlimited => Ok(None),
+            Credit::Exhausted => Err(KeyError::BoundExceeded {
+                dimension: Dimension::Usage,
+            }),
+            _ => Err(KeyError::NotFound(*from)),
+        }
+    }
+
+    /// Gives back uses taken for a key that was then not created. Logged
+    /// if the store fails: the uses are lost, never doubled.
+    async fn give_back(&self, to: &KeyId, uses: u64) {
+        let delta = i64::try_from(uses).unwrap_or(i64::MAX);
+        if let Err(e) = self.inner.store.adjust_credits(to, delta).await {
+            tracing::warn!(target: "keyward", key = %to, uses, error = %e, "could not give back uses taken for a key that was not created");
+        }
     }
 
     /// The rate limit a key created by `actor` without one gets: the
@@ -445,12 +483,10 @@ impl Keyward {
     /// its grace) nor reactivated.
     ///
     /// **Uses move, never multiply.** A usage-limited key's remaining uses
-    /// move to the new key; during its grace the old key draws on the new
-    /// key's uses, so the two together never get more than the old key
-    /// had. Rolling the new key in turn ends the old key's grace at once,
-    /// so a chain of rolls keeps one pool. A use of the old key on another
-    /// instance that races the roll itself (before the change reaches its
-    /// cache) may still count against the old key's own, abandoned uses.
+    /// move to the new key, atomically; during its grace the old key draws
+    /// on the new key's uses, so the two together never get more than the
+    /// old key had. Once the new key is rolled in turn, its uses have moved
+    /// on and the old key's draws find none.
     ///
     /// # Errors
     /// [`KeyError::NotActive`] for a revoked or expired key,
@@ -506,78 +542,105 @@ impl Keyward {
             ..old.clone()
         };
         authorize(self.rules(), actor, None, Some(&draft))?;
-        // The new key first: if anything fails after, the old key still
-        // works and no client is locked out.
-        let (token, record) = self
-            .insert_new(|id, prefix, hash| KeyRecord {
-                id,
-                prefix,
-                hash,
-                ..draft.clone()
-            })
-            .await?;
-        let successor = record.id;
-        let ended = self
-            .modify_unaudited(actor, id, |r, now| {
-                rollable(r, now)?;
-                r.rolled_to = Some(successor);
-                if grace == Duration::zero() {
-                    r.revoked_at = Some(now);
-                } else {
-                    let until = now
-                        .checked_add_signed(grace)
-                        .unwrap_or_else(latest)
-                        .min(latest())
-                        .trunc_subsecs(6);
-                    r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
+        let successor = KeyId::random()?;
+        let token = inner.format.generate(successor)?;
+        // The old key names its successor first: from then on its uses
+        // come from the successor's, and it can be neither rolled again
+        // nor reactivated.
+        self.modify_unaudited(actor, id, |r, now| {
+            rollable(r, now)?;
+            r.rolled_to = Some(successor);
+            if grace == Duration::zero() {
+                r.revoked_at = Some(now);
+            } else {
+                let until = now
+                    .checked_add_signed(grace)
+                    .unwrap_or_else(latest)
+                    .min(latest())
+                    .trunc_subsecs(6);
+                r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
+            }
+            Ok(())
+        })
+        .await?;
+        // Then what is left of its uses moves, all at once: a use racing
+        // the roll is counted once, on one side or the other.
+        let moved = match old.remaining {
+            Some(_) => match self.take_all_uses(id).await {
+                Ok(moved) => moved,
+                Err(e) => {
+                    self.unroll(&old, None).await;
+                    return Err(e);
                 }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = ended {
-            // The old key could not be ended: take the new one back so the
-            // roll is all or nothing.
-            let _ = inner.store.delete(&record.id).await;
-            inner.cache.invalidate(&record.id);
-            return Err(e);
-        }
-        if let Some(previous) = old.rolled_from {
-            self.end_grace(&previous, id).await;
+            },
+            None => None,
+        };
+        let record = KeyRecord {
+            id: successor,
+            prefix: token.display_prefix(),
+            hash: KeyHash::of(token.expose_secret().as_bytes()),
+            remaining: moved.or(draft.remaining.filter(|_| old.remaining.is_none())),
+            ..draft
+        };
+        match inner.store.insert(&record).await {
+            Ok(()) => inner.cache.invalidate(&successor),
+            Err(e) => {
+                // All or nothing: the old key works again, with its uses.
+                self.unroll(&old, moved).await;
+                return Err(e.into());
+            }
         }
         let key = self.info(record, now);
         Ok((old.prefix, IssuedKey { token, key }))
     }
 
-    /// Ends the grace of `previous` if it is still in the grace of a roll
-    /// to `rolled`, which was just rolled in turn: only the newest rolled
-    /// key may draw on the lineage's uses. Bookkeeping of the roll that
-    /// was authorized, so not authorized again; a failure is logged (the
-    /// key still expires when its grace ends).
-    async fn end_grace(&self, previous: &KeyId, rolled: &KeyId) {
+    /// Takes every use left of a usage-limited key; how many.
+    async fn take_all_uses(&self, id: &KeyId) -> Result<Option<u64>, KeyError> {
         let store = &*self.inner.store;
         for _ in 0..UPDATE_ATTEMPTS {
-            let mut record = match store.get(previous).await {
+            let Some(left) = store.get(id).await?.and_then(|r| r.remaining) else {
+                return Ok(None);
+            };
+            let delta = i64::try_from(left).unwrap_or(i64::MAX);
+            match store.adjust_credits(id, -delta).await? {
+                Credit::Consumed { .. } => return Ok(Some(left)),
+                // A use landed between the read and the take: read again.
+                Credit::Exhausted => continue,
+                Credit::Unlimited => return Ok(None),
+                _ => return Err(KeyError::NotFound(*id)),
+            }
+        }
+        Err(KeyError::Store(StoreError::Conflict(*id)))
+    }
+
+    /// Undoes a roll whose new key could not be stored: the old key gets
+    /// back its status, expiry, uses and no successor. Not authorized
+    /// again: it takes back this call's own change. Logged if it fails.
+    async fn unroll(&self, old: &KeyRecord, moved: Option<u64>) {
+        let store = &*self.inner.store;
+        if let Some(uses) = moved {
+            self.give_back(&old.id, uses).await;
+        }
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut record = match store.get(&old.id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::warn!(target: "keyward", error = %e, "could not end the grace of a twice-rolled key");
+                    tracing::error!(target: "keyward", key = %old.prefix, error = %e, "could not undo a failed roll");
                     return;
                 }
             };
-            let now = self.now();
-            if record.rolled_to != Some(*rolled) || KeyStatus::of(&record, now) != KeyStatus::Active
-            {
-                return;
-            }
-            record.expires_at = Some(now);
+            record.rolled_to = None;
+            record.revoked_at = old.revoked_at;
+            record.expires_at = old.expires_at;
             let updated = store.update(&record).await;
             if !matches!(updated, Err(StoreError::Conflict(_))) {
-                self.inner.cache.invalidate(previous);
+                self.inner.cache.invalidate(&old.id);
             }
             match updated {
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => {
-                    tracing::warn!(target: "keyward", error = %e, "could not end the grace of a twice-rolled key");
+                    tracing::error!(target: "keyward", key = %old.prefix, error = %e, "could not undo a failed roll");
                     return;
                 }
                 Ok(_) => return,

@@ -379,6 +379,10 @@ impl fmt::Debug for Keyward {
     }
 }
 
+/// Most tenants whose quota state is kept for keys acting for a tenant
+/// below their own.
+const MAX_TENANTS: usize = 65_536;
+
 /// The largest `cache_capacity` and `unknown_cache_capacity` accepted.
 const MAX_CACHE_CAPACITY: usize = 1 << 24;
 
@@ -499,7 +503,7 @@ impl Keyward {
             return Fast::Slow;
         }
         let checked = self.check_key(&entry, now_us, tenant).and_then(|()| {
-            let acting = self.acting_for(&entry, tenant);
+            let acting = self.acting_for(&entry, tenant, now_us)?;
             self.check_own_limits(&entry, acting.as_deref(), now_us)
         });
         if let Err(err) = checked {
@@ -518,10 +522,31 @@ impl Keyward {
     /// The tenant a key acts for when it is not the key's own (an
     /// ancestor's key acting for a descendant), if that tenant has a
     /// quota: its state, shared with the descendant's own keys.
-    fn acting_for(&self, entry: &CachedKey, tenant: Option<&str>) -> Option<Arc<Tenant>> {
-        let t = tenant.filter(|t| *t != &*entry.tenant.name)?;
-        let quota = self.quota_for(t)?;
-        Some(self.inner.tenants.get(t, || Some(quota)))
+    ///
+    /// At most [`MAX_TENANTS`] tenants are kept: beyond, while none is
+    /// idle, a request for yet another tenant is refused as over quota.
+    fn acting_for(
+        &self,
+        entry: &CachedKey,
+        tenant: Option<&str>,
+        now_us: i64,
+    ) -> Result<Option<Arc<Tenant>>, VerifyError> {
+        let Some(t) = tenant.filter(|t| *t != &*entry.tenant.name) else {
+            return Ok(None);
+        };
+        let Some(quota) = self.quota_for(t) else {
+            return Ok(None);
+        };
+        match self
+            .inner
+            .tenants
+            .get_bounded(t, quota, MAX_TENANTS, gcra_now(now_us))
+        {
+            Some(state) => Ok(Some(state)),
+            None => Err(VerifyError::QuotaExceeded {
+                retry_after: Duration::seconds(1),
+            }),
+        }
     }
 
     /// Status and tenant: what the key itself allows.
@@ -542,6 +567,25 @@ impl Keyward {
             }
         }
         Ok(())
+    }
+
+    /// [`Keyward::verify_slow`] within the store timeout: a verify that
+    /// needs the store never waits longer, however many calls it makes.
+    async fn verify_slow_within(
+        &self,
+        token: &str,
+        tenant: Option<&str>,
+    ) -> Result<Verified, VerifyError> {
+        match self
+            .deadline(async { Ok(self.verify_slow(token, tenant).await) })
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                self.audit_verify(None, "store_unavailable", None);
+                Err(VerifyError::Store(e))
+            }
+        }
     }
 
     /// Everything [`Keyward::verify`] does, awaiting the store and a
@@ -618,7 +662,10 @@ impl Keyward {
         if self.inactive_at(&entry, now_us) {
             return refuse(VerifyError::Inactive, &entry);
         }
-        let acting = self.acting_for(&entry, tenant);
+        let acting = match self.acting_for(&entry, tenant, now_us) {
+            Ok(acting) => acting,
+            Err(e) => return refuse(e, &entry),
+        };
         if let Err(retry_after) = self.check_limits(&entry, acting.as_deref(), now_us).await {
             return refuse(retry_after, &entry);
         }
@@ -664,11 +711,10 @@ impl Keyward {
             now,
         });
         let from = entry.rolled_to.unwrap_or(entry.id);
-        self.deadline(self.inner.store.consume_credit(&from, refill))
-            .await
+        self.inner.store.consume_credit(&from, refill).await
     }
 
-    /// `work` (a store call), given up after the store timeout with
+    /// `work` (store calls), given up after the store timeout with
     /// [`StoreError::Unavailable`].
     async fn deadline<T>(
         &self,
@@ -701,39 +747,20 @@ impl Keyward {
             return self.check_own_limits(entry, acting, now_us);
         };
         let now = micros_to_time(now_us);
-        let decide = |bucket, limit| async move {
-            let checked = self.deadline(async { Ok(custom.check(bucket, limit, now).await) });
-            match checked.await {
-                Ok(Decision::Deny { retry_after }) => Err(Some(retry_after)),
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    tracing::warn!(target: "keyward", error = %e, "the rate limiter did not answer in time");
-                    Err(None)
-                }
-            }
-        };
-        let store_err = |message: &str| {
-            VerifyError::Store(StoreError::Unavailable {
-                message: message.to_string(),
-                source: None,
-            })
-        };
         if let Some(limit) = entry.limit {
-            match decide(Bucket::Key(entry.id), limit).await {
-                Ok(()) => {}
-                Err(Some(retry_after)) => return Err(VerifyError::RateLimited { retry_after }),
-                Err(None) => return Err(store_err("the rate limiter did not answer in time")),
+            if let Decision::Deny { retry_after } =
+                custom.check(Bucket::Key(entry.id), limit, now).await
+            {
+                return Err(VerifyError::RateLimited { retry_after });
             }
         }
-        let quotas = [Some(&*entry.tenant), acting];
-        for tenant in quotas.into_iter().flatten() {
-            let Some((quota, _)) = tenant.quota else {
-                continue;
-            };
-            match decide(Bucket::Tenant(&tenant.name), quota).await {
-                Ok(()) => {}
-                Err(Some(retry_after)) => return Err(VerifyError::QuotaExceeded { retry_after }),
-                Err(None) => return Err(store_err("the rate limiter did not answer in time")),
+        for tenant in [Some(&*entry.tenant), acting].into_iter().flatten() {
+            if let Some((quota, _)) = tenant.quota {
+                if let Decision::Deny { retry_after } =
+                    custom.check(Bucket::Tenant(&tenant.name), quota, now).await
+                {
+                    return Err(VerifyError::QuotaExceeded { retry_after });
+                }
             }
         }
         Ok(())
@@ -761,13 +788,26 @@ impl Keyward {
                 });
             }
         }
-        for tenant in [Some(&*entry.tenant), acting].into_iter().flatten() {
-            if let Some((_, gcra)) = &tenant.quota {
-                if let Err(ns) = gcra.check(&tenant.tat, now_ns) {
-                    return Err(VerifyError::QuotaExceeded {
-                        retry_after: wait(ns),
-                    });
+        let quotas = [Some(&*entry.tenant), acting];
+        for (i, tenant) in quotas.iter().enumerate() {
+            let Some((tenant, (_, gcra))) = tenant.and_then(|t| Some((t, t.quota.as_ref()?)))
+            else {
+                continue;
+            };
+            if let Err(ns) = gcra.check(&tenant.tat, now_ns) {
+                // A refused request counts against no limit: give back
+                // what the checks before this one took.
+                for t in quotas[..i].iter().flatten() {
+                    if let Some((_, g)) = &t.quota {
+                        g.refund(&t.tat);
+                    }
                 }
+                if let (Some(gcra), true) = (&entry.gcra, entry.cached()) {
+                    gcra.refund(&entry.tat);
+                }
+                return Err(VerifyError::QuotaExceeded {
+                    retry_after: wait(ns),
+                });
             }
         }
         Ok(())
@@ -807,7 +847,16 @@ impl Keyward {
         id: &KeyId,
         now_us: i64,
     ) -> Result<Option<Held>, StoreError> {
-        let record = self.deadline(self.inner.store.get(id)).await?;
+        let record = self.inner.store.get(id).await?.filter(|r| {
+            // Written before tenants were canonical: no request can name
+            // its tenant, and no manager could revoke it. Refused as
+            // unknown until an operator moves it to a canonical tenant.
+            let canonical = tenant::is_valid(&r.tenant);
+            if !canonical {
+                tracing::warn!(target: "keyward", key = %r.prefix, "key refused: its stored tenant is not a canonical tenant path");
+            }
+            canonical
+        });
         let key = record.map(|r| {
             let tenant = self
                 .inner
@@ -1343,7 +1392,7 @@ fn slow_boxed<'a>(
     token: &'a str,
     tenant: Option<&'a str>,
 ) -> Boxed<'a, Result<Verified, VerifyError>> {
-    Box::pin(keys.verify_slow(token, tenant))
+    Box::pin(keys.verify_slow_within(token, tenant))
 }
 
 /// The outcome of [`Keyward::verify_cached`].

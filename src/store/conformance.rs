@@ -52,6 +52,7 @@ where
     scan_visits_every_key_once_in_order(Arc::new(new_store().await)).await;
     credits_are_consumed_and_refilled(Arc::new(new_store().await)).await;
     concurrent_credits_never_overspend(Arc::new(new_store().await)).await;
+    credits_move_in_bulk_and_never_below_zero(Arc::new(new_store().await)).await;
     credits_and_updates_do_not_lose_each_other(Arc::new(new_store().await)).await;
     changes_are_reported_to_subscribers(Arc::new(new_store().await)).await;
     scan_due_selects_exactly_the_due_keys(Arc::new(new_store().await)).await;
@@ -627,6 +628,76 @@ async fn concurrent_credits_never_overspend<S: KeyStore>(store: Arc<S>) {
         "200 concurrent uses of a 50-use key must succeed exactly 50 times"
     );
     assert_eq!(get(&*store, &r.id).await.remaining, Some(0));
+}
+
+async fn credits_move_in_bulk_and_never_below_zero<S: KeyStore>(store: Arc<S>) {
+    let mut r = record("acme");
+    r.remaining = Some(10);
+    store.insert(&r).await.expect("insert must succeed");
+    let adjust = |delta| {
+        let store = store.clone();
+        async move { store.adjust_credits(&r.id, delta).await.expect("adjust") }
+    };
+    assert_eq!(adjust(-4).await, Credit::Consumed { remaining: 6 });
+    assert_eq!(
+        adjust(-7).await,
+        Credit::Exhausted,
+        "taking more than is left must take nothing"
+    );
+    assert_eq!(get(&*store, &r.id).await.remaining, Some(6));
+    assert_eq!(adjust(-6).await, Credit::Consumed { remaining: 0 });
+    assert_eq!(adjust(3).await, Credit::Consumed { remaining: 3 });
+    assert_eq!(
+        adjust(i64::MAX).await,
+        Credit::Consumed {
+            remaining: crate::MAX_USES
+        },
+        "giving back is capped, never overflows"
+    );
+    assert_eq!(adjust(-i64::MAX).await, Credit::Consumed { remaining: 0 });
+    let unlimited = record("acme");
+    store.insert(&unlimited).await.expect("insert must succeed");
+    assert_eq!(
+        store
+            .adjust_credits(&unlimited.id, -1)
+            .await
+            .expect("adjust"),
+        Credit::Unlimited
+    );
+    assert_eq!(get(&*store, &unlimited.id).await.remaining, None);
+    let missing = KeyId::random().expect("OS randomness");
+    assert_eq!(
+        store.adjust_credits(&missing, -1).await.expect("adjust"),
+        Credit::Missing
+    );
+    assert_eq!(
+        get(&*store, &r.id).await.version,
+        0,
+        "adjust_credits must not bump the version"
+    );
+    // Concurrent bulk takes never overspend either.
+    assert_eq!(adjust(30).await, Credit::Consumed { remaining: 30 });
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut won = 0;
+                for _ in 0..4 {
+                    if let Credit::Consumed { .. } =
+                        store.adjust_credits(&r.id, -3).await.expect("adjust")
+                    {
+                        won += 3;
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task must not panic");
+    }
+    assert_eq!(total, 30, "96 uses asked of 30: exactly 30 taken");
 }
 
 async fn credits_and_updates_do_not_lose_each_other<S: KeyStore>(store: Arc<S>) {

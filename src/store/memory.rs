@@ -7,7 +7,10 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Wea
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{apply_credit, apply_update, ChangeListener, Credit, KeyStore, RefillDue, Subscribers};
+use super::{
+    apply_adjust, apply_credit, apply_update, ChangeListener, Credit, KeyStore, RefillDue,
+    Subscribers,
+};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -158,6 +161,13 @@ impl KeyStore for MemoryStore {
         Ok(m.by_id
             .get_mut(id)
             .map_or(Credit::Missing, |r| apply_credit(r, refill)))
+    }
+
+    async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
+        let mut m = self.write();
+        Ok(m.by_id
+            .get_mut(id)
+            .map_or(Credit::Missing, |r| apply_adjust(r, delta)))
     }
 
     fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {

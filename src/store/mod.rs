@@ -193,6 +193,24 @@ pub fn apply_credit(record: &mut KeyRecord, refill: Option<RefillDue>) -> Credit
     result
 }
 
+/// Applies [`KeyStore::adjust_credits`]'s rule to one record in memory.
+pub fn apply_adjust(record: &mut KeyRecord, delta: i64) -> Credit {
+    let Some(remaining) = record.remaining else {
+        return Credit::Unlimited;
+    };
+    let taken = delta.unsigned_abs();
+    let next = if delta < 0 {
+        match remaining.checked_sub(taken) {
+            Some(n) => n,
+            None => return Credit::Exhausted,
+        }
+    } else {
+        remaining.saturating_add(taken).min(crate::MAX_USES)
+    };
+    record.remaining = Some(next);
+    Credit::Consumed { remaining: next }
+}
+
 /// Copies the fields [`KeyStore::update`] writes from `from` into `into`
 /// and bumps the version: for stores that update a record in memory.
 pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
@@ -224,7 +242,7 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
 /// use async_trait::async_trait;
 /// use chrono::{DateTime, Utc};
 /// use keyward::{KeyId, KeyRecord, KeyStore, StoreError};
-/// use keyward::store::{apply_credit, apply_update, Credit, RefillDue};
+/// use keyward::store::{apply_adjust, apply_credit, apply_update, Credit, RefillDue};
 ///
 /// #[derive(Debug, Default)]
 /// struct MapStore(Mutex<BTreeMap<KeyId, KeyRecord>>);
@@ -285,6 +303,9 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
 ///     async fn consume_credit(&self, id: &KeyId, refill: Option<RefillDue>)
 ///         -> Result<Credit, StoreError> {
 ///         Ok(self.map().get_mut(id).map_or(Credit::Missing, |r| apply_credit(r, refill)))
+///     }
+///     async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
+///         Ok(self.map().get_mut(id).map_or(Credit::Missing, |r| apply_adjust(r, delta)))
 ///     }
 /// }
 /// ```
@@ -399,6 +420,23 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
         refill: Option<RefillDue>,
     ) -> Result<Credit, StoreError>;
 
+    /// Moves many uses of a usage-limited key at once, atomically, without
+    /// a refill: a negative `delta` takes `-delta` uses only if at least
+    /// that many are left ([`Credit::Exhausted`] and no change otherwise);
+    /// a positive one gives uses back, capped at [`MAX_USES`](crate::MAX_USES).
+    /// Answers [`Credit::Consumed`] with the uses now left,
+    /// [`Credit::Unlimited`] (no change) for a key without a usage limit,
+    /// [`Credit::Missing`] for no such key. [`apply_adjust`] is the rule
+    /// for one locked record. Does not bump `version`.
+    ///
+    /// keyward uses it to split uses, never copy them: a key created by a
+    /// usage-limited key takes its uses from its creator's, and a roll
+    /// moves the old key's uses to the new one.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError>;
+
     /// Asks the store to tell `listener` whenever a key changes, including
     /// changes made by other processes if the store can see them; returns
     /// whether it will. The default reports nothing (returns `false`);
@@ -464,6 +502,9 @@ macro_rules! forward_store {
                 refill: Option<RefillDue>,
             ) -> Result<Credit, StoreError> {
                 (**self).consume_credit(id, refill).await
+            }
+            async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
+                (**self).adjust_credits(id, delta).await
             }
             fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
                 (**self).subscribe(listener)

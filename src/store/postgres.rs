@@ -10,7 +10,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::oneshot;
 
-use super::sql::{after_text, columns, due_clause, limit, map_err, to_sql, Row};
+use super::sql::{adjust_expr, after_text, columns, due_clause, limit, map_err, to_sql, Row};
 use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
@@ -109,10 +109,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (2, MIGRATION_2),
 ];
+
 /// Step 6: `rolled_to` marks a key replaced by a roll (it can be neither
 /// reactivated nor rolled again, and draws on its successor's uses); the
 /// change feed announces it like every other column a verify reads.
+/// Keys rolled before name the newest key rolled from them.
 const MIGRATION_2: &str = r#"ALTER TABLE {s}.keyward_keys ADD COLUMN rolled_to TEXT;
+    UPDATE {s}.keyward_keys AS o SET rolled_to = n.id
+        FROM (SELECT DISTINCT ON (rolled_from) rolled_from, id FROM {s}.keyward_keys
+              WHERE rolled_from IS NOT NULL ORDER BY rolled_from, created_at DESC, id DESC) AS n
+        WHERE n.rolled_from = o.id;
     CREATE OR REPLACE FUNCTION {s}.keyward_notify() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'TRUNCATE' THEN
@@ -159,6 +165,7 @@ struct Sql {
     refill: Arc<str>,
     take: Arc<str>,
     remaining: Arc<str>,
+    adjust: Arc<str>,
 }
 
 impl Sql {
@@ -211,6 +218,11 @@ impl Sql {
                  WHERE id = $1 AND remaining > 0 RETURNING remaining"
             )),
             remaining: s(format!("SELECT remaining FROM {t} WHERE id = $1")),
+            adjust: s(format!(
+                "UPDATE {t} SET remaining = {} WHERE id = $1 AND remaining IS NOT NULL \
+                 AND remaining + LEAST($2, 0) >= 0 RETURNING remaining",
+                adjust_expr!().replace("?2", "$2")
+            )),
         }
     }
 }
@@ -730,6 +742,32 @@ impl KeyStore for PostgresStore {
         }
         let left: Option<i64> = sqlx::query_scalar(Self::q(&self.inner.sql.take))
             .bind(id.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(&err)?;
+        if let Some(left) = left {
+            return Ok(Credit::Consumed {
+                remaining: u64::try_from(left).unwrap_or(0),
+            });
+        }
+        let row: Option<Option<i64>> = sqlx::query_scalar(Self::q(&self.inner.sql.remaining))
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(&err)?;
+        Ok(match row {
+            None => Credit::Missing,
+            Some(None) => Credit::Unlimited,
+            Some(Some(_)) => Credit::Exhausted,
+        })
+    }
+
+    async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
+        let err = map_err("moving uses");
+        let pool = &self.inner.pool;
+        let left: Option<i64> = sqlx::query_scalar(Self::q(&self.inner.sql.adjust))
+            .bind(id.as_str())
+            .bind(delta.max(-i64::MAX))
             .fetch_optional(pool)
             .await
             .map_err(&err)?;

@@ -37,6 +37,18 @@ macro_rules! due_clause {
 }
 pub(super) use due_clause;
 
+/// `remaining` moved by `?2` uses ([`KeyStore::adjust_credits`]), never
+/// past the largest count keyward stores.
+///
+/// [`KeyStore::adjust_credits`]: crate::KeyStore::adjust_credits
+macro_rules! adjust_expr {
+    () => {
+        "CASE WHEN ?2 > 0 AND remaining > 9223372036854775807 - ?2 \
+         THEN 9223372036854775807 ELSE remaining + ?2 END"
+    };
+}
+pub(super) use adjust_expr;
+
 /// One row, in driver-neutral types. No `Debug`: it holds the hash.
 pub(super) struct Row {
     pub id: String,

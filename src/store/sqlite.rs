@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row as _;
 
-use super::sql::{after_text, columns, due_clause, limit, map_err, to_sql, Row};
+use super::sql::{adjust_expr, after_text, columns, due_clause, limit, map_err, to_sql, Row};
 use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
@@ -58,8 +58,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX IF NOT EXISTS keyward_keys_revoked ON keyward_keys (revoked_at)
         WHERE revoked_at IS NOT NULL;",
     ),
-    // Step 6: a key replaced by a roll names its successor.
-    (2, "ALTER TABLE keyward_keys ADD COLUMN rolled_to TEXT;"),
+    // Step 6: a key replaced by a roll names its successor (for keys
+    // rolled before, the newest key rolled from it).
+    (
+        2,
+        "ALTER TABLE keyward_keys ADD COLUMN rolled_to TEXT;
+        UPDATE keyward_keys SET rolled_to = (
+            SELECT n.id FROM keyward_keys AS n WHERE n.rolled_from = keyward_keys.id
+            ORDER BY n.created_at DESC, n.id DESC LIMIT 1
+        );",
+    ),
 ];
 
 /// Keys in one SQLite file (WAL mode, `synchronous = FULL`: a key whose
@@ -485,8 +493,102 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
+        let err = map_err("moving uses");
+        let left: Option<i64> = sqlx::query_scalar(concat!(
+            "UPDATE keyward_keys SET remaining = ",
+            adjust_expr!(),
+            " WHERE id = ?1 AND remaining IS NOT NULL AND remaining + min(?2, 0) >= 0 \
+             RETURNING remaining"
+        ))
+        .bind(id.as_str())
+        .bind(delta.max(-i64::MAX))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(&err)?;
+        if let Some(left) = left {
+            return Ok(Credit::Consumed {
+                remaining: u64::try_from(left).unwrap_or(0),
+            });
+        }
+        let row: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT remaining FROM keyward_keys WHERE id = ?1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(&err)?;
+        Ok(match row {
+            None => Credit::Missing,
+            Some(None) => Credit::Unlimited,
+            Some(Some(_)) => Credit::Exhausted,
+        })
+    }
+
     fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
         self.subscribers.add(listener);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before step 6 (schema 1) with a key rolled
+    /// twice: migration 2 names the newest successor, so the old key can
+    /// be neither reactivated nor rolled again after the upgrade.
+    #[tokio::test]
+    async fn migration_2_names_the_successors_of_keys_rolled_before() {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").expect("options");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .expect("pool");
+        sqlx::raw_sql(MIGRATIONS[0].1)
+            .execute(&pool)
+            .await
+            .expect("schema 1");
+        sqlx::raw_sql(
+            "CREATE TABLE keyward_migrations (version INTEGER PRIMARY KEY NOT NULL, \
+             applied_at INTEGER NOT NULL) STRICT;
+             INSERT INTO keyward_migrations VALUES (1, 0);",
+        )
+        .execute(&pool)
+        .await
+        .expect("version 1");
+        for (id, created, from) in [
+            ("oldkey01", 1, None),
+            ("second01", 2, Some("oldkey01")),
+            ("third001", 3, Some("oldkey01")),
+            ("plainkey", 4, None),
+        ] {
+            sqlx::query(
+                "INSERT INTO keyward_keys (id, prefix, hash, tenant, name, permissions, \
+                 created_by, created_at, version, rolled_from) \
+                 VALUES (?1, 'sk_' || ?1 || '_', zeroblob(32), 'acme', 'k', '[]', 'a', ?2, 0, ?3)",
+            )
+            .bind(id)
+            .bind(created)
+            .bind(from)
+            .execute(&pool)
+            .await
+            .expect("old row");
+        }
+        let store = SqliteStore::with_pool(pool).await.expect("migrates");
+        let get = |id: &str| {
+            let store = store.clone();
+            let id: KeyId = id.parse().expect("id");
+            async move { store.get(&id).await.expect("get").expect("exists") }
+        };
+        assert_eq!(
+            get("oldkey01").await.rolled_to,
+            Some("third001".parse().expect("id"))
+        );
+        assert_eq!(get("second01").await.rolled_to, None);
+        assert_eq!(get("plainkey").await.rolled_to, None);
     }
 }

@@ -103,6 +103,10 @@ impl KeyStore for CountingStore {
         self.tick();
         self.inner.consume_credit(id, refill).await
     }
+    async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
+        self.tick();
+        self.inner.adjust_credits(id, delta).await
+    }
 }
 
 /// A store whose backend is down.
@@ -145,6 +149,9 @@ impl KeyStore for DownStore {
         Err(down())
     }
     async fn consume_credit(&self, _: &KeyId, _: Option<RefillDue>) -> Result<Credit, StoreError> {
+        Err(down())
+    }
+    async fn adjust_credits(&self, _: &KeyId, _: i64) -> Result<Credit, StoreError> {
         Err(down())
     }
 }

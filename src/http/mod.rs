@@ -36,21 +36,23 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use http::header::{HeaderName, AUTHORIZATION, RETRY_AFTER};
+use http::header::{HeaderName, AUTHORIZATION};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::error::{Forbidden, KeyError, VerifyError};
+mod error;
+
+pub use error::{ApiError, BearerError, DEFAULT_REALM};
+
+use crate::error::Forbidden;
 use crate::key::Verified;
 use crate::permission::{Catalog, Permission, PermissionError};
-use crate::token::DisplayPrefix;
 use crate::Keyward;
 
 /// Where a request may carry its key.
@@ -63,286 +65,6 @@ pub enum KeySource {
     Bearer,
 }
 
-/// A refusal, in a form every framework can render: status, stable code,
-/// message for humans, and what else is known. [`IntoResponse`] renders
-/// the default JSON body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// Stable, snake_case: `unauthorized`, `api_key_expired`, `forbidden`,
-    /// `rate_limited`, … (see the README's table).
-    pub code: &'static str,
-    /// For humans; never contains a secret.
-    pub message: String,
-    /// The display prefix of the presented key, when it was well-formed.
-    pub key: Option<DisplayPrefix>,
-    /// The request field at fault (for 422).
-    pub field: Option<&'static str>,
-    /// The permission the key lacks (for 403).
-    pub permission: Option<String>,
-    /// When to retry (429, 503); sent as `Retry-After` in whole seconds.
-    pub retry_after: Option<Duration>,
-}
-
-impl ApiError {
-    /// An error with no extra details.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            key: None,
-            field: None,
-            permission: None,
-            retry_after: None,
-        }
-    }
-
-    /// 401 `unauthorized`: no key, or one that is malformed or unknown.
-    pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Missing or invalid API key.",
-        )
-    }
-
-    /// 422 naming the request field at fault.
-    pub fn invalid(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field),
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-        }
-    }
-
-    /// The same error naming the presented key by its display prefix.
-    pub fn with_key(mut self, key: Option<DisplayPrefix>) -> Self {
-        self.key = key;
-        self
-    }
-
-    /// The refusal of a verification.
-    pub fn from_verify(err: &VerifyError) -> Self {
-        let e = |status, code, message: &str| Self::new(status, code, message);
-        match err {
-            VerifyError::Malformed | VerifyError::Invalid => Self::unauthorized(),
-            VerifyError::Expired => e(
-                StatusCode::UNAUTHORIZED,
-                "api_key_expired",
-                "API key has expired",
-            ),
-            VerifyError::Revoked => e(
-                StatusCode::UNAUTHORIZED,
-                "api_key_revoked",
-                "API key has been revoked.",
-            ),
-            VerifyError::Inactive => e(
-                StatusCode::UNAUTHORIZED,
-                "api_key_inactive",
-                "API key was disabled after a long time without use; create a new key.",
-            ),
-            VerifyError::WrongTenant => e(
-                StatusCode::UNAUTHORIZED,
-                "wrong_tenant",
-                "API key does not belong to this tenant.",
-            ),
-            VerifyError::RateLimited { retry_after } => Self {
-                retry_after: Some(positive(*retry_after)),
-                ..e(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "Rate limit exceeded for this API key.",
-                )
-            },
-            VerifyError::QuotaExceeded { retry_after } => Self {
-                retry_after: Some(positive(*retry_after)),
-                ..e(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "quota_exceeded",
-                    "Request quota exceeded for this tenant.",
-                )
-            },
-            VerifyError::UsageExceeded => e(
-                StatusCode::TOO_MANY_REQUESTS,
-                "usage_exceeded",
-                "API key has no uses left.",
-            ),
-            _ => Self {
-                retry_after: Some(Duration::from_secs(1)),
-                ..e(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "API keys cannot be checked right now; retry shortly.",
-                )
-            },
-        }
-    }
-
-    /// 403 `forbidden` naming the missing permission (or 500 for a
-    /// permission the catalog does not have: the host's mistake).
-    pub fn from_forbidden(err: &Forbidden) -> Self {
-        match err {
-            Forbidden::Missing(p) => Self {
-                permission: Some(p.clone()),
-                ..Self::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("API key lacks permission `{p}`."),
-                )
-            },
-            _ => {
-                tracing::error!(target: "keyward", error = %err, "route requires an unknown permission");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "The server is misconfigured.",
-                )
-            }
-        }
-    }
-
-    /// The refusal of a management call (create, revoke, …).
-    pub fn from_key_error(err: &KeyError) -> Self {
-        fn e(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-            ApiError::new(status, code, message)
-        }
-        match err {
-            KeyError::Forbidden { .. } => e(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "This API key may not manage API keys.",
-            ),
-            KeyError::NotFound(id) => e(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("No API key with id {id}."),
-            ),
-            KeyError::InvalidName(why) => {
-                Self::invalid("name", "invalid_name", format!("Invalid name: {why}."))
-            }
-            KeyError::PermissionEscalation { missing } => Self {
-                permission: missing.first().cloned(),
-                ..e(
-                    StatusCode::FORBIDDEN,
-                    "permission_escalation",
-                    format!(
-                        "A key cannot hold more than its creator; you lack {}.",
-                        missing.join(", ")
-                    ),
-                )
-            },
-            KeyError::Permission(p) => {
-                Self::invalid("permissions", "unknown_permission", p.to_string())
-            }
-            KeyError::InvalidExpiry => Self::invalid(
-                "expires_at",
-                "invalid_expiry",
-                "The expiry must be in the future and no later than 9999-12-31.",
-            ),
-            KeyError::NotActive { .. } => e(StatusCode::CONFLICT, "not_active", err.to_string()),
-            KeyError::InvalidGrace => Self::invalid(
-                "grace_seconds",
-                "invalid_grace",
-                "The grace period must be zero or positive.",
-            ),
-            KeyError::InvalidTenant(_) => {
-                Self::invalid("tenant", "invalid_tenant", err.to_string())
-            }
-            KeyError::InvalidMetadata(why) => Self::invalid(
-                "metadata",
-                "invalid_metadata",
-                format!("Invalid metadata: {why}."),
-            ),
-            KeyError::Store(_) | KeyError::Entropy(_) => Self {
-                retry_after: Some(Duration::from_secs(1)),
-                ..e(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "API keys cannot be managed right now; retry shortly.",
-                )
-            },
-            _ => {
-                tracing::error!(target: "keyward", error = %err, "management call failed");
-                e(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "The request could not be completed.",
-                )
-            }
-        }
-    }
-
-    /// The default body: `{"error":{"code":…,"message":…}}`, plus `key`,
-    /// `field`, `permission` and `retry_after_seconds` when known.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut error = serde_json::Map::new();
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.clone().into());
-        if let Some(k) = &self.key {
-            error.insert("key".into(), k.as_str().into());
-        }
-        if let Some(f) = self.field {
-            error.insert("field".into(), f.into());
-        }
-        if let Some(p) = &self.permission {
-            error.insert("permission".into(), p.clone().into());
-        }
-        if let Some(r) = self.retry_after {
-            error.insert("retry_after_seconds".into(), retry_secs(r).into());
-        }
-        serde_json::json!({ "error": error })
-    }
-}
-
-fn positive(d: chrono::Duration) -> Duration {
-    d.to_std().unwrap_or(Duration::ZERO)
-}
-
-/// Whole seconds, rounded up, at least 1.
-fn retry_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.to_json())).into_response();
-        if let Some(r) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&retry_secs(r).max(1).to_string()) {
-                response.headers_mut().insert(RETRY_AFTER, v);
-            }
-        }
-        response
-    }
-}
-
-impl From<KeyError> for ApiError {
-    fn from(err: KeyError) -> Self {
-        Self::from_key_error(&err)
-    }
-}
-
-impl From<Forbidden> for ApiError {
-    fn from(err: Forbidden) -> Self {
-        Self::from_forbidden(&err)
-    }
-}
-
 /// Turns an [`ApiError`] into a response: see
 /// [`KeywardLayer::error_renderer`].
 pub type ErrorRenderer = Arc<dyn Fn(ApiError) -> Response + Send + Sync>;
@@ -351,15 +73,20 @@ fn default_renderer() -> ErrorRenderer {
     Arc::new(IntoResponse::into_response)
 }
 
-/// The renderer in force, put in request extensions by the layer so that
-/// [`RequirePermission`] and the extractors use the host's too.
+/// The renderer and realm in force, put in request extensions by the
+/// layer so that [`RequirePermission`] and the extractors use the host's
+/// too.
 #[derive(Clone)]
-struct Renderer(ErrorRenderer);
+struct Renderer {
+    render: ErrorRenderer,
+    realm: Arc<str>,
+}
 
 struct Config {
     sources: Vec<KeySource>,
     tenant_header: Option<HeaderName>,
     render: ErrorRenderer,
+    realm: Arc<str>,
 }
 
 /// Authenticates every request with a [`Keyward`]: reads the key, verifies
@@ -396,6 +123,7 @@ impl KeywardLayer {
                 ],
                 tenant_header: None,
                 render: default_renderer(),
+                realm: Arc::from(DEFAULT_REALM),
             }),
         }
     }
@@ -406,6 +134,7 @@ impl KeywardLayer {
             sources: old.sources.clone(),
             tenant_header: old.tenant_header.clone(),
             render: old.render.clone(),
+            realm: old.realm.clone(),
         };
         f(&mut config);
         self.config = Arc::new(config);
@@ -424,6 +153,30 @@ impl KeywardLayer {
     /// with nested tenants, to an ancestor).
     pub fn tenant_header(self, name: HeaderName) -> Self {
         self.config(|c| c.tenant_header = Some(name))
+    }
+
+    /// The realm of the `WWW-Authenticate: Bearer` challenge on 401s, 403s
+    /// and 400s of this layer and the permission layers inside it.
+    /// Defaults to [`DEFAULT_REALM`] (`api`). Characters a quoted string
+    /// cannot hold (`"`, `\\`, non-ASCII, control) are dropped.
+    pub fn realm(self, realm: &str) -> Self {
+        let clean: String = realm
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+            .take(100)
+            .collect();
+        let realm: Arc<str> = if clean.trim().is_empty() {
+            Arc::from(DEFAULT_REALM)
+        } else {
+            Arc::from(clean.trim())
+        };
+        self.config(|c| c.realm = realm)
+    }
+
+    /// Renders refusals as RFC 9457 `application/problem+json` (see
+    /// [`ApiError::to_problem_json`]) instead of keyward's JSON shape.
+    pub fn problem_json(self) -> Self {
+        self.error_renderer(ApiError::into_problem_response)
     }
 
     /// Replaces how refusals are rendered (the layer's, the permission
@@ -463,8 +216,17 @@ impl<S> fmt::Debug for KeywardService<S> {
     }
 }
 
-/// The presented key, or why there is none usable.
+/// The presented key, or why there is none usable: 401 without a key
+/// (or with an unreadable one), 400 `invalid_request` for a key given
+/// twice, in one header or in two sources (RFC 6750 §3.1), rather than
+/// guess which one a proxy and the application each read.
 fn extract<'h>(headers: &'h HeaderMap, sources: &[KeySource]) -> Result<&'h str, ApiError> {
+    let twice = || ApiError::invalid_request("Send one API key, in one header.");
+    let unreadable = || ApiError {
+        bearer_error: Some(BearerError::InvalidToken),
+        ..ApiError::unauthorized()
+    };
+    let mut found = None;
     for source in sources {
         let name = match source {
             KeySource::Header(name) => name,
@@ -474,24 +236,47 @@ fn extract<'h>(headers: &'h HeaderMap, sources: &[KeySource]) -> Result<&'h str,
         let Some(value) = values.next() else {
             continue;
         };
-        // Two values for one credential header: refuse rather than guess
-        // which one a proxy and the application each read.
         if values.next().is_some() {
-            return Err(ApiError::unauthorized());
+            return Err(twice());
         }
-        let value = value.to_str().map_err(|_| ApiError::unauthorized())?;
-        match source {
-            KeySource::Header(_) => return Ok(value.trim()),
+        let value = value.to_str().map_err(|_| unreadable())?;
+        let token = match source {
+            KeySource::Header(_) => Some(value.trim()),
             KeySource::Bearer => {
                 let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
-                if scheme.eq_ignore_ascii_case("bearer") {
-                    return Ok(rest.trim());
-                }
                 // Another scheme (Basic, …) is not an API key.
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            }
+        };
+        if let Some(token) = token {
+            if found.replace(token).is_some() {
+                return Err(twice());
             }
         }
     }
-    Err(ApiError::unauthorized())
+    found.ok_or_else(ApiError::unauthorized)
+}
+
+/// The tenant a request names in `name`: exactly one value. Its form is
+/// checked by [`Keyward::verify_for_tenant`], never trimmed or normalised.
+fn tenant_of<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(match headers.contains_key(name) {
+            true => ApiError::invalid_request(format!("Send one {name} header.")),
+            false => ApiError {
+                code: "tenant_required",
+                ..ApiError::invalid_request(format!("The {name} header is required."))
+            },
+        });
+    };
+    match value.to_str() {
+        Ok(t) if !t.is_empty() => Ok(t),
+        _ => Err(ApiError {
+            code: "tenant_required",
+            ..ApiError::invalid_request(format!("The {name} header is required."))
+        }),
+    }
 }
 
 async fn authenticate(
@@ -508,17 +293,7 @@ async fn authenticate(
     let result = match &config.tenant_header {
         None => keys.verify(token).await,
         Some(name) => {
-            let tenant = match headers.get(name).map(HeaderValue::to_str) {
-                Some(Ok(t)) if !t.trim().is_empty() => t.trim(),
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "tenant_required",
-                        format!("The {name} header is required."),
-                    )
-                    .with_key(prefix))
-                }
-            };
+            let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix))?;
             keys.verify_for_tenant(token, tenant).await
         }
     };
@@ -556,11 +331,14 @@ where
                         tenant = %verified.tenant(),
                     );
                     req.extensions_mut().insert(verified);
-                    req.extensions_mut().insert(Renderer(config.render.clone()));
+                    req.extensions_mut().insert(Renderer {
+                        render: config.render.clone(),
+                        realm: config.realm.clone(),
+                    });
                     let response = inner.call(req).instrument(span).await?;
                     Ok(response.map(Body::new))
                 }
-                Err(e) => Ok((config.render)(e)),
+                Err(e) => Ok(render(&config.render, &config.realm, e)),
             }
         })
     }
@@ -581,7 +359,9 @@ impl std::ops::Deref for Authenticated {
 
 impl Authenticated {
     /// The key must hold `permission`; otherwise a 403 naming it, with the
-    /// key's prefix.
+    /// key's prefix and an `insufficient_scope` challenge (in
+    /// [`DEFAULT_REALM`]: a handler's error does not know the layer's
+    /// realm; the [`require`] route layer uses it).
     ///
     /// # Errors
     /// [`ApiError`] 403 `forbidden`.
@@ -595,9 +375,22 @@ impl Authenticated {
 /// Renders `err` with the host's renderer when the layer installed one.
 fn render_with(parts_ext: &http::Extensions, err: ApiError) -> Response {
     match parts_ext.get::<Renderer>() {
-        Some(Renderer(render)) => render(err),
+        Some(Renderer { render: r, realm }) => render(r, realm, err),
         None => err.into_response(),
     }
+}
+
+/// Renders with `renderer`, then sets the challenge in `realm`: the
+/// protocol header is the layer's, whatever the renderer does.
+fn render(renderer: &ErrorRenderer, realm: &str, err: ApiError) -> Response {
+    let challenge = err.challenge(realm);
+    let mut response = renderer(err);
+    if let Some(value) = challenge {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 fn missing_layer() -> ApiError {
@@ -699,10 +492,16 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::error::retry_secs;
     use super::*;
+    use crate::error::{KeyError, VerifyError};
     use crate::{Actor, MemoryStore, NewKey};
+    use axum::response::IntoResponse;
+    use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+    use http::HeaderValue;
     use std::io::Write;
     use std::sync::Mutex;
+    use std::time::Duration;
     use tower::ServiceExt;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -734,17 +533,108 @@ mod tests {
             got(&[("authorization", "BEARER   sk_b ")]),
             Some("sk_b".into())
         );
+        let refused = |pairs: &[(&'static str, &str)]| extract(&headers(pairs), &s).err();
+        for two in [
+            &[("x-api-key", "sk_a"), ("authorization", "Bearer sk_b")][..],
+            &[("x-api-key", "sk_a"), ("x-api-key", "sk_a")],
+            &[
+                ("authorization", "Bearer sk_a"),
+                ("authorization", "Bearer sk_b"),
+            ],
+        ] {
+            let e = refused(two).expect("refused");
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{two:?}");
+            assert_eq!(e.code, "invalid_request");
+        }
+        // Basic beside an API key is not a second API key.
         assert_eq!(
-            got(&[("x-api-key", "sk_a"), ("authorization", "Bearer sk_b")]),
+            got(&[("x-api-key", "sk_a"), ("authorization", "Basic dXNlcg==")]),
             Some("sk_a".into())
         );
         assert_eq!(got(&[("authorization", "Basic sk_b")]), None);
         assert_eq!(got(&[("authorization", "Bearer")]), Some(String::new()));
         assert_eq!(got(&[("authorization", "sk_b")]), None);
         assert_eq!(got(&[]), None);
-        assert_eq!(got(&[("x-api-key", "sk_a"), ("x-api-key", "sk_a")]), None);
         let only_bearer = [KeySource::Bearer];
         assert!(extract(&headers(&[("x-api-key", "sk_a")]), &only_bearer).is_err());
+    }
+
+    /// Finding 9 of step 6: RFC 9110 §15.5.2 and RFC 6750 §3 challenges.
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        let challenge = |e: ApiError| {
+            e.into_response()
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .map(|v| v.to_str().expect("ascii").to_string())
+        };
+        assert_eq!(
+            challenge(ApiError::unauthorized()).as_deref(),
+            Some(r#"Bearer realm="api""#),
+            "no credentials: a bare challenge"
+        );
+        for e in [
+            VerifyError::Malformed,
+            VerifyError::Invalid,
+            VerifyError::Expired,
+            VerifyError::Revoked,
+            VerifyError::Inactive,
+            VerifyError::WrongTenant,
+        ] {
+            assert_eq!(
+                ApiError::from_verify(&e)
+                    .challenge("crm")
+                    .map(|v| v.to_str().expect("ascii").to_string())
+                    .as_deref(),
+                Some(r#"Bearer realm="crm", error="invalid_token""#),
+                "{e:?}"
+            );
+        }
+        assert_eq!(
+            challenge(ApiError::from_forbidden(&Forbidden::Missing(
+                "contacts:write".into()
+            )))
+            .as_deref(),
+            Some(r#"Bearer realm="api", error="insufficient_scope", scope="contacts:write""#)
+        );
+        assert_eq!(
+            challenge(ApiError::invalid_request("two keys")).as_deref(),
+            Some(r#"Bearer realm="api", error="invalid_request""#)
+        );
+        let limited = VerifyError::RateLimited {
+            retry_after: chrono::Duration::seconds(1),
+        };
+        assert_eq!(challenge(ApiError::from_verify(&limited)), None);
+        let tenant = VerifyError::InvalidTenant(crate::tenant::InvalidTenant::DotSegment);
+        let e = ApiError::from_verify(&tenant);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "invalid_tenant")
+        );
+    }
+
+    #[tokio::test]
+    async fn problem_json_is_rfc_9457() {
+        let e = ApiError::from_forbidden(&Forbidden::Missing("contacts:write".into()));
+        let response = e.into_problem_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert!(response.headers().contains_key(WWW_AUTHENTICATE));
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["type"], "about:blank");
+        assert_eq!(body["title"], "Forbidden");
+        assert_eq!(body["status"], 403);
+        assert_eq!(body["code"], "forbidden");
+        assert_eq!(body["permission"], "contacts:write");
+        assert!(body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("contacts:write")));
     }
 
     #[test]
@@ -774,7 +664,11 @@ mod tests {
             assert_eq!(ApiError::from_verify(&e).code, e.code());
         }
         for e in [VerifyError::Malformed, VerifyError::Invalid] {
-            assert_eq!(ApiError::from_verify(&e), ApiError::unauthorized());
+            let presented = ApiError {
+                bearer_error: Some(BearerError::InvalidToken),
+                ..ApiError::unauthorized()
+            };
+            assert_eq!(ApiError::from_verify(&e), presented, "one answer for both");
         }
         for e in [
             KeyError::NotFound("abcdefgh".parse().expect("id")),

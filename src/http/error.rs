@@ -1,0 +1,433 @@
+//! [`ApiError`]: one refusal shape for every framework, rendered as
+//! keyward's JSON body or as RFC 9457 `application/problem+json`, with the
+//! RFC 6750 `WWW-Authenticate: Bearer` challenge on 401, 403 and 400.
+
+use std::fmt;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+
+use crate::error::{Forbidden, KeyError, VerifyError};
+use crate::token::DisplayPrefix;
+
+/// The realm of the `WWW-Authenticate` challenge unless
+/// [`KeywardLayer::realm`](super::KeywardLayer::realm) says otherwise.
+pub const DEFAULT_REALM: &str = "api";
+
+/// The RFC 6750 §3.1 error code a challenge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BearerError {
+    /// 400: the request is malformed, e.g. two credentials or two tenant
+    /// headers.
+    InvalidRequest,
+    /// 401: the presented key is malformed, unknown, expired, revoked or
+    /// otherwise not valid.
+    InvalidToken,
+    /// 403: the key lacks the permission named in `scope`.
+    InsufficientScope,
+}
+
+impl BearerError {
+    /// The code as RFC 6750 spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+        }
+    }
+}
+
+/// A refusal, in a form every framework can render: status, stable code,
+/// message for humans, and what else is known. [`IntoResponse`] renders
+/// the default JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Stable, snake_case: `unauthorized`, `api_key_expired`, `forbidden`,
+    /// `rate_limited`, … (see the README's table).
+    pub code: &'static str,
+    /// For humans; never contains a secret.
+    pub message: String,
+    /// The display prefix of the presented key, when it was well-formed.
+    pub key: Option<DisplayPrefix>,
+    /// The request field at fault (for 422).
+    pub field: Option<&'static str>,
+    /// The permission the key lacks (for 403). Boxed to keep the error
+    /// small enough to return by value.
+    pub permission: Option<Box<str>>,
+    /// When to retry (429, 503); sent as `Retry-After` in whole seconds.
+    pub retry_after: Option<Duration>,
+    /// The RFC 6750 error of the `WWW-Authenticate` challenge. Every 401
+    /// carries a challenge; with a presented key it says `invalid_token`.
+    pub bearer_error: Option<BearerError>,
+}
+
+impl ApiError {
+    /// An error with no extra details.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            key: None,
+            field: None,
+            permission: None,
+            retry_after: None,
+            bearer_error: None,
+        }
+    }
+
+    /// 401 `unauthorized` for a request without a key: the challenge
+    /// names no error (RFC 6750 §3.1).
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Missing or invalid API key.",
+        )
+    }
+
+    /// 400 `invalid_request`: the request is ambiguous, e.g. it carries two
+    /// keys or names two tenants.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self {
+            bearer_error: Some(BearerError::InvalidRequest),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+    }
+
+    /// 422 naming the request field at fault.
+    pub fn invalid(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+        }
+    }
+
+    /// The same error naming the presented key by its display prefix.
+    pub fn with_key(mut self, key: Option<DisplayPrefix>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The refusal of a verification. Every 401 here had a key presented,
+    /// so its challenge says `invalid_token`.
+    pub fn from_verify(err: &VerifyError) -> Self {
+        let e = |status, code, message: &str| Self::new(status, code, message);
+        let mut out = match err {
+            VerifyError::Malformed | VerifyError::Invalid => Self::unauthorized(),
+            VerifyError::Expired => e(
+                StatusCode::UNAUTHORIZED,
+                "api_key_expired",
+                "API key has expired",
+            ),
+            VerifyError::Revoked => e(
+                StatusCode::UNAUTHORIZED,
+                "api_key_revoked",
+                "API key has been revoked.",
+            ),
+            VerifyError::Inactive => e(
+                StatusCode::UNAUTHORIZED,
+                "api_key_inactive",
+                "API key was disabled after a long time without use; create a new key.",
+            ),
+            VerifyError::WrongTenant => e(
+                StatusCode::UNAUTHORIZED,
+                "wrong_tenant",
+                "API key does not belong to this tenant.",
+            ),
+            VerifyError::InvalidTenant(why) => Self {
+                field: Some("tenant"),
+                ..e(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_tenant",
+                    &format!("Invalid tenant: {why}."),
+                )
+            },
+            VerifyError::RateLimited { retry_after } => Self {
+                retry_after: Some(positive(*retry_after)),
+                ..e(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Rate limit exceeded for this API key.",
+                )
+            },
+            VerifyError::QuotaExceeded { retry_after } => Self {
+                retry_after: Some(positive(*retry_after)),
+                ..e(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_exceeded",
+                    "Request quota exceeded for this tenant.",
+                )
+            },
+            VerifyError::UsageExceeded => e(
+                StatusCode::TOO_MANY_REQUESTS,
+                "usage_exceeded",
+                "API key has no uses left.",
+            ),
+            _ => Self {
+                retry_after: Some(Duration::from_secs(1)),
+                ..e(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "API keys cannot be checked right now; retry shortly.",
+                )
+            },
+        };
+        if out.status == StatusCode::UNAUTHORIZED {
+            out.bearer_error = Some(BearerError::InvalidToken);
+        }
+        out
+    }
+
+    /// 403 `forbidden` naming the missing permission (or 500 for a
+    /// permission the catalog does not have: the host's mistake).
+    pub fn from_forbidden(err: &Forbidden) -> Self {
+        match err {
+            Forbidden::Missing(p) => Self {
+                permission: Some(p.as_str().into()),
+                bearer_error: Some(BearerError::InsufficientScope),
+                ..Self::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("API key lacks permission `{p}`."),
+                )
+            },
+            _ => {
+                tracing::error!(target: "keyward", error = %err, "route requires an unknown permission");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "The server is misconfigured.",
+                )
+            }
+        }
+    }
+
+    /// The refusal of a management call (create, revoke, …).
+    pub fn from_key_error(err: &KeyError) -> Self {
+        fn e(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+            ApiError::new(status, code, message)
+        }
+        match err {
+            KeyError::Forbidden { .. } => e(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This API key may not manage API keys.",
+            ),
+            KeyError::NotFound(id) => e(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("No API key with id {id}."),
+            ),
+            KeyError::InvalidName(why) => {
+                Self::invalid("name", "invalid_name", format!("Invalid name: {why}."))
+            }
+            KeyError::PermissionEscalation { missing } => Self {
+                permission: missing.first().map(|p| p.as_str().into()),
+                ..e(
+                    StatusCode::FORBIDDEN,
+                    "permission_escalation",
+                    format!(
+                        "A key cannot hold more than its creator; you lack {}.",
+                        missing.join(", ")
+                    ),
+                )
+            },
+            KeyError::Permission(p) => {
+                Self::invalid("permissions", "unknown_permission", p.to_string())
+            }
+            KeyError::InvalidExpiry => Self::invalid(
+                "expires_at",
+                "invalid_expiry",
+                "The expiry must be in the future and no later than 9999-12-31.",
+            ),
+            KeyError::NotActive { .. } => e(StatusCode::CONFLICT, "not_active", err.to_string()),
+            KeyError::RolledAway { .. } => e(StatusCode::CONFLICT, "rolled_away", err.to_string()),
+            KeyError::Outranked { dimension, .. } => e(
+                StatusCode::FORBIDDEN,
+                "key_outranks_actor",
+                format!(
+                    "This API key holds more than yours ({dimension}); only a manager holding at least as much may change it."
+                ),
+            ),
+            KeyError::BoundExceeded { dimension } => e(
+                StatusCode::FORBIDDEN,
+                "bound_exceeded",
+                format!(
+                    "A key cannot hold more than its manager: its {dimension} would exceed yours."
+                ),
+            ),
+            KeyError::InvalidGrace => Self::invalid(
+                "grace_seconds",
+                "invalid_grace",
+                "The grace period must be zero or positive.",
+            ),
+            KeyError::InvalidTenant(_) => {
+                Self::invalid("tenant", "invalid_tenant", err.to_string())
+            }
+            KeyError::InvalidMetadata(why) => Self::invalid(
+                "metadata",
+                "invalid_metadata",
+                format!("Invalid metadata: {why}."),
+            ),
+            KeyError::Store(_) | KeyError::Entropy(_) => Self {
+                retry_after: Some(Duration::from_secs(1)),
+                ..e(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "API keys cannot be managed right now; retry shortly.",
+                )
+            },
+            _ => {
+                tracing::error!(target: "keyward", error = %err, "management call failed");
+                e(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "The request could not be completed.",
+                )
+            }
+        }
+    }
+
+    /// The default body: `{"error":{"code":…,"message":…}}`, plus `key`,
+    /// `field`, `permission` and `retry_after_seconds` when known.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.clone().into());
+        if let Some(k) = &self.key {
+            error.insert("key".into(), k.as_str().into());
+        }
+        if let Some(f) = self.field {
+            error.insert("field".into(), f.into());
+        }
+        if let Some(p) = &self.permission {
+            error.insert("permission".into(), p.to_string().into());
+        }
+        if let Some(r) = self.retry_after {
+            error.insert("retry_after_seconds".into(), retry_secs(r).into());
+        }
+        serde_json::json!({ "error": error })
+    }
+
+    /// The RFC 9457 problem details body: `type` (`about:blank`: the
+    /// status says it all), `title` (the status's reason phrase),
+    /// `status`, `detail` (the message), and the extension members `code`,
+    /// `key`, `field`, `permission` and `retry_after_seconds` when known.
+    pub fn to_problem_json(&self) -> serde_json::Value {
+        let mut problem = serde_json::Map::new();
+        problem.insert("type".into(), "about:blank".into());
+        problem.insert(
+            "title".into(),
+            self.status.canonical_reason().unwrap_or("Error").into(),
+        );
+        problem.insert("status".into(), self.status.as_u16().into());
+        problem.insert("detail".into(), self.message.clone().into());
+        if let serde_json::Value::Object(mut fields) = self.to_json() {
+            if let Some(serde_json::Value::Object(error)) = fields.remove("error") {
+                for (k, v) in error {
+                    if k != "message" {
+                        problem.insert(k, v);
+                    }
+                }
+            }
+        }
+        serde_json::Value::Object(problem)
+    }
+
+    /// The `WWW-Authenticate` value for this error in `realm`, if it
+    /// carries one: every 401, and the 403 and 400 that name a
+    /// [`BearerError`]. [`KeywardLayer`](super::KeywardLayer) sets it with
+    /// its realm whatever the renderer; rendered alone, an error uses
+    /// [`DEFAULT_REALM`].
+    pub fn challenge(&self, realm: &str) -> Option<HeaderValue> {
+        if self.status != StatusCode::UNAUTHORIZED && self.bearer_error.is_none() {
+            return None;
+        }
+        let mut value = format!("Bearer realm=\"{realm}\"");
+        if let Some(error) = self.bearer_error {
+            value.push_str(&format!(", error=\"{}\"", error.as_str()));
+            if error == BearerError::InsufficientScope {
+                if let Some(p) = &self.permission {
+                    value.push_str(&format!(", scope=\"{p}\""));
+                }
+            }
+        }
+        HeaderValue::from_str(&value).ok()
+    }
+
+    /// Renders as RFC 9457 `application/problem+json`, with the same
+    /// status and headers as the default rendering. Use it as the layer's
+    /// renderer with [`KeywardLayer::problem_json`](super::KeywardLayer::problem_json).
+    pub fn into_problem_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.to_problem_json())).into_response();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        self.add_headers(&mut response);
+        response
+    }
+
+    fn add_headers(&self, response: &mut Response) {
+        let headers = response.headers_mut();
+        if let Some(r) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&retry_secs(r).max(1).to_string()) {
+                headers.insert(RETRY_AFTER, v);
+            }
+        }
+        if let Some(v) = self.challenge(DEFAULT_REALM) {
+            headers.insert(WWW_AUTHENTICATE, v);
+        }
+    }
+}
+
+fn positive(d: chrono::Duration) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Whole seconds, rounded up, at least 1.
+pub(super) fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.to_json())).into_response();
+        self.add_headers(&mut response);
+        response
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(err: KeyError) -> Self {
+        Self::from_key_error(&err)
+    }
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(err: Forbidden) -> Self {
+        Self::from_forbidden(&err)
+    }
+}
