@@ -481,6 +481,12 @@ impl Verified {
         self.key.expires_at()
     }
 
+    /// The rate limit in force for the key: its own, or the instance's
+    /// default; `None` for none.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.key.limit
+    }
+
     /// Uses left after this one, for a usage-limited key; `None` for a
     /// key without a usage limit.
     pub fn remaining(&self) -> Option<u64> {
