@@ -10,7 +10,10 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::oneshot;
 
-use super::sql::{adjust_expr, after_text, columns, due_clause, limit, map_err, to_sql, Row};
+use super::sql::{
+    adjust_expr, after_text, columns, credit_taken, credit_untaken, due_clause, limit, map_err,
+    to_sql, Row,
+};
 use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
@@ -557,6 +560,22 @@ fn records(rows: Vec<PgRow>) -> Result<Vec<KeyRecord>, StoreError> {
         .collect()
 }
 
+impl PostgresStore {
+    /// What a take that answered `left` means: uses left, or, when nothing
+    /// was taken, why ([`credit_untaken`]).
+    async fn credit_after(&self, id: &KeyId, left: Option<i64>) -> Result<Credit, StoreError> {
+        if let Some(left) = left {
+            return Ok(credit_taken(left));
+        }
+        let row: Option<Option<i64>> = sqlx::query_scalar(Self::q(&self.inner.sql.remaining))
+            .bind(id.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map_err("reading uses left"))?;
+        Ok(credit_untaken(row))
+    }
+}
+
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -745,21 +764,7 @@ impl KeyStore for PostgresStore {
             .fetch_optional(pool)
             .await
             .map_err(&err)?;
-        if let Some(left) = left {
-            return Ok(Credit::Consumed {
-                remaining: u64::try_from(left).unwrap_or(0),
-            });
-        }
-        let row: Option<Option<i64>> = sqlx::query_scalar(Self::q(&self.inner.sql.remaining))
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await
-            .map_err(&err)?;
-        Ok(match row {
-            None => Credit::Missing,
-            Some(None) => Credit::Unlimited,
-            Some(Some(_)) => Credit::Exhausted,
-        })
+        self.credit_after(id, left).await
     }
 
     async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
@@ -771,21 +776,7 @@ impl KeyStore for PostgresStore {
             .fetch_optional(pool)
             .await
             .map_err(&err)?;
-        if let Some(left) = left {
-            return Ok(Credit::Consumed {
-                remaining: u64::try_from(left).unwrap_or(0),
-            });
-        }
-        let row: Option<Option<i64>> = sqlx::query_scalar(Self::q(&self.inner.sql.remaining))
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await
-            .map_err(&err)?;
-        Ok(match row {
-            None => Credit::Missing,
-            Some(None) => Credit::Unlimited,
-            Some(Some(_)) => Credit::Exhausted,
-        })
+        self.credit_after(id, left).await
     }
 
     fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {

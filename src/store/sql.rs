@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::Credit;
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::limit::RateLimit;
@@ -48,6 +49,23 @@ macro_rules! adjust_expr {
     };
 }
 pub(super) use adjust_expr;
+
+/// A take that returned the uses now left.
+pub(super) fn credit_taken(left: i64) -> Credit {
+    Credit::Consumed {
+        remaining: u64::try_from(left).unwrap_or(0),
+    }
+}
+
+/// Why a take took nothing, from the key's `remaining` column (`None`: no
+/// such key).
+pub(super) fn credit_untaken(row: Option<Option<i64>>) -> Credit {
+    match row {
+        None => Credit::Missing,
+        Some(None) => Credit::Unlimited,
+        Some(Some(_)) => Credit::Exhausted,
+    }
+}
 
 /// One row, in driver-neutral types. No `Debug`: it holds the hash.
 pub(super) struct Row {

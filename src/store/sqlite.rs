@@ -13,7 +13,10 @@ use sqlx::sqlite::{
 };
 use sqlx::Row as _;
 
-use super::sql::{adjust_expr, after_text, columns, due_clause, limit, map_err, to_sql, Row};
+use super::sql::{
+    adjust_expr, after_text, columns, credit_taken, credit_untaken, due_clause, limit, map_err,
+    to_sql, Row,
+};
 use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
@@ -242,6 +245,23 @@ fn records(rows: Vec<SqliteRow>) -> Result<Vec<KeyRecord>, StoreError> {
     rows.iter()
         .map(|r| decode(r).map_err(map_err("reading a key"))?.into_record())
         .collect()
+}
+
+impl SqliteStore {
+    /// What a take that answered `left` means: uses left, or, when nothing
+    /// was taken, why ([`credit_untaken`]).
+    async fn credit_after(&self, id: &KeyId, left: Option<i64>) -> Result<Credit, StoreError> {
+        if let Some(left) = left {
+            return Ok(credit_taken(left));
+        }
+        let row: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT remaining FROM keyward_keys WHERE id = ?1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err("reading uses left"))?;
+        Ok(credit_untaken(row))
+    }
 }
 
 #[async_trait]
@@ -475,22 +495,7 @@ impl KeyStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(&err)?;
-        if let Some(left) = left {
-            return Ok(Credit::Consumed {
-                remaining: u64::try_from(left).unwrap_or(0),
-            });
-        }
-        let row: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT remaining FROM keyward_keys WHERE id = ?1")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(&err)?;
-        Ok(match row {
-            None => Credit::Missing,
-            Some(None) => Credit::Unlimited,
-            Some(Some(_)) => Credit::Exhausted,
-        })
+        self.credit_after(id, left).await
     }
 
     async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
@@ -506,22 +511,7 @@ impl KeyStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(&err)?;
-        if let Some(left) = left {
-            return Ok(Credit::Consumed {
-                remaining: u64::try_from(left).unwrap_or(0),
-            });
-        }
-        let row: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT remaining FROM keyward_keys WHERE id = ?1")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(&err)?;
-        Ok(match row {
-            None => Credit::Missing,
-            Some(None) => Credit::Unlimited,
-            Some(Some(_)) => Credit::Exhausted,
-        })
+        self.credit_after(id, left).await
     }
 
     fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
