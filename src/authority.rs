@@ -48,7 +48,8 @@
 //! *key* must be given a usage limit (it cannot be unlimited, nor have a
 //! refill), and those uses are taken from the creating key's own at
 //! creation ([`carved_uses`]): the two together never hold more than the
-//! creator had. A human actor's usage bound ([`Actor::remaining`]) is a
+//! creator had. A key that refills cannot create usage-limited keys: its
+//! unspent uses of a period would outlive the period in them. A human actor's usage bound ([`Actor::remaining`]) is a
 //! cap per key, since a person has no count to split. A roll moves the
 //! uses to the new key: see [`Keyward::roll`](crate::Keyward::roll).
 
@@ -162,7 +163,8 @@ pub(crate) fn authorize(
 
 /// The uses a key created by `actor` takes from the actor's own key, if
 /// the actor is a usage-limited key: all of the new key's uses. Such a
-/// key may not have a refill, which would make uses out of nothing.
+/// key may not have a refill, which would make uses out of nothing, and a
+/// key that refills may not split its uses at all.
 ///
 /// # Errors
 /// [`KeyError::BoundExceeded`] (usage) for a refill, or for no usage
@@ -172,6 +174,11 @@ pub(crate) fn carved_uses(actor: &Actor, key: &KeyRecord) -> Result<Option<u64>,
         return Ok(None);
     }
     match (key.remaining, key.refill) {
+        // A key that refills would bank its unspent uses of each period in
+        // keys that never reset: it splits nothing.
+        _ if actor.refill.is_some() => Err(KeyError::BoundExceeded {
+            dimension: Dimension::Usage,
+        }),
         (Some(uses), None) => Ok(Some(uses)),
         _ => Err(KeyError::BoundExceeded {
             dimension: Dimension::Usage,

@@ -59,6 +59,8 @@ pub(crate) struct Tenant {
 #[derive(Debug, Default)]
 pub(crate) struct Tenants {
     map: Mutex<HashMap<Box<str>, Arc<Tenant>>>,
+    /// When [`Tenants::get_bounded`] last scanned a full map.
+    last_scan_ns: AtomicU64,
 }
 
 impl Tenant {
@@ -98,6 +100,13 @@ impl Tenants {
             return Some(t.clone());
         }
         if map.len() >= cap {
+            // One scan a second at most: a flood of new names while the map
+            // is full costs a lookup each, not a scan each.
+            let last = self.last_scan_ns.load(Ordering::Relaxed);
+            if now_ns.saturating_sub(last) < 1_000_000_000 {
+                return None;
+            }
+            self.last_scan_ns.store(now_ns, Ordering::Relaxed);
             map.retain(|_, t| {
                 Arc::strong_count(t) > 1 || !Gcra::idle(t.tat.load(Ordering::Relaxed), now_ns)
             });

@@ -8,7 +8,7 @@ mod common;
 use chrono::Duration;
 use common::{admin, harness, harness_with, CountingStore};
 use keyward::{
-    Actor, Dimension, KeyError, KeyUpdate, Keyward, ManualClock, NewKey, RateLimit, Refill,
+    Actor, Dimension, KeyError, KeyId, KeyUpdate, Keyward, ManualClock, NewKey, RateLimit, Refill,
     VerifyError,
 };
 
@@ -694,4 +694,183 @@ async fn a_keys_actor_can_be_narrowed_never_widened() {
             .await,
         Err(KeyError::PermissionEscalation { .. })
     ));
+}
+
+/// A [`MemoryStore`] that, once armed, interferes with a roll at one of
+/// its steps, as a racing request or a failing database would.
+#[derive(Debug, Clone, Default)]
+struct Interfering {
+    inner: keyward::MemoryStore,
+    /// Delete this key just before uses are taken from it.
+    delete_before_take: std::sync::Arc<std::sync::Mutex<Option<keyward::KeyId>>>,
+    /// Revoke this key, then fail the next insert.
+    revoke_then_fail_insert: std::sync::Arc<std::sync::Mutex<Option<keyward::KeyId>>>,
+}
+
+#[async_trait::async_trait]
+impl keyward::KeyStore for Interfering {
+    async fn insert(&self, record: &keyward::KeyRecord) -> Result<(), keyward::StoreError> {
+        let armed = self.revoke_then_fail_insert.lock().expect("lock").take();
+        if let Some(id) = armed {
+            let mut r = self.inner.get(&id).await?.expect("armed key exists");
+            r.revoked_at = Some(chrono::Utc::now());
+            self.inner.update(&r).await?;
+            return Err(keyward::StoreError::Unavailable {
+                message: "insert failed".into(),
+                source: None,
+            });
+        }
+        self.inner.insert(record).await
+    }
+    async fn get(&self, id: &KeyId) -> Result<Option<keyward::KeyRecord>, keyward::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn update(&self, record: &keyward::KeyRecord) -> Result<u64, keyward::StoreError> {
+        self.inner.update(record).await
+    }
+    async fn delete(&self, id: &KeyId) -> Result<bool, keyward::StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn list_by_tenant(
+        &self,
+        tenant: &str,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<keyward::KeyRecord>, keyward::StoreError> {
+        self.inner.list_by_tenant(tenant, after, limit).await
+    }
+    async fn scan(
+        &self,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<keyward::KeyRecord>, keyward::StoreError> {
+        self.inner.scan(after, limit).await
+    }
+    async fn record_last_used(
+        &self,
+        batch: &[(KeyId, chrono::DateTime<chrono::Utc>)],
+    ) -> Result<(), keyward::StoreError> {
+        self.inner.record_last_used(batch).await
+    }
+    async fn consume_credit(
+        &self,
+        id: &KeyId,
+        refill: Option<keyward::RefillDue>,
+    ) -> Result<keyward::Credit, keyward::StoreError> {
+        self.inner.consume_credit(id, refill).await
+    }
+    async fn adjust_credits(
+        &self,
+        id: &KeyId,
+        delta: i64,
+    ) -> Result<keyward::Credit, keyward::StoreError> {
+        let armed = self.delete_before_take.lock().expect("lock").take();
+        if let Some(victim) = armed.filter(|v| v == id && delta < 0) {
+            self.inner.delete(&victim).await?;
+        }
+        self.inner.adjust_credits(id, delta).await
+    }
+}
+
+fn interfering() -> (Keyward, Interfering) {
+    let store = Interfering::default();
+    let keys = Keyward::builder(store.clone(), common::catalog())
+        .build()
+        .expect("config");
+    (keys, store)
+}
+
+/// Second review, finding 1: a delete racing a roll made the successor of
+/// a usage-limited key unlimited. A roll never turns a limited key into
+/// an unlimited one: it fails, and stores no successor.
+#[tokio::test]
+async fn a_delete_racing_a_roll_never_yields_an_unlimited_key() {
+    let (keys, store) = interfering();
+    let root = admin(&keys, "acme");
+    let k = keys
+        .create(&root, NewKey::new("metered").remaining(1))
+        .await
+        .expect("created");
+    *store.delete_before_take.lock().expect("lock") = Some(k.key.id);
+    let rolled = keys.roll(&root, &k.key.id, Duration::hours(1)).await;
+    assert!(matches!(rolled, Err(KeyError::NotFound(_))), "{rolled:?}");
+    let left = keys.list(&root, "acme").await.expect("list");
+    assert!(
+        left.iter().all(|k| k.remaining.is_some()),
+        "no unlimited key came out of a limited one: {left:?}"
+    );
+}
+
+/// Second review, finding 4: a failed roll gave back what it had taken,
+/// and also undid a revocation made meanwhile.
+#[tokio::test]
+async fn a_failed_roll_keeps_a_revocation_made_meanwhile() {
+    let (keys, store) = interfering();
+    let root = admin(&keys, "acme");
+    let k = keys
+        .create(&root, NewKey::new("k").remaining(7))
+        .await
+        .expect("created");
+    *store.revoke_then_fail_insert.lock().expect("lock") = Some(k.key.id);
+    let rolled = keys.roll(&root, &k.key.id, Duration::hours(1)).await;
+    assert!(matches!(rolled, Err(KeyError::Store(_))), "{rolled:?}");
+    let info = keys.get(&root, &k.key.id).await.expect("still there");
+    assert!(info.revoked_at.is_some(), "the revocation stays");
+    assert_eq!(info.rolled_to, None, "no successor");
+    assert_eq!(info.remaining, Some(7), "its uses came back");
+}
+
+/// Second review, findings 2 and 3: a key with a refill rolled itself
+/// again and again and each rolled-away key refilled its successor's
+/// pool; and a key that refills banked uses in carved children.
+#[tokio::test]
+async fn refills_are_never_multiplied_by_rolls_or_children() {
+    let h = harness();
+    let root = admin(&h.keys, "acme");
+    let daily = Refill::new(5, Duration::days(1)).expect("valid");
+    let first = h
+        .keys
+        .create(
+            &root,
+            NewKey::new("refilling")
+                .permission_set(h.keys.catalog().all())
+                .refill(daily),
+        )
+        .await
+        .expect("created");
+    let mut tokens = vec![first.token];
+    let mut uses = 0;
+    for _ in 0..3 {
+        let last = tokens.last().expect("a token");
+        let v = h.keys.verify(last.expose_secret()).await.expect("valid");
+        uses += 1;
+        let actor = v.actor().may_manage_keys(true);
+        assert_eq!(
+            bound(
+                h.keys
+                    .create(&actor, NewKey::new("bank").remaining(1))
+                    .await
+            ),
+            Dimension::Usage,
+            "a key that refills splits nothing"
+        );
+        let next = h
+            .keys
+            .roll(&actor, &v.id(), Duration::days(30))
+            .await
+            .expect("rolls itself");
+        tokens.push(next.token);
+    }
+    for day in 0..3 {
+        for token in &tokens {
+            while h.keys.verify(token.expose_secret()).await.is_ok() {
+                uses += 1;
+            }
+        }
+        assert!(
+            uses <= 5 * (day + 1),
+            "day {day}: {uses} uses from a 5-a-day key"
+        );
+        h.clock.advance(Duration::days(1));
+    }
 }

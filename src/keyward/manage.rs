@@ -547,29 +547,37 @@ impl Keyward {
         // The old key names its successor first: from then on its uses
         // come from the successor's, and it can be neither rolled again
         // nor reactivated.
-        self.modify_unaudited(actor, id, |r, now| {
-            rollable(r, now)?;
-            r.rolled_to = Some(successor);
-            if grace == Duration::zero() {
-                r.revoked_at = Some(now);
-            } else {
-                let until = now
-                    .checked_add_signed(grace)
-                    .unwrap_or_else(latest)
-                    .min(latest())
-                    .trunc_subsecs(6);
-                r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
-            }
-            Ok(())
-        })
-        .await?;
+        let ended = self
+            .modify_unaudited(actor, id, |r, now| {
+                rollable(r, now)?;
+                r.rolled_to = Some(successor);
+                // Its uses come from the successor now, refills included.
+                r.refill = None;
+                if grace == Duration::zero() {
+                    r.revoked_at = Some(now);
+                } else {
+                    let until = now
+                        .checked_add_signed(grace)
+                        .unwrap_or_else(latest)
+                        .min(latest())
+                        .trunc_subsecs(6);
+                    r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
+                }
+                Ok(())
+            })
+            .await?;
+        let undo = Unroll {
+            old: &old,
+            ended: &ended,
+            successor,
+        };
         // Then what is left of its uses moves, all at once: a use racing
         // the roll is counted once, on one side or the other.
         let moved = match old.remaining {
             Some(_) => match self.take_all_uses(id).await {
-                Ok(moved) => moved,
+                Ok(moved) => Some(moved),
                 Err(e) => {
-                    self.unroll(&old, None).await;
+                    self.unroll(&undo, None).await;
                     return Err(e);
                 }
             },
@@ -579,60 +587,75 @@ impl Keyward {
             id: successor,
             prefix: token.display_prefix(),
             hash: KeyHash::of(token.expose_secret().as_bytes()),
-            remaining: moved.or(draft.remaining.filter(|_| old.remaining.is_none())),
+            remaining: moved.or(draft.remaining),
             ..draft
         };
-        match inner.store.insert(&record).await {
+        // What is stored is what is authorized, not only the draft.
+        let stored = match authorize(self.rules(), actor, None, Some(&record)) {
+            Ok(()) => inner.store.insert(&record).await.map_err(KeyError::from),
+            Err(e) => Err(e),
+        };
+        match stored {
             Ok(()) => inner.cache.invalidate(&successor),
             Err(e) => {
                 // All or nothing: the old key works again, with its uses.
-                self.unroll(&old, moved).await;
-                return Err(e.into());
+                self.unroll(&undo, moved).await;
+                return Err(e);
             }
         }
         let key = self.info(record, now);
         Ok((old.prefix, IssuedKey { token, key }))
     }
 
-    /// Takes every use left of a usage-limited key; how many.
-    async fn take_all_uses(&self, id: &KeyId) -> Result<Option<u64>, KeyError> {
+    /// Takes every use left of a usage-limited key; how many. A key that
+    /// is gone, or no longer usage-limited, is an error: a roll never
+    /// turns a limited key into an unlimited one.
+    async fn take_all_uses(&self, id: &KeyId) -> Result<u64, KeyError> {
         let store = &*self.inner.store;
         for _ in 0..UPDATE_ATTEMPTS {
-            let Some(left) = store.get(id).await?.and_then(|r| r.remaining) else {
-                return Ok(None);
+            let record = store.get(id).await?.ok_or(KeyError::NotFound(*id))?;
+            let Some(left) = record.remaining else {
+                return Err(KeyError::Store(StoreError::Conflict(*id)));
             };
             let delta = i64::try_from(left).unwrap_or(i64::MAX);
             match store.adjust_credits(id, -delta).await? {
-                Credit::Consumed { .. } => return Ok(Some(left)),
+                Credit::Consumed { .. } => return Ok(left),
                 // A use landed between the read and the take: read again.
                 Credit::Exhausted => continue,
-                Credit::Unlimited => return Ok(None),
-                _ => return Err(KeyError::NotFound(*id)),
+                Credit::Missing => return Err(KeyError::NotFound(*id)),
+                _ => return Err(KeyError::Store(StoreError::Conflict(*id))),
             }
         }
         Err(KeyError::Store(StoreError::Conflict(*id)))
     }
 
     /// Undoes a roll whose new key could not be stored: the old key gets
-    /// back its status, expiry, uses and no successor. Not authorized
-    /// again: it takes back this call's own change. Logged if it fails.
-    async fn unroll(&self, old: &KeyRecord, moved: Option<u64>) {
-        let store = &*self.inner.store;
+    /// back its uses, refill and no successor, and its status and expiry
+    /// where they are still what the roll set (a revocation made since
+    /// stays). Not authorized again: it takes back this call's own change.
+    /// Logged if it fails.
+    async fn unroll(&self, undo: &Unroll<'_>, moved: Option<u64>) {
+        let (old, store) = (undo.old, &*self.inner.store);
         if let Some(uses) = moved {
             self.give_back(&old.id, uses).await;
         }
         for _ in 0..UPDATE_ATTEMPTS {
             let mut record = match store.get(&old.id).await {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
+                Ok(Some(r)) if r.rolled_to == Some(undo.successor) => r,
+                Ok(_) => return,
                 Err(e) => {
                     tracing::error!(target: "keyward", key = %old.prefix, error = %e, "could not undo a failed roll");
                     return;
                 }
             };
             record.rolled_to = None;
-            record.revoked_at = old.revoked_at;
-            record.expires_at = old.expires_at;
+            record.refill = old.refill;
+            if record.revoked_at == undo.ended.revoked_at {
+                record.revoked_at = old.revoked_at;
+            }
+            if record.expires_at == undo.ended.expires_at {
+                record.expires_at = old.expires_at;
+            }
             let updated = store.update(&record).await;
             if !matches!(updated, Err(StoreError::Conflict(_))) {
                 self.inner.cache.invalidate(&old.id);
@@ -718,6 +741,15 @@ impl Keyward {
             Grant::Set(_) => Err(KeyError::CatalogMismatch),
         }
     }
+}
+
+/// What a roll changed on the old key, to take back if the new key cannot
+/// be stored.
+struct Unroll<'a> {
+    old: &'a KeyRecord,
+    /// The old key as the roll left it.
+    ended: &'a KeyInfo,
+    successor: KeyId,
 }
 
 /// A key can be rolled: active, and not rolled already.

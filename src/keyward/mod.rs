@@ -502,10 +502,9 @@ impl Keyward {
         if entry.metered || self.inactive_at(&entry, now_us) {
             return Fast::Slow;
         }
-        let checked = self.check_key(&entry, now_us, tenant).and_then(|()| {
-            let acting = self.acting_for(&entry, tenant, now_us)?;
-            self.check_own_limits(&entry, acting.as_deref(), now_us)
-        });
+        let checked = self
+            .check_key(&entry, now_us, tenant)
+            .and_then(|()| self.check_own_limits(&entry, tenant, now_us));
         if let Err(err) = checked {
             self.audit_verify(key, err.code(), Some(&entry.tenant.name));
             return Fast::Done(Err(err));
@@ -662,11 +661,7 @@ impl Keyward {
         if self.inactive_at(&entry, now_us) {
             return refuse(VerifyError::Inactive, &entry);
         }
-        let acting = match self.acting_for(&entry, tenant, now_us) {
-            Ok(acting) => acting,
-            Err(e) => return refuse(e, &entry),
-        };
-        if let Err(retry_after) = self.check_limits(&entry, acting.as_deref(), now_us).await {
+        if let Err(retry_after) = self.check_limits(&entry, tenant, now_us).await {
             return refuse(retry_after, &entry);
         }
         let mut remaining = None;
@@ -710,6 +705,9 @@ impl Keyward {
                 .max(earliest()),
             now,
         });
+        // A rolled-away key draws on its successor, never refilling it:
+        // refills come with the successor's own uses.
+        let refill = refill.filter(|_| entry.rolled_to.is_none());
         let from = entry.rolled_to.unwrap_or(entry.id);
         self.inner.store.consume_credit(&from, refill).await
     }
@@ -739,12 +737,12 @@ impl Keyward {
     async fn check_limits(
         &self,
         entry: &CachedKey,
-        acting: Option<&Tenant>,
+        tenant: Option<&str>,
         now_us: i64,
     ) -> Result<(), VerifyError> {
         let inner = &*self.inner;
         let Some(custom) = &inner.limiter else {
-            return self.check_own_limits(entry, acting, now_us);
+            return self.check_own_limits(entry, tenant, now_us);
         };
         let now = micros_to_time(now_us);
         if let Some(limit) = entry.limit {
@@ -754,7 +752,11 @@ impl Keyward {
                 return Err(VerifyError::RateLimited { retry_after });
             }
         }
-        for tenant in [Some(&*entry.tenant), acting].into_iter().flatten() {
+        let acting = self.acting_for(entry, tenant, now_us)?;
+        for tenant in [Some(&*entry.tenant), acting.as_deref()]
+            .into_iter()
+            .flatten()
+        {
             if let Some((quota, _)) = tenant.quota {
                 if let Decision::Deny { retry_after } =
                     custom.check(Bucket::Tenant(&tenant.name), quota, now).await
@@ -767,11 +769,12 @@ impl Keyward {
     }
 
     /// The built-in limiter: one compare-and-swap on the entry's state,
-    /// one on its tenant's, and one on the tenant it acts for, if another.
+    /// one on its tenant's, and one on the tenant it acts for, if another
+    /// (looked up only once the key's own limit let the request through).
     fn check_own_limits(
         &self,
         entry: &CachedKey,
-        acting: Option<&Tenant>,
+        tenant: Option<&str>,
         now_us: i64,
     ) -> Result<(), VerifyError> {
         let inner = &*self.inner;
@@ -788,7 +791,15 @@ impl Keyward {
                 });
             }
         }
-        let quotas = [Some(&*entry.tenant), acting];
+        let refund_key = || {
+            if let (Some(gcra), true) = (&entry.gcra, entry.cached()) {
+                gcra.refund(&entry.tat);
+            }
+        };
+        let acting = self
+            .acting_for(entry, tenant, now_us)
+            .inspect_err(|_| refund_key())?;
+        let quotas = [Some(&*entry.tenant), acting.as_deref()];
         for (i, tenant) in quotas.iter().enumerate() {
             let Some((tenant, (_, gcra))) = tenant.and_then(|t| Some((t, t.quota.as_ref()?)))
             else {
@@ -802,9 +813,7 @@ impl Keyward {
                         g.refund(&t.tat);
                     }
                 }
-                if let (Some(gcra), true) = (&entry.gcra, entry.cached()) {
-                    gcra.refund(&entry.tat);
-                }
+                refund_key();
                 return Err(VerifyError::QuotaExceeded {
                     retry_after: wait(ns),
                 });
