@@ -103,7 +103,8 @@ impl Tenants {
             // One scan a second at most: a flood of new names while the map
             // is full costs a lookup each, not a scan each.
             let last = self.last_scan_ns.load(Ordering::Relaxed);
-            if now_ns.saturating_sub(last) < 1_000_000_000 {
+            // (abs_diff: a clock stepped back does not stop the scans.)
+            if now_ns.abs_diff(last) < 1_000_000_000 {
                 return None;
             }
             self.last_scan_ns.store(now_ns, Ordering::Relaxed);
@@ -164,11 +165,18 @@ pub(crate) struct CachedKey {
     /// ... and as given, for a host's limiter.
     pub(crate) limit: Option<RateLimit>,
     pub(crate) prefix: DisplayPrefix,
-    /// Only for usage-limited keys, which ask the store anyway: boxed.
-    pub(crate) refill: Option<Box<Refill>>,
+    /// What only usage-limited or rolled keys have, which verify reads
+    /// only off the hot path: boxed, and absent for most keys.
+    cold: Option<Box<Cold>>,
+}
+
+/// The rarely set part of a [`CachedKey`].
+#[derive(Debug)]
+struct Cold {
+    refill: Option<Refill>,
     /// The key that replaced this one by a roll: a usage-limited key in
     /// its grace period draws on its successor's uses.
-    pub(crate) rolled_to: Option<KeyId>,
+    rolled_to: Option<KeyId>,
 }
 
 impl CachedKey {
@@ -200,8 +208,12 @@ impl CachedKey {
             permissions,
             name: record.name.as_str().into(),
             prefix: record.prefix,
-            refill: record.refill.map(Box::new),
-            rolled_to: record.rolled_to,
+            cold: (record.refill.is_some() || record.rolled_to.is_some()).then(|| {
+                Box::new(Cold {
+                    refill: record.refill,
+                    rolled_to: record.rolled_to,
+                })
+            }),
         }
     }
 
@@ -225,9 +237,18 @@ impl CachedKey {
             permissions: catalog.none(),
             name: "".into(),
             prefix: DisplayPrefix::default(),
-            refill: None,
-            rolled_to: None,
+            cold: None,
         }
+    }
+
+    /// How a usage-limited key refills, if it does.
+    pub(crate) fn refill(&self) -> Option<&Refill> {
+        self.cold.as_ref()?.refill.as_ref()
+    }
+
+    /// The key that replaced this one by a roll, if any.
+    pub(crate) fn rolled_to(&self) -> Option<KeyId> {
+        self.cold.as_ref()?.rolled_to
     }
 
     pub(crate) fn status(&self, now_us: i64) -> KeyStatus {

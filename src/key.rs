@@ -532,10 +532,10 @@ impl Verified {
         actor.expires_at = self.expires_at();
         actor.rate_limit = self.key.limit;
         actor.key = Some(self.id());
-        actor.retired = self.key.rolled_to.is_some();
+        actor.retired = self.key.rolled_to().is_some();
         if self.key.metered {
             actor.uses = Some(self.remaining.unwrap_or(0));
-            actor.refill = self.key.refill.as_deref().copied();
+            actor.refill = self.key.refill().copied();
         }
         actor
     }

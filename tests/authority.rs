@@ -705,11 +705,34 @@ struct Interfering {
     delete_before_take: std::sync::Arc<std::sync::Mutex<Option<keyward::KeyId>>>,
     /// Revoke this key, then fail the next insert.
     revoke_then_fail_insert: std::sync::Arc<std::sync::Mutex<Option<keyward::KeyId>>>,
+    /// Write this key unchanged (as a revoke that keeps the instant does),
+    /// then fail the next insert.
+    touch_then_fail_insert: std::sync::Arc<std::sync::Mutex<Option<keyward::KeyId>>>,
+    /// Fail the next insert.
+    fail_insert: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait::async_trait]
 impl keyward::KeyStore for Interfering {
     async fn insert(&self, record: &keyward::KeyRecord) -> Result<(), keyward::StoreError> {
+        if self
+            .fail_insert
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(keyward::StoreError::Unavailable {
+                message: "insert failed".into(),
+                source: None,
+            });
+        }
+        let touched = self.touch_then_fail_insert.lock().expect("lock").take();
+        if let Some(id) = touched {
+            let r = self.inner.get(&id).await?.expect("armed key exists");
+            self.inner.update(&r).await?;
+            return Err(keyward::StoreError::Unavailable {
+                message: "insert failed".into(),
+                source: None,
+            });
+        }
         let armed = self.revoke_then_fail_insert.lock().expect("lock").take();
         if let Some(id) = armed {
             let mut r = self.inner.get(&id).await?.expect("armed key exists");
@@ -818,6 +841,36 @@ async fn a_failed_roll_keeps_a_revocation_made_meanwhile() {
     assert!(info.revoked_at.is_some(), "the revocation stays");
     assert_eq!(info.rolled_to, None, "no successor");
     assert_eq!(info.remaining, Some(7), "its uses came back");
+}
+
+/// Third review: a revoke landing during a zero-grace roll keeps the
+/// roll's instant, so comparing values could not tell it from the roll's
+/// own write; the version can.
+#[tokio::test]
+async fn a_failed_roll_keeps_a_revoke_that_kept_its_instant() {
+    let (keys, store) = interfering();
+    let root = admin(&keys, "acme");
+    let k = keys.create(&root, NewKey::new("k")).await.expect("created");
+    *store.touch_then_fail_insert.lock().expect("lock") = Some(k.key.id);
+    let rolled = keys.roll(&root, &k.key.id, Duration::zero()).await;
+    assert!(matches!(rolled, Err(KeyError::Store(_))), "{rolled:?}");
+    let info = keys.get(&root, &k.key.id).await.expect("still there");
+    assert!(info.revoked_at.is_some(), "the concurrent revoke stays");
+    assert_eq!(info.rolled_to, None, "no successor");
+    // Without a concurrent change, a failed roll gives the key back whole.
+    let other = keys
+        .create(&root, NewKey::new("o").remaining(4))
+        .await
+        .expect("created");
+    *store.touch_then_fail_insert.lock().expect("lock") = None;
+    store
+        .fail_insert
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let rolled = keys.roll(&root, &other.key.id, Duration::zero()).await;
+    assert!(matches!(rolled, Err(KeyError::Store(_))), "{rolled:?}");
+    let info = keys.get(&root, &other.key.id).await.expect("there");
+    assert!(info.revoked_at.is_none(), "the roll's revoke is taken back");
+    assert_eq!((info.rolled_to, info.remaining), (None, Some(4)));
 }
 
 /// Second review, findings 2 and 3: a key with a refill rolled itself

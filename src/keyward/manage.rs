@@ -548,8 +548,14 @@ impl Keyward {
         // come from the successor's, and it can be neither rolled again
         // nor reactivated.
         let ended = self
-            .modify_unaudited(actor, id, |r, now| {
+            .modify_record(actor, id, |r, now| {
                 rollable(r, now)?;
+                // The successor copies the key as it was read: a change
+                // made since (a narrower permission set, say) must not be
+                // lost, so such a roll is refused; retry it.
+                if r.version != old.version {
+                    return Err(KeyError::Store(StoreError::Conflict(r.id)));
+                }
                 r.rolled_to = Some(successor);
                 // Its uses come from the successor now, refills included.
                 r.refill = None;
@@ -631,9 +637,10 @@ impl Keyward {
 
     /// Undoes a roll whose new key could not be stored: the old key gets
     /// back its uses, refill and no successor, and its status and expiry
-    /// where they are still what the roll set (a revocation made since
-    /// stays). Not authorized again: it takes back this call's own change.
-    /// Logged if it fails.
+    /// unless it was changed since the roll wrote it (a revocation made
+    /// meanwhile stays, even one that kept the roll's instant). Not
+    /// authorized again: it takes back this call's own change. Logged if
+    /// it fails.
     async fn unroll(&self, undo: &Unroll<'_>, moved: Option<u64>) {
         let (old, store) = (undo.old, &*self.inner.store);
         if let Some(uses) = moved {
@@ -648,14 +655,12 @@ impl Keyward {
                     return;
                 }
             };
-            record.rolled_to = None;
-            record.refill = old.refill;
-            if record.revoked_at == undo.ended.revoked_at {
+            if record.version == undo.ended.version {
                 record.revoked_at = old.revoked_at;
-            }
-            if record.expires_at == undo.ended.expires_at {
                 record.expires_at = old.expires_at;
             }
+            record.rolled_to = None;
+            record.refill = old.refill;
             let updated = store.update(&record).await;
             if !matches!(updated, Err(StoreError::Conflict(_))) {
                 self.inner.cache.invalidate(&old.id);
@@ -705,6 +710,19 @@ impl Keyward {
         id: &KeyId,
         change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
     ) -> Result<KeyInfo, KeyError> {
+        let now = self.now();
+        let record = self.modify_record(actor, id, change).await?;
+        Ok(self.info(record, now))
+    }
+
+    /// [`Keyward::modify_unaudited`], answering the record as written,
+    /// with its new version.
+    async fn modify_record(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
+    ) -> Result<KeyRecord, KeyError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -722,7 +740,7 @@ impl Keyward {
             match updated {
                 Ok(version) => {
                     record.version = version;
-                    return Ok(self.info(record, now));
+                    return Ok(record);
                 }
                 Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => continue,
                 Err(StoreError::NotFound(_)) => return Err(KeyError::NotFound(*id)),
@@ -747,8 +765,8 @@ impl Keyward {
 /// be stored.
 struct Unroll<'a> {
     old: &'a KeyRecord,
-    /// The old key as the roll left it.
-    ended: &'a KeyInfo,
+    /// The old key as the roll wrote it, with the version of that write.
+    ended: &'a KeyRecord,
     successor: KeyId,
 }
 

@@ -670,7 +670,7 @@ impl Keyward {
                 Ok(Credit::Consumed { remaining: left }) => remaining = Some(left),
                 Ok(Credit::Unlimited) => {}
                 Ok(Credit::Exhausted) => return refuse(VerifyError::UsageExceeded, &entry),
-                Ok(_) if entry.rolled_to.is_some() => {
+                Ok(_) if entry.rolled_to().is_some() => {
                     // The successor whose uses a rolled-away key draws on
                     // is gone: so are the uses.
                     return refuse(VerifyError::UsageExceeded, &entry);
@@ -697,7 +697,7 @@ impl Keyward {
     /// roll never multiplies uses.
     async fn consume_credit(&self, entry: &CachedKey, now_us: i64) -> Result<Credit, StoreError> {
         let now = micros_to_time(now_us);
-        let refill = entry.refill.as_deref().map(|r| RefillDue {
+        let refill = entry.refill().map(|r| RefillDue {
             amount: r.amount,
             if_refilled_before: now
                 .checked_sub_signed(r.every())
@@ -707,8 +707,8 @@ impl Keyward {
         });
         // A rolled-away key draws on its successor, never refilling it:
         // refills come with the successor's own uses.
-        let refill = refill.filter(|_| entry.rolled_to.is_none());
-        let from = entry.rolled_to.unwrap_or(entry.id);
+        let refill = refill.filter(|_| entry.rolled_to().is_none());
+        let from = entry.rolled_to().unwrap_or(entry.id);
         self.inner.store.consume_credit(&from, refill).await
     }
 

@@ -553,8 +553,31 @@ async fn credits_are_consumed_and_refilled<S: KeyStore>(store: Arc<S>) {
         Credit::Missing
     );
 
+    // A key without a refill (one that was rolled away, say) is never
+    // refilled, whatever a caller holding an older copy asks.
+    let mut plain = record("acme");
+    plain.remaining = Some(0);
+    store.insert(&plain).await.expect("insert must succeed");
+    let due_anyway = RefillDue {
+        amount: 5,
+        if_refilled_before: t0() + Duration::days(1),
+        now: t0() + Duration::days(1),
+    };
+    assert_eq!(
+        store
+            .consume_credit(&plain.id, Some(due_anyway))
+            .await
+            .expect("consume"),
+        Credit::Exhausted,
+        "only a key that has a refill is refilled"
+    );
+
     let mut r = record("acme");
     r.remaining = Some(2);
+    r.refill = Some(crate::Refill {
+        amount: 5,
+        every_secs: 86_400,
+    });
     r.last_refill_at = Some(t0());
     store.insert(&r).await.expect("insert must succeed");
     let take = |refill| {

@@ -174,7 +174,9 @@ pub fn apply_credit(record: &mut KeyRecord, refill: Option<RefillDue>) -> Credit
         return Credit::Unlimited;
     };
     let mut remaining = remaining;
-    if let Some(r) = refill {
+    // Only a key that has a refill now is refilled, whatever a caller
+    // holding an older copy of it asks.
+    if let Some(r) = refill.filter(|_| record.refill.is_some()) {
         if record
             .last_refill_at
             .is_none_or(|t| t <= r.if_refilled_before)
@@ -405,7 +407,8 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError>;
 
     /// Takes one use of a usage-limited key, atomically: first, if
-    /// `refill` is given and the key was last refilled at or before
+    /// `refill` is given, the stored key has a refill, and it was last
+    /// refilled at or before
     /// `refill.if_refilled_before` (or never), sets `remaining` to
     /// `refill.amount` and `last_refill_at` to `refill.now`; then takes one
     /// use if any is left. Concurrent calls never take more uses than there

@@ -213,7 +213,7 @@ impl Sql {
             )),
             refill: s(format!(
                 "UPDATE {t} SET remaining = $2, last_refill_at = $3 \
-                 WHERE id = $1 AND remaining IS NOT NULL \
+                 WHERE id = $1 AND remaining IS NOT NULL AND refill_amount IS NOT NULL \
                  AND (last_refill_at IS NULL OR last_refill_at <= $4)"
             )),
             take: s(format!(

@@ -476,7 +476,7 @@ impl KeyStore for SqliteStore {
         if let Some(r) = refill {
             sqlx::query(
                 "UPDATE keyward_keys SET remaining = ?2, last_refill_at = ?3 \
-                 WHERE id = ?1 AND remaining IS NOT NULL \
+                 WHERE id = ?1 AND remaining IS NOT NULL AND refill_amount IS NOT NULL \
                  AND (last_refill_at IS NULL OR last_refill_at <= ?4)",
             )
             .bind(id.as_str())
