@@ -791,14 +791,35 @@ impl Keyward {
                 });
             }
         }
-        let refund_key = || {
-            if let (Some(gcra), true) = (&entry.gcra, entry.cached()) {
-                gcra.refund(&entry.tat);
+        if tenant.is_some_and(|t| t != &*entry.tenant.name) {
+            return self.check_quotas_acting(entry, tenant, now_ns, now_us);
+        }
+        if let Some((_, gcra)) = &entry.tenant.quota {
+            if let Err(ns) = gcra.check(&entry.tenant.tat, now_ns) {
+                // A refused request counts against no limit.
+                refund_key(entry);
+                return Err(VerifyError::QuotaExceeded {
+                    retry_after: wait(ns),
+                });
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// The quotas of a key acting for a tenant below its own: its own
+    /// tenant's, then the one it acts for. Off the common path.
+    #[cold]
+    #[inline(never)]
+    fn check_quotas_acting(
+        &self,
+        entry: &CachedKey,
+        tenant: Option<&str>,
+        now_ns: u64,
+        now_us: i64,
+    ) -> Result<(), VerifyError> {
         let acting = self
             .acting_for(entry, tenant, now_us)
-            .inspect_err(|_| refund_key())?;
+            .inspect_err(|_| refund_key(entry))?;
         let quotas = [Some(&*entry.tenant), acting.as_deref()];
         for (i, tenant) in quotas.iter().enumerate() {
             let Some((tenant, (_, gcra))) = tenant.and_then(|t| Some((t, t.quota.as_ref()?)))
@@ -813,7 +834,7 @@ impl Keyward {
                         g.refund(&t.tat);
                     }
                 }
-                refund_key();
+                refund_key(entry);
                 return Err(VerifyError::QuotaExceeded {
                     retry_after: wait(ns),
                 });
@@ -1411,6 +1432,14 @@ enum Fast {
     Slow,
 }
 
+/// Gives back the request a key's own limit counted, when a quota
+/// refused it.
+fn refund_key(entry: &CachedKey) {
+    if let (Some(gcra), true) = (&entry.gcra, entry.cached()) {
+        gcra.refund(&entry.tat);
+    }
+}
+
 /// Clock microseconds as a time (out of range: the nearest end).
 fn micros_to_time(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or(if us < 0 {
@@ -1518,6 +1547,11 @@ impl LastUsed {
                     if p.entries.get(id) == Some(at) {
                         p.entries.remove(id);
                     }
+                }
+                // A backlog (from a store outage, or no runtime to flush
+                // in the background) does not keep its memory once written.
+                if p.entries.capacity() > MAX_PENDING && p.entries.len() < MAX_PENDING / 4 {
+                    p.entries.shrink_to(MAX_PENDING / 4);
                 }
                 Ok(batch.len())
             }
