@@ -269,9 +269,12 @@ impl ApiError {
                 "invalid_grace",
                 "The grace period must be zero or positive.",
             ),
-            KeyError::InvalidTenant(_) => {
-                Self::invalid("tenant", "invalid_tenant", err.to_string())
-            }
+            // A tenant outside the grammar is refused as a bad request
+            // (400), like the tenant header, never normalised.
+            KeyError::InvalidTenant(_) => Self {
+                status: StatusCode::BAD_REQUEST,
+                ..Self::invalid("tenant", "invalid_tenant", err.to_string())
+            },
             KeyError::InvalidMetadata(why) => Self::invalid(
                 "metadata",
                 "invalid_metadata",

@@ -611,6 +611,11 @@ mod tests {
             (e.status, e.code),
             (StatusCode::BAD_REQUEST, "invalid_tenant")
         );
+        let e = ApiError::from_key_error(&KeyError::InvalidTenant("a/../b".into()));
+        assert_eq!(
+            (e.status, e.code, e.field),
+            (StatusCode::BAD_REQUEST, "invalid_tenant", Some("tenant"))
+        );
     }
 
     #[tokio::test]
