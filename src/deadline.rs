@@ -16,10 +16,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Runs `work` for at most `limit`: `None` if it had not finished by then
-/// (and it is dropped).
-pub(crate) fn within<F: Future>(limit: Duration, work: F) -> Within<F> {
+/// (and it is dropped). `work` is already pinned (a boxed future, say): a
+/// deadline adds no allocation of its own.
+pub(crate) fn within<F: Future + Unpin>(limit: Duration, work: F) -> Within<F> {
     Within {
-        work: Box::pin(work),
+        work,
         at: Instant::now().checked_add(limit),
         entry: None,
     }
@@ -27,7 +28,7 @@ pub(crate) fn within<F: Future>(limit: Duration, work: F) -> Within<F> {
 
 /// The future of [`within`].
 pub(crate) struct Within<F> {
-    work: Pin<Box<F>>,
+    work: F,
     /// `None`: too far away to represent, so never.
     at: Option<Instant>,
     /// Where this future's waker is in the timer.
@@ -36,12 +37,12 @@ pub(crate) struct Within<F> {
 
 type Entry = (Instant, u64);
 
-impl<F: Future> Future for Within<F> {
+impl<F: Future + Unpin> Future for Within<F> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Poll::Ready(out) = this.work.as_mut().poll(cx) {
+        if let Poll::Ready(out) = Pin::new(&mut this.work).poll(cx) {
             this.forget();
             return Poll::Ready(Some(out));
         }
@@ -183,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn work_that_finishes_in_time_is_kept() {
-        let out = within(Duration::from_secs(5), async { 7 }).await;
+        let out = within(Duration::from_secs(5), Box::pin(async { 7 })).await;
         assert_eq!(out, Some(7));
     }
 

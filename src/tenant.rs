@@ -103,9 +103,13 @@ pub fn is_valid(tenant: &str) -> bool {
 /// nothing and is covered by nothing, so a string trick can never turn
 /// into a match.
 pub fn covers(parent: &str, tenant: &str, nested: bool) -> bool {
-    if !is_valid(parent) || !is_valid(tenant) {
-        return false;
-    }
+    is_valid(parent) && is_valid(tenant) && covers_canonical(parent, tenant, nested)
+}
+
+/// [`covers`] for two paths already known to be canonical: the verify
+/// path, whose request tenant was validated on the way in and whose key
+/// tenants were validated when read from the store.
+pub(crate) fn covers_canonical(parent: &str, tenant: &str, nested: bool) -> bool {
     tenant == parent
         || (nested
             && tenant.len() > parent.len()

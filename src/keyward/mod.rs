@@ -20,6 +20,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink, TracingAuditSink};
 use crate::cache::{Cache, CachedKey, Held, Load, Lookup, Tenant, Tenants, Ticket};
 use crate::clock::{Clock, SystemClock};
+use crate::deadline::Within;
 use crate::error::{ConfigError, KeyError, StoreError, VerifyError};
 use crate::key::{Actor, KeyInfo, KeyRecord, KeyStatus, Verified};
 use crate::limit::{gcra_now, wait, Bucket, Decision, RateLimit, RateLimiter};
@@ -560,45 +561,27 @@ impl Keyward {
             KeyStatus::Revoked => return Err(VerifyError::Revoked),
             KeyStatus::Expired => return Err(VerifyError::Expired),
         }
+        // Both are canonical already: the request's tenant was validated
+        // when the verify began, the key's when it was read from the store.
         if let Some(t) = tenant {
-            if !tenant::covers(&entry.tenant.name, t, self.inner.nested) {
+            if !tenant::covers_canonical(&entry.tenant.name, t, self.inner.nested) {
                 return Err(VerifyError::WrongTenant);
             }
         }
         Ok(())
     }
 
-    /// [`Keyward::verify_slow`] within the store timeout: a verify that
-    /// needs the store never waits longer, however many calls it makes.
-    async fn verify_slow_within(
-        &self,
-        token: &str,
-        tenant: Option<&str>,
-    ) -> Result<Verified, VerifyError> {
-        match self
-            .deadline(async { Ok(self.verify_slow(token, tenant).await) })
-            .await
-        {
-            Ok(result) => result,
-            Err(e) => {
-                self.audit_verify(None, "store_unavailable", None);
-                Err(VerifyError::Store(e))
-            }
-        }
-    }
-
     /// Everything [`Keyward::verify`] does, awaiting the store and a
-    /// host's limiter where needed.
+    /// host's limiter where needed. Runs only after
+    /// [`Keyward::verify_cached`] answered [`Fast::Slow`], which checked
+    /// the tenant's form first; [`VerifyFuture`] bounds it by the store
+    /// timeout.
     async fn verify_slow(
         &self,
         token: &str,
         tenant: Option<&str>,
     ) -> Result<Verified, VerifyError> {
         let inner = &*self.inner;
-        if let Some(Err(e)) = tenant.map(tenant::validate) {
-            self.audit_verify(None, "invalid_tenant", None);
-            return Err(VerifyError::InvalidTenant(e));
-        }
         let Ok(parsed) = inner.format.parse(token) else {
             self.audit_verify(None, "malformed", None);
             return Err(VerifyError::Malformed);
@@ -713,21 +696,26 @@ impl Keyward {
     }
 
     /// `work` (store calls), given up after the store timeout with
-    /// [`StoreError::Unavailable`].
+    /// [`Keyward::timed_out`].
     async fn deadline<T>(
         &self,
-        work: impl Future<Output = Result<T, StoreError>>,
+        work: impl Future<Output = Result<T, StoreError>> + Send,
     ) -> Result<T, StoreError> {
         let limit = self.inner.store_timeout;
-        match crate::deadline::within(limit, work).await {
+        match crate::deadline::within(limit, Box::pin(work)).await {
             Some(result) => result,
-            None => Err(StoreError::Unavailable {
-                message: format!(
-                    "the key store did not answer within {} ms",
-                    limit.as_millis()
-                ),
-                source: None,
-            }),
+            None => Err(self.timed_out()),
+        }
+    }
+
+    /// What a store call that outlived the store timeout answers.
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable {
+            message: format!(
+                "the key store did not answer within {} ms",
+                self.inner.store_timeout.as_millis()
+            ),
+            source: None,
         }
     }
 
@@ -1358,8 +1346,9 @@ pub struct VerifyFuture<'a> {
     keys: &'a Keyward,
     token: &'a str,
     tenant: Option<&'a str>,
-    /// The rest of a check that had to await the store.
-    slow: Option<Boxed<'a, Result<Verified, VerifyError>>>,
+    /// The rest of a check that had to await the store, within the store
+    /// timeout.
+    slow: Option<Within<Boxed<'a, Result<Verified, VerifyError>>>>,
     done: bool,
 }
 
@@ -1406,7 +1395,15 @@ impl Future for VerifyFuture<'_> {
                     .insert(slow_boxed(this.keys, this.token, this.tenant)),
             },
         };
-        let result = std::task::ready!(slow.as_mut().poll(cx));
+        let result = match std::task::ready!(Pin::new(slow).poll(cx)) {
+            Some(result) => result,
+            // A verify that needs the store never waits longer than the
+            // store timeout, however many calls it makes.
+            None => {
+                this.keys.audit_verify(None, "store_unavailable", None);
+                Err(VerifyError::Store(this.keys.timed_out()))
+            }
+        };
         this.slow = None;
         this.done = true;
         Poll::Ready(result)
@@ -1421,8 +1418,9 @@ fn slow_boxed<'a>(
     keys: &'a Keyward,
     token: &'a str,
     tenant: Option<&'a str>,
-) -> Boxed<'a, Result<Verified, VerifyError>> {
-    Box::pin(keys.verify_slow_within(token, tenant))
+) -> Within<Boxed<'a, Result<Verified, VerifyError>>> {
+    let work: Boxed<'a, _> = Box::pin(keys.verify_slow(token, tenant));
+    crate::deadline::within(keys.inner.store_timeout, work)
 }
 
 /// The outcome of [`Keyward::verify_cached`].
