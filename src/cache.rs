@@ -108,9 +108,7 @@ impl Tenants {
                 return None;
             }
             self.last_scan_ns.store(now_ns, Ordering::Relaxed);
-            map.retain(|_, t| {
-                Arc::strong_count(t) > 1 || !Gcra::idle(t.tat.load(Ordering::Relaxed), now_ns)
-            });
+            retain_live(&mut map, now_ns);
             if map.len() >= cap {
                 return None;
             }
@@ -124,10 +122,16 @@ impl Tenants {
     /// refilled by `now_ns`.
     pub(crate) fn evict_idle(&self, now_ns: u64) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, t| {
-            Arc::strong_count(t) > 1 || !Gcra::idle(t.tat.load(Ordering::Relaxed), now_ns)
-        });
+        retain_live(&mut map, now_ns);
     }
+}
+
+/// Keeps the tenants that a cached key names or whose quota has not
+/// refilled by `now_ns`: forgetting any other loses nothing.
+fn retain_live(map: &mut HashMap<Box<str>, Arc<Tenant>>, now_ns: u64) {
+    map.retain(|_, t| {
+        Arc::strong_count(t) > 1 || !Gcra::idle(t.tat.load(Ordering::Relaxed), now_ns)
+    });
 }
 
 /// What a verify needs of one key, with permissions already parsed and
