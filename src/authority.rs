@@ -61,6 +61,7 @@ use crate::limit::RateLimit;
 use crate::permission::{Catalog, PermissionSet};
 use crate::policy::Refill;
 use crate::tenant;
+use crate::token::KeyId;
 
 /// Longest actor id, in characters.
 const MAX_ACTOR_CHARS: usize = 256;
@@ -166,20 +167,25 @@ pub(crate) fn authorize(
 /// key may not have a refill, which would make uses out of nothing, and a
 /// key that refills may not split its uses at all.
 ///
+/// Answers the actor's key and the uses to take from it.
+///
 /// # Errors
 /// [`KeyError::BoundExceeded`] (usage) for a refill, or for no usage
 /// limit at all.
-pub(crate) fn carved_uses(actor: &Actor, key: &KeyRecord) -> Result<Option<u64>, KeyError> {
-    if actor.key_id().is_none() || actor.uses.is_none() {
+pub(crate) fn carved_uses(
+    actor: &Actor,
+    key: &KeyRecord,
+) -> Result<Option<(KeyId, u64)>, KeyError> {
+    let (Some(from), Some(_)) = (actor.key_id(), actor.uses) else {
         return Ok(None);
-    }
+    };
     match (key.remaining, key.refill) {
         // A key that refills would bank its unspent uses of each period in
         // keys that never reset: it splits nothing.
         _ if actor.refill.is_some() => Err(KeyError::BoundExceeded {
             dimension: Dimension::Usage,
         }),
-        (Some(uses), None) => Ok(Some(uses)),
+        (Some(uses), None) => Ok(Some((from, uses))),
         _ => Err(KeyError::BoundExceeded {
             dimension: Dimension::Usage,
         }),

@@ -42,7 +42,7 @@ use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderName, AUTHORIZATION};
 use http::request::Parts;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -261,17 +261,14 @@ fn extract<'h>(headers: &'h HeaderMap, sources: &[KeySource]) -> Result<&'h str,
 /// checked by [`Keyward::verify_for_tenant`], never trimmed or normalised.
 fn tenant_of<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, ApiError> {
     let mut values = headers.get_all(name).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(match headers.contains_key(name) {
-            true => ApiError::invalid_request(format!("Send one {name} header.")),
-            false => ApiError {
-                code: "tenant_required",
-                ..ApiError::invalid_request(format!("The {name} header is required."))
-            },
-        });
-    };
-    match value.to_str() {
-        Ok(t) if !t.is_empty() => Ok(t),
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::invalid_request(format!(
+            "Send one {name} header."
+        )));
+    }
+    match first.map(HeaderValue::to_str) {
+        Some(Ok(t)) if !t.is_empty() => Ok(t),
         _ => Err(ApiError {
             code: "tenant_required",
             ..ApiError::invalid_request(format!("The {name} header is required."))

@@ -166,9 +166,9 @@ impl Keyward {
             rolled_to: None,
         };
         authorize(self.rules(), actor, None, Some(&draft))?;
-        let carved = match (actor.key_id(), carved_uses(actor, &draft)?) {
-            (Some(from), Some(uses)) => self.take_uses(&from, uses).await?.map(|n| (from, n)),
-            _ => None,
+        let carved = match carved_uses(actor, &draft)? {
+            Some((from, uses)) => self.take_uses(&from, uses).await?.map(|n| (from, n)),
+            None => None,
         };
         let inserted = self
             .insert_new(|id, prefix, hash| KeyRecord {
