@@ -219,6 +219,15 @@ fn to_nanos(at: DateTime<Utc>) -> i64 {
     })
 }
 
+/// Clock microseconds as a time (out of range: the nearest end).
+pub(crate) fn micros_to_time(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or(if us < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

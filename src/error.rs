@@ -211,6 +211,59 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
+impl KeyError {
+    /// A stable snake_case code for the error, for audit events and API
+    /// responses: `forbidden`, `not_found`, `invalid_name`,
+    /// `permission_escalation`, `unknown_permission`, `catalog_mismatch`,
+    /// `invalid_expiry`, `not_active`, `bound_exceeded`,
+    /// `key_outranks_actor`, `rolled_away`, `invalid_grace`, `invalid_tenant`,
+    /// `invalid_metadata`, `entropy`, `store`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Forbidden { .. } => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::InvalidName(_) => "invalid_name",
+            Self::PermissionEscalation { .. } => "permission_escalation",
+            Self::Permission(_) => "unknown_permission",
+            Self::CatalogMismatch => "catalog_mismatch",
+            Self::InvalidExpiry => "invalid_expiry",
+            Self::NotActive { .. } => "not_active",
+            Self::BoundExceeded { .. } => "bound_exceeded",
+            Self::Outranked { .. } => "key_outranks_actor",
+            Self::RolledAway { .. } => "rolled_away",
+            Self::InvalidGrace => "invalid_grace",
+            Self::InvalidTenant(_) => "invalid_tenant",
+            Self::InvalidMetadata(_) => "invalid_metadata",
+            Self::Entropy(_) => "entropy",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
+impl VerifyError {
+    /// A stable snake_case code for the error, for API responses:
+    /// `malformed`, `invalid`, `api_key_expired`, `api_key_revoked`,
+    /// `wrong_tenant`, `invalid_tenant`, `api_key_inactive`, `rate_limited`, `quota_exceeded`,
+    /// `usage_exceeded`, `store_unavailable`. The HTTP layer answers
+    /// `unauthorized` for the first two, so that an unknown key and a
+    /// malformed one look alike, and these codes for the rest.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Invalid => "invalid",
+            Self::Expired => "api_key_expired",
+            Self::Revoked => "api_key_revoked",
+            Self::WrongTenant => "wrong_tenant",
+            Self::InvalidTenant(_) => "invalid_tenant",
+            Self::Inactive => "api_key_inactive",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::UsageExceeded => "usage_exceeded",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
 /// What a [`KeyStore`](crate::KeyStore) reports. Kinds the core acts on are
 /// variants; a backend's own error is kept as the source.
 #[derive(Debug, thiserror::Error)]

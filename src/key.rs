@@ -3,15 +3,12 @@
 //! ([`KeyInfo`]), and what a request proved ([`Verified`]).
 
 use std::fmt;
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Held;
-use crate::error::Forbidden;
 use crate::limit::RateLimit;
-use crate::permission::{Permission, PermissionSet};
+use crate::permission::PermissionSet;
 use crate::policy::{Refill, WarningMark};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 
@@ -40,7 +37,7 @@ pub struct Actor {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) uses: Option<u64>,
     pub(crate) refill: Option<Refill>,
-    key: Option<KeyId>,
+    pub(crate) key: Option<KeyId>,
     /// Made from a key that was rolled away: it manages nothing.
     pub(crate) retired: bool,
 }
@@ -422,132 +419,4 @@ pub struct IssuedKey {
     pub token: SecretToken,
     /// The key's details.
     pub key: KeyInfo,
-}
-
-/// A key that proved its secret and is active: what a request may do.
-///
-/// It shares the verification cache's copy of the key: no allocation and
-/// no shared reference-count write per verify. Cloning it is one
-/// reference-count increment.
-///
-/// It is meant to live for one request. A thread that holds more than a
-/// few at once pays a reference-count write for each further one, and a
-/// held `Verified` keeps its copy of the key in memory after the key
-/// leaves the cache. It is a snapshot: a revocation made while it is held
-/// applies to the next verify, not to this value.
-pub struct Verified {
-    pub(crate) key: Held,
-    /// Uses left after this one, for a usage-limited key.
-    pub(crate) remaining: Option<u64>,
-}
-
-impl Clone for Verified {
-    fn clone(&self) -> Self {
-        Self {
-            key: Held::from_inner(Arc::clone(&self.key)),
-            remaining: self.remaining,
-        }
-    }
-}
-
-impl Verified {
-    /// The key's id.
-    pub fn id(&self) -> KeyId {
-        self.key.id
-    }
-
-    /// The key's display prefix, for logs and error bodies.
-    pub fn display_prefix(&self) -> DisplayPrefix {
-        self.key.prefix
-    }
-
-    /// The tenant the key belongs to.
-    pub fn tenant(&self) -> &str {
-        &self.key.tenant.name
-    }
-
-    /// The key's name.
-    pub fn name(&self) -> &str {
-        &self.key.name
-    }
-
-    /// The key's permissions.
-    pub fn permissions(&self) -> &PermissionSet {
-        &self.key.permissions
-    }
-
-    /// When the key expires, if ever.
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
-        self.key.expires_at()
-    }
-
-    /// The rate limit in force for the key: its own, or the instance's
-    /// default; `None` for none.
-    pub fn rate_limit(&self) -> Option<RateLimit> {
-        self.key.limit
-    }
-
-    /// Uses left after this one, for a usage-limited key; `None` for a
-    /// key without a usage limit.
-    pub fn remaining(&self) -> Option<u64> {
-        self.remaining
-    }
-
-    /// Whether the key holds `permission`: a bit test, for hot paths. Parse
-    /// the permission once with [`Catalog::parse`](crate::Catalog::parse).
-    #[inline]
-    pub fn allows(&self, permission: Permission) -> bool {
-        self.key.permissions.allows(permission)
-    }
-
-    /// Requires a permission given as a string, e.g. `contacts:write`.
-    ///
-    /// # Errors
-    /// [`Forbidden::Missing`] when the key lacks it, [`Forbidden::Unknown`]
-    /// when the catalog has no such permission (no key holds it).
-    pub fn require(&self, permission: &str) -> Result<(), Forbidden> {
-        let permissions = self.permissions();
-        match permissions.catalog().parse(permission) {
-            Ok(p) if self.allows(p) => Ok(()),
-            Ok(p) => Err(Forbidden::Missing(
-                permissions
-                    .catalog()
-                    .name(p)
-                    .unwrap_or(permission)
-                    .to_string(),
-            )),
-            Err(_) => Err(Forbidden::Unknown(permission.chars().take(200).collect())),
-        }
-    }
-
-    /// This key as an [`Actor`] (for a key that acts on the host's behalf):
-    /// id `key:<id>`, no right to manage keys (grant it with
-    /// [`Actor::may_manage_keys`]), and the key's bounds in every
-    /// dimension: its tenant, permissions, expiry, rate limit (its own or
-    /// the instance's default), uses left and refill. Whatever it creates
-    /// or changes stays within them.
-    pub fn actor(&self) -> Actor {
-        let mut actor = Actor::new(format!("key:{}", self.id()), self.tenant())
-            .permissions(self.permissions().clone());
-        actor.expires_at = self.expires_at();
-        actor.rate_limit = self.key.limit;
-        actor.key = Some(self.id());
-        actor.retired = self.key.rolled_to().is_some();
-        if self.key.metered {
-            actor.uses = Some(self.remaining.unwrap_or(0));
-            actor.refill = self.key.refill().copied();
-        }
-        actor
-    }
-}
-
-impl fmt::Debug for Verified {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verified")
-            .field("prefix", &self.key.prefix.as_str())
-            .field("tenant", &self.tenant())
-            .field("name", &self.name())
-            .field("permissions", self.permissions())
-            .finish_non_exhaustive()
-    }
 }

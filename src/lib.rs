@@ -72,6 +72,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admission;
 pub mod audit;
 pub mod authority;
 mod cache;
@@ -102,9 +103,9 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{
     BoxError, ConfigError, Dimension, Forbidden, KeyError, StoreError, VerifyError,
 };
-pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey, Verified};
+pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey};
 pub use crate::keyward::{
-    CacheStats, KeyUpdate, Keyward, KeywardBuilder, VerifyFuture, MAX_METADATA_BYTES,
+    CacheStats, KeyUpdate, Keyward, KeywardBuilder, Verified, VerifyFuture, MAX_METADATA_BYTES,
     MAX_NAME_CHARS, MAX_USES, SWEEP_ACTOR,
 };
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};

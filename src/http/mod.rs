@@ -51,7 +51,7 @@ mod error;
 pub use error::{ApiError, BearerError, DEFAULT_REALM};
 
 use crate::error::Forbidden;
-use crate::key::Verified;
+use crate::keyward::Verified;
 use crate::permission::{Catalog, Permission, PermissionError};
 use crate::Keyward;
 

@@ -12,10 +12,21 @@
 //! through the [`RateLimiter`] trait without touching the core;
 //! [`LocalLimiter`] is the same algorithm as a standalone limiter.
 
+mod gcra;
+mod meter;
+mod stash;
+mod tenants;
+
+pub(crate) use gcra::{gcra_now, wait, Gcra};
+pub(crate) use meter::{Counted, KeySlot, Limits, Refusal, Step, Subject};
+pub(crate) use stash::Stash;
+pub(crate) use tenants::Tenant;
+use tenants::Tenants;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -134,61 +145,6 @@ impl RateLimit {
     }
 }
 
-/// A [`RateLimit`] as GCRA parameters, in nanoseconds: a request at `now`
-/// is allowed when the state (the "theoretical arrival time") is at most
-/// `now + tolerance`, and then moves the state to `max(state, now) +
-/// emission`. The state is one `u64`, updated with one compare-and-swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Gcra {
-    emission_ns: NonZeroU64,
-    tolerance_ns: u64,
-}
-
-impl Gcra {
-    /// Counts one request at `now_ns` against `state`; on refusal, the
-    /// wait in nanoseconds until a request can succeed.
-    #[inline]
-    pub(crate) fn check(&self, state: &AtomicU64, now_ns: u64) -> Result<(), u64> {
-        let mut tat = state.load(Ordering::Relaxed);
-        loop {
-            let earliest = tat.saturating_sub(self.tolerance_ns);
-            if now_ns < earliest {
-                return Err(earliest - now_ns);
-            }
-            let next = tat.max(now_ns).saturating_add(self.emission_ns.get());
-            match state.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Ok(()),
-                Err(current) => tat = current,
-            }
-        }
-    }
-
-    /// Gives back one request counted by [`Gcra::check`], when a later
-    /// limit refused the request it was counted for.
-    pub(crate) fn refund(&self, state: &AtomicU64) {
-        let _ = state.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-            Some(tat.saturating_sub(self.emission_ns.get()))
-        });
-    }
-
-    /// Whether a state has fully refilled by `now_ns` (is the same as no
-    /// state at all).
-    pub(crate) fn idle(state: u64, now_ns: u64) -> bool {
-        state <= now_ns
-    }
-}
-
-/// A time in clock microseconds as GCRA nanoseconds (times before 1970
-/// count as 1970).
-pub(crate) fn gcra_now(now_us: i64) -> u64 {
-    u64::try_from(now_us).unwrap_or(0).saturating_mul(1_000)
-}
-
-/// A GCRA wait as a duration, rounded up to the microsecond.
-pub(crate) fn wait(ns: u64) -> Duration {
-    Duration::microseconds(i64::try_from(ns.div_ceil(1_000)).unwrap_or(i64::MAX))
-}
-
 /// What a limit applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -237,6 +193,24 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
     /// cannot reach its backend decides itself whether to fail open or
     /// closed.
     async fn check(&self, bucket: Bucket<'_>, limit: RateLimit, now: DateTime<Utc>) -> Decision;
+
+    /// Answers at once, without awaiting, when the limiter can (from
+    /// state it holds locally); `None` when it must ask its backend, and
+    /// then [`RateLimiter::check`] is awaited instead. A `Some` counts the
+    /// request exactly as `check` would.
+    ///
+    /// Verification answers from its cache, without a task switch, only
+    /// when every limit of the request is answered here; the default,
+    /// `None`, makes every verify await `check`.
+    fn try_check(
+        &self,
+        bucket: Bucket<'_>,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let _ = (bucket, limit, now);
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -328,6 +302,15 @@ impl LocalLimiter {
 impl RateLimiter for LocalLimiter {
     async fn check(&self, bucket: Bucket<'_>, limit: RateLimit, _now: DateTime<Utc>) -> Decision {
         self.check_now(bucket, limit)
+    }
+
+    fn try_check(
+        &self,
+        bucket: Bucket<'_>,
+        limit: RateLimit,
+        _now: DateTime<Utc>,
+    ) -> Option<Decision> {
+        Some(self.check_now(bucket, limit))
     }
 }
 

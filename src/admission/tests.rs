@@ -1,0 +1,343 @@
+//! The order of the decision and every outcome, pinned.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+
+use super::*;
+use crate::cache::{Cache, Held, Lookup};
+use crate::key::KeyRecord;
+use crate::limit::{Bucket, Decision, RateLimit, RateLimiter, Stash};
+use crate::permission::Catalog;
+use crate::token::{KeyHash, KeyId, TokenFormat};
+
+const NOW: i64 = 1_700_000_000_000_000;
+
+fn record(tenant: &str) -> KeyRecord {
+    let id = KeyId::random().expect("OS randomness");
+    let token = TokenFormat::default().generate(id).expect("OS randomness");
+    KeyRecord {
+        id,
+        prefix: token.display_prefix(),
+        hash: KeyHash::of(token.expose_secret().as_bytes()),
+        tenant: tenant.into(),
+        name: "k".into(),
+        permissions: vec![],
+        created_by: "u".into(),
+        created_at: DateTime::UNIX_EPOCH,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        metadata: None,
+        version: 0,
+        rate_limit: None,
+        remaining: None,
+        refill: None,
+        last_refill_at: None,
+        inactivity_warning: None,
+        expiry_warning: None,
+        rolled_from: None,
+        rolled_to: None,
+    }
+}
+
+/// Limits with `quota` for every tenant (and `host` for a limiter), and
+/// a cache sharing their stash.
+fn limits(quota: Option<RateLimit>, host: Option<Arc<dyn RateLimiter>>) -> (Limits, Cache) {
+    let stash = Arc::new(Mutex::new(Stash::for_capacity(16)));
+    let cache = Cache::new(16, 16, 1_000_000_000, stash.clone());
+    (Limits::new(host, quota, HashMap::new(), stash), cache)
+}
+
+/// `record` as a cached entry (so its limiter state lives in the entry).
+fn cached(record: &KeyRecord, limits: &Limits, cache: &Cache) -> Held {
+    let catalog = Catalog::builder().build().expect("empty catalog");
+    let entry = CachedKey::new(record, catalog.none(), limits.tenant(&record.tenant), None);
+    cache.invalidate(&record.id);
+    let Lookup::Miss(ticket) = cache.get(&record.id, NOW) else {
+        panic!("a new key misses")
+    };
+    cache
+        .put(ticket, &record.id, Some(entry), NOW)
+        .expect("an entry")
+}
+
+fn req(tenant: Option<&str>, idle: Idle) -> Request<'_> {
+    Request {
+        tenant,
+        now_us: NOW,
+        idle,
+        nested: true,
+    }
+}
+
+fn code(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Admit => "admit",
+        Verdict::Refuse(e) => e.code(),
+        Verdict::Await(Gate::Inactivity) => "await inactivity",
+        Verdict::Await(Gate::Limits(_)) => "await limits",
+        Verdict::Await(Gate::Credit) => "await credit",
+        Verdict::Await(_) => "await other",
+    }
+}
+
+fn per_minute(n: u32) -> RateLimit {
+    RateLimit::per_minute(n).expect("valid")
+}
+
+#[test]
+fn an_active_key_of_the_right_tenant_is_admitted() {
+    let (limits, cache) = limits(None, None);
+    let e = cached(&record("acme"), &limits, &cache);
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+    assert_eq!(
+        code(admit(
+            &e,
+            &req(Some("acme"), Idle::No),
+            &limits,
+            Gate::FIRST
+        )),
+        "admit"
+    );
+}
+
+#[test]
+fn status_comes_first_revoked_before_expired() {
+    let (limits, cache) = limits(None, None);
+    let mut r = record("acme");
+    r.revoked_at = Some(DateTime::UNIX_EPOCH);
+    r.expires_at = Some(DateTime::UNIX_EPOCH);
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    // Revoked, whatever the tenant, idleness or limits say.
+    let wrong = req(Some("globex"), Idle::Yes);
+    assert_eq!(
+        code(admit(&e, &wrong, &limits, Gate::FIRST)),
+        "api_key_revoked"
+    );
+    r.revoked_at = None;
+    let e = cached(&r, &limits, &cache);
+    assert_eq!(
+        code(admit(&e, &wrong, &limits, Gate::FIRST)),
+        "api_key_expired"
+    );
+}
+
+#[test]
+fn the_tenant_comes_before_inactivity_and_limits() {
+    let (limits, cache) = limits(Some(per_minute(1)), None);
+    let mut r = record("acme");
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    let verdict = admit(&e, &req(Some("globex"), Idle::Yes), &limits, Gate::FIRST);
+    assert_eq!(code(verdict), "wrong_tenant");
+    // Nothing was counted: the one request a minute is still there.
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+}
+
+#[test]
+fn a_descendant_is_served_only_with_nested_tenants() {
+    let (limits, cache) = limits(None, None);
+    let e = cached(&record("agency"), &limits, &cache);
+    let mut r = req(Some("agency/loc1"), Idle::No);
+    assert_eq!(code(admit(&e, &r, &limits, Gate::FIRST)), "admit");
+    r.nested = false;
+    assert_eq!(code(admit(&e, &r, &limits, Gate::FIRST)), "wrong_tenant");
+    let child = cached(&record("agency/loc1"), &limits, &cache);
+    let up = req(Some("agency"), Idle::No);
+    assert_eq!(
+        code(admit(&child, &up, &limits, Gate::FIRST)),
+        "wrong_tenant"
+    );
+}
+
+#[test]
+fn inactivity_comes_before_limits_and_counts_nothing() {
+    let (limits, cache) = limits(None, None);
+    let mut r = record("acme");
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::Yes), &limits, Gate::FIRST)),
+        "api_key_inactive"
+    );
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::Unsure), &limits, Gate::FIRST)),
+        "await inactivity"
+    );
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "rate_limited"
+    );
+}
+
+#[test]
+fn the_key_limit_comes_before_the_quota_which_counts_nothing_refused() {
+    let (limits, cache) = limits(Some(per_minute(2)), None);
+    let mut r = record("acme");
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "rate_limited"
+    );
+    // The quota counted one request only: another key of the tenant gets
+    // the second.
+    let other = cached(&record("acme"), &limits, &cache);
+    assert_eq!(
+        code(admit(&other, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+    assert_eq!(
+        code(admit(&other, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "quota_exceeded"
+    );
+}
+
+#[test]
+fn a_quota_refusal_gives_the_request_back_to_the_key() {
+    let (limits, cache) = limits(Some(per_minute(1)), None);
+    let mut r = record("acme");
+    r.rate_limit = Some(per_minute(1));
+    let busy = cached(&record("acme"), &limits, &cache);
+    assert_eq!(
+        code(admit(&busy, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+    let e = cached(&r, &limits, &cache);
+    for _ in 0..3 {
+        // Refused by the quota, never by the key's own limit: the key's
+        // one request is given back each time.
+        assert_eq!(
+            code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+            "quota_exceeded"
+        );
+    }
+}
+
+#[test]
+fn the_quota_of_the_tenant_acted_for_counts_too() {
+    let (limits, cache) = limits(Some(per_minute(1)), None);
+    let parent = cached(&record("agency"), &limits, &cache);
+    let child = cached(&record("agency/loc1"), &limits, &cache);
+    let for_child = req(Some("agency/loc1"), Idle::No);
+    assert_eq!(
+        code(admit(&child, &for_child, &limits, Gate::FIRST)),
+        "admit"
+    );
+    // The child tenant's quota is spent: the parent's key acting for it
+    // is refused, and its own tenant's quota gets the request back.
+    assert_eq!(
+        code(admit(&parent, &for_child, &limits, Gate::FIRST)),
+        "quota_exceeded"
+    );
+    assert_eq!(
+        code(admit(&parent, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+}
+
+#[test]
+fn credits_come_last_after_the_limits_counted() {
+    let (limits, cache) = limits(None, None);
+    let mut r = record("acme");
+    r.rate_limit = Some(per_minute(1));
+    r.remaining = Some(5);
+    let e = cached(&r, &limits, &cache);
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "await credit"
+    );
+    // Resuming at the credit counts nothing again.
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::Credit)),
+        "await credit"
+    );
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "rate_limited"
+    );
+}
+
+#[test]
+fn resuming_at_a_quota_does_not_count_the_key_again() {
+    let (limits, cache) = limits(None, None);
+    let mut r = record("acme");
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    let from = Gate::Limits(Step::OwnQuota);
+    for _ in 0..3 {
+        assert_eq!(
+            code(admit(&e, &req(None, Idle::No), &limits, from)),
+            "admit"
+        );
+    }
+    assert_eq!(
+        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
+        "admit"
+    );
+}
+
+/// A host limiter that answers at once only for keys.
+#[derive(Debug, Default)]
+struct KeysOnly {
+    checked: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl RateLimiter for KeysOnly {
+    async fn check(&self, bucket: Bucket<'_>, _: RateLimit, _: DateTime<Utc>) -> Decision {
+        self.checked
+            .lock()
+            .expect("lock")
+            .push(format!("{bucket:?}"));
+        Decision::Deny {
+            retry_after: Duration::seconds(3),
+        }
+    }
+
+    fn try_check(&self, bucket: Bucket<'_>, _: RateLimit, _: DateTime<Utc>) -> Option<Decision> {
+        matches!(bucket, Bucket::Key(_)).then_some(Decision::Allow)
+    }
+}
+
+#[tokio::test]
+async fn a_host_limiter_is_awaited_only_where_it_cannot_answer_at_once() {
+    let host = Arc::new(KeysOnly::default());
+    let (limits, cache) = limits(Some(per_minute(5)), Some(host.clone()));
+    let mut r = record("acme");
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    let verdict = admit(&e, &req(None, Idle::No), &limits, Gate::FIRST);
+    let Verdict::Await(Gate::Limits(step)) = verdict else {
+        panic!("the quota must be awaited, got {}", code(verdict))
+    };
+    assert_eq!(step, Step::OwnQuota);
+    assert!(host.checked.lock().expect("lock").is_empty());
+    let who = Subject {
+        id: e.id,
+        slot: &e.slot,
+        in_cache: true,
+        tenant: &e.tenant,
+    };
+    let counted = limits.count(&who, None, NOW, step).await;
+    assert_eq!(counted, Err(Refusal::Quota(Duration::seconds(3))));
+    assert_eq!(*host.checked.lock().expect("lock"), ["Tenant(\"acme\")"]);
+}

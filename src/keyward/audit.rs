@@ -1,0 +1,101 @@
+//! What verification, management and the sweep record in the audit
+//! trail: one event per call, naming keys by id and display prefix,
+//! never by secret or hash.
+
+use super::sweep::SWEEP_ACTOR;
+use super::Keyward;
+use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
+use crate::clock::micros_to_time;
+use crate::error::{KeyError, VerifyError};
+use crate::key::{Actor, KeyRecord};
+use crate::token::{DisplayPrefix, KeyId};
+
+impl Keyward {
+    /// Records a refused verify: `key` when the token named one, the
+    /// key's tenant once the secret was proven.
+    pub(super) fn audit_verify(
+        &self,
+        key: Option<(KeyId, DisplayPrefix)>,
+        err: &VerifyError,
+        tenant: Option<&str>,
+    ) {
+        let audit = &*self.inner.audit;
+        if !audit.wants_refusals() {
+            return;
+        }
+        let outcome = match err {
+            VerifyError::Store(_) => AuditOutcome::Failed(err.code()),
+            _ => AuditOutcome::Denied(err.code()),
+        };
+        audit.record(&AuditEvent {
+            at: micros_to_time(self.now_us()),
+            action: AuditAction::Verify,
+            outcome,
+            actor: None,
+            tenant: tenant.map(str::to_string),
+            key_id: key.map(|k| k.0),
+            key_prefix: key.map(|k| k.1),
+            related_key_id: None,
+        });
+    }
+
+    /// Records a management call by `actor`.
+    pub(super) fn audit_manage<T>(
+        &self,
+        action: AuditAction,
+        actor: &Actor,
+        key: Option<(KeyId, DisplayPrefix)>,
+        result: &Result<T, KeyError>,
+    ) {
+        self.audit_manage_related(action, actor, key, None, result);
+    }
+
+    /// Records a management call that names a second key (a roll).
+    pub(super) fn audit_manage_related<T>(
+        &self,
+        action: AuditAction,
+        actor: &Actor,
+        key: Option<(KeyId, DisplayPrefix)>,
+        related_key_id: Option<KeyId>,
+        result: &Result<T, KeyError>,
+    ) {
+        let outcome = match result {
+            Ok(_) => AuditOutcome::Success,
+            Err(e @ (KeyError::Store(_) | KeyError::Entropy(_))) => AuditOutcome::Failed(e.code()),
+            Err(e) => AuditOutcome::Denied(e.code()),
+        };
+        let key_id = key.map(|k| k.0).or(match result {
+            Err(KeyError::NotFound(id)) => Some(*id),
+            _ => None,
+        });
+        self.inner.audit.record(&AuditEvent {
+            at: self.now(),
+            action,
+            outcome,
+            actor: Some(actor.id().to_string()),
+            tenant: Some(actor.tenant().to_string()),
+            key_id,
+            key_prefix: key.map(|k| k.1),
+            related_key_id,
+        });
+    }
+
+    /// Records what the sweep did to a key.
+    pub(super) fn audit_sweep(
+        &self,
+        action: AuditAction,
+        record: &KeyRecord,
+        reason: Option<&'static str>,
+    ) {
+        self.inner.audit.record(&AuditEvent {
+            at: self.now(),
+            action,
+            outcome: reason.map_or(AuditOutcome::Success, AuditOutcome::Denied),
+            actor: Some(SWEEP_ACTOR.to_string()),
+            tenant: Some(record.tenant.clone()),
+            key_id: Some(record.id),
+            key_prefix: Some(record.prefix),
+            related_key_id: None,
+        });
+    }
+}

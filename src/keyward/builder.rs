@@ -1,0 +1,322 @@
+//! [`KeywardBuilder`]: every setting of a [`Keyward`], checked once by
+//! [`KeywardBuilder::build`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::Duration;
+
+use super::last_used::LastUsed;
+use super::{Inner, Keyward, Lifecycle};
+use crate::audit::{AuditSink, TracingAuditSink};
+use crate::cache::Cache;
+use crate::clock::{Clock, SystemClock};
+use crate::error::ConfigError;
+use crate::limit::{Limits, RateLimit, RateLimiter, Stash};
+use crate::permission::Catalog;
+use crate::policy::{ExpiryWarnings, InactivityPolicy, Retention};
+use crate::store::{ChangeListener, KeyStore};
+use crate::tenant;
+use crate::token::TokenFormat;
+
+/// The largest `cache_capacity` and `unknown_cache_capacity` accepted.
+const MAX_CACHE_CAPACITY: usize = 1 << 24;
+
+/// Builds a [`Keyward`]. Made by [`Keyward::builder`]; every setting
+/// documents its default.
+#[must_use]
+pub struct KeywardBuilder {
+    store: Arc<dyn KeyStore>,
+    catalog: Catalog,
+    clock: Arc<dyn Clock>,
+    prefix: String,
+    audit: Arc<dyn AuditSink>,
+    last_used_interval: Duration,
+    key_limit: Option<RateLimit>,
+    tenant_quota: Option<RateLimit>,
+    tenant_quotas: HashMap<String, RateLimit>,
+    limiter: Option<Arc<dyn RateLimiter>>,
+    inactivity: InactivityPolicy,
+    expiry_warnings: ExpiryWarnings,
+    retention: Retention,
+    nested_tenants: bool,
+    cache_ttl: Duration,
+    cache_capacity: usize,
+    unknown_cache_capacity: usize,
+    store_timeout: Duration,
+}
+
+impl fmt::Debug for KeywardBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeywardBuilder")
+            .field("store", &self.store)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeywardBuilder {
+    /// The clock every time rule reads. Defaults to [`SystemClock`]; tests
+    /// use a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The type prefix of issued tokens: 1–10 ASCII letters and digits.
+    /// Defaults to `sk`. Only tokens with this prefix verify.
+    pub fn token_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Where audit events go. Defaults to [`TracingAuditSink`].
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
+    /// The least time between two writes of one key's "last used" instant:
+    /// successful verifications in between only update memory. Defaults to
+    /// one minute; must be positive.
+    pub fn last_used_interval(mut self, interval: Duration) -> Self {
+        self.last_used_interval = interval;
+        self
+    }
+
+    /// The rate limit of every key without its own
+    /// ([`NewKey::rate_limit`](crate::NewKey::rate_limit), [`Keyward::set_rate_limit`]). Over it,
+    /// verification answers [`VerifyError::RateLimited`](crate::VerifyError::RateLimited). Defaults to no
+    /// limit.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.key_limit = Some(limit);
+        self
+    }
+
+    /// The quota every tenant's keys share, checked after each key's own
+    /// limit. Over it, verification answers
+    /// [`VerifyError::QuotaExceeded`](crate::VerifyError::QuotaExceeded). Defaults to no quota.
+    pub fn tenant_quota(mut self, quota: RateLimit) -> Self {
+        self.tenant_quota = Some(quota);
+        self
+    }
+
+    /// A quota for one tenant, replacing [`KeywardBuilder::tenant_quota`]
+    /// for it.
+    pub fn tenant_quota_for(mut self, tenant: impl Into<String>, quota: RateLimit) -> Self {
+        self.tenant_quotas.insert(tenant.into(), quota);
+        self
+    }
+
+    /// Replaces the in-process limiter with another, e.g. one shared by a
+    /// fleet. By default each key's limiter state (GCRA, as in
+    /// [`LocalLimiter`](crate::LocalLimiter)) lives in its cache entry and
+    /// each tenant's beside the tenant, on this builder's clock: no lock
+    /// and no map on the verify path. The state of a key that leaves the
+    /// cache is kept aside (for up to `cache_capacity` or 65,536 keys at
+    /// once, whichever is more; when full, the states closest to refilled
+    /// are forgotten first), so eviction or a change to the key does not
+    /// reset its limit.
+    pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// Inactivity expiry. Defaults to [`InactivityPolicy::default`]: 90
+    /// days, warnings 15, 7 and 1 days before.
+    pub fn inactivity(mut self, policy: InactivityPolicy) -> Self {
+        self.inactivity = policy;
+        self
+    }
+
+    /// Warnings before fixed expiries. Defaults to 15, 7 and 1 days.
+    pub fn expiry_warnings(mut self, warnings: ExpiryWarnings) -> Self {
+        self.expiry_warnings = warnings;
+        self
+    }
+
+    /// How long revoked and expired keys stay before the sweep purges
+    /// them. Defaults to keeping them.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Tenants as paths: a key or actor of `agency` also acts for
+    /// `agency/location` (never the reverse, never siblings). Defaults to
+    /// `false`: tenants are flat and must match exactly.
+    pub fn nested_tenants(mut self, nested: bool) -> Self {
+        self.nested_tenants = nested;
+        self
+    }
+
+    /// How long a verify may trust what it read of a key without asking
+    /// the store again. Default: 10 seconds.
+    ///
+    /// This is the upper bound on how stale a verify can be: with a store
+    /// that reports changes ([`KeyStore::subscribe`]: the memory and SQLite
+    /// stores for changes made through them, PostgreSQL for every
+    /// instance's, through `LISTEN/NOTIFY`), revocations, deletions and
+    /// permission changes take effect at once and the limit is only the
+    /// fallback. Zero turns the cache off: every verify reads the store.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// How many keys the verification cache holds at most. Default:
+    /// 100,000 (about 240 bytes each, plus name). Its slot table (16–32 bytes
+    /// per key of capacity) is allocated when the `Keyward` is built, so
+    /// the limit is 16,777,216 keys; [`build`](Self::build) refuses more.
+    pub fn cache_capacity(mut self, keys: usize) -> Self {
+        self.cache_capacity = keys;
+        self
+    }
+
+    /// How many unknown ids the verification cache remembers at most, so
+    /// that a flood of made-up tokens costs one store read per id per
+    /// [`cache_ttl`](Self::cache_ttl). Kept apart from known keys: a flood
+    /// never evicts them. Default: 100,000 (about 40 bytes each); at most
+    /// 16,777,216.
+    pub fn unknown_cache_capacity(mut self, ids: usize) -> Self {
+        self.unknown_cache_capacity = ids;
+        self
+    }
+
+    /// How long a verify waits for the store (a key read, a usage credit)
+    /// or a host's rate limiter before it gives up with
+    /// [`VerifyError::Store`](crate::VerifyError::Store) (HTTP 503), so that a sick database slows no
+    /// request past it. Default: 2 seconds; must be positive. Measured on
+    /// the monotonic clock by one timer thread, on any executor.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and builds.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an invalid token prefix, a non-positive
+    /// interval, period, warning threshold or store timeout, a negative
+    /// retention or cache time limit, or a tenant quota for a tenant that
+    /// is not a canonical path.
+    pub fn build(self) -> Result<Keyward, ConfigError> {
+        let format = TokenFormat::new(&self.prefix)?;
+        let (store_timeout, ttl_us) = self.check()?;
+        let stash = Arc::new(Mutex::new(Stash::for_capacity(self.cache_capacity)));
+        let cache = Arc::new(Cache::new(
+            self.cache_capacity,
+            self.unknown_cache_capacity,
+            ttl_us,
+            stash.clone(),
+        ));
+        let listener: Weak<Cache> = Arc::downgrade(&cache);
+        let feed = self.store.subscribe(listener as Weak<dyn ChangeListener>);
+        let inactive_after_us = self
+            .inactivity
+            .after
+            .map(|a| a.num_microseconds().unwrap_or(i64::MAX));
+        Ok(Keyward {
+            inner: Arc::new(Inner {
+                store: self.store,
+                catalog: self.catalog,
+                clock: self.clock,
+                format,
+                audit: self.audit,
+                nested: self.nested_tenants,
+                key_limit: self.key_limit,
+                cache,
+                feed,
+                limits: Limits::new(self.limiter, self.tenant_quota, self.tenant_quotas, stash),
+                inactive_after_us,
+                store_timeout,
+                lifecycle: Lifecycle {
+                    inactivity: self.inactivity,
+                    expiry_warnings: self.expiry_warnings,
+                    retention: self.retention,
+                },
+                last_used: LastUsed::new(self.last_used_interval),
+            }),
+        })
+    }
+
+    /// Checks every setting; the store timeout as a monotonic duration
+    /// and the cache time limit in microseconds.
+    fn check(&self) -> Result<(std::time::Duration, i64), ConfigError> {
+        let invalid = |setting, reason| Err(ConfigError::Invalid { setting, reason });
+        if self.tenant_quotas.keys().any(|t| !tenant::is_valid(t)) {
+            return invalid(
+                "tenant_quota_for",
+                "the tenant is not a canonical tenant path (see keyward::tenant)",
+            );
+        }
+        let Some(store_timeout) = self.store_timeout.to_std().ok().filter(|t| !t.is_zero()) else {
+            return invalid("store_timeout", "must be positive");
+        };
+        if self.last_used_interval <= Duration::zero() {
+            return invalid("last_used_interval", "must be positive");
+        }
+        if self.inactivity.after.is_some_and(|a| a <= Duration::zero()) {
+            return invalid("inactivity.after", "must be positive");
+        }
+        let thresholds = self
+            .inactivity
+            .warn_before
+            .iter()
+            .chain(&self.expiry_warnings.warn_before);
+        if thresholds.into_iter().any(|t| *t <= Duration::zero()) {
+            return invalid("warn_before", "thresholds must be positive");
+        }
+        if self
+            .retention
+            .purge_after
+            .is_some_and(|r| r < Duration::zero())
+        {
+            return invalid("retention.purge_after", "must not be negative");
+        }
+        if self.cache_capacity > MAX_CACHE_CAPACITY {
+            return invalid(
+                "cache_capacity",
+                "must be at most 16,777,216 keys (its table is allocated up front)",
+            );
+        }
+        if self.unknown_cache_capacity > MAX_CACHE_CAPACITY {
+            return invalid("unknown_cache_capacity", "must be at most 16,777,216 ids");
+        }
+        let Some(ttl_us) = self
+            .cache_ttl
+            .num_microseconds()
+            .filter(|t| *t >= 0 && self.cache_ttl <= Duration::days(1))
+        else {
+            return invalid("cache_ttl", "must be between zero and one day");
+        };
+        Ok((store_timeout, ttl_us))
+    }
+}
+
+impl Keyward {
+    /// Starts building over `store` with the permissions of `catalog`.
+    pub fn builder(store: impl KeyStore, catalog: Catalog) -> KeywardBuilder {
+        KeywardBuilder {
+            store: Arc::new(store),
+            catalog,
+            clock: Arc::new(SystemClock),
+            prefix: "sk".into(),
+            audit: Arc::new(TracingAuditSink),
+            last_used_interval: Duration::minutes(1),
+            key_limit: None,
+            tenant_quota: None,
+            tenant_quotas: HashMap::new(),
+            limiter: None,
+            inactivity: InactivityPolicy::default(),
+            expiry_warnings: ExpiryWarnings::default(),
+            retention: Retention::default(),
+            nested_tenants: false,
+            cache_ttl: Duration::seconds(10),
+            cache_capacity: 100_000,
+            unknown_cache_capacity: 100_000,
+            store_timeout: Duration::seconds(2),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! [`VerifyFuture`]: the future of a verification, allocation-free when
+//! the key is cached.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::verified::Verified;
+use super::Keyward;
+use crate::admission::Gate;
+use crate::cache::Held;
+use crate::deadline::Within;
+use crate::error::VerifyError;
+
+/// The future of [`Keyward::verify`] and [`Keyward::verify_for_tenant`].
+///
+/// Small and allocation-free when the key is cached: its first poll runs
+/// the whole check without awaiting. Only a check that needs the store (or
+/// a host's rate limiter) allocates, for the boxed future that does.
+#[must_use = "a verification does nothing unless awaited"]
+pub struct VerifyFuture<'a> {
+    keys: &'a Keyward,
+    token: &'a str,
+    tenant: Option<&'a str>,
+    /// The rest of a check that had to await the store, within the store
+    /// timeout.
+    slow: Option<Within<Boxed<'a, Result<Verified, VerifyError>>>>,
+    done: bool,
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl<'a> VerifyFuture<'a> {
+    pub(super) fn new(keys: &'a Keyward, token: &'a str, tenant: Option<&'a str>) -> Self {
+        Self {
+            keys,
+            token,
+            tenant,
+            slow: None,
+            done: false,
+        }
+    }
+}
+
+impl fmt::Debug for VerifyFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyFuture")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for VerifyFuture<'_> {
+    type Output = Result<Verified, VerifyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.done {
+            // Polled after completion: never resolves again.
+            return Poll::Pending;
+        }
+        let slow = match &mut this.slow {
+            Some(slow) => slow,
+            None => match this.keys.verify_cached(this.token, this.tenant) {
+                Fast::Done(result) => {
+                    this.done = true;
+                    return Poll::Ready(result);
+                }
+                Fast::Slow(resume) => {
+                    let slow = slow_boxed(this.keys, this.token, this.tenant, resume);
+                    this.slow.insert(slow)
+                }
+            },
+        };
+        let result = match std::task::ready!(Pin::new(slow).poll(cx)) {
+            Some(result) => result,
+            // A verify that needs the store never waits longer than the
+            // store timeout, however many calls it makes.
+            None => {
+                let err = VerifyError::Store(this.keys.timed_out());
+                this.keys.audit_verify(None, &err, None);
+                Err(err)
+            }
+        };
+        this.slow = None;
+        this.done = true;
+        Poll::Ready(result)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn slow_boxed<'a>(
+    keys: &'a Keyward,
+    token: &'a str,
+    tenant: Option<&'a str>,
+    resume: Option<(Held, Gate)>,
+) -> Within<Boxed<'a, Result<Verified, VerifyError>>> {
+    let work: Boxed<'a, _> = Box::pin(keys.verify_slow(token, tenant, resume));
+    crate::deadline::within(keys.inner.store_timeout, work)
+}
+
+/// The outcome of the cached verification.
+pub(super) enum Fast {
+    Done(Result<Verified, VerifyError>),
+    /// Needs the store or a host's limiter: from the start, or from a
+    /// step of the decision with the entry it was made on.
+    Slow(Option<(Held, Gate)>),
+}

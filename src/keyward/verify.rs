@@ -1,0 +1,382 @@
+//! Verification: [`Keyward::verify`] from the cache without awaiting
+//! when it can, and from the store (or a host's limiter) when it must.
+//! What a proven key may do is decided by [`admit`], for both paths.
+
+use std::future::Future;
+
+use chrono::DateTime;
+
+use crate::admission::{admit, refused, Gate, Idle, Request, Verdict};
+use crate::cache::{CachedKey, Held, Load, Lookup, Ticket};
+use crate::clock::micros_to_time;
+use crate::error::{StoreError, VerifyError};
+use crate::limit::Subject;
+use crate::store::{Credit, RefillDue};
+use crate::tenant;
+use crate::token::{DisplayPrefix, KeyHash, KeyId};
+
+use super::future::{Fast, VerifyFuture};
+use super::verified::Verified;
+use super::{earliest, Keyward};
+
+impl Keyward {
+    /// Checks a presented token: shape and checksum (no store access if
+    /// wrong), then the stored hash in constant time, then status,
+    /// inactivity, the key's rate limit, the tenant's quota and the key's
+    /// remaining uses, in that order.
+    ///
+    /// # Errors
+    /// [`VerifyError::Malformed`], [`VerifyError::Invalid`] (unknown key
+    /// or wrong secret, indistinguishable), then, only for the right
+    /// secret, [`VerifyError::Revoked`], [`VerifyError::Expired`],
+    /// [`VerifyError::Inactive`], [`VerifyError::RateLimited`],
+    /// [`VerifyError::QuotaExceeded`], [`VerifyError::UsageExceeded`];
+    /// [`VerifyError::Store`] when the store cannot be asked.
+    pub fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
+        VerifyFuture::new(self, token, None)
+    }
+
+    /// [`Keyward::verify`], and the key must belong to `tenant` (e.g. from
+    /// an `X-Tenant-Name` header) or, with nested tenants, to an ancestor
+    /// of it. Checked before limits and uses are counted. When a key of
+    /// an ancestor acts for a descendant, the descendant's quota applies
+    /// as well as the key's own tenant's.
+    ///
+    /// # Errors
+    /// As [`Keyward::verify`]; [`VerifyError::InvalidTenant`] (before the
+    /// key is looked at) when `tenant` is not a canonical tenant path, and
+    /// [`VerifyError::WrongTenant`].
+    pub fn verify_for_tenant<'a>(&'a self, token: &'a str, tenant: &'a str) -> VerifyFuture<'a> {
+        VerifyFuture::new(self, token, Some(tenant))
+    }
+
+    /// Verification from the cache alone, without awaiting anything: a
+    /// known key whose every check can be decided here. Anything else
+    /// goes on in [`Keyward::verify_slow`], from the step where it
+    /// stopped, so nothing is counted twice.
+    pub(super) fn verify_cached(&self, token: &str, tenant: Option<&str>) -> Fast {
+        let inner = &*self.inner;
+        if let Some(Err(e)) = tenant.map(tenant::validate) {
+            return self.refuse_fast(None, VerifyError::InvalidTenant(e), None);
+        }
+        // Shape and checksum first: typos and made-up strings (the usual
+        // flood) stop here, before the clock, the cache or SHA-256.
+        let Ok(parsed) = inner.format.parse(token) else {
+            return self.refuse_fast(None, VerifyError::Malformed, None);
+        };
+        let id = parsed.id();
+        let Some(mut block) = parsed.padded() else {
+            return Fast::Slow(None);
+        };
+        let now_us = self.now_us();
+        let Some(entry) = inner.cache.hit(&id, now_us) else {
+            // The id is public (lists, logs, errors name it) and its secret
+            // is never compared here, so an unknown id costs no hash: a
+            // flood of made-up tokens is the cheapest kind to refuse.
+            KeyHash::scrub(&mut block);
+            if inner.cache.known_unknown(&id, now_us) {
+                let key = Some((id, parsed.display_prefix()));
+                return self.refuse_fast(key, VerifyError::Invalid, None);
+            }
+            return Fast::Slow(None);
+        };
+        let hash = KeyHash::of_block(&mut block);
+        if !entry.hash.ct_eq(&hash) {
+            // Same id, same prefix: the entry's copy is a fixed-size move.
+            return self.refuse_fast(Some((id, entry.prefix)), VerifyError::Invalid, None);
+        }
+        let req = self.request(tenant, now_us, self.idleness(&entry, now_us, false));
+        match admit(&entry, &req, &inner.limits, Gate::FIRST) {
+            Verdict::Admit => Fast::Done(Ok(self.admitted(entry, now_us, None))),
+            Verdict::Refuse(err) => {
+                let key = Some((id, entry.prefix));
+                self.audit_verify(key, &err, Some(&entry.tenant.name));
+                Fast::Done(Err(err))
+            }
+            Verdict::Await(gate) => Fast::Slow(Some((entry, gate))),
+        }
+    }
+
+    fn refuse_fast(
+        &self,
+        key: Option<(KeyId, DisplayPrefix)>,
+        err: VerifyError,
+        tenant: Option<&str>,
+    ) -> Fast {
+        self.audit_verify(key, &err, tenant);
+        Fast::Done(Err(err))
+    }
+
+    /// What [`admit`] needs of this request.
+    fn request<'t>(&self, tenant: Option<&'t str>, now_us: i64, idle: Idle) -> Request<'t> {
+        Request {
+            tenant,
+            now_us,
+            idle,
+            nested: self.inner.nested,
+        }
+    }
+
+    /// A verified key; its use noted for the last-used write.
+    fn admitted(&self, entry: Held, now_us: i64, remaining: Option<u64>) -> Verified {
+        if self.inner.last_used.note(&entry, now_us) {
+            self.schedule_flush(now_us);
+        }
+        Verified {
+            key: entry,
+            remaining,
+        }
+    }
+
+    /// Everything [`Keyward::verify`] does that needs to await: reading
+    /// the store, a host's limiter, a usage credit. Starts from the token
+    /// or, after [`Keyward::verify_cached`] stopped at a step, from that
+    /// step with the entry it had; [`VerifyFuture`] bounds it by the store
+    /// timeout.
+    pub(super) async fn verify_slow(
+        &self,
+        token: &str,
+        tenant: Option<&str>,
+        resume: Option<(Held, Gate)>,
+    ) -> Result<Verified, VerifyError> {
+        let now_us = self.now_us();
+        let (mut entry, mut fresh, mut from) = match resume {
+            Some((entry, gate)) => (entry, false, gate),
+            None => {
+                let (entry, fresh) = self.look_up(token, now_us).await?;
+                (entry, fresh, Gate::FIRST)
+            }
+        };
+        loop {
+            let req = self.request(tenant, now_us, self.idleness(&entry, now_us, fresh));
+            let err = match admit(&entry, &req, &self.inner.limits, from) {
+                Verdict::Admit => return Ok(self.admitted(entry, now_us, None)),
+                Verdict::Refuse(err) => err,
+                Verdict::Await(Gate::Inactivity) => {
+                    entry = self.reload(&entry, now_us).await?;
+                    (fresh, from) = (true, Gate::FIRST);
+                    continue;
+                }
+                Verdict::Await(Gate::Limits(step)) => {
+                    let who = Subject {
+                        id: entry.id,
+                        slot: &entry.slot,
+                        in_cache: entry.cached(),
+                        tenant: &entry.tenant,
+                    };
+                    match self.inner.limits.count(&who, tenant, now_us, step).await {
+                        Ok(()) => {
+                            from = Gate::Credit;
+                            continue;
+                        }
+                        Err(r) => refused(r),
+                    }
+                }
+                Verdict::Await(_) => match self.take_credit(&entry, now_us).await {
+                    Ok(remaining) => return Ok(self.admitted(entry, now_us, remaining)),
+                    Err(err) => err,
+                },
+            };
+            self.audit_verify(
+                Some((entry.id, entry.prefix)),
+                &err,
+                Some(&entry.tenant.name),
+            );
+            return Err(err);
+        }
+    }
+
+    /// The key a token names, if its secret matches, and whether it was
+    /// just read from the store.
+    async fn look_up(&self, token: &str, now_us: i64) -> Result<(Held, bool), VerifyError> {
+        let Ok(parsed) = self.inner.format.parse(token) else {
+            return Err(self.refuse(None, VerifyError::Malformed));
+        };
+        let id = parsed.id();
+        let key = Some((id, parsed.display_prefix()));
+        let hash = parsed.hash();
+        let (entry, fresh) = match self.inner.cache.get(&id, now_us) {
+            Lookup::Hit(entry) => (Some(entry), false),
+            Lookup::Unknown => (None, false),
+            Lookup::Miss(ticket) => match self.load(ticket, &id, now_us).await {
+                Ok(entry) => (entry, true),
+                Err(e) => return Err(self.refuse(key, VerifyError::Store(e))),
+            },
+        };
+        match entry {
+            Some(e) if e.hash.ct_eq(&hash) => Ok((e, fresh)),
+            _ => Err(self.refuse(key, VerifyError::Invalid)),
+        }
+    }
+
+    /// A refusal before the secret was proven: audited without a tenant.
+    fn refuse(&self, key: Option<(KeyId, DisplayPrefix)>, err: VerifyError) -> VerifyError {
+        self.audit_verify(key, &err, None);
+        err
+    }
+
+    /// The key read again from the store, for a copy that looks inactive:
+    /// a use on another instance may not be in it yet. (Not an
+    /// invalidation: the store did not change, so other loads may still
+    /// cache.)
+    async fn reload(&self, entry: &CachedKey, now_us: i64) -> Result<Held, VerifyError> {
+        let cache = &self.inner.cache;
+        cache.forget(&entry.id);
+        let reloaded = match cache.get(&entry.id, now_us) {
+            Lookup::Hit(e) => Ok(Some(e)),
+            Lookup::Unknown => Ok(None),
+            Lookup::Miss(ticket) => self.load(ticket, &entry.id, now_us).await,
+        };
+        let key = Some((entry.id, entry.prefix));
+        match reloaded {
+            Ok(Some(e)) if e.hash.ct_eq(&entry.hash) => Ok(e),
+            Ok(_) => Err(self.refuse(key, VerifyError::Invalid)),
+            Err(e) => {
+                let err = VerifyError::Store(e);
+                self.audit_verify(key, &err, Some(&entry.tenant.name));
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether the key went unused for the inactivity period; `fresh`:
+    /// the entry was just read from the store.
+    fn idleness(&self, entry: &CachedKey, now_us: i64, fresh: bool) -> Idle {
+        if !self.inactive_at(entry, now_us) {
+            Idle::No
+        } else if fresh || !self.may_be_newer(entry) {
+            Idle::Yes
+        } else {
+            Idle::Unsure
+        }
+    }
+
+    /// One use of a usage-limited key; the uses left after it.
+    async fn take_credit(
+        &self,
+        entry: &CachedKey,
+        now_us: i64,
+    ) -> Result<Option<u64>, VerifyError> {
+        match self.consume_credit(entry, now_us).await {
+            Ok(Credit::Consumed { remaining }) => Ok(Some(remaining)),
+            Ok(Credit::Unlimited) => Ok(None),
+            Ok(Credit::Exhausted) => Err(VerifyError::UsageExceeded),
+            // The successor whose uses a rolled-away key draws on is
+            // gone: so are the uses.
+            Ok(_) if entry.rolled_to().is_some() => Err(VerifyError::UsageExceeded),
+            Ok(_) => {
+                // Deleted since it was cached.
+                self.inner.cache.invalidate(&entry.id);
+                Err(VerifyError::Invalid)
+            }
+            Err(e) => Err(VerifyError::Store(e)),
+        }
+    }
+
+    async fn consume_credit(&self, entry: &CachedKey, now_us: i64) -> Result<Credit, StoreError> {
+        let now = micros_to_time(now_us);
+        let refill = entry.refill().map(|r| RefillDue {
+            amount: r.amount,
+            if_refilled_before: now
+                .checked_sub_signed(r.every())
+                .unwrap_or_else(earliest)
+                .max(earliest()),
+            now,
+        });
+        // A rolled-away key draws on its successor, never refilling it:
+        // refills come with the successor's own uses.
+        let refill = refill.filter(|_| entry.rolled_to().is_none());
+        let from = entry.rolled_to().unwrap_or(entry.id);
+        self.inner.store.consume_credit(&from, refill).await
+    }
+    pub(super) async fn deadline<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let limit = self.inner.store_timeout;
+        match crate::deadline::within(limit, Box::pin(work)).await {
+            Some(result) => result,
+            None => Err(self.timed_out()),
+        }
+    }
+    pub(super) fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable {
+            message: format!(
+                "the key store did not answer within {} ms",
+                self.inner.store_timeout.as_millis()
+            ),
+            source: None,
+        }
+    }
+    async fn load(
+        &self,
+        ticket: Ticket,
+        id: &KeyId,
+        now_us: i64,
+    ) -> Result<Option<Held>, StoreError> {
+        let cache = &self.inner.cache;
+        match cache.begin_load(id) {
+            Load::Leader(_guard) => {
+                // The guard lives until the read is cached (or fails, or
+                // this future is dropped), then releases the followers.
+                self.read_through(ticket, id, now_us).await
+            }
+            Load::Follower(wait) => {
+                wait.await;
+                match cache.get(id, now_us) {
+                    Lookup::Hit(entry) => Ok(Some(entry)),
+                    Lookup::Unknown => Ok(None),
+                    // The leader failed, was cancelled, or raced an
+                    // invalidation: read it ourselves, without waiting again.
+                    Lookup::Miss(ticket) => self.read_through(ticket, id, now_us).await,
+                }
+            }
+        }
+    }
+    async fn read_through(
+        &self,
+        ticket: Ticket,
+        id: &KeyId,
+        now_us: i64,
+    ) -> Result<Option<Held>, StoreError> {
+        let record = self.inner.store.get(id).await?.filter(|r| {
+            // Written before tenants were canonical: no request can name
+            // its tenant, and no manager could revoke it. Refused as
+            // unknown until an operator moves it to a canonical tenant.
+            let canonical = tenant::is_valid(&r.tenant);
+            if !canonical {
+                tracing::warn!(target: "keyward", key = %r.prefix, "key refused: its stored tenant is not a canonical tenant path");
+            }
+            canonical
+        });
+        let key = record.map(|r| {
+            let tenant = self.inner.limits.tenant(&r.tenant);
+            CachedKey::new(
+                &r,
+                self.stored_permissions(&r),
+                tenant,
+                self.inner.key_limit,
+            )
+        });
+        Ok(self.inner.cache.put(ticket, id, key, now_us))
+    }
+    fn inactive_at(&self, entry: &CachedKey, now_us: i64) -> bool {
+        let Some(after) = self.inner.inactive_after_us else {
+            return false;
+        };
+        if now_us.saturating_sub(entry.last_active_us()) < after {
+            return false;
+        }
+        let pending = self.inner.last_used.pending(&entry.id);
+        pending.is_none_or(|p| now_us.saturating_sub(p.timestamp_micros()) >= after)
+    }
+    fn may_be_newer(&self, entry: &CachedKey) -> bool {
+        let Some(after) = self.inner.lifecycle.inactivity.after else {
+            return false;
+        };
+        let settled = DateTime::from_timestamp_micros(entry.last_active_us())
+            .and_then(|t| t.checked_add_signed(after))
+            .and_then(|t| t.checked_add_signed(self.inner.last_used.interval));
+        settled.is_none_or(|t| entry.loaded_at_us() < t.timestamp_micros())
+    }
+}

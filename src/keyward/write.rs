@@ -1,0 +1,142 @@
+//! The persistence write path: every write of a key goes through
+//! [`Keyward::insert_key`], [`Keyward::update_key`] or
+//! [`Keyward::delete_key`], which drop the cached copy (unless the write
+//! surely did not happen) and, for a deletion, the pending last use.
+//! Management calls reach them through [`Keyward::modify_record`]: read,
+//! authorize, change, authorize, conditionally write, retry on a lost
+//! race.
+
+use chrono::{DateTime, Utc};
+
+use super::{Keyward, UPDATE_ATTEMPTS};
+use crate::audit::AuditAction;
+use crate::authority::authorize;
+use crate::authority::ensure_manager;
+use crate::error::{KeyError, StoreError};
+use crate::key::{Actor, KeyInfo, KeyRecord};
+use crate::tenant;
+use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
+
+impl Keyward {
+    /// Inserts a new key.
+    pub(super) async fn insert_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let inserted = self.inner.store.insert(record).await;
+        self.written(&record.id, inserted)
+    }
+
+    /// Writes a changed key if its version is still the stored one; the
+    /// new version.
+    pub(super) async fn update_key(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+        let updated = self.inner.store.update(record).await;
+        self.written(&record.id, updated)
+    }
+
+    /// Deletes a key; whether it was there.
+    pub(super) async fn delete_key(&self, id: &KeyId) -> Result<bool, StoreError> {
+        let deleted = self.inner.store.delete(id).await;
+        let deleted = self.written(id, deleted)?;
+        if deleted {
+            self.inner.last_used.forget(id);
+        }
+        Ok(deleted)
+    }
+
+    /// After a write of `id`: the cached copy goes, unless the write
+    /// surely did not happen (an error may come after the write
+    /// committed).
+    fn written<T>(&self, id: &KeyId, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if !matches!(
+            result,
+            Err(StoreError::Conflict(_) | StoreError::Duplicate(_))
+        ) {
+            self.inner.cache.invalidate(id);
+        }
+        result
+    }
+
+    /// Reads the key and checks the actor may manage keys and reach its
+    /// tenant. Another tenant's key is `NotFound`, exactly like a missing
+    /// one.
+    pub(super) async fn load_for(&self, actor: &Actor, id: &KeyId) -> Result<KeyRecord, KeyError> {
+        ensure_manager(actor)?;
+        match self.inner.store.get(id).await? {
+            Some(r) if tenant::covers(actor.tenant(), &r.tenant, self.inner.nested) => Ok(r),
+            _ => Err(KeyError::NotFound(*id)),
+        }
+    }
+    /// Read, authorize, change, authorize, conditionally write, audit.
+    pub(super) async fn modify(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        action: AuditAction,
+        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
+    ) -> Result<KeyInfo, KeyError> {
+        let result = self.modify_unaudited(actor, id, change).await;
+        let key = result.as_ref().ok().map(|k| (k.id, k.prefix));
+        self.audit_manage(action, actor, key, &result);
+        result
+    }
+    /// Read; check the actor dominates the key; change; check the actor
+    /// dominates the result; conditionally write. On a lost race, read
+    /// again.
+    pub(super) async fn modify_unaudited(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
+    ) -> Result<KeyInfo, KeyError> {
+        let now = self.now();
+        let record = self.modify_record(actor, id, change).await?;
+        Ok(self.info(record, now))
+    }
+    /// [`Keyward::modify_unaudited`], answering the record as written,
+    /// with its new version.
+    pub(super) async fn modify_record(
+        &self,
+        actor: &Actor,
+        id: &KeyId,
+        change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
+    ) -> Result<KeyRecord, KeyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut record = self.load_for(actor, id).await?;
+            authorize(self.rules(), actor, Some(&record), None)?;
+            let now = self.now();
+            change(&mut record, now)?;
+            authorize(self.rules(), actor, None, Some(&record))?;
+            match self.update_key(&record).await {
+                Ok(version) => {
+                    record.version = version;
+                    return Ok(record);
+                }
+                Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => continue,
+                Err(StoreError::NotFound(_)) => return Err(KeyError::NotFound(*id)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    /// Draws a fresh id and token, builds the record with `build(id,
+    /// prefix, hash)` and inserts it. Ids are 47.6 random bits: a collision
+    /// is rare but possible in a large store, so a duplicate means "draw
+    /// again" (up to 4 draws), not failure.
+    pub(super) async fn insert_new(
+        &self,
+        build: impl Fn(KeyId, DisplayPrefix, KeyHash) -> KeyRecord,
+    ) -> Result<(SecretToken, KeyRecord), KeyError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let id = KeyId::random()?;
+            let token = self.inner.format.generate(id)?;
+            let hash = KeyHash::of(token.expose_secret().as_bytes());
+            let record = build(id, token.display_prefix(), hash);
+            match self.insert_key(&record).await {
+                Ok(()) => return Ok((token, record)),
+                Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Counting one verified request against its limits, in order: the key's
+//! own rate limit, its tenant's quota, then the quota of the tenant it
+//! acts for (a key of `agency` acting for `agency/loc1`). A request
+//! refused by a later limit is given back to the earlier ones.
+//!
+//! The built-in limiter keeps each state in one word beside what it
+//! limits (the key's in its cache entry, a tenant's beside the tenant),
+//! so counting takes no lock and no map. A host's [`RateLimiter`] is
+//! asked first through [`RateLimiter::try_check`], without awaiting, and
+//! awaited only for the buckets it cannot answer at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::Duration;
+
+use super::{
+    gcra_now, wait, Bucket, Decision, Gcra, RateLimit, RateLimiter, Stash, Tenant, Tenants,
+};
+use crate::clock::micros_to_time;
+use crate::token::KeyId;
+
+/// Most tenants whose quota state is kept for keys acting for a tenant
+/// below their own.
+pub(crate) const MAX_TENANTS: usize = 65_536;
+
+/// A key's rate limit as verification holds it: the limit, as GCRA
+/// parameters, and its state. Opaque to the cache that holds it.
+#[derive(Debug)]
+pub(crate) struct KeySlot {
+    tat: AtomicU64,
+    gcra: Option<Gcra>,
+    /// The limit as given, for a host's limiter.
+    limit: Option<RateLimit>,
+}
+
+impl KeySlot {
+    /// A slot for `limit`, with a full burst.
+    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        Self {
+            tat: AtomicU64::new(0),
+            gcra: limit.map(|l| l.gcra()),
+            limit,
+        }
+    }
+
+    /// The limit in force.
+    pub(crate) fn limit(&self) -> Option<RateLimit> {
+        self.limit
+    }
+
+    /// The state, to keep aside when the slot's entry leaves the cache.
+    pub(crate) fn state(&self) -> u64 {
+        self.tat.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Restores a state kept aside.
+    pub(crate) fn restore(&mut self, state: u64) {
+        *self.tat.get_mut() = state;
+    }
+
+    /// Counts one request in the slot itself (its entry is in the cache).
+    #[cfg(test)]
+    pub(crate) fn check(&self, now_ns: u64) -> Result<(), u64> {
+        self.gcra.map_or(Ok(()), |g| g.check(&self.tat, now_ns))
+    }
+}
+
+/// What one request is counted against.
+pub(crate) struct Subject<'a> {
+    /// The key.
+    pub(crate) id: KeyId,
+    /// Its limit.
+    pub(crate) slot: &'a KeySlot,
+    /// Whether `slot` holds the key's state; otherwise the stash does.
+    pub(crate) in_cache: bool,
+    /// The key's tenant.
+    pub(crate) tenant: &'a Tenant,
+}
+
+/// Why a limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The key's own rate limit, with the wait until a retry can pass.
+    Key(Duration),
+    /// A tenant's quota.
+    Quota(Duration),
+}
+
+/// The limits of one step, in the order they are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Step {
+    /// The key's own rate limit.
+    Key,
+    /// The quota of the key's tenant.
+    OwnQuota,
+    /// The quota of the tenant the key acts for, if another.
+    ActingQuota,
+}
+
+/// Where counting stands when it cannot go on without awaiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// Every limit let the request through.
+    Passed,
+    /// A limit refused it (and what earlier limits took was given back).
+    Refused(Refusal),
+    /// A host's limiter must be awaited, from this step on; earlier steps
+    /// counted the request.
+    Await(Step),
+}
+
+/// Every rate limit and quota of an instance, and their states.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    host: Option<Arc<dyn RateLimiter>>,
+    tenants: Tenants,
+    quota: Option<RateLimit>,
+    quotas: HashMap<String, RateLimit>,
+    stash: Arc<Mutex<Stash>>,
+}
+
+impl Limits {
+    /// `quota` for every tenant but those in `quotas`; `host` in place of
+    /// the built-in limiter; `stash` shared with the cache.
+    pub(crate) fn new(
+        host: Option<Arc<dyn RateLimiter>>,
+        quota: Option<RateLimit>,
+        quotas: HashMap<String, RateLimit>,
+        stash: Arc<Mutex<Stash>>,
+    ) -> Self {
+        Self {
+            host,
+            tenants: Tenants::default(),
+            quota,
+            quotas,
+            stash,
+        }
+    }
+
+    /// The quota of `tenant`, if any.
+    pub(crate) fn quota_for(&self, tenant: &str) -> Option<RateLimit> {
+        self.quotas.get(tenant).copied().or(self.quota)
+    }
+
+    /// The tenant named `name` (a key's, as it is loaded).
+    pub(crate) fn tenant(&self, name: &str) -> Arc<Tenant> {
+        self.tenants.get(name, || self.quota_for(name))
+    }
+
+    /// Forgets tenants no cached key names and whose quota has refilled.
+    pub(crate) fn evict_idle(&self, now_us: i64) {
+        self.tenants.evict_idle(gcra_now(now_us));
+    }
+
+    /// Counts the request from `from` on without awaiting: the built-in
+    /// limiter always answers; a host's limiter answers when its
+    /// [`RateLimiter::try_check`] does.
+    pub(crate) fn try_count(
+        &self,
+        who: &Subject<'_>,
+        acting_for: Option<&str>,
+        now_us: i64,
+        from: Step,
+    ) -> Counted {
+        match &self.host {
+            None => match self.count_builtin(who, acting_for, now_us, from) {
+                Ok(()) => Counted::Passed,
+                Err(r) => Counted::Refused(r),
+            },
+            Some(host) => self.try_count_host(&**host, who, acting_for, now_us, from),
+        }
+    }
+
+    /// Counts the request from `from` on, awaiting a host's limiter where
+    /// it cannot answer at once.
+    pub(crate) async fn count(
+        &self,
+        who: &Subject<'_>,
+        acting_for: Option<&str>,
+        now_us: i64,
+        from: Step,
+    ) -> Result<(), Refusal> {
+        let mut from = from;
+        loop {
+            let step = match self.try_count(who, acting_for, now_us, from) {
+                Counted::Passed => return Ok(()),
+                Counted::Refused(r) => return Err(r),
+                Counted::Await(step) => step,
+            };
+            // Only a host's limiter defers, and only for a bucket it has.
+            let bucket = self.bucket(who, acting_for, now_us, step)?;
+            if let (Some(host), Some((bucket, limit))) = (&self.host, bucket) {
+                let now = micros_to_time(now_us);
+                if let Decision::Deny { retry_after } = host.check(bucket, limit, now).await {
+                    return Err(refusal(step, retry_after));
+                }
+            }
+            match next(step) {
+                Some(n) => from = n,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// The host's buckets from `from` on, each answered by `try_check`
+    /// until one cannot be.
+    fn try_count_host(
+        &self,
+        host: &dyn RateLimiter,
+        who: &Subject<'_>,
+        acting_for: Option<&str>,
+        now_us: i64,
+        from: Step,
+    ) -> Counted {
+        let now = micros_to_time(now_us);
+        let mut step = Some(from);
+        while let Some(s) = step {
+            match self.bucket(who, acting_for, now_us, s) {
+                Err(r) => return Counted::Refused(r),
+                Ok(None) => {}
+                Ok(Some((bucket, limit))) => match host.try_check(bucket, limit, now) {
+                    None => return Counted::Await(s),
+                    Some(Decision::Deny { retry_after }) => {
+                        return Counted::Refused(refusal(s, retry_after))
+                    }
+                    Some(Decision::Allow) => {}
+                },
+            }
+            step = next(s);
+        }
+        Counted::Passed
+    }
+
+    /// What a host's limiter counts at `step`: `None` when nothing
+    /// limits it.
+    fn bucket<'a>(
+        &self,
+        who: &Subject<'a>,
+        acting_for: Option<&'a str>,
+        now_us: i64,
+        step: Step,
+    ) -> Result<Option<(Bucket<'a>, RateLimit)>, Refusal> {
+        Ok(match step {
+            Step::Key => who.slot.limit.map(|l| (Bucket::Key(who.id), l)),
+            Step::OwnQuota => who
+                .tenant
+                .quota
+                .as_ref()
+                .map(|(q, _)| (Bucket::Tenant(&who.tenant.name), *q)),
+            Step::ActingQuota => {
+                let acting = self.acting_for(who, acting_for, now_us)?;
+                match (acting, acting_for) {
+                    (Some(t), Some(name)) => {
+                        t.quota.as_ref().map(|(q, _)| (Bucket::Tenant(name), *q))
+                    }
+                    _ => None,
+                }
+            }
+        })
+    }
+
+    /// The built-in limiter: one compare-and-swap on the key's state, one
+    /// on its tenant's, and one on the tenant it acts for, if another
+    /// (looked up only once the key's own limit let the request through).
+    fn count_builtin(
+        &self,
+        who: &Subject<'_>,
+        acting_for: Option<&str>,
+        now_us: i64,
+        from: Step,
+    ) -> Result<(), Refusal> {
+        let now_ns = gcra_now(now_us);
+        // What was counted before `from` is not counted again, nor given
+        // back by a refusal here.
+        let key_counted = from == Step::Key;
+        if let (Some(gcra), true) = (&who.slot.gcra, key_counted) {
+            let checked = if who.in_cache {
+                gcra.check(&who.slot.tat, now_ns)
+            } else {
+                self.stash().check(&who.id, gcra, now_ns)
+            };
+            checked.map_err(|ns| Refusal::Key(wait(ns)))?;
+        }
+        let refund = |who: &Subject<'_>| {
+            if key_counted {
+                refund_key(who);
+            }
+        };
+        if acting_for.is_some_and(|t| t != &*who.tenant.name) {
+            return self
+                .count_quotas_acting(who, acting_for, now_us, from)
+                .inspect_err(|_| refund(who));
+        }
+        if let (Some((_, gcra)), true) = (&who.tenant.quota, from <= Step::OwnQuota) {
+            if let Err(ns) = gcra.check(&who.tenant.tat, now_ns) {
+                // A refused request counts against no limit.
+                refund(who);
+                return Err(Refusal::Quota(wait(ns)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The quotas of a key acting for a tenant below its own, from `from`
+    /// on: its own tenant's, then the one it acts for. Off the common
+    /// path.
+    #[cold]
+    #[inline(never)]
+    fn count_quotas_acting(
+        &self,
+        who: &Subject<'_>,
+        acting_for: Option<&str>,
+        now_us: i64,
+        from: Step,
+    ) -> Result<(), Refusal> {
+        let now_ns = gcra_now(now_us);
+        let acting = self.acting_for(who, acting_for, now_us)?;
+        let own = Some(who.tenant).filter(|_| from <= Step::OwnQuota);
+        let quotas = [own, acting.as_deref()];
+        for (i, tenant) in quotas.iter().enumerate() {
+            let Some((tenant, (_, gcra))) = tenant.and_then(|t| Some((t, t.quota.as_ref()?)))
+            else {
+                continue;
+            };
+            if let Err(ns) = gcra.check(&tenant.tat, now_ns) {
+                // A refused request counts against no limit: give back
+                // what the checks before this one took.
+                for t in quotas[..i].iter().flatten() {
+                    if let Some((_, g)) = &t.quota {
+                        g.refund(&t.tat);
+                    }
+                }
+                return Err(Refusal::Quota(wait(ns)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant a key acts for when it is not the key's own (an
+    /// ancestor's key acting for a descendant), if that tenant has a
+    /// quota: its state, shared with the descendant's own keys.
+    ///
+    /// At most [`MAX_TENANTS`] tenants are kept: beyond, while none is
+    /// idle, a request for yet another tenant is refused as over quota.
+    fn acting_for(
+        &self,
+        who: &Subject<'_>,
+        acting_for: Option<&str>,
+        now_us: i64,
+    ) -> Result<Option<Arc<Tenant>>, Refusal> {
+        let Some(t) = acting_for.filter(|t| *t != &*who.tenant.name) else {
+            return Ok(None);
+        };
+        let Some(quota) = self.quota_for(t) else {
+            return Ok(None);
+        };
+        match self
+            .tenants
+            .get_bounded(t, quota, MAX_TENANTS, gcra_now(now_us))
+        {
+            Some(state) => Ok(Some(state)),
+            None => Err(Refusal::Quota(Duration::seconds(1))),
+        }
+    }
+
+    fn stash(&self) -> std::sync::MutexGuard<'_, Stash> {
+        self.stash.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The step after `step`, if any.
+fn next(step: Step) -> Option<Step> {
+    match step {
+        Step::Key => Some(Step::OwnQuota),
+        Step::OwnQuota => Some(Step::ActingQuota),
+        Step::ActingQuota => None,
+    }
+}
+
+fn refusal(step: Step, retry_after: Duration) -> Refusal {
+    match step {
+        Step::Key => Refusal::Key(retry_after),
+        Step::OwnQuota | Step::ActingQuota => Refusal::Quota(retry_after),
+    }
+}
+
+/// Gives back the request a key's own limit counted, when a quota
+/// refused it.
+fn refund_key(who: &Subject<'_>) {
+    if let (Some(gcra), true) = (&who.slot.gcra, who.in_cache) {
+        gcra.refund(&who.slot.tat);
+    }
+}
