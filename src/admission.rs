@@ -84,6 +84,7 @@ pub(crate) enum Verdict {
 
 /// Decides, from step `from` on, whether `entry` may serve `req`,
 /// counting the request against the limits it passes.
+#[inline]
 pub(crate) fn admit(entry: &CachedKey, req: &Request<'_>, limits: &Limits, from: Gate) -> Verdict {
     if from <= Gate::Status {
         match entry.status(req.now_us) {

@@ -157,6 +157,7 @@ impl Limits {
     /// Counts the request from `from` on without awaiting: the built-in
     /// limiter always answers; a host's limiter answers when its
     /// [`RateLimiter::try_check`] does.
+    #[inline]
     pub(crate) fn try_count(
         &self,
         who: &Subject<'_>,
@@ -264,6 +265,7 @@ impl Limits {
     /// The built-in limiter: one compare-and-swap on the key's state, one
     /// on its tenant's, and one on the tenant it acts for, if another
     /// (looked up only once the key's own limit let the request through).
+    #[inline]
     fn count_builtin(
         &self,
         who: &Subject<'_>,
