@@ -1,23 +1,24 @@
-//! [`SqliteStore`]: keys in an embedded SQLite file.
+//! [`SqliteStore`]: keys in an embedded SQLite file. What SQLite does
+//! differently from the [SQL engine](super::sql) is here: instants are
+//! microseconds in `INTEGER` columns, and a migration takes the write
+//! lock first.
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::Row as _;
+use sqlx::{AssertSqlSafe, Row as _, Sqlite as Db, Transaction};
 
 use super::sql::{
-    adjust_expr, after_text, columns, credit_taken, credit_untaken, due_clause, limit, map_err,
-    to_sql, Row,
+    key_store_by_engine, map_err, migrate, Dialect, Kind, Migration, Row, SqlEngine, Value, COLUMNS,
 };
-use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -61,8 +62,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX IF NOT EXISTS keyward_keys_revoked ON keyward_keys (revoked_at)
         WHERE revoked_at IS NOT NULL;",
     ),
-    // Step 6: a key replaced by a roll names its successor (for keys
-    // rolled before, the newest key rolled from it).
+    // A key replaced by a roll names its successor (for keys rolled
+    // before, the newest key rolled from it).
     (
         2,
         "ALTER TABLE keyward_keys ADD COLUMN rolled_to TEXT;
@@ -99,7 +100,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    subscribers: Arc<Subscribers>,
+    engine: Arc<SqlEngine>,
 }
 
 impl SqliteStore {
@@ -149,10 +150,11 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Unavailable`] if the migration fails.
     pub async fn with_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        migrate(&pool).await?;
+        let dialect = Sqlite { pool: pool.clone() };
+        migrate(&dialect, MIGRATIONS, "migrating the SQLite schema").await?;
         Ok(Self {
             pool,
-            subscribers: Arc::default(),
+            engine: Arc::new(SqlEngine::new(dialect)),
         })
     }
 
@@ -160,369 +162,148 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
-}
 
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let err = map_err("migrating the SQLite schema");
-    let mut conn = pool.acquire().await.map_err(&err)?;
-    // IMMEDIATE takes the write lock first: two processes opening one new
-    // file migrate one after the other.
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
-        .await
-        .map_err(&err)?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS keyward_migrations (
-            version INTEGER PRIMARY KEY NOT NULL,
-            applied_at INTEGER NOT NULL
-        ) STRICT",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(&err)?;
-    let applied: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM keyward_migrations")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(&err)?;
-    for (version, sql) in MIGRATIONS {
-        if applied.is_some_and(|a| a >= *version) {
-            continue;
-        }
-        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(&err)?;
-        sqlx::query("INSERT INTO keyward_migrations (version, applied_at) VALUES (?1, ?2)")
-            .bind(version)
-            .bind(Utc::now().timestamp_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(&err)?;
+    fn engine(&self) -> &SqlEngine {
+        &self.engine
     }
-    tx.commit().await.map_err(&err)
 }
 
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
+key_store_by_engine!(SqliteStore);
+
+/// SQLite, over a pool.
+#[derive(Debug)]
+struct Sqlite {
+    pool: SqlitePool,
 }
 
-fn time(us: i64) -> Result<DateTime<Utc>, sqlx::Error> {
-    DateTime::from_timestamp_micros(us)
-        .ok_or_else(|| sqlx::Error::Decode("timestamp out of range".into()))
-}
+type Query<'q> = sqlx::query::Query<'q, Db, SqliteArguments>;
 
-fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    us.map(time).transpose()
-}
-
-fn decode(row: &SqliteRow) -> Result<Row, sqlx::Error> {
-    Ok(Row {
-        id: row.try_get(0)?,
-        prefix: row.try_get(1)?,
-        hash: row.try_get(2)?,
-        tenant: row.try_get(3)?,
-        name: row.try_get(4)?,
-        permissions: row.try_get(5)?,
-        created_by: row.try_get(6)?,
-        created_at: time(row.try_get(7)?)?,
-        expires_at: opt_time(row.try_get(8)?)?,
-        revoked_at: opt_time(row.try_get(9)?)?,
-        last_used_at: opt_time(row.try_get(10)?)?,
-        metadata: row.try_get(11)?,
-        version: row.try_get(12)?,
-        rate_limit_max: row.try_get(13)?,
-        rate_limit_per_ms: row.try_get(14)?,
-        remaining: row.try_get(15)?,
-        refill_amount: row.try_get(16)?,
-        refill_every_secs: row.try_get(17)?,
-        last_refill_at: opt_time(row.try_get(18)?)?,
-        inactivity_deadline: opt_time(row.try_get(19)?)?,
-        inactivity_before_secs: row.try_get(20)?,
-        expiry_deadline: opt_time(row.try_get(21)?)?,
-        expiry_before_secs: row.try_get(22)?,
-        rolled_from: row.try_get(23)?,
-        rolled_to: row.try_get(24)?,
+fn bind(query: Query<'_>, args: Vec<Value>) -> Query<'_> {
+    args.into_iter().fold(query, |q, v| match v {
+        Value::Text(t) => q.bind(t),
+        Value::Bytes(b) => q.bind(b),
+        Value::Int(n) => q.bind(n),
+        Value::Time(t) => q.bind(t.map(|t| t.timestamp_micros())),
     })
 }
 
-fn records(rows: Vec<SqliteRow>) -> Result<Vec<KeyRecord>, StoreError> {
-    rows.iter()
-        .map(|r| decode(r).map_err(map_err("reading a key"))?.into_record())
-        .collect()
+fn decode(row: &SqliteRow) -> Result<Row, sqlx::Error> {
+    let mut values = Vec::with_capacity(COLUMNS.len());
+    for (i, (_, kind)) in COLUMNS.iter().enumerate() {
+        values.push(match kind {
+            Kind::Text | Kind::Json => Value::Text(row.try_get(i)?),
+            Kind::Bytes => Value::Bytes(row.try_get(i)?),
+            Kind::Int => Value::Int(row.try_get(i)?),
+            Kind::Time => Value::Time(time(row.try_get(i)?)?),
+        });
+    }
+    Ok(Row::from_values(values))
 }
 
-impl SqliteStore {
-    /// What a take that answered `left` means: uses left, or, when nothing
-    /// was taken, why ([`credit_untaken`]).
-    async fn credit_after(&self, id: &KeyId, left: Option<i64>) -> Result<Credit, StoreError> {
-        if let Some(left) = left {
-            return Ok(credit_taken(left));
-        }
-        let row: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT remaining FROM keyward_keys WHERE id = ?1")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err("reading uses left"))?;
-        Ok(credit_untaken(row))
-    }
+fn time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    us.map(|us| {
+        DateTime::from_timestamp_micros(us)
+            .ok_or_else(|| sqlx::Error::Decode("timestamp out of range".into()))
+    })
+    .transpose()
+}
+
+fn q(sql: &Arc<str>) -> Query<'static> {
+    // Built once from the engine's constant statements.
+    sqlx::query(AssertSqlSafe(sql.clone()))
 }
 
 #[async_trait]
-impl KeyStore for SqliteStore {
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let r = Row::from_record(record)?;
-        let done = sqlx::query(concat!(
-            "INSERT INTO keyward_keys (",
-            columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0, ?13, ?14, ?15, ?16, \
-             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24) ON CONFLICT (id) DO NOTHING"
-        ))
-        .bind(r.id)
-        .bind(r.prefix)
-        .bind(r.hash)
-        .bind(r.tenant)
-        .bind(r.name)
-        .bind(r.permissions)
-        .bind(r.created_by)
-        .bind(micros(r.created_at))
-        .bind(r.expires_at.map(micros))
-        .bind(r.revoked_at.map(micros))
-        .bind(r.last_used_at.map(micros))
-        .bind(r.metadata)
-        .bind(r.rate_limit_max)
-        .bind(r.rate_limit_per_ms)
-        .bind(r.remaining)
-        .bind(r.refill_amount)
-        .bind(r.refill_every_secs)
-        .bind(r.last_refill_at.map(micros))
-        .bind(r.inactivity_deadline.map(micros))
-        .bind(r.inactivity_before_secs)
-        .bind(r.expiry_deadline.map(micros))
-        .bind(r.expiry_before_secs)
-        .bind(r.rolled_from)
-        .bind(r.rolled_to)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err("inserting a key"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Duplicate(record.id));
-        }
-        self.subscribers.changed(&record.id);
-        Ok(())
+impl Dialect for Sqlite {
+    fn table(&self) -> String {
+        "keyward_keys".into()
     }
 
-    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM keyward_keys WHERE id = ?1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err("reading a key"))?;
-        row.map(|r| decode(&r).map_err(map_err("reading a key"))?.into_record())
-            .transpose()
+    fn least(&self) -> &'static str {
+        "min"
     }
 
-    async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
-        let r = Row::from_record(record)?;
-        let version: Option<i64> = sqlx::query_scalar(
-            "UPDATE keyward_keys SET name = ?1, permissions = ?2, expires_at = ?3, \
-             revoked_at = ?4, metadata = ?5, rate_limit_max = ?6, rate_limit_per_ms = ?7, \
-             refill_amount = ?8, refill_every_secs = ?9, inactivity_deadline = ?10, \
-             inactivity_before_secs = ?11, expiry_deadline = ?12, expiry_before_secs = ?13, \
-             rolled_to = ?14, version = version + 1 \
-             WHERE id = ?15 AND version = ?16 RETURNING version",
-        )
-        .bind(r.name)
-        .bind(r.permissions)
-        .bind(r.expires_at.map(micros))
-        .bind(r.revoked_at.map(micros))
-        .bind(r.metadata)
-        .bind(r.rate_limit_max)
-        .bind(r.rate_limit_per_ms)
-        .bind(r.refill_amount)
-        .bind(r.refill_every_secs)
-        .bind(r.inactivity_deadline.map(micros))
-        .bind(r.inactivity_before_secs)
-        .bind(r.expiry_deadline.map(micros))
-        .bind(r.expiry_before_secs)
-        .bind(r.rolled_to)
-        .bind(&r.id)
-        .bind(r.version)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err("updating a key"))?;
-        match version {
-            Some(v) => {
-                self.subscribers.changed(&record.id);
-                u64::try_from(v).map_err(|_| StoreError::Corrupt("negative version".into()))
-            }
-            None => {
-                let exists: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM keyward_keys WHERE id = ?1")
-                        .bind(&r.id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(map_err("updating a key"))?;
-                Err(match exists {
-                    Some(_) => StoreError::Conflict(record.id),
-                    None => StoreError::NotFound(record.id),
-                })
-            }
-        }
+    async fn execute(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<u64, sqlx::Error> {
+        let done = bind(q(sql), args).execute(&self.pool).await?;
+        Ok(done.rows_affected())
     }
 
-    async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM keyward_keys WHERE id = ?1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(map_err("deleting a key"))?;
-        let deleted = done.rows_affected() > 0;
-        if deleted {
-            self.subscribers.changed(id);
-        }
-        Ok(deleted)
+    async fn fetch_rows(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<Vec<Row>, sqlx::Error> {
+        let rows = bind(q(sql), args).fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
     }
 
-    async fn list_by_tenant(
+    async fn fetch_int(
         &self,
-        tenant: &str,
-        after: Option<&KeyId>,
-        limit_: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM keyward_keys WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-        ))
-        .bind(tenant)
-        .bind(after_text(after))
-        .bind(limit(limit_))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err("listing keys"))?;
-        records(rows)
+        sql: &Arc<str>,
+        args: Vec<Value>,
+    ) -> Result<Option<Option<i64>>, sqlx::Error> {
+        let row = bind(q(sql), args).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get(0)).transpose()
     }
 
-    async fn scan(
-        &self,
-        after: Option<&KeyId>,
-        limit_: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM keyward_keys WHERE id > ?1 ORDER BY id LIMIT ?2"
-        ))
-        .bind(after_text(after))
-        .bind(limit(limit_))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err("scanning keys"))?;
-        records(rows)
-    }
-
-    async fn scan_due(
-        &self,
-        due: &SweepDue,
-        after: Option<&KeyId>,
-        limit_: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM keyward_keys WHERE id > ?1 AND (",
-            due_clause!(),
-            ") ORDER BY id LIMIT ?6"
-        ))
-        .bind(after_text(after))
-        .bind(micros(due.now))
-        .bind(due.expiring_before.map(micros))
-        .bind(due.idle_since.map(micros))
-        .bind(due.ended_before.map(micros))
-        .bind(limit(limit_))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err("scanning keys due for maintenance"))?;
-        records(rows)
-    }
-
-    async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
-        let err = map_err("recording last use");
-        let mut tx = self.pool.begin().await.map_err(&err)?;
+    async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
         for (id, at) in batch {
             sqlx::query(
                 "UPDATE keyward_keys SET last_used_at = ?2 \
                  WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
             )
             .bind(id.as_str())
-            .bind(micros(*at))
+            .bind(at.timestamp_micros())
             .execute(&mut *tx)
-            .await
-            .map_err(&err)?;
+            .await?;
         }
-        tx.commit().await.map_err(&err)
+        tx.commit().await
     }
 
-    async fn consume_credit(
-        &self,
-        id: &KeyId,
-        refill: Option<RefillDue>,
-    ) -> Result<Credit, StoreError> {
-        let err = map_err("consuming a use");
-        // Two statements, each atomic. The refill only fires once per
-        // period (it moves last_refill_at), so racing callers cannot
-        // refill twice; the take only succeeds while uses are left.
-        if let Some(r) = refill {
-            sqlx::query(
-                "UPDATE keyward_keys SET remaining = ?2, last_refill_at = ?3 \
-                 WHERE id = ?1 AND remaining IS NOT NULL AND refill_amount IS NOT NULL \
-                 AND (last_refill_at IS NULL OR last_refill_at <= ?4)",
-            )
-            .bind(id.as_str())
-            .bind(to_sql(r.amount))
-            .bind(micros(r.now))
-            .bind(micros(r.if_refilled_before))
-            .execute(&self.pool)
-            .await
-            .map_err(&err)?;
-        }
-        let left: Option<i64> = sqlx::query_scalar(
-            "UPDATE keyward_keys SET remaining = remaining - 1 \
-             WHERE id = ?1 AND remaining > 0 RETURNING remaining",
+    async fn begin_migration(&self) -> Result<Box<dyn Migration>, sqlx::Error> {
+        // IMMEDIATE takes the write lock first: two processes opening one
+        // new file migrate one after the other.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS keyward_migrations (
+                version INTEGER PRIMARY KEY NOT NULL,
+                applied_at INTEGER NOT NULL
+            ) STRICT",
         )
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(&err)?;
-        self.credit_after(id, left).await
+        .execute(&mut *tx)
+        .await?;
+        Ok(Box::new(SqliteMigration(tx)))
+    }
+}
+
+/// A migration transaction on SQLite.
+struct SqliteMigration(Transaction<'static, Db>);
+
+#[async_trait]
+impl Migration for SqliteMigration {
+    async fn applied(&mut self) -> Result<Option<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT max(version) FROM keyward_migrations")
+            .fetch_one(&mut *self.0)
+            .await
     }
 
-    async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
-        let err = map_err("moving uses");
-        let left: Option<i64> = sqlx::query_scalar(concat!(
-            "UPDATE keyward_keys SET remaining = ",
-            adjust_expr!(),
-            " WHERE id = ?1 AND remaining IS NOT NULL AND remaining + min(?2, 0) >= 0 \
-             RETURNING remaining"
-        ))
-        .bind(id.as_str())
-        .bind(delta.max(-i64::MAX))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(&err)?;
-        self.credit_after(id, left).await
+    async fn apply(&mut self, version: i64, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = AssertSqlSafe(sql.to_string());
+        sqlx::raw_sql(sql).execute(&mut *self.0).await?;
+        sqlx::query("INSERT INTO keyward_migrations (version, applied_at) VALUES (?1, ?2)")
+            .bind(version)
+            .bind(Utc::now().timestamp_micros())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
     }
 
-    fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
-        self.subscribers.add(listener);
-        true
+    async fn commit(self: Box<Self>) -> Result<(), sqlx::Error> {
+        self.0.commit().await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::KeyStore;
 
     /// A database written before step 6 (schema 1) with a key rolled
     /// twice: migration 2 names the newest successor, so the old key can

@@ -1,0 +1,454 @@
+//! The SQL engine: every [`KeyStore`] operation, written once over a
+//! small [`Dialect`] (SQLite, PostgreSQL). The statements, the column
+//! list, the conversions, the migration runner and the mapping of driver
+//! errors live here; a dialect only says how its database differs.
+
+mod dialect;
+mod row;
+
+pub(crate) use dialect::{Dialect, Migration};
+pub(crate) use row::{Kind, Row, Value, COLUMNS};
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{ChangeListener, Credit, RefillDue, Subscribers, SweepDue};
+use crate::error::StoreError;
+use crate::key::KeyRecord;
+use crate::token::KeyId;
+use row::{position, to_sql, UPDATED};
+
+/// [`SweepDue::matches`] in SQL, with `?2` = now, `?3` = expiring_before,
+/// `?4` = idle_since, `?5` = ended_before (`NULL` bounds select nothing).
+/// Each branch is a range on one indexed column or expression:
+/// `expires_at`, `coalesce(last_used_at, created_at)`, `revoked_at`.
+const DUE: &str = "(revoked_at IS NULL AND expires_at > ?2 AND expires_at <= ?3) \
+     OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2) \
+         AND coalesce(last_used_at, created_at) <= ?4) \
+     OR revoked_at <= ?5 \
+     OR (revoked_at IS NULL AND expires_at <= ?5)";
+
+/// `remaining` moved by `?2` uses ([`KeyStore::adjust_credits`]), never
+/// past the largest count keyward stores.
+///
+/// [`KeyStore::adjust_credits`]: crate::KeyStore::adjust_credits
+const ADJUSTED: &str = "CASE WHEN ?2 > 0 AND remaining > 9223372036854775807 - ?2 \
+     THEN 9223372036854775807 ELSE remaining + ?2 END";
+
+/// The statements, built once for a dialect.
+#[derive(Debug)]
+struct Statements {
+    insert: Arc<str>,
+    get: Arc<str>,
+    update: Arc<str>,
+    exists: Arc<str>,
+    delete: Arc<str>,
+    list: Arc<str>,
+    scan: Arc<str>,
+    due: Arc<str>,
+    refill: Arc<str>,
+    take: Arc<str>,
+    remaining: Arc<str>,
+    adjust: Arc<str>,
+}
+
+impl Statements {
+    fn new(d: &dyn Dialect) -> Self {
+        let t = d.table();
+        let param = |n: usize, kind: Kind| match kind {
+            Kind::Json => d.json_in(&format!("?{n}")),
+            _ => format!("?{n}"),
+        };
+        let kind = |name: &str| COLUMNS[position(name)].1;
+        let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+        let read: Vec<String> = COLUMNS
+            .iter()
+            .map(|(n, k)| match k {
+                Kind::Json => d.json_out(n),
+                _ => (*n).to_string(),
+            })
+            .collect();
+        let values: Vec<String> = (1..).zip(COLUMNS).map(|(i, (_, k))| param(i, k)).collect();
+        let sets: Vec<String> = (1..)
+            .zip(UPDATED)
+            .map(|(i, n)| format!("{n} = {}", param(i, kind(n))))
+            .collect();
+        let (id, version) = (UPDATED.len() + 1, UPDATED.len() + 2);
+        let select = format!("SELECT {} FROM {t}", read.join(", "));
+        let least = d.least();
+        let s = |sql: String| -> Arc<str> { d.placeholders(sql).into() };
+        Self {
+            insert: s(format!(
+                "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+                names.join(", "),
+                values.join(", ")
+            )),
+            get: s(format!("{select} WHERE id = ?1")),
+            update: s(format!(
+                "UPDATE {t} SET {}, version = version + 1 \
+                 WHERE id = ?{id} AND version = ?{version} RETURNING version",
+                sets.join(", ")
+            )),
+            exists: s(format!("SELECT CAST(1 AS BIGINT) FROM {t} WHERE id = ?1")),
+            delete: s(format!("DELETE FROM {t} WHERE id = ?1")),
+            list: s(format!(
+                "{select} WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            )),
+            scan: s(format!("{select} WHERE id > ?1 ORDER BY id LIMIT ?2")),
+            due: s(format!(
+                "{select} WHERE id > ?1 AND ({DUE}) ORDER BY id LIMIT ?6"
+            )),
+            refill: s(format!(
+                "UPDATE {t} SET remaining = ?2, last_refill_at = ?3 \
+                 WHERE id = ?1 AND remaining IS NOT NULL AND refill_amount IS NOT NULL \
+                 AND (last_refill_at IS NULL OR last_refill_at <= ?4)"
+            )),
+            take: s(format!(
+                "UPDATE {t} SET remaining = remaining - 1 \
+                 WHERE id = ?1 AND remaining > 0 RETURNING remaining"
+            )),
+            remaining: s(format!("SELECT remaining FROM {t} WHERE id = ?1")),
+            adjust: s(format!(
+                "UPDATE {t} SET remaining = {ADJUSTED} WHERE id = ?1 \
+                 AND remaining IS NOT NULL AND remaining + {least}(?2, 0) >= 0 \
+                 RETURNING remaining"
+            )),
+        }
+    }
+}
+
+/// Every [`KeyStore`](super::KeyStore) operation over a [`Dialect`],
+/// reporting each change to the store's subscribers.
+#[derive(Debug)]
+pub(crate) struct SqlEngine {
+    dialect: Box<dyn Dialect>,
+    sql: Statements,
+    subscribers: Arc<Subscribers>,
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(Some(s.to_string()))
+}
+
+fn int(n: i64) -> Value {
+    Value::Int(Some(n))
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Value {
+    Value::Time(t)
+}
+
+/// `None` ids become the empty string, which sorts before every id.
+fn after(after: Option<&KeyId>) -> Value {
+    text(after.map_or("", |a| a.as_str()))
+}
+
+/// Page sizes as SQL integers.
+fn limit(n: usize) -> Value {
+    int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl SqlEngine {
+    /// The engine of `dialect`; its schema must be migrated already
+    /// ([`migrate`]).
+    pub(crate) fn new(dialect: impl Dialect) -> Self {
+        let sql = Statements::new(&dialect);
+        Self {
+            dialect: Box::new(dialect),
+            sql,
+            subscribers: Arc::default(),
+        }
+    }
+
+    /// Who is told of changes.
+    pub(crate) fn subscribers(&self) -> &Arc<Subscribers> {
+        &self.subscribers
+    }
+
+    pub(crate) async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut values = Row::from_record(record)?.into_values();
+        // A new key starts at version 0, whatever the record says.
+        values[position("version")] = int(0);
+        let done = self.dialect.execute(&self.sql.insert, values).await;
+        if done.map_err(map_err("inserting a key"))? == 0 {
+            return Err(StoreError::Duplicate(record.id));
+        }
+        self.subscribers.changed(&record.id);
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let rows = self.rows(&self.sql.get, vec![text(id.as_str())], "reading a key");
+        Ok(rows.await?.pop())
+    }
+
+    pub(crate) async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+        let row = Row::from_record(record)?;
+        let mut args: Vec<Value> = UPDATED.iter().map(|c| row.get(c)).collect();
+        args.push(row.get("id"));
+        args.push(row.get("version"));
+        let err = map_err("updating a key");
+        let version = self.dialect.fetch_int(&self.sql.update, args).await;
+        if let Some(Some(v)) = version.map_err(&err)? {
+            self.subscribers.changed(&record.id);
+            return u64::try_from(v).map_err(|_| StoreError::Corrupt("negative version".into()));
+        }
+        let id = vec![row.get("id")];
+        let exists = self.dialect.fetch_int(&self.sql.exists, id).await;
+        Err(match exists.map_err(&err)? {
+            Some(_) => StoreError::Conflict(record.id),
+            None => StoreError::NotFound(record.id),
+        })
+    }
+
+    pub(crate) async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
+        let done = self
+            .dialect
+            .execute(&self.sql.delete, vec![text(id.as_str())]);
+        let deleted = done.await.map_err(map_err("deleting a key"))? > 0;
+        if deleted {
+            self.subscribers.changed(id);
+        }
+        Ok(deleted)
+    }
+
+    pub(crate) async fn list_by_tenant(
+        &self,
+        tenant: &str,
+        after_id: Option<&KeyId>,
+        page: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let args = vec![text(tenant), after(after_id), limit(page)];
+        self.rows(&self.sql.list, args, "listing keys").await
+    }
+
+    pub(crate) async fn scan(
+        &self,
+        after_id: Option<&KeyId>,
+        page: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let args = vec![after(after_id), limit(page)];
+        self.rows(&self.sql.scan, args, "scanning keys").await
+    }
+
+    pub(crate) async fn scan_due(
+        &self,
+        due: &SweepDue,
+        after_id: Option<&KeyId>,
+        page: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let args = vec![
+            after(after_id),
+            time(Some(due.now)),
+            time(due.expiring_before),
+            time(due.idle_since),
+            time(due.ended_before),
+            limit(page),
+        ];
+        let what = "scanning keys due for maintenance";
+        self.rows(&self.sql.due, args, what).await
+    }
+
+    pub(crate) async fn record_last_used(
+        &self,
+        batch: &[(KeyId, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        let done = self.dialect.record_last_used(batch).await;
+        done.map_err(map_err("recording last use"))
+    }
+
+    pub(crate) async fn consume_credit(
+        &self,
+        id: &KeyId,
+        refill: Option<RefillDue>,
+    ) -> Result<Credit, StoreError> {
+        let err = map_err("consuming a use");
+        // Two statements, each atomic. The refill only fires once per
+        // period (it moves last_refill_at), so racing callers cannot
+        // refill twice; the take only succeeds while uses are left.
+        if let Some(r) = refill {
+            let args = vec![
+                text(id.as_str()),
+                int(to_sql(r.amount)),
+                time(Some(r.now)),
+                time(Some(r.if_refilled_before)),
+            ];
+            self.dialect
+                .execute(&self.sql.refill, args)
+                .await
+                .map_err(&err)?;
+        }
+        let left = self
+            .dialect
+            .fetch_int(&self.sql.take, vec![text(id.as_str())]);
+        let left = left.await.map_err(&err)?.flatten();
+        self.credit_after(id, left).await
+    }
+
+    pub(crate) async fn adjust_credits(
+        &self,
+        id: &KeyId,
+        delta: i64,
+    ) -> Result<Credit, StoreError> {
+        let args = vec![text(id.as_str()), int(delta.max(-i64::MAX))];
+        let left = self.dialect.fetch_int(&self.sql.adjust, args).await;
+        let left = left.map_err(map_err("moving uses"))?.flatten();
+        self.credit_after(id, left).await
+    }
+
+    pub(crate) fn subscribe(&self, listener: std::sync::Weak<dyn ChangeListener>) -> bool {
+        self.subscribers.add(listener);
+        true
+    }
+
+    /// What a take that answered `left` means: uses left, or, when nothing
+    /// was taken, why, from the key's `remaining` column.
+    async fn credit_after(&self, id: &KeyId, left: Option<i64>) -> Result<Credit, StoreError> {
+        if let Some(left) = left {
+            return Ok(Credit::Consumed {
+                remaining: u64::try_from(left).unwrap_or(0),
+            });
+        }
+        let row = self
+            .dialect
+            .fetch_int(&self.sql.remaining, vec![text(id.as_str())])
+            .await
+            .map_err(map_err("reading uses left"))?;
+        Ok(match row {
+            None => Credit::Missing,
+            Some(None) => Credit::Unlimited,
+            Some(Some(_)) => Credit::Exhausted,
+        })
+    }
+
+    async fn rows(
+        &self,
+        sql: &Arc<str>,
+        args: Vec<Value>,
+        what: &'static str,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = self.dialect.fetch_rows(sql, args).await;
+        rows.map_err(map_err(what))?
+            .into_iter()
+            .map(Row::into_record)
+            .collect()
+    }
+}
+
+/// Brings a database's schema up to date: each of `migrations` not yet
+/// applied, in order, in one transaction that holds off every other
+/// migrator.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] if a statement fails; nothing is applied.
+pub(crate) async fn migrate(
+    dialect: &dyn Dialect,
+    migrations: &[(i64, &str)],
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let err = map_err(what);
+    let mut tx = dialect.begin_migration().await.map_err(&err)?;
+    let applied = tx.applied().await.map_err(&err)?;
+    for (version, sql) in migrations {
+        if applied.is_some_and(|a| a >= *version) {
+            continue;
+        }
+        tx.apply(*version, sql).await.map_err(&err)?;
+    }
+    tx.commit().await.map_err(&err)
+}
+
+/// Maps a driver error: data it cannot decode is [`StoreError::Corrupt`];
+/// everything else (connection, pool, I/O, lock timeouts, server errors)
+/// is [`StoreError::Unavailable`] with the driver's error as the source.
+pub(crate) fn map_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match e {
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(format!("{what}: {e}")),
+        other => StoreError::unavailable(format!("{what} failed"), other),
+    }
+}
+
+/// Implements [`KeyStore`](crate::KeyStore) for a store type by its
+/// [`SqlEngine`], which `$store::engine(&self)` returns.
+macro_rules! key_store_by_engine {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::KeyStore for $store {
+            async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+                self.engine().insert(record).await
+            }
+
+            async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+                self.engine().get(id).await
+            }
+
+            async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+                self.engine().update(record).await
+            }
+
+            async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
+                self.engine().delete(id).await
+            }
+
+            async fn list_by_tenant(
+                &self,
+                tenant: &str,
+                after: Option<&KeyId>,
+                limit: usize,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                self.engine().list_by_tenant(tenant, after, limit).await
+            }
+
+            async fn scan(
+                &self,
+                after: Option<&KeyId>,
+                limit: usize,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                self.engine().scan(after, limit).await
+            }
+
+            async fn scan_due(
+                &self,
+                due: &$crate::store::SweepDue,
+                after: Option<&KeyId>,
+                limit: usize,
+            ) -> Result<Vec<KeyRecord>, StoreError> {
+                self.engine().scan_due(due, after, limit).await
+            }
+
+            async fn record_last_used(
+                &self,
+                batch: &[(KeyId, chrono::DateTime<chrono::Utc>)],
+            ) -> Result<(), StoreError> {
+                self.engine().record_last_used(batch).await
+            }
+
+            async fn consume_credit(
+                &self,
+                id: &KeyId,
+                refill: Option<$crate::store::RefillDue>,
+            ) -> Result<$crate::store::Credit, StoreError> {
+                self.engine().consume_credit(id, refill).await
+            }
+
+            async fn adjust_credits(
+                &self,
+                id: &KeyId,
+                delta: i64,
+            ) -> Result<$crate::store::Credit, StoreError> {
+                self.engine().adjust_credits(id, delta).await
+            }
+
+            fn subscribe(
+                &self,
+                listener: std::sync::Weak<dyn $crate::store::ChangeListener>,
+            ) -> bool {
+                self.engine().subscribe(listener)
+            }
+        }
+    };
+}
+pub(crate) use key_store_by_engine;
