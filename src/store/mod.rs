@@ -454,67 +454,96 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// Implements [`KeyStore`] for `$ty` by handing every call to the store
+/// `$target` names (with `$this` bound to `self`): for smart pointers,
+/// and for the SQL stores, whose work is done by their engine.
 macro_rules! forward_store {
-    ($ty:ty) => {
-        #[async_trait]
-        impl<T: KeyStore + ?Sized> KeyStore for $ty {
-            async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-                (**self).insert(record).await
+    ([$($generics:tt)*] $ty:ty, $this:ident => $target:expr) => {
+        #[async_trait::async_trait]
+        impl<$($generics)*> $crate::store::KeyStore for $ty {
+            async fn insert(
+                &self,
+                record: &$crate::KeyRecord,
+            ) -> Result<(), $crate::StoreError> {
+                let $this = self;
+                ($target).insert(record).await
             }
-            async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-                (**self).get(id).await
+            async fn get(
+                &self,
+                id: &$crate::KeyId,
+            ) -> Result<Option<$crate::KeyRecord>, $crate::StoreError> {
+                let $this = self;
+                ($target).get(id).await
             }
-            async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
-                (**self).update(record).await
+            async fn update(&self, record: &$crate::KeyRecord) -> Result<u64, $crate::StoreError> {
+                let $this = self;
+                ($target).update(record).await
             }
-            async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
-                (**self).delete(id).await
+            async fn delete(&self, id: &$crate::KeyId) -> Result<bool, $crate::StoreError> {
+                let $this = self;
+                ($target).delete(id).await
             }
             async fn list_by_tenant(
                 &self,
                 tenant: &str,
-                after: Option<&KeyId>,
+                after: Option<&$crate::KeyId>,
                 limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                (**self).list_by_tenant(tenant, after, limit).await
+            ) -> Result<Vec<$crate::KeyRecord>, $crate::StoreError> {
+                let $this = self;
+                ($target).list_by_tenant(tenant, after, limit).await
             }
             async fn scan(
                 &self,
-                after: Option<&KeyId>,
+                after: Option<&$crate::KeyId>,
                 limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                (**self).scan(after, limit).await
+            ) -> Result<Vec<$crate::KeyRecord>, $crate::StoreError> {
+                let $this = self;
+                ($target).scan(after, limit).await
             }
             async fn scan_due(
                 &self,
-                due: &SweepDue,
-                after: Option<&KeyId>,
+                due: &$crate::store::SweepDue,
+                after: Option<&$crate::KeyId>,
                 limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                (**self).scan_due(due, after, limit).await
+            ) -> Result<Vec<$crate::KeyRecord>, $crate::StoreError> {
+                let $this = self;
+                ($target).scan_due(due, after, limit).await
             }
             async fn record_last_used(
                 &self,
-                batch: &[(KeyId, DateTime<Utc>)],
-            ) -> Result<(), StoreError> {
-                (**self).record_last_used(batch).await
+                batch: &[($crate::KeyId, chrono::DateTime<chrono::Utc>)],
+            ) -> Result<(), $crate::StoreError> {
+                let $this = self;
+                ($target).record_last_used(batch).await
             }
             async fn consume_credit(
                 &self,
-                id: &KeyId,
-                refill: Option<RefillDue>,
-            ) -> Result<Credit, StoreError> {
-                (**self).consume_credit(id, refill).await
+                id: &$crate::KeyId,
+                refill: Option<$crate::store::RefillDue>,
+            ) -> Result<$crate::store::Credit, $crate::StoreError> {
+                let $this = self;
+                ($target).consume_credit(id, refill).await
             }
-            async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
-                (**self).adjust_credits(id, delta).await
+            async fn adjust_credits(
+                &self,
+                id: &$crate::KeyId,
+                delta: i64,
+            ) -> Result<$crate::store::Credit, $crate::StoreError> {
+                let $this = self;
+                ($target).adjust_credits(id, delta).await
             }
-            fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
-                (**self).subscribe(listener)
+            fn subscribe(
+                &self,
+                listener: std::sync::Weak<dyn $crate::store::ChangeListener>,
+            ) -> bool {
+                let $this = self;
+                ($target).subscribe(listener)
             }
         }
     };
 }
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use forward_store;
 
-forward_store!(Arc<T>);
-forward_store!(Box<T>);
+forward_store!([T: KeyStore + ?Sized] Arc<T>, this => &**this);
+forward_store!([T: KeyStore + ?Sized] Box<T>, this => &**this);

@@ -11,16 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row as _, Sqlite as Db, Transaction};
+use sqlx::{AssertSqlSafe, Sqlite as Db, Transaction};
 
-use super::sql::{
-    key_store_by_engine, map_err, migrate, Dialect, Kind, Migration, Row, SqlEngine, Value, COLUMNS,
-};
+use super::forward_store;
+use super::sql::{map_err, migrate, queries_over_pool, Dialect, Migration, SqlEngine};
 use crate::error::StoreError;
-use crate::key::KeyRecord;
 use crate::token::KeyId;
 
 /// Versioned schema changes, applied in order, each once. Timestamps are
@@ -168,7 +166,7 @@ impl SqliteStore {
     }
 }
 
-key_store_by_engine!(SqliteStore);
+forward_store!([] SqliteStore, this => this.engine());
 
 /// SQLite, over a pool.
 #[derive(Debug)]
@@ -176,29 +174,12 @@ struct Sqlite {
     pool: SqlitePool,
 }
 
-type Query<'q> = sqlx::query::Query<'q, Db, SqliteArguments>;
-
-fn bind(query: Query<'_>, args: Vec<Value>) -> Query<'_> {
-    args.into_iter().fold(query, |q, v| match v {
-        Value::Text(t) => q.bind(t),
-        Value::Bytes(b) => q.bind(b),
-        Value::Int(n) => q.bind(n),
-        Value::Time(t) => q.bind(t.map(|t| t.timestamp_micros())),
-    })
-}
-
-fn decode(row: &SqliteRow) -> Result<Row, sqlx::Error> {
-    let mut values = Vec::with_capacity(COLUMNS.len());
-    for (i, (_, kind)) in COLUMNS.iter().enumerate() {
-        values.push(match kind {
-            Kind::Text | Kind::Json => Value::Text(row.try_get(i)?),
-            Kind::Bytes => Value::Bytes(row.try_get(i)?),
-            Kind::Int => Value::Int(row.try_get(i)?),
-            Kind::Time => Value::Time(time(row.try_get(i)?)?),
-        });
-    }
-    Ok(Row::from_values(values))
-}
+queries_over_pool!(
+    Sqlite,
+    Db,
+    bind_time: |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_micros()),
+    read_time: |row: &SqliteRow, i| time(row.try_get(i)?)
+);
 
 fn time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     us.map(|us| {
@@ -206,11 +187,6 @@ fn time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
             .ok_or_else(|| sqlx::Error::Decode("timestamp out of range".into()))
     })
     .transpose()
-}
-
-fn q(sql: &Arc<str>) -> Query<'static> {
-    // Built once from the engine's constant statements.
-    sqlx::query(AssertSqlSafe(sql.clone()))
 }
 
 #[async_trait]
@@ -221,25 +197,6 @@ impl Dialect for Sqlite {
 
     fn least(&self) -> &'static str {
         "min"
-    }
-
-    async fn execute(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<u64, sqlx::Error> {
-        let done = bind(q(sql), args).execute(&self.pool).await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_rows(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<Vec<Row>, sqlx::Error> {
-        let rows = bind(q(sql), args).fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
-    }
-
-    async fn fetch_int(
-        &self,
-        sql: &Arc<str>,
-        args: Vec<Value>,
-    ) -> Result<Option<Option<i64>>, sqlx::Error> {
-        let row = bind(q(sql), args).fetch_optional(&self.pool).await?;
-        row.map(|r| r.try_get(0)).transpose()
     }
 
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), sqlx::Error> {

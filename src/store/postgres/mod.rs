@@ -13,15 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Postgres as Db, Row as _, Transaction};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Postgres as Db, Transaction};
 use tokio::sync::oneshot;
 
-use super::sql::{
-    key_store_by_engine, map_err, migrate, Dialect, Kind, Migration, Row, SqlEngine, Value, COLUMNS,
-};
+use super::forward_store;
+use super::sql::{map_err, migrate, queries_over_pool, Dialect, Migration, SqlEngine};
 use crate::error::StoreError;
-use crate::key::KeyRecord;
 use crate::token::KeyId;
 use listener::listen;
 use schema::MIGRATIONS;
@@ -180,7 +178,7 @@ impl PostgresStore {
     }
 }
 
-key_store_by_engine!(PostgresStore);
+forward_store!([] PostgresStore, this => this.engine());
 
 /// PostgreSQL, over a pool, in one schema.
 #[derive(Debug)]
@@ -190,35 +188,12 @@ struct Postgres {
     schema: String,
 }
 
-type Query<'q> = sqlx::query::Query<'q, Db, PgArguments>;
-
-fn bind(query: Query<'_>, args: Vec<Value>) -> Query<'_> {
-    args.into_iter().fold(query, |q, v| match v {
-        Value::Text(t) => q.bind(t),
-        Value::Bytes(b) => q.bind(b),
-        Value::Int(n) => q.bind(n),
-        Value::Time(t) => q.bind(t),
-    })
-}
-
-fn decode(row: &PgRow) -> Result<Row, sqlx::Error> {
-    let mut values = Vec::with_capacity(COLUMNS.len());
-    for (i, (_, kind)) in COLUMNS.iter().enumerate() {
-        values.push(match kind {
-            Kind::Text | Kind::Json => Value::Text(row.try_get(i)?),
-            Kind::Bytes => Value::Bytes(row.try_get(i)?),
-            Kind::Int => Value::Int(row.try_get(i)?),
-            Kind::Time => Value::Time(row.try_get(i)?),
-        });
-    }
-    Ok(Row::from_values(values))
-}
-
-fn q(sql: &Arc<str>) -> Query<'static> {
-    // Built once from the engine's constant statements and a checked
-    // schema name.
-    sqlx::query(AssertSqlSafe(sql.clone()))
-}
+queries_over_pool!(
+    Postgres,
+    Db,
+    bind_time: |t: Option<DateTime<Utc>>| t,
+    read_time: |row: &PgRow, i| row.try_get(i)
+);
 
 #[async_trait]
 impl Dialect for Postgres {
@@ -240,25 +215,6 @@ impl Dialect for Postgres {
 
     fn least(&self) -> &'static str {
         "LEAST"
-    }
-
-    async fn execute(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<u64, sqlx::Error> {
-        let done = bind(q(sql), args).execute(&self.pool).await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_rows(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<Vec<Row>, sqlx::Error> {
-        let rows = bind(q(sql), args).fetch_all(&self.pool).await?;
-        rows.iter().map(decode).collect()
-    }
-
-    async fn fetch_int(
-        &self,
-        sql: &Arc<str>,
-        args: Vec<Value>,
-    ) -> Result<Option<Option<i64>>, sqlx::Error> {
-        let row = bind(q(sql), args).fetch_optional(&self.pool).await?;
-        row.map(|r| r.try_get(0)).transpose()
     }
 
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), sqlx::Error> {

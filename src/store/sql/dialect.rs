@@ -12,9 +12,28 @@ use chrono::{DateTime, Utc};
 use super::row::{Row, Value};
 use crate::token::KeyId;
 
+/// Running statements: written once for every dialect by
+/// [`queries_over_pool!`](super::queries_over_pool).
+#[async_trait]
+pub(crate) trait Queries: Send + Sync {
+    /// Runs `sql` with `args`; how many rows it changed.
+    async fn execute(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<u64, sqlx::Error>;
+
+    /// Runs a `SELECT` of every column of the keys table.
+    async fn fetch_rows(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<Vec<Row>, sqlx::Error>;
+
+    /// Runs `sql`, which answers at most one row of one integer column:
+    /// `None` for no row, `Some(None)` for a `NULL`.
+    async fn fetch_int(
+        &self,
+        sql: &Arc<str>,
+        args: Vec<Value>,
+    ) -> Result<Option<Option<i64>>, sqlx::Error>;
+}
+
 /// One SQL database, over its pool.
 #[async_trait]
-pub(crate) trait Dialect: fmt::Debug + Send + Sync + 'static {
+pub(crate) trait Dialect: Queries + fmt::Debug + 'static {
     /// The keys table, qualified as the database needs.
     fn table(&self) -> String;
 
@@ -36,20 +55,6 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + 'static {
 
     /// The name of the two-argument minimum function.
     fn least(&self) -> &'static str;
-
-    /// Runs `sql` with `args`; how many rows it changed.
-    async fn execute(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<u64, sqlx::Error>;
-
-    /// Runs a `SELECT` of every column of the keys table.
-    async fn fetch_rows(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<Vec<Row>, sqlx::Error>;
-
-    /// Runs `sql`, which answers at most one row of one integer column:
-    /// `None` for no row, `Some(None)` for a `NULL`.
-    async fn fetch_int(
-        &self,
-        sql: &Arc<str>,
-        args: Vec<Value>,
-    ) -> Result<Option<Option<i64>>, sqlx::Error>;
 
     /// Moves each key's `last_used_at` forward to the batch's instant (the
     /// latest, when a key is in it twice), never back.
@@ -73,3 +78,77 @@ pub(crate) trait Migration: Send {
     /// Makes it all visible at once.
     async fn commit(self: Box<Self>) -> Result<(), sqlx::Error>;
 }
+
+/// Implements [`Queries`] for a dialect type with a `pool` field of sqlx
+/// database `$db`: values bind and decode by [`COLUMNS`](super::COLUMNS),
+/// instants through `$bind_time` and `$read_time`.
+macro_rules! queries_over_pool {
+    ($dialect:ty, $db:ty, bind_time: $bind_time:expr, read_time: $read_time:expr) => {
+        type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
+
+        fn bind(query: Query<'_>, args: Vec<$crate::store::sql::Value>) -> Query<'_> {
+            use $crate::store::sql::Value;
+            args.into_iter().fold(query, |q, v| match v {
+                Value::Text(t) => q.bind(t),
+                Value::Bytes(b) => q.bind(b),
+                Value::Int(n) => q.bind(n),
+                Value::Time(t) => q.bind($bind_time(t)),
+            })
+        }
+
+        fn decode(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> Result<$crate::store::sql::Row, sqlx::Error> {
+            use sqlx::Row as _;
+            use $crate::store::sql::{Kind, Value, COLUMNS};
+            let mut values = Vec::with_capacity(COLUMNS.len());
+            for (i, (_, kind)) in COLUMNS.iter().enumerate() {
+                values.push(match kind {
+                    Kind::Text | Kind::Json => Value::Text(row.try_get(i)?),
+                    Kind::Bytes => Value::Bytes(row.try_get(i)?),
+                    Kind::Int => Value::Int(row.try_get(i)?),
+                    Kind::Time => Value::Time($read_time(row, i)?),
+                });
+            }
+            Ok($crate::store::sql::Row::from_values(values))
+        }
+
+        /// A statement the engine built once, from constants (and a
+        /// checked schema name).
+        fn q(sql: &std::sync::Arc<str>) -> Query<'static> {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::sql::Queries for $dialect {
+            async fn execute(
+                &self,
+                sql: &std::sync::Arc<str>,
+                args: Vec<$crate::store::sql::Value>,
+            ) -> Result<u64, sqlx::Error> {
+                let done = bind(q(sql), args).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn fetch_rows(
+                &self,
+                sql: &std::sync::Arc<str>,
+                args: Vec<$crate::store::sql::Value>,
+            ) -> Result<Vec<$crate::store::sql::Row>, sqlx::Error> {
+                let rows = bind(q(sql), args).fetch_all(&self.pool).await?;
+                rows.iter().map(decode).collect()
+            }
+
+            async fn fetch_int(
+                &self,
+                sql: &std::sync::Arc<str>,
+                args: Vec<$crate::store::sql::Value>,
+            ) -> Result<Option<Option<i64>>, sqlx::Error> {
+                use sqlx::Row as _;
+                let row = bind(q(sql), args).fetch_optional(&self.pool).await?;
+                row.map(|r| r.try_get(0)).transpose()
+            }
+        }
+    };
+}
+pub(crate) use queries_over_pool;

@@ -6,14 +6,16 @@
 mod dialect;
 mod row;
 
-pub(crate) use dialect::{Dialect, Migration};
+pub(crate) use dialect::{queries_over_pool, Dialect, Migration, Queries};
 pub(crate) use row::{Kind, Row, Value, COLUMNS};
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{ChangeListener, Credit, RefillDue, Subscribers, SweepDue};
+use async_trait::async_trait;
+
+use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -118,7 +120,7 @@ impl Statements {
     }
 }
 
-/// Every [`KeyStore`](super::KeyStore) operation over a [`Dialect`],
+/// Every [`KeyStore`] operation over a [`Dialect`],
 /// reporting each change to the store's subscribers.
 #[derive(Debug)]
 pub(crate) struct SqlEngine {
@@ -166,142 +168,6 @@ impl SqlEngine {
         &self.subscribers
     }
 
-    pub(crate) async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let mut values = Row::from_record(record)?.into_values();
-        // A new key starts at version 0, whatever the record says.
-        values[position("version")] = int(0);
-        let done = self.dialect.execute(&self.sql.insert, values).await;
-        if done.map_err(map_err("inserting a key"))? == 0 {
-            return Err(StoreError::Duplicate(record.id));
-        }
-        self.subscribers.changed(&record.id);
-        Ok(())
-    }
-
-    pub(crate) async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let rows = self.rows(&self.sql.get, vec![text(id.as_str())], "reading a key");
-        Ok(rows.await?.pop())
-    }
-
-    pub(crate) async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
-        let row = Row::from_record(record)?;
-        let mut args: Vec<Value> = UPDATED.iter().map(|c| row.get(c)).collect();
-        args.push(row.get("id"));
-        args.push(row.get("version"));
-        let err = map_err("updating a key");
-        let version = self.dialect.fetch_int(&self.sql.update, args).await;
-        if let Some(Some(v)) = version.map_err(&err)? {
-            self.subscribers.changed(&record.id);
-            return u64::try_from(v).map_err(|_| StoreError::Corrupt("negative version".into()));
-        }
-        let id = vec![row.get("id")];
-        let exists = self.dialect.fetch_int(&self.sql.exists, id).await;
-        Err(match exists.map_err(&err)? {
-            Some(_) => StoreError::Conflict(record.id),
-            None => StoreError::NotFound(record.id),
-        })
-    }
-
-    pub(crate) async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
-        let done = self
-            .dialect
-            .execute(&self.sql.delete, vec![text(id.as_str())]);
-        let deleted = done.await.map_err(map_err("deleting a key"))? > 0;
-        if deleted {
-            self.subscribers.changed(id);
-        }
-        Ok(deleted)
-    }
-
-    pub(crate) async fn list_by_tenant(
-        &self,
-        tenant: &str,
-        after_id: Option<&KeyId>,
-        page: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let args = vec![text(tenant), after(after_id), limit(page)];
-        self.rows(&self.sql.list, args, "listing keys").await
-    }
-
-    pub(crate) async fn scan(
-        &self,
-        after_id: Option<&KeyId>,
-        page: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let args = vec![after(after_id), limit(page)];
-        self.rows(&self.sql.scan, args, "scanning keys").await
-    }
-
-    pub(crate) async fn scan_due(
-        &self,
-        due: &SweepDue,
-        after_id: Option<&KeyId>,
-        page: usize,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let args = vec![
-            after(after_id),
-            time(Some(due.now)),
-            time(due.expiring_before),
-            time(due.idle_since),
-            time(due.ended_before),
-            limit(page),
-        ];
-        let what = "scanning keys due for maintenance";
-        self.rows(&self.sql.due, args, what).await
-    }
-
-    pub(crate) async fn record_last_used(
-        &self,
-        batch: &[(KeyId, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
-        let done = self.dialect.record_last_used(batch).await;
-        done.map_err(map_err("recording last use"))
-    }
-
-    pub(crate) async fn consume_credit(
-        &self,
-        id: &KeyId,
-        refill: Option<RefillDue>,
-    ) -> Result<Credit, StoreError> {
-        let err = map_err("consuming a use");
-        // Two statements, each atomic. The refill only fires once per
-        // period (it moves last_refill_at), so racing callers cannot
-        // refill twice; the take only succeeds while uses are left.
-        if let Some(r) = refill {
-            let args = vec![
-                text(id.as_str()),
-                int(to_sql(r.amount)),
-                time(Some(r.now)),
-                time(Some(r.if_refilled_before)),
-            ];
-            self.dialect
-                .execute(&self.sql.refill, args)
-                .await
-                .map_err(&err)?;
-        }
-        let left = self
-            .dialect
-            .fetch_int(&self.sql.take, vec![text(id.as_str())]);
-        let left = left.await.map_err(&err)?.flatten();
-        self.credit_after(id, left).await
-    }
-
-    pub(crate) async fn adjust_credits(
-        &self,
-        id: &KeyId,
-        delta: i64,
-    ) -> Result<Credit, StoreError> {
-        let args = vec![text(id.as_str()), int(delta.max(-i64::MAX))];
-        let left = self.dialect.fetch_int(&self.sql.adjust, args).await;
-        let left = left.map_err(map_err("moving uses"))?.flatten();
-        self.credit_after(id, left).await
-    }
-
-    pub(crate) fn subscribe(&self, listener: std::sync::Weak<dyn ChangeListener>) -> bool {
-        self.subscribers.add(listener);
-        true
-    }
-
     /// What a take that answered `left` means: uses left, or, when nothing
     /// was taken, why, from the key's `remaining` column.
     async fn credit_after(&self, id: &KeyId, left: Option<i64>) -> Result<Credit, StoreError> {
@@ -333,6 +199,138 @@ impl SqlEngine {
             .into_iter()
             .map(Row::into_record)
             .collect()
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlEngine {
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut values = Row::from_record(record)?.into_values();
+        // A new key starts at version 0, whatever the record says.
+        values[position("version")] = int(0);
+        let done = self.dialect.execute(&self.sql.insert, values).await;
+        if done.map_err(map_err("inserting a key"))? == 0 {
+            return Err(StoreError::Duplicate(record.id));
+        }
+        self.subscribers.changed(&record.id);
+        Ok(())
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        let rows = self.rows(&self.sql.get, vec![text(id.as_str())], "reading a key");
+        Ok(rows.await?.pop())
+    }
+
+    async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+        let row = Row::from_record(record)?;
+        let mut args: Vec<Value> = UPDATED.iter().map(|c| row.get(c)).collect();
+        args.push(row.get("id"));
+        args.push(row.get("version"));
+        let err = map_err("updating a key");
+        let version = self.dialect.fetch_int(&self.sql.update, args).await;
+        if let Some(Some(v)) = version.map_err(&err)? {
+            self.subscribers.changed(&record.id);
+            return u64::try_from(v).map_err(|_| StoreError::Corrupt("negative version".into()));
+        }
+        let id = vec![row.get("id")];
+        let exists = self.dialect.fetch_int(&self.sql.exists, id).await;
+        Err(match exists.map_err(&err)? {
+            Some(_) => StoreError::Conflict(record.id),
+            None => StoreError::NotFound(record.id),
+        })
+    }
+
+    async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
+        let done = self
+            .dialect
+            .execute(&self.sql.delete, vec![text(id.as_str())]);
+        let deleted = done.await.map_err(map_err("deleting a key"))? > 0;
+        if deleted {
+            self.subscribers.changed(id);
+        }
+        Ok(deleted)
+    }
+
+    async fn list_by_tenant(
+        &self,
+        tenant: &str,
+        after_id: Option<&KeyId>,
+        page: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let args = vec![text(tenant), after(after_id), limit(page)];
+        self.rows(&self.sql.list, args, "listing keys").await
+    }
+
+    async fn scan(
+        &self,
+        after_id: Option<&KeyId>,
+        page: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let args = vec![after(after_id), limit(page)];
+        self.rows(&self.sql.scan, args, "scanning keys").await
+    }
+
+    async fn scan_due(
+        &self,
+        due: &SweepDue,
+        after_id: Option<&KeyId>,
+        page: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let args = vec![
+            after(after_id),
+            time(Some(due.now)),
+            time(due.expiring_before),
+            time(due.idle_since),
+            time(due.ended_before),
+            limit(page),
+        ];
+        let what = "scanning keys due for maintenance";
+        self.rows(&self.sql.due, args, what).await
+    }
+
+    async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let done = self.dialect.record_last_used(batch).await;
+        done.map_err(map_err("recording last use"))
+    }
+
+    async fn consume_credit(
+        &self,
+        id: &KeyId,
+        refill: Option<RefillDue>,
+    ) -> Result<Credit, StoreError> {
+        let err = map_err("consuming a use");
+        // Two statements, each atomic. The refill only fires once per
+        // period (it moves last_refill_at), so racing callers cannot
+        // refill twice; the take only succeeds while uses are left.
+        if let Some(r) = refill {
+            let args = vec![
+                text(id.as_str()),
+                int(to_sql(r.amount)),
+                time(Some(r.now)),
+                time(Some(r.if_refilled_before)),
+            ];
+            self.dialect
+                .execute(&self.sql.refill, args)
+                .await
+                .map_err(&err)?;
+        }
+        let left = self
+            .dialect
+            .fetch_int(&self.sql.take, vec![text(id.as_str())]);
+        let left = left.await.map_err(&err)?.flatten();
+        self.credit_after(id, left).await
+    }
+
+    async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
+        let args = vec![text(id.as_str()), int(delta.max(-i64::MAX))];
+        let left = self.dialect.fetch_int(&self.sql.adjust, args).await;
+        let left = left.map_err(map_err("moving uses"))?.flatten();
+        self.credit_after(id, left).await
+    }
+
+    fn subscribe(&self, listener: std::sync::Weak<dyn ChangeListener>) -> bool {
+        self.subscribers.add(listener);
+        true
     }
 }
 
@@ -370,85 +368,3 @@ pub(crate) fn map_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError 
         other => StoreError::unavailable(format!("{what} failed"), other),
     }
 }
-
-/// Implements [`KeyStore`](crate::KeyStore) for a store type by its
-/// [`SqlEngine`], which `$store::engine(&self)` returns.
-macro_rules! key_store_by_engine {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::KeyStore for $store {
-            async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-                self.engine().insert(record).await
-            }
-
-            async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-                self.engine().get(id).await
-            }
-
-            async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
-                self.engine().update(record).await
-            }
-
-            async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
-                self.engine().delete(id).await
-            }
-
-            async fn list_by_tenant(
-                &self,
-                tenant: &str,
-                after: Option<&KeyId>,
-                limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                self.engine().list_by_tenant(tenant, after, limit).await
-            }
-
-            async fn scan(
-                &self,
-                after: Option<&KeyId>,
-                limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                self.engine().scan(after, limit).await
-            }
-
-            async fn scan_due(
-                &self,
-                due: &$crate::store::SweepDue,
-                after: Option<&KeyId>,
-                limit: usize,
-            ) -> Result<Vec<KeyRecord>, StoreError> {
-                self.engine().scan_due(due, after, limit).await
-            }
-
-            async fn record_last_used(
-                &self,
-                batch: &[(KeyId, chrono::DateTime<chrono::Utc>)],
-            ) -> Result<(), StoreError> {
-                self.engine().record_last_used(batch).await
-            }
-
-            async fn consume_credit(
-                &self,
-                id: &KeyId,
-                refill: Option<$crate::store::RefillDue>,
-            ) -> Result<$crate::store::Credit, StoreError> {
-                self.engine().consume_credit(id, refill).await
-            }
-
-            async fn adjust_credits(
-                &self,
-                id: &KeyId,
-                delta: i64,
-            ) -> Result<$crate::store::Credit, StoreError> {
-                self.engine().adjust_credits(id, delta).await
-            }
-
-            fn subscribe(
-                &self,
-                listener: std::sync::Weak<dyn $crate::store::ChangeListener>,
-            ) -> bool {
-                self.engine().subscribe(listener)
-            }
-        }
-    };
-}
-pub(crate) use key_store_by_engine;
