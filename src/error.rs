@@ -9,6 +9,10 @@
 use crate::permission::PermissionError;
 use crate::token::{EntropyError, InvalidPrefix, KeyId};
 
+/// The code of a store that cannot be asked: [`VerifyError::Store`], and
+/// the HTTP answer to a management call whose store failed.
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+
 /// A boxed error from a store's backend, kept as the source of a
 /// [`StoreError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -259,7 +263,7 @@ impl VerifyError {
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::UsageExceeded => "usage_exceeded",
-            Self::Store(_) => "store_unavailable",
+            Self::Store(_) => STORE_UNAVAILABLE,
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
-use crate::error::{Forbidden, KeyError, VerifyError};
+use crate::error::{Forbidden, KeyError, VerifyError, STORE_UNAVAILABLE};
 use crate::token::DisplayPrefix;
 
 /// The realm of the `WWW-Authenticate` challenge unless
@@ -119,42 +119,28 @@ impl ApiError {
     /// The refusal of a verification. Every 401 here had a key presented,
     /// so its challenge says `invalid_token`.
     pub fn from_verify(err: &VerifyError) -> Self {
-        let e = |status, code, message: &str| Self::new(status, code, message);
+        // The codes are the library's (`VerifyError::code`).
+        let e = |status, message: &str| Self::new(status, err.code(), message);
         let mut out = match err {
             VerifyError::Malformed | VerifyError::Invalid => Self::unauthorized(),
-            VerifyError::Expired => e(
-                StatusCode::UNAUTHORIZED,
-                "api_key_expired",
-                "API key has expired",
-            ),
-            VerifyError::Revoked => e(
-                StatusCode::UNAUTHORIZED,
-                "api_key_revoked",
-                "API key has been revoked.",
-            ),
+            VerifyError::Expired => e(StatusCode::UNAUTHORIZED, "API key has expired"),
+            VerifyError::Revoked => e(StatusCode::UNAUTHORIZED, "API key has been revoked."),
             VerifyError::Inactive => e(
                 StatusCode::UNAUTHORIZED,
-                "api_key_inactive",
                 "API key was disabled after a long time without use; create a new key.",
             ),
             VerifyError::WrongTenant => e(
                 StatusCode::UNAUTHORIZED,
-                "wrong_tenant",
                 "API key does not belong to this tenant.",
             ),
             VerifyError::InvalidTenant(why) => Self {
                 field: Some("tenant"),
-                ..e(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_tenant",
-                    &format!("Invalid tenant: {why}."),
-                )
+                ..e(StatusCode::BAD_REQUEST, &format!("Invalid tenant: {why}."))
             },
             VerifyError::RateLimited { retry_after } => Self {
                 retry_after: Some(positive(*retry_after)),
                 ..e(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
                     "Rate limit exceeded for this API key.",
                 )
             },
@@ -162,20 +148,16 @@ impl ApiError {
                 retry_after: Some(positive(*retry_after)),
                 ..e(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "quota_exceeded",
                     "Request quota exceeded for this tenant.",
                 )
             },
-            VerifyError::UsageExceeded => e(
-                StatusCode::TOO_MANY_REQUESTS,
-                "usage_exceeded",
-                "API key has no uses left.",
-            ),
+            VerifyError::UsageExceeded => {
+                e(StatusCode::TOO_MANY_REQUESTS, "API key has no uses left.")
+            }
             _ => Self {
                 retry_after: Some(Duration::from_secs(1)),
                 ..e(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
                     "API keys cannot be checked right now; retry shortly.",
                 )
             },
@@ -212,28 +194,25 @@ impl ApiError {
 
     /// The refusal of a management call (create, revoke, …).
     pub fn from_key_error(err: &KeyError) -> Self {
-        fn e(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-            ApiError::new(status, code, message)
-        }
+        // The codes are the library's (`KeyError::code`), but for a
+        // failed store, which is `store_unavailable` as in verification.
+        let e = |status, message: String| Self::new(status, err.code(), message);
         match err {
             KeyError::Forbidden { .. } => e(
                 StatusCode::FORBIDDEN,
-                "forbidden",
-                "This API key may not manage API keys.",
+                "This API key may not manage API keys.".into(),
             ),
             KeyError::NotFound(id) => e(
                 StatusCode::NOT_FOUND,
-                "not_found",
                 format!("No API key with id {id}."),
             ),
             KeyError::InvalidName(why) => {
-                Self::invalid("name", "invalid_name", format!("Invalid name: {why}."))
+                Self::invalid("name", err.code(), format!("Invalid name: {why}."))
             }
             KeyError::PermissionEscalation { missing } => Self {
                 permission: missing.first().map(|p| p.as_str().into()),
                 ..e(
                     StatusCode::FORBIDDEN,
-                    "permission_escalation",
                     format!(
                         "A key cannot hold more than its creator; you lack {}.",
                         missing.join(", ")
@@ -241,56 +220,54 @@ impl ApiError {
                 )
             },
             KeyError::Permission(p) => {
-                Self::invalid("permissions", "unknown_permission", p.to_string())
+                Self::invalid("permissions", err.code(), p.to_string())
             }
             KeyError::InvalidExpiry => Self::invalid(
                 "expires_at",
-                "invalid_expiry",
+                err.code(),
                 "The expiry must be in the future and no later than 9999-12-31.",
             ),
-            KeyError::NotActive { .. } => e(StatusCode::CONFLICT, "not_active", err.to_string()),
-            KeyError::RolledAway { .. } => e(StatusCode::CONFLICT, "rolled_away", err.to_string()),
+            KeyError::NotActive { .. } => e(StatusCode::CONFLICT, err.to_string()),
+            KeyError::RolledAway { .. } => e(StatusCode::CONFLICT, err.to_string()),
             KeyError::Outranked { dimension, .. } => e(
                 StatusCode::FORBIDDEN,
-                "key_outranks_actor",
                 format!(
                     "This API key holds more than yours ({dimension}); only a manager holding at least as much may change it."
                 ),
             ),
             KeyError::BoundExceeded { dimension } => e(
                 StatusCode::FORBIDDEN,
-                "bound_exceeded",
                 format!(
                     "A key cannot hold more than its manager: its {dimension} would exceed yours."
                 ),
             ),
             KeyError::InvalidGrace => Self::invalid(
                 "grace_seconds",
-                "invalid_grace",
+                err.code(),
                 "The grace period must be zero or positive.",
             ),
             // A tenant outside the grammar is refused as a bad request
             // (400), like the tenant header, never normalised.
             KeyError::InvalidTenant(_) => Self {
                 status: StatusCode::BAD_REQUEST,
-                ..Self::invalid("tenant", "invalid_tenant", err.to_string())
+                ..Self::invalid("tenant", err.code(), err.to_string())
             },
             KeyError::InvalidMetadata(why) => Self::invalid(
                 "metadata",
-                "invalid_metadata",
+                err.code(),
                 format!("Invalid metadata: {why}."),
             ),
             KeyError::Store(_) | KeyError::Entropy(_) => Self {
                 retry_after: Some(Duration::from_secs(1)),
-                ..e(
+                ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
+                    STORE_UNAVAILABLE,
                     "API keys cannot be managed right now; retry shortly.",
                 )
             },
             _ => {
                 tracing::error!(target: "keyward", error = %err, "management call failed");
-                e(
+                Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
                     "The request could not be completed.",

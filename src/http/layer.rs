@@ -1,0 +1,206 @@
+//! [`KeywardLayer`]: authenticates every request with a [`Keyward`].
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::response::Response;
+use http::header::HeaderName;
+use http::{HeaderMap, Request};
+use tower::Layer;
+use tracing::Span;
+
+use super::extract::{extract, tenant_of};
+use super::service::{Authorize, Gate};
+use super::{
+    default_renderer, render, ApiError, ErrorRenderer, KeySource, Renderer, DEFAULT_REALM,
+};
+use crate::keyward::Verified;
+use crate::Keyward;
+
+/// The layer's settings, shared by its services.
+struct Config {
+    sources: Vec<KeySource>,
+    tenant_header: Option<HeaderName>,
+    render: ErrorRenderer,
+    realm: Arc<str>,
+}
+
+/// Authenticates every request with a [`Keyward`]: reads the key, verifies
+/// it (with the tenant from a header, if configured), and either refuses
+/// with an [`ApiError`] or passes the request on with the [`Verified`] key
+/// in its extensions (read it with [`Authenticated`]) and a `tracing` span
+/// `api_key` carrying the key's display prefix and tenant.
+#[derive(Clone)]
+#[must_use]
+pub struct KeywardLayer {
+    keys: Keyward,
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for KeywardLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeywardLayer")
+            .field("sources", &self.config.sources)
+            .field("tenant_header", &self.config.tenant_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeywardLayer {
+    /// Keys from `x-api-key`, then `Authorization: Bearer`; no tenant
+    /// check; the default JSON errors.
+    pub fn new(keys: Keyward) -> Self {
+        Self {
+            keys,
+            config: Arc::new(Config {
+                sources: vec![
+                    KeySource::Header(HeaderName::from_static("x-api-key")),
+                    KeySource::Bearer,
+                ],
+                tenant_header: None,
+                render: default_renderer(),
+                realm: Arc::from(DEFAULT_REALM),
+            }),
+        }
+    }
+
+    fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        let old = &self.config;
+        let mut config = Config {
+            sources: old.sources.clone(),
+            tenant_header: old.tenant_header.clone(),
+            render: old.render.clone(),
+            realm: old.realm.clone(),
+        };
+        f(&mut config);
+        self.config = Arc::new(config);
+        self
+    }
+
+    /// Where to look for the key, in order; the first source present is
+    /// used.
+    pub fn key_sources(self, sources: impl IntoIterator<Item = KeySource>) -> Self {
+        let sources: Vec<KeySource> = sources.into_iter().collect();
+        self.config(|c| c.sources = sources)
+    }
+
+    /// Turns tenant checking on: each request must name its tenant in this
+    /// header (e.g. `x-tenant-name`), and the key must belong to it (or,
+    /// with nested tenants, to an ancestor).
+    pub fn tenant_header(self, name: HeaderName) -> Self {
+        self.config(|c| c.tenant_header = Some(name))
+    }
+
+    /// The realm of the `WWW-Authenticate: Bearer` challenge on 401s, 403s
+    /// and 400s of this layer and the permission layers inside it.
+    /// Defaults to [`DEFAULT_REALM`] (`api`). Characters a quoted string
+    /// cannot hold (`"`, `\\`, non-ASCII, control) are dropped.
+    pub fn realm(self, realm: &str) -> Self {
+        let clean: String = realm
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+            .take(100)
+            .collect();
+        let realm: Arc<str> = if clean.trim().is_empty() {
+            Arc::from(DEFAULT_REALM)
+        } else {
+            Arc::from(clean.trim())
+        };
+        self.config(|c| c.realm = realm)
+    }
+
+    /// Renders refusals as RFC 9457 `application/problem+json` (see
+    /// [`ApiError::to_problem_json`]) instead of keyward's JSON shape.
+    pub fn problem_json(self) -> Self {
+        self.error_renderer(ApiError::into_problem_response)
+    }
+
+    /// Replaces how refusals are rendered (the layer's, the permission
+    /// layer's and the extractors').
+    pub fn error_renderer(
+        self,
+        render: impl Fn(ApiError) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        let render: ErrorRenderer = Arc::new(render);
+        self.config(|c| c.render = render)
+    }
+}
+
+impl<S> Layer<S> for KeywardLayer {
+    type Service = KeywardService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize::new(
+            inner,
+            Authenticate {
+                keys: self.keys.clone(),
+                config: self.config.clone(),
+            },
+        )
+    }
+}
+
+/// The service [`KeywardLayer`] wraps around yours.
+pub type KeywardService<S> = Authorize<S, Authenticate>;
+
+/// The gate of [`KeywardLayer`]: verifies the request's key.
+#[derive(Clone)]
+pub struct Authenticate {
+    keys: Keyward,
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for Authenticate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticate").finish_non_exhaustive()
+    }
+}
+
+impl Gate for Authenticate {
+    fn admit<B: Send + 'static>(
+        &self,
+        mut req: Request<B>,
+    ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
+        let (keys, config) = (self.keys.clone(), self.config.clone());
+        async move {
+            match authenticate(&keys, &config, req.headers()).await {
+                Ok(verified) => {
+                    let span = tracing::info_span!(
+                        "api_key",
+                        key = %verified.display_prefix(),
+                        tenant = %verified.tenant(),
+                    );
+                    req.extensions_mut().insert(verified);
+                    req.extensions_mut().insert(Renderer {
+                        render: config.render.clone(),
+                        realm: config.realm.clone(),
+                    });
+                    Ok((req, span))
+                }
+                Err(e) => Err(render(&config.render, &config.realm, e)),
+            }
+        }
+    }
+}
+
+async fn authenticate(
+    keys: &Keyward,
+    config: &Config,
+    headers: &HeaderMap,
+) -> Result<Verified, ApiError> {
+    let token = extract(headers, &config.sources)?;
+    let prefix = keys
+        .token_format()
+        .parse(token)
+        .ok()
+        .map(|p| p.display_prefix());
+    let result = match &config.tenant_header {
+        None => keys.verify(token).await,
+        Some(name) => {
+            let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix))?;
+            keys.verify_for_tenant(token, tenant).await
+        }
+    };
+    result.map_err(|e| ApiError::from_verify(&e).with_key(prefix))
+}

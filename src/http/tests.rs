@@ -1,0 +1,328 @@
+//! The HTTP layer's own tests: key extraction, challenges, problem
+//! JSON, and the layers around a plain tower service.
+
+use super::error::retry_secs;
+use super::extract::extract;
+use super::*;
+use crate::error::{Forbidden, KeyError, VerifyError};
+use crate::{Actor, MemoryStore, NewKey};
+use crate::{Catalog, Keyward, Verified};
+use axum::response::IntoResponse;
+use http::header::HeaderName;
+use http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use http::HeaderValue;
+use http::{HeaderMap, Request, StatusCode};
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+use tower::{Layer, ServiceExt};
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(*name, HeaderValue::from_str(value).expect("value"));
+    }
+    map
+}
+
+fn defaults() -> Vec<KeySource> {
+    vec![
+        KeySource::Header(HeaderName::from_static("x-api-key")),
+        KeySource::Bearer,
+    ]
+}
+
+#[test]
+fn extract_reads_the_first_source_present() {
+    let s = defaults();
+    let got = |pairs: &[(&'static str, &str)]| extract(&headers(pairs), &s).ok().map(str::to_owned);
+    assert_eq!(got(&[("x-api-key", " sk_a ")]), Some("sk_a".into()));
+    assert_eq!(
+        got(&[("authorization", "Bearer sk_b")]),
+        Some("sk_b".into())
+    );
+    assert_eq!(
+        got(&[("authorization", "BEARER   sk_b ")]),
+        Some("sk_b".into())
+    );
+    let refused = |pairs: &[(&'static str, &str)]| extract(&headers(pairs), &s).err();
+    for two in [
+        &[("x-api-key", "sk_a"), ("authorization", "Bearer sk_b")][..],
+        &[("x-api-key", "sk_a"), ("x-api-key", "sk_a")],
+        &[
+            ("authorization", "Bearer sk_a"),
+            ("authorization", "Bearer sk_b"),
+        ],
+    ] {
+        let e = refused(two).expect("refused");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{two:?}");
+        assert_eq!(e.code, "invalid_request");
+    }
+    // Basic beside an API key is not a second API key.
+    assert_eq!(
+        got(&[("x-api-key", "sk_a"), ("authorization", "Basic dXNlcg==")]),
+        Some("sk_a".into())
+    );
+    assert_eq!(got(&[("authorization", "Basic sk_b")]), None);
+    assert_eq!(got(&[("authorization", "Bearer")]), Some(String::new()));
+    assert_eq!(got(&[("authorization", "sk_b")]), None);
+    assert_eq!(got(&[]), None);
+    let only_bearer = [KeySource::Bearer];
+    assert!(extract(&headers(&[("x-api-key", "sk_a")]), &only_bearer).is_err());
+}
+
+/// Finding 9 of step 6: RFC 9110 §15.5.2 and RFC 6750 §3 challenges.
+#[test]
+fn challenges_follow_rfc_6750() {
+    let challenge = |e: ApiError| {
+        e.into_response()
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .map(|v| v.to_str().expect("ascii").to_string())
+    };
+    assert_eq!(
+        challenge(ApiError::unauthorized()).as_deref(),
+        Some(r#"Bearer realm="api""#),
+        "no credentials: a bare challenge"
+    );
+    for e in [
+        VerifyError::Malformed,
+        VerifyError::Invalid,
+        VerifyError::Expired,
+        VerifyError::Revoked,
+        VerifyError::Inactive,
+        VerifyError::WrongTenant,
+    ] {
+        assert_eq!(
+            ApiError::from_verify(&e)
+                .challenge("crm")
+                .map(|v| v.to_str().expect("ascii").to_string())
+                .as_deref(),
+            Some(r#"Bearer realm="crm", error="invalid_token""#),
+            "{e:?}"
+        );
+    }
+    assert_eq!(
+        challenge(ApiError::from_forbidden(&Forbidden::Missing(
+            "contacts:write".into()
+        )))
+        .as_deref(),
+        Some(r#"Bearer realm="api", error="insufficient_scope", scope="contacts:write""#)
+    );
+    assert_eq!(
+        challenge(ApiError::invalid_request("two keys")).as_deref(),
+        Some(r#"Bearer realm="api", error="invalid_request""#)
+    );
+    let limited = VerifyError::RateLimited {
+        retry_after: chrono::Duration::seconds(1),
+    };
+    assert_eq!(challenge(ApiError::from_verify(&limited)), None);
+    let tenant = VerifyError::InvalidTenant(crate::tenant::InvalidTenant::DotSegment);
+    let e = ApiError::from_verify(&tenant);
+    assert_eq!(
+        (e.status, e.code),
+        (StatusCode::BAD_REQUEST, "invalid_tenant")
+    );
+    let e = ApiError::from_key_error(&KeyError::InvalidTenant("a/../b".into()));
+    assert_eq!(
+        (e.status, e.code, e.field),
+        (StatusCode::BAD_REQUEST, "invalid_tenant", Some("tenant"))
+    );
+}
+
+#[tokio::test]
+async fn problem_json_is_rfc_9457() {
+    let e = ApiError::from_forbidden(&Forbidden::Missing("contacts:write".into()));
+    let response = e.into_problem_response();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        response.headers()[http::header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    assert!(response.headers().contains_key(WWW_AUTHENTICATE));
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .expect("body");
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["type"], "about:blank");
+    assert_eq!(body["title"], "Forbidden");
+    assert_eq!(body["status"], 403);
+    assert_eq!(body["code"], "forbidden");
+    assert_eq!(body["permission"], "contacts:write");
+    assert!(body["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("contacts:write")));
+}
+
+#[test]
+fn retry_after_rounds_up_to_whole_seconds() {
+    assert_eq!(retry_secs(Duration::from_millis(1)), 1);
+    assert_eq!(retry_secs(Duration::from_secs(30)), 30);
+    assert_eq!(retry_secs(Duration::from_millis(30_001)), 31);
+    let e = ApiError::from_verify(&VerifyError::RateLimited {
+        retry_after: chrono::Duration::zero(),
+    });
+    let response = e.into_response();
+    assert_eq!(response.headers()[RETRY_AFTER], "1", "never Retry-After: 0");
+}
+
+#[test]
+fn http_codes_are_the_library_codes() {
+    let secs = chrono::Duration::seconds(3);
+    for e in [
+        VerifyError::Expired,
+        VerifyError::Revoked,
+        VerifyError::Inactive,
+        VerifyError::WrongTenant,
+        VerifyError::RateLimited { retry_after: secs },
+        VerifyError::QuotaExceeded { retry_after: secs },
+        VerifyError::UsageExceeded,
+    ] {
+        assert_eq!(ApiError::from_verify(&e).code, e.code());
+    }
+    for e in [VerifyError::Malformed, VerifyError::Invalid] {
+        let presented = ApiError {
+            bearer_error: Some(BearerError::InvalidToken),
+            ..ApiError::unauthorized()
+        };
+        assert_eq!(ApiError::from_verify(&e), presented, "one answer for both");
+    }
+    for e in [
+        KeyError::NotFound("abcdefgh".parse().expect("id")),
+        KeyError::InvalidExpiry,
+        KeyError::InvalidGrace,
+        KeyError::PermissionEscalation {
+            missing: vec!["contacts:write".into()],
+        },
+    ] {
+        assert_eq!(ApiError::from_key_error(&e).code, e.code());
+    }
+    // A store that fails is one code over HTTP, whoever asked it.
+    let down = || crate::StoreError::Unavailable {
+        message: "down".into(),
+        source: None,
+    };
+    let verify = ApiError::from_verify(&VerifyError::Store(down()));
+    let manage = ApiError::from_key_error(&KeyError::Store(down()));
+    assert_eq!(
+        (verify.code, manage.code),
+        ("store_unavailable", "store_unavailable")
+    );
+    assert_eq!(manage.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+async fn keys_and_token() -> (Keyward, String) {
+    let catalog = Catalog::builder()
+        .resource("contacts", ["read", "write"])
+        .build()
+        .expect("catalog");
+    let keys = Keyward::builder(MemoryStore::new(), catalog)
+        .build()
+        .expect("config");
+    let boss = Actor::new("boss", "acme")
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let created = keys
+        .create(&boss, NewKey::new("k").permissions(["contacts:read"]))
+        .await
+        .expect("create");
+    let token = created.token.expose_secret().to_string();
+    (keys, token)
+}
+
+/// The layer and the permission layer wrap any tower service, whatever
+/// its body types: here plain `String`s, no axum router.
+#[tokio::test]
+async fn the_layers_wrap_a_plain_tower_service() {
+    let (keys, token) = keys_and_token().await;
+    let inner = tower::service_fn(|req: Request<String>| async move {
+        let tenant = req
+            .extensions()
+            .get::<Verified>()
+            .map(|v| v.tenant().to_string())
+            .unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(http::Response::new(tenant))
+    });
+    let read = require(keys.catalog(), "contacts:read").expect("permission");
+    let write = require(keys.catalog(), "contacts:write").expect("permission");
+    let layer = KeywardLayer::new(keys);
+    let request = |token: &str| {
+        Request::builder()
+            .header("x-api-key", token)
+            .body(String::new())
+            .expect("request")
+    };
+    let svc = layer.layer(read.layer(inner));
+    let ok = svc
+        .clone()
+        .oneshot(request(&token))
+        .await
+        .expect("infallible");
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(ok.into_body(), 1024)
+        .await
+        .expect("body");
+    assert_eq!(&body[..], b"acme");
+    let refused = svc.oneshot(request("sk_nope")).await.expect("infallible");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    let svc = layer.layer(write.layer(inner));
+    let refused = svc.oneshot(request(&token)).await.expect("infallible");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let body = axum::body::to_bytes(refused.into_body(), 1024)
+        .await
+        .expect("body");
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["error"]["permission"], "contacts:write");
+    assert_eq!(body["error"]["key"], serde_json::json!(&token[..12]));
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Handlers' logs carry the key's display prefix and tenant from the
+/// layer's span, and never the secret.
+#[tokio::test]
+async fn handler_logs_carry_the_prefix_and_tenant_never_the_secret() {
+    let (keys, token) = keys_and_token().await;
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let inner = tower::service_fn(|_req: Request<String>| async {
+        tracing::info!("handled");
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    });
+    let svc = KeywardLayer::new(keys).layer(inner);
+    let bearer = format!("Bearer {token}");
+    let req = Request::builder()
+        .header("authorization", bearer)
+        .body(String::new())
+        .expect("request");
+    let res = svc.oneshot(req).await.expect("infallible");
+    assert_eq!(res.status(), StatusCode::OK);
+    let logged = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+    let line = logged
+        .lines()
+        .find(|l| l.contains("handled"))
+        .unwrap_or_else(|| panic!("no handler log in {logged:?}"));
+    assert!(line.contains(&format!("key={}", &token[..12])), "{line}");
+    assert!(line.contains("tenant=acme"), "{line}");
+    assert!(
+        !logged.contains(&token[12..]),
+        "the secret was logged: {logged}"
+    );
+}
