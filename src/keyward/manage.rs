@@ -3,7 +3,7 @@
 //! [`authorize`](crate::authority) first: a key never holds more than the
 //! actor who created or last changed it.
 
-use chrono::{Duration, SubsecRound};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use super::{latest, Keyward, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES, PAGE};
 use crate::audit::AuditAction;
@@ -115,18 +115,7 @@ impl Keyward {
         let tenant = new.tenant.unwrap_or_else(|| actor.tenant().to_string());
         let permissions = self.grant_set(new.grant)?;
         let now = self.now();
-        let expires_at = match new.expiry {
-            None => actor.expires_at,
-            Some(Expiry::At(t)) => Some(t),
-            Some(Expiry::In(d)) if d > Duration::zero() => {
-                Some(now.checked_add_signed(d).ok_or(KeyError::InvalidExpiry)?)
-            }
-            Some(Expiry::In(_)) => return Err(KeyError::InvalidExpiry),
-        }
-        .map(|t| t.trunc_subsecs(6));
-        if expires_at.is_some_and(|e| e <= now || e > latest()) {
-            return Err(KeyError::InvalidExpiry);
-        }
+        let expires_at = expiry_at(new.expiry, actor, now)?;
         if let Some(m) = &new.metadata {
             check_metadata(m)?;
         }
@@ -449,6 +438,28 @@ impl Keyward {
             Grant::Set(_) => Err(KeyError::CatalogMismatch),
         }
     }
+}
+
+/// When a new key expires: as asked, or as its creator does; to the
+/// microsecond, in the future and no later than the year 9999.
+fn expiry_at(
+    asked: Option<Expiry>,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, KeyError> {
+    let expires_at = match asked {
+        None => actor.expires_at,
+        Some(Expiry::At(t)) => Some(t),
+        Some(Expiry::In(d)) if d > Duration::zero() => {
+            Some(now.checked_add_signed(d).ok_or(KeyError::InvalidExpiry)?)
+        }
+        Some(Expiry::In(_)) => return Err(KeyError::InvalidExpiry),
+    }
+    .map(|t| t.trunc_subsecs(6));
+    if expires_at.is_some_and(|e| e <= now || e > latest()) {
+        return Err(KeyError::InvalidExpiry);
+    }
+    Ok(expires_at)
 }
 
 fn check_metadata(metadata: &serde_json::Value) -> Result<(), KeyError> {

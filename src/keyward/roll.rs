@@ -50,13 +50,13 @@ impl Keyward {
         self.audit_manage_related(AuditAction::Roll, actor, key, related, &result);
         result.map(|(_, new)| new)
     }
+
     async fn roll_inner(
         &self,
         actor: &Actor,
         id: &KeyId,
         grace: Duration,
     ) -> Result<(DisplayPrefix, IssuedKey), KeyError> {
-        let inner = &*self.inner;
         if grace < Duration::zero() {
             return Err(KeyError::InvalidGrace);
         }
@@ -83,35 +83,8 @@ impl Keyward {
         };
         authorize(self.rules(), actor, None, Some(&draft))?;
         let successor = KeyId::random()?;
-        let token = inner.format.generate(successor)?;
-        // The old key names its successor first: from then on its uses
-        // come from the successor's, and it can be neither rolled again
-        // nor reactivated.
-        let ended = self
-            .modify_record(actor, id, |r, now| {
-                rollable(r, now)?;
-                // The successor copies the key as it was read: a change
-                // made since (a narrower permission set, say) must not be
-                // lost, so such a roll is refused; retry it.
-                if r.version != old.version {
-                    return Err(KeyError::Store(StoreError::Conflict(r.id)));
-                }
-                r.rolled_to = Some(successor);
-                // Its uses come from the successor now, refills included.
-                r.refill = None;
-                if grace == Duration::zero() {
-                    r.revoked_at = Some(now);
-                } else {
-                    let until = now
-                        .checked_add_signed(grace)
-                        .unwrap_or_else(latest)
-                        .min(latest())
-                        .trunc_subsecs(6);
-                    r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
-                }
-                Ok(())
-            })
-            .await?;
+        let token = self.inner.format.generate(successor)?;
+        let ended = self.end_for_roll(actor, &old, successor, grace).await?;
         let undo = Unroll {
             old: &old,
             ended: &ended,
@@ -141,17 +114,52 @@ impl Keyward {
             Ok(()) => self.insert_key(&record).await.map_err(KeyError::from),
             Err(e) => Err(e),
         };
-        match stored {
-            Ok(()) => {}
-            Err(e) => {
-                // All or nothing: the old key works again, with its uses.
-                self.unroll(&undo, moved).await;
-                return Err(e);
-            }
+        if let Err(e) = stored {
+            // All or nothing: the old key works again, with its uses.
+            self.unroll(&undo, moved).await;
+            return Err(e);
         }
         let key = self.info(record, now);
         Ok((old.prefix, IssuedKey { token, key }))
     }
+
+    /// Marks the old key as rolled to `successor`, first: from then on its
+    /// uses come from the successor's, and it can be neither rolled again
+    /// nor reactivated. It works until `now + grace` (never past its own
+    /// expiry); a zero grace revokes it. The old key as written.
+    async fn end_for_roll(
+        &self,
+        actor: &Actor,
+        old: &KeyRecord,
+        successor: KeyId,
+        grace: Duration,
+    ) -> Result<KeyRecord, KeyError> {
+        self.modify_record(actor, &old.id, |r, now| {
+            rollable(r, now)?;
+            // The successor copies the key as it was read: a change made
+            // since (a narrower permission set, say) must not be lost, so
+            // such a roll is refused; retry it.
+            if r.version != old.version {
+                return Err(KeyError::Store(StoreError::Conflict(r.id)));
+            }
+            r.rolled_to = Some(successor);
+            // Its uses come from the successor now, refills included.
+            r.refill = None;
+            if grace == Duration::zero() {
+                r.revoked_at = Some(now);
+            } else {
+                let until = now
+                    .checked_add_signed(grace)
+                    .unwrap_or_else(latest)
+                    .min(latest())
+                    .trunc_subsecs(6);
+                r.expires_at = Some(r.expires_at.map_or(until, |e| e.min(until)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Takes every use left of a usage-limited key; how many. A key that
     /// is gone, or no longer usage-limited, is an error: a roll never
     /// turns a limited key into an unlimited one.

@@ -7,7 +7,9 @@ use super::{earliest, latest, Keyward, PAGE, UPDATE_ATTEMPTS};
 use crate::audit::AuditAction;
 use crate::error::StoreError;
 use crate::key::{KeyRecord, KeyStatus};
-use crate::policy::{due_warning, RemovalReason, SweepReport, SweepWarning, SweptKey, WarningKind};
+use crate::policy::{
+    due_warning, RemovalReason, SweepReport, SweepWarning, SweptKey, WarningKind, WarningMark,
+};
 use crate::store::SweepDue;
 
 /// The actor named in audit events of the maintenance sweep.
@@ -96,88 +98,45 @@ impl Keyward {
         }
     }
 
+    /// Purges, deletes or warns of one key, re-reading it after losing a
+    /// race with another sweep or a management call.
     async fn sweep_one(
         &self,
         mut record: KeyRecord,
         now: DateTime<Utc>,
         report: &mut SweepReport,
     ) -> Result<(), StoreError> {
-        let inner = &*self.inner;
         for attempt in 1..=UPDATE_ATTEMPTS {
-            let status = KeyStatus::of(&record, now);
-            if status != KeyStatus::Active {
-                let since = record.revoked_at.or(record.expires_at);
-                let purge = inner
-                    .lifecycle
-                    .retention
-                    .purge_after
-                    .zip(since)
-                    .is_some_and(|(keep, since)| now - since >= keep);
-                if purge {
+            if KeyStatus::of(&record, now) != KeyStatus::Active {
+                if self.purge_due(&record, now) {
                     self.sweep_delete(&record, RemovalReason::Retention, &mut report.purged)
                         .await?;
                 }
                 return Ok(());
             }
-            let mut changed = record.clone();
-            let mut warnings = Vec::new();
-            if let Some(deadline) = self.inactivity_deadline(&record) {
-                if now >= deadline {
-                    // Re-read: a use elsewhere may have landed since the page was read.
-                    let fresh = inner.store.get(&record.id).await?;
-                    let still = fresh.as_ref().and_then(|f| self.inactivity_deadline(f));
-                    if still.is_some_and(|d| now >= d) {
-                        self.sweep_delete(&record, RemovalReason::Inactive, &mut report.deleted)
-                            .await?;
-                    }
-                    return Ok(());
+            let idle_until = self.inactivity_deadline(&record);
+            if idle_until.is_some_and(|d| now >= d) {
+                // Re-read: a use elsewhere may have landed since the page was read.
+                let fresh = self.inner.store.get(&record.id).await?;
+                let still = fresh.as_ref().and_then(|f| self.inactivity_deadline(f));
+                if still.is_some_and(|d| now >= d) {
+                    self.sweep_delete(&record, RemovalReason::Inactive, &mut report.deleted)
+                        .await?;
                 }
-                let due = due_warning(
-                    &inner.lifecycle.inactivity.warn_before,
-                    deadline,
-                    now,
-                    record.inactivity_warning,
-                );
-                if let Some(mark) = due {
-                    changed.inactivity_warning = Some(mark);
-                    warnings.push((WarningKind::Inactivity, mark));
-                }
+                return Ok(());
             }
-            if let Some(deadline) = record.expires_at {
-                let due = due_warning(
-                    &inner.lifecycle.expiry_warnings.warn_before,
-                    deadline,
-                    now,
-                    record.expiry_warning,
-                );
-                if let Some(mark) = due {
-                    changed.expiry_warning = Some(mark);
-                    warnings.push((WarningKind::Expiry, mark));
-                }
-            }
+            let (changed, warnings) = self.warnings_due(&record, idle_until, now);
             if warnings.is_empty() {
                 return Ok(());
             }
             match self.update_key(&changed).await {
                 Ok(_) => {
-                    for (kind, mark) in warnings {
-                        self.audit_sweep(AuditAction::Warn, &record, None);
-                        report.warnings.push(SweepWarning {
-                            kind,
-                            key_id: record.id,
-                            prefix: record.prefix,
-                            tenant: record.tenant.clone(),
-                            name: record.name.clone(),
-                            created_by: record.created_by.clone(),
-                            deadline: mark.deadline,
-                            before: mark.before(),
-                        });
-                    }
+                    self.report_warnings(&record, warnings, report);
                     return Ok(());
                 }
                 // Another sweep or a management call won: re-read and decide again.
                 Err(StoreError::Conflict(_)) if attempt < UPDATE_ATTEMPTS => {
-                    match inner.store.get(&record.id).await? {
+                    match self.inner.store.get(&record.id).await? {
                         Some(fresh) => record = fresh,
                         None => return Ok(()),
                     }
@@ -187,6 +146,74 @@ impl Keyward {
             }
         }
         Ok(())
+    }
+
+    /// Whether a revoked or expired key has outlived the retention period.
+    fn purge_due(&self, record: &KeyRecord, now: DateTime<Utc>) -> bool {
+        let since = record.revoked_at.or(record.expires_at);
+        let keep = self.inner.lifecycle.retention.purge_after;
+        keep.zip(since)
+            .is_some_and(|(keep, since)| now - since >= keep)
+    }
+
+    /// The warnings due at `now` for an active key that will be deleted
+    /// for disuse at `idle_until` (if the policy is on), and the key with
+    /// their marks set, so that each is sent once.
+    fn warnings_due(
+        &self,
+        record: &KeyRecord,
+        idle_until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> (KeyRecord, Vec<(WarningKind, WarningMark)>) {
+        let policy = &self.inner.lifecycle;
+        let mut changed = record.clone();
+        let mut warnings = Vec::new();
+        let checks = [
+            (
+                WarningKind::Inactivity,
+                idle_until,
+                &policy.inactivity.warn_before,
+                &mut changed.inactivity_warning,
+            ),
+            (
+                WarningKind::Expiry,
+                record.expires_at,
+                &policy.expiry_warnings.warn_before,
+                &mut changed.expiry_warning,
+            ),
+        ];
+        for (kind, deadline, thresholds, mark) in checks {
+            let Some(deadline) = deadline else {
+                continue;
+            };
+            if let Some(due) = due_warning(thresholds, deadline, now, *mark) {
+                *mark = Some(due);
+                warnings.push((kind, due));
+            }
+        }
+        (changed, warnings)
+    }
+
+    /// Audits and reports warnings whose marks were written.
+    fn report_warnings(
+        &self,
+        record: &KeyRecord,
+        warnings: Vec<(WarningKind, WarningMark)>,
+        report: &mut SweepReport,
+    ) {
+        for (kind, mark) in warnings {
+            self.audit_sweep(AuditAction::Warn, record, None);
+            report.warnings.push(SweepWarning {
+                kind,
+                key_id: record.id,
+                prefix: record.prefix,
+                tenant: record.tenant.clone(),
+                name: record.name.clone(),
+                created_by: record.created_by.clone(),
+                deadline: mark.deadline,
+                before: mark.before(),
+            });
+        }
     }
 
     async fn sweep_delete(

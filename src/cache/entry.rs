@@ -1,0 +1,161 @@
+//! [`CachedKey`]: what a verify needs of one key.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::key::KeyStatus;
+use crate::limit::{KeySlot, RateLimit, Tenant};
+use crate::permission::PermissionSet;
+use crate::policy::Refill;
+use crate::token::{DisplayPrefix, KeyHash, KeyId};
+
+/// What a verify needs of one key, with permissions already parsed and
+/// times in microseconds. Per-key limiter state lives here too: one
+/// place, one cache miss. `repr(C)`, in the order a verify reads: what
+/// the lookup and the checks read comes first, together.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct CachedKey {
+    pub(crate) id: KeyId,
+    /// When it was read from the store, in clock microseconds.
+    pub(super) loaded_at: i64,
+    pub(crate) hash: KeyHash,
+    /// `i64::MAX`: never.
+    pub(crate) expires_us: i64,
+    /// Latest use known here, in microseconds since the epoch
+    /// (`i64::MIN`: none): the stored `last_used_at` at load, moved forward
+    /// by this instance's verifies.
+    pub(crate) last_used_us: AtomicI64,
+    pub(crate) created_us: i64,
+    /// The key's rate limit and its state: the instance's default if the
+    /// key has none.
+    pub(crate) slot: KeySlot,
+    pub(crate) revoked: bool,
+    /// Usage-limited: every verify asks the store for a credit.
+    pub(crate) metered: bool,
+    /// Held in the table, so `slot` holds the key's limiter state;
+    /// otherwise the stash does.
+    pub(super) cached: bool,
+    pub(crate) tenant: Arc<Tenant>,
+    pub(crate) permissions: PermissionSet,
+    pub(crate) name: Box<str>,
+    pub(crate) prefix: DisplayPrefix,
+    /// What only usage-limited or rolled keys have, which verify reads
+    /// only off the hot path: boxed, and absent for most keys.
+    cold: Option<Box<Cold>>,
+}
+
+/// The rarely set part of a [`CachedKey`].
+#[derive(Debug)]
+struct Cold {
+    refill: Option<Refill>,
+    /// The key that replaced this one by a roll: a usage-limited key in
+    /// its grace period draws on its successor's uses.
+    rolled_to: Option<KeyId>,
+}
+
+impl CachedKey {
+    pub(crate) fn new(
+        record: &crate::key::KeyRecord,
+        permissions: PermissionSet,
+        tenant: Arc<Tenant>,
+        default_limit: Option<RateLimit>,
+    ) -> Self {
+        Self {
+            hash: record.hash,
+            id: record.id,
+            slot: KeySlot::new(record.rate_limit.or(default_limit)),
+            last_used_us: AtomicI64::new(
+                record
+                    .last_used_at
+                    .map_or(i64::MIN, |u| u.timestamp_micros()),
+            ),
+            expires_us: record.expires_at.map_or(i64::MAX, |e| e.timestamp_micros()),
+            created_us: record.created_at.timestamp_micros(),
+            loaded_at: 0,
+            revoked: record.revoked_at.is_some(),
+            metered: record.remaining.is_some() || record.refill.is_some(),
+            cached: false,
+            tenant,
+            permissions,
+            name: record.name.as_str().into(),
+            prefix: record.prefix,
+            cold: (record.refill.is_some() || record.rolled_to.is_some()).then(|| {
+                Box::new(Cold {
+                    refill: record.refill,
+                    rolled_to: record.rolled_to,
+                })
+            }),
+        }
+    }
+
+    /// The entry of empty table slots.
+    pub(super) fn empty() -> Self {
+        let catalog = crate::permission::Catalog::empty();
+        Self {
+            hash: KeyHash::from_bytes([0; 32]),
+            id: KeyId::NONE,
+            slot: KeySlot::new(None),
+            last_used_us: AtomicI64::new(i64::MIN),
+            expires_us: i64::MIN,
+            created_us: 0,
+            loaded_at: i64::MIN,
+            revoked: true,
+            metered: false,
+            cached: false,
+            tenant: Arc::new(Tenant::new("", None)),
+            permissions: catalog.none(),
+            name: "".into(),
+            prefix: DisplayPrefix::default(),
+            cold: None,
+        }
+    }
+
+    /// How a usage-limited key refills, if it does.
+    pub(crate) fn refill(&self) -> Option<&Refill> {
+        self.cold.as_ref()?.refill.as_ref()
+    }
+
+    /// The key that replaced this one by a roll, if any.
+    pub(crate) fn rolled_to(&self) -> Option<KeyId> {
+        self.cold.as_ref()?.rolled_to
+    }
+
+    pub(crate) fn status(&self, now_us: i64) -> KeyStatus {
+        if self.revoked {
+            KeyStatus::Revoked
+        } else if self.expires_us <= now_us {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// When the key expires, if ever.
+    pub(crate) fn expires_at(&self) -> Option<DateTime<Utc>> {
+        (self.expires_us != i64::MAX)
+            .then(|| DateTime::from_timestamp_micros(self.expires_us))
+            .flatten()
+    }
+
+    /// When it was read from the store, in clock microseconds.
+    pub(crate) fn loaded_at_us(&self) -> i64 {
+        self.loaded_at
+    }
+
+    /// Whether `slot` holds the key's limiter state (the entry is in the
+    /// table); otherwise the stash does.
+    pub(crate) fn cached(&self) -> bool {
+        self.cached
+    }
+
+    /// The latest use known here, or the creation if never used: where
+    /// the inactivity period starts, in microseconds.
+    pub(crate) fn last_active_us(&self) -> i64 {
+        self.last_used_us
+            .load(Ordering::Relaxed)
+            .max(self.created_us)
+    }
+}

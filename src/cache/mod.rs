@@ -1,0 +1,424 @@
+//! The verification cache: one implementation in the core, in front of
+//! every store.
+//!
+//! It holds what a verify needs of each recently seen key (never the
+//! metadata), and remembers recently seen unknown ids, so that neither a
+//! hot key nor a flood of made-up ids reaches the store more than once per
+//! `ttl`. Both maps are bounded in entries and sharded, so a flood of
+//! unknown ids never evicts known keys.
+//!
+//! Staleness is bounded twice: by the store's change feed
+//! ([`KeyStore::subscribe`](crate::KeyStore::subscribe)), which drops an
+//! entry the moment its key changes, and by `ttl`, the fallback when a feed
+//! is missing or has dropped. A load that raced an invalidation is used
+//! once and not cached (each shard counts its invalidations), so a
+//! revocation can never be undone by a slow read.
+//!
+//! Concurrent misses on one id share one store read: the first becomes the
+//! leader ([`Cache::begin_load`]), the others wait for it and then look
+//! again, so a burst on a just-expired hot key, or many requests with one
+//! made-up id, cost one read.
+
+use std::collections::HashMap;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+mod entry;
+mod flight;
+mod table;
+
+pub(crate) use entry::CachedKey;
+use flight::Flights;
+pub(crate) use flight::Load;
+use table::{fold, IdHash, Table};
+
+use crate::limit::{gcra_now, Stash};
+use crate::store::ChangeListener;
+use crate::token::KeyId;
+
+/// Stripes of the unknown-id map, the in-flight loads and the
+/// invalidation counters.
+const SHARDS: usize = 16;
+/// Table slots checked for stale entries on each insert.
+const PURGE_STEP: usize = 8;
+
+/// The answer of [`Cache::get`].
+pub(crate) enum Lookup {
+    /// A fresh entry.
+    Hit(Held),
+    /// The id was looked up recently and does not exist.
+    Unknown,
+    /// Ask the store; pass the ticket to [`Cache::put`].
+    Miss(Ticket),
+}
+
+/// Proof of the shard's invalidation count before a store read.
+pub(crate) struct Ticket {
+    shard: usize,
+    epoch: u64,
+}
+
+/// A cached entry as a lookup hands it out: a guard on the table's slot,
+/// or an entry that is not (or no longer) in the table.
+pub(crate) type Held = arc_swap::Guard<Arc<CachedKey>>;
+
+/// What only writers touch, under one mutex.
+#[derive(Default)]
+struct Writer {
+    len: usize,
+    /// Where the incremental purge of stale entries goes on.
+    cursor: usize,
+}
+
+type UnknownShard = HashMap<KeyId, i64, IdHash>;
+
+/// Bounded, time-limited, lock-free to read; see the module docs.
+pub(crate) struct Cache {
+    table: Table,
+    writer: Mutex<Writer>,
+    /// Limiter states of keys not in the table, shared with the limits:
+    /// taken after `writer` when both are.
+    stash: Arc<Mutex<Stash>>,
+    /// Bumped by every invalidation, per stripe of ids.
+    epochs: [AtomicU64; SHARDS],
+    unknown: Box<[RwLock<(UnknownShard, i64)>]>,
+    inflight: Box<[Mutex<Flights>]>,
+    hash: IdHash,
+    ttl_us: i64,
+    capacity: usize,
+    unknown_per_shard: usize,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("ttl_us", &self.ttl_us)
+            .field("capacity", &self.capacity)
+            .field("unknown_per_shard", &self.unknown_per_shard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// `capacity` known keys and `unknown_capacity` unknown ids at most,
+    /// each entry trusted for `ttl_us` microseconds (0: never cache).
+    pub(crate) fn new(
+        capacity: usize,
+        unknown_capacity: usize,
+        ttl_us: i64,
+        stash: Arc<Mutex<Stash>>,
+    ) -> Self {
+        let slots = capacity
+            .saturating_mul(2)
+            .max(16)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << (usize::BITS - 2));
+        let hash = IdHash::random();
+        Self {
+            table: Table::new(slots),
+            writer: Mutex::new(Writer::default()),
+            stash,
+            epochs: Default::default(),
+            unknown: (0..SHARDS)
+                .map(|_| RwLock::new((HashMap::with_hasher(hash), 0)))
+                .collect(),
+            inflight: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hash,
+            ttl_us,
+            capacity,
+            unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
+        }
+    }
+
+    /// The stripe of `id` for the unknown map, loads and epochs.
+    fn stripe(&self, id: &KeyId) -> usize {
+        // Middle bits: the maps index by the low bits and tag entries with
+        // the top seven, so a stripe taken from either would leave each
+        // shard's map a fraction of its buckets or tags.
+        (self.hash.of(id) >> 32) as usize % SHARDS
+    }
+
+    fn unknown_read(&self, i: usize) -> RwLockReadGuard<'_, (UnknownShard, i64)> {
+        self.unknown[i]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unknown_write(&self, i: usize) -> RwLockWriteGuard<'_, (UnknownShard, i64)> {
+        self.unknown[i]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stash(&self) -> MutexGuard<'_, Stash> {
+        self.stash.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fresh(&self, loaded_at: i64, now: i64) -> bool {
+        now.saturating_sub(loaded_at) < self.ttl_us && now >= loaded_at
+    }
+
+    /// Walks `id`'s probe run: the slot holding it and its entry, or the
+    /// empty slot that ends the run and `None`. (The table is at most half
+    /// full, so every run ends.)
+    #[inline]
+    fn probe(&self, id: &KeyId) -> (usize, Option<Held>) {
+        let table = &self.table;
+        let mut i = self.hash.of(id) as usize & table.mask;
+        for _ in 0..table.slots.len() {
+            let slot = table.slots[i].load();
+            if slot.id == *id {
+                return (i, Some(slot));
+            }
+            if !table.occupied(&slot) {
+                break;
+            }
+            i = (i + 1) & table.mask;
+        }
+        (i, None)
+    }
+
+    /// The entry for `id` in the table, fresh or not.
+    #[inline]
+    fn find(&self, id: &KeyId) -> Option<Held> {
+        self.probe(id).1
+    }
+
+    /// A fresh entry for `id`, from the table alone (no lock).
+    #[inline]
+    pub(crate) fn hit(&self, id: &KeyId, now: i64) -> Option<Held> {
+        self.find(id).filter(|e| self.fresh(e.loaded_at, now))
+    }
+
+    /// Whether `id` was looked up recently and does not exist (after
+    /// [`Cache::hit`] found nothing).
+    pub(crate) fn known_unknown(&self, id: &KeyId, now: i64) -> bool {
+        let shard = self.unknown_read(self.stripe(id));
+        shard.0.get(id).is_some_and(|at| self.fresh(*at, now))
+    }
+
+    pub(crate) fn get(&self, id: &KeyId, now: i64) -> Lookup {
+        match self.find(id) {
+            Some(entry) if self.fresh(entry.loaded_at, now) => return Lookup::Hit(entry),
+            None if self.known_unknown(id, now) => return Lookup::Unknown,
+            _ => {}
+        }
+        let shard = self.stripe(id);
+        Lookup::Miss(Ticket {
+            shard,
+            epoch: self.epochs[shard].load(Ordering::Acquire),
+        })
+    }
+
+    /// Caches what the store returned for `id` (`None`: no such key),
+    /// unless the key was invalidated since the ticket was taken. Returns
+    /// the entry for the caller to use either way.
+    pub(crate) fn put(
+        &self,
+        ticket: Ticket,
+        id: &KeyId,
+        key: Option<CachedKey>,
+        now: i64,
+    ) -> Option<Held> {
+        let mut w = self.writer();
+        self.stash().advance(gcra_now(now));
+        let current = self.epochs[ticket.shard].load(Ordering::Acquire) == ticket.epoch;
+        let Some(mut key) = key else {
+            if current && self.ttl_us > 0 {
+                self.remove(&mut w, id);
+                self.remember_unknown(id, now);
+            }
+            return None;
+        };
+        key.loaded_at = now;
+        let cache = current && self.ttl_us > 0 && self.capacity > 0;
+        key.cached = cache;
+        let previous = self.find(id);
+        let mut tat = previous.as_ref().map_or(0, |p| p.slot.state());
+        if let Some(last) = previous
+            .as_ref()
+            .map(|p| p.last_used_us.load(Ordering::Relaxed))
+        {
+            key.last_used_us.fetch_max(last, Ordering::Relaxed);
+        }
+        if !cache {
+            // The limiter state stays in (or goes to) the stash.
+            if tat > 0 {
+                self.stash().keep(*id, tat);
+            }
+            return Some(Held::from_inner(Arc::new(key)));
+        }
+        if let Some(stashed) = self.stash().take(id) {
+            tat = tat.max(stashed);
+        }
+        key.slot.restore(tat);
+        let entry = Arc::new(key);
+        self.unknown_write(self.stripe(id)).0.remove(id);
+        if previous.is_none() && w.len >= self.capacity {
+            self.evict_one(&mut w);
+        }
+        self.purge_some(&mut w, now);
+        self.insert(&mut w, entry.clone());
+        Some(Held::from_inner(entry))
+    }
+
+    fn remember_unknown(&self, id: &KeyId, now: i64) {
+        if self.unknown_per_shard == 0 {
+            return;
+        }
+        let mut shard = self.unknown_write(self.stripe(id));
+        let (map, purged_at) = &mut *shard;
+        if now.saturating_sub(*purged_at) >= self.ttl_us / 2 {
+            *purged_at = now;
+            map.retain(|_, at| self.fresh(*at, now));
+        }
+        if map.len() >= self.unknown_per_shard && !map.contains_key(id) {
+            // In the map's (keyed) order: an attacker cannot aim it.
+            if let Some(k) = map.keys().next().copied() {
+                map.remove(&k);
+            }
+        }
+        map.insert(*id, now);
+    }
+
+    /// Puts `entry` in the table, replacing the entry of the same id.
+    fn insert(&self, w: &mut Writer, entry: Arc<CachedKey>) {
+        let (i, replaced) = self.probe(&entry.id);
+        if replaced.is_none() {
+            w.len += 1;
+        }
+        drop(replaced);
+        self.table.slots[i].store(entry);
+    }
+
+    /// Takes `id` out of the table (its limiter state to the stash), and
+    /// closes the gap so later entries of its run stay reachable.
+    fn remove(&self, w: &mut Writer, id: &KeyId) {
+        let (i, found) = self.probe(id);
+        if found.is_some() {
+            drop(found);
+            self.remove_at(w, &self.table, i);
+        }
+    }
+
+    fn remove_at(&self, w: &mut Writer, table: &Table, mut hole: usize) {
+        if let Some(old) = table.take(hole) {
+            self.stash().keep(old.id, old.slot.state());
+            w.len -= 1;
+        }
+        // Backward-shift deletion (no tombstones). A lookup racing it may
+        // miss an entry for a moment: it then reads the store, which is
+        // always correct.
+        let mut j = hole;
+        loop {
+            j = (j + 1) & table.mask;
+            let e = table.slots[j].load_full();
+            if !table.occupied(&e) {
+                return;
+            }
+            let home = self.hash.of(&e.id) as usize & table.mask;
+            // Move e back if its home is not within (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                table.slots[hole].store(e);
+                table.slots[j].store(table.empty.clone());
+                hole = j;
+            }
+        }
+    }
+
+    /// Makes room for one entry: removes the first entry found from a
+    /// position the caller cannot predict.
+    fn evict_one(&self, w: &mut Writer) {
+        let table = &self.table;
+        let start = fold(w.cursor as u64 ^ self.hash.k0, self.hash.k1) as usize;
+        w.cursor = w.cursor.wrapping_add(1);
+        for k in 0..table.slots.len() {
+            let i = (start + k) & table.mask;
+            if table.occupied(&table.slots[i].load()) {
+                self.remove_at(w, table, i);
+                return;
+            }
+        }
+    }
+
+    /// Removes stale entries from the next few slots: memory held by keys
+    /// no longer used goes back without a full sweep.
+    fn purge_some(&self, w: &mut Writer, now: i64) {
+        let table = &self.table;
+        for _ in 0..PURGE_STEP {
+            let i = w.cursor & table.mask;
+            w.cursor = w.cursor.wrapping_add(1);
+            let slot = table.slots[i].load();
+            let stale = table.occupied(&slot) && !self.fresh(slot.loaded_at, now);
+            drop(slot);
+            if stale {
+                self.remove_at(w, table, i);
+            }
+        }
+    }
+
+    /// Drops the entry for `id` so the next lookup reads the store, without
+    /// invalidating loads in flight (the key did not change).
+    pub(crate) fn forget(&self, id: &KeyId) {
+        let mut w = self.writer();
+        self.remove(&mut w, id);
+        self.unknown_write(self.stripe(id)).0.remove(id);
+    }
+
+    /// Drops what is known of `id`, and makes loads in flight not cache.
+    pub(crate) fn invalidate(&self, id: &KeyId) {
+        let mut w = self.writer();
+        self.epochs[self.stripe(id)].fetch_add(1, Ordering::AcqRel);
+        self.remove(&mut w, id);
+        self.unknown_write(self.stripe(id)).0.remove(id);
+    }
+
+    /// Drops everything (limiter states go to the stash, as far as it
+    /// holds them).
+    pub(crate) fn clear(&self) {
+        let mut w = self.writer();
+        for e in &self.epochs {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+        let table = &self.table;
+        for i in 0..table.slots.len() {
+            if let Some(old) = table.take(i) {
+                self.stash().keep(old.id, old.slot.state());
+            }
+        }
+        w.len = 0;
+        for i in 0..SHARDS {
+            self.unknown_write(i).0.clear();
+        }
+    }
+
+    /// Entries held: (known keys, unknown ids).
+    pub(crate) fn len(&self) -> (usize, usize) {
+        let keys = self.writer().len;
+        let unknown = (0..SHARDS).map(|i| self.unknown_read(i).0.len()).sum();
+        (keys, unknown)
+    }
+}
+
+impl ChangeListener for Cache {
+    fn changed(&self, id: &KeyId) {
+        self.invalidate(id);
+    }
+
+    fn reset(&self) {
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

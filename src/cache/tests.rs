@@ -1,0 +1,142 @@
+//! The cache's own guarantees: races with invalidation, eviction,
+//! probe runs, limiter state kept across eviction.
+
+use super::*;
+use crate::key::KeyRecord;
+use crate::limit::{RateLimit, Tenant};
+use crate::permission::Catalog;
+use crate::token::KeyHash;
+use crate::token::TokenFormat;
+use chrono::DateTime;
+
+fn new_cache(capacity: usize, unknown: usize, ttl_us: i64) -> Cache {
+    let stash = Arc::new(Mutex::new(Stash::for_capacity(capacity)));
+    Cache::new(capacity, unknown, ttl_us, stash)
+}
+
+fn key() -> CachedKey {
+    let id = KeyId::random().expect("OS randomness");
+    let token = TokenFormat::default().generate(id).expect("OS randomness");
+    let record = KeyRecord {
+        id,
+        prefix: token.display_prefix(),
+        hash: KeyHash::of(token.expose_secret().as_bytes()),
+        tenant: "acme".into(),
+        name: "k".into(),
+        permissions: vec![],
+        created_by: "u".into(),
+        created_at: DateTime::UNIX_EPOCH,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        metadata: None,
+        version: 0,
+        rate_limit: None,
+        remaining: None,
+        refill: None,
+        last_refill_at: None,
+        inactivity_warning: None,
+        expiry_warning: None,
+        rolled_from: None,
+        rolled_to: None,
+    };
+    let catalog = Catalog::builder().build().expect("empty catalog");
+    let tenant = Arc::new(Tenant::new("acme", None));
+    let limit = RateLimit::per_minute(2).expect("valid");
+    CachedKey::new(&record, catalog.none(), tenant, Some(limit))
+}
+
+#[test]
+fn a_load_that_raced_an_invalidation_is_not_cached() {
+    let cache = new_cache(100, 100, 1_000_000);
+    let k = key();
+    let id = k.id;
+    let Lookup::Miss(ticket) = cache.get(&id, 0) else {
+        panic!("empty cache must miss");
+    };
+    // The key is revoked while the (old) record is being read.
+    cache.invalidate(&id);
+    assert!(cache.put(ticket, &id, Some(k), 0).is_some(), "used once");
+    assert!(matches!(cache.get(&id, 0), Lookup::Miss(_)), "not cached");
+}
+
+#[test]
+fn a_reset_drops_everything_and_in_flight_loads() {
+    let cache = new_cache(100, 100, 1_000_000);
+    let (a, b) = (key(), key());
+    let (ida, idb) = (a.id, b.id);
+    let Lookup::Miss(t) = cache.get(&ida, 0) else {
+        panic!("miss")
+    };
+    cache.put(t, &ida, Some(a), 0);
+    let Lookup::Miss(t) = cache.get(&idb, 0) else {
+        panic!("miss")
+    };
+    cache.reset();
+    cache.put(t, &idb, Some(b), 0);
+    assert_eq!(cache.len(), (0, 0));
+}
+
+#[test]
+fn entries_stay_reachable_through_removals() {
+    let cache = new_cache(3_000, 100, 1_000_000);
+    let keys: Vec<CachedKey> = (0..3_000).map(|_| key()).collect();
+    let ids: Vec<KeyId> = keys.iter().map(|k| k.id).collect();
+    for k in keys {
+        let id = k.id;
+        let Lookup::Miss(t) = cache.get(&id, 0) else {
+            panic!("miss")
+        };
+        assert!(cache.put(t, &id, Some(k), 0).is_some());
+    }
+    assert_eq!(cache.len().0, 3_000);
+    // Remove every third key: the others must still be found.
+    for id in ids.iter().step_by(3) {
+        cache.invalidate(id);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let hit = matches!(cache.get(id, 1), Lookup::Hit(_));
+        assert_eq!(hit, n % 3 != 0, "key {n}");
+    }
+    assert_eq!(cache.len().0, 2_000);
+}
+
+#[test]
+fn a_full_cache_evicts_and_keeps_limiter_state_in_the_stash() {
+    let cache = new_cache(10, 100, 1_000_000);
+    let first = key();
+    let id = first.id;
+    let Lookup::Miss(t) = cache.get(&id, 0) else {
+        panic!("miss")
+    };
+    let entry = cache.put(t, &id, Some(first), 0).expect("entry");
+    let now = gcra_now(0);
+    assert!(entry.slot.check(now).is_ok());
+    assert!(entry.slot.check(now).is_ok());
+    assert!(entry.slot.check(now).is_err());
+    // Twenty other keys push it out.
+    for _ in 0..20 {
+        let k = key();
+        let kid = k.id;
+        let Lookup::Miss(t) = cache.get(&kid, 0) else {
+            panic!("miss")
+        };
+        cache.put(t, &kid, Some(k), 0);
+    }
+    assert!(cache.len().0 <= 10);
+    // Whether it was evicted or not, then after an invalidation, it is
+    // still over its limit.
+    for round in 0..2 {
+        let entry = match cache.get(&id, 0) {
+            Lookup::Hit(e) => e,
+            Lookup::Miss(t) => {
+                let mut again = key();
+                again.id = id;
+                cache.put(t, &id, Some(again), 0).expect("entry")
+            }
+            Lookup::Unknown => panic!("known"),
+        };
+        assert!(entry.slot.check(now).is_err(), "round {round}");
+        cache.invalidate(&id);
+    }
+}
