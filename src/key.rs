@@ -420,3 +420,39 @@ pub struct IssuedKey {
     /// The key's details.
     pub key: KeyInfo,
 }
+
+/// An active key of `tenant` with a fresh random id and token and nothing
+/// else set: for tests and the store conformance suite.
+///
+/// # Panics
+/// When the OS has no randomness.
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) fn sample_record(tenant: &str) -> KeyRecord {
+    let id = KeyId::random().expect("OS randomness");
+    let token = crate::token::TokenFormat::default()
+        .generate(id)
+        .expect("OS randomness");
+    KeyRecord {
+        id,
+        prefix: token.display_prefix(),
+        hash: KeyHash::of(token.expose_secret().as_bytes()),
+        tenant: tenant.into(),
+        name: "k".into(),
+        permissions: vec![],
+        created_by: "u".into(),
+        created_at: DateTime::UNIX_EPOCH,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        metadata: None,
+        version: 0,
+        rate_limit: None,
+        remaining: None,
+        refill: None,
+        last_refill_at: None,
+        inactivity_warning: None,
+        expiry_warning: None,
+        rolled_from: None,
+        rolled_to: None,
+    }
+}

@@ -8,39 +8,14 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::*;
 use crate::cache::{Cache, Held, Lookup};
-use crate::key::KeyRecord;
+use crate::key::{sample_record, KeyRecord};
 use crate::limit::{Bucket, Decision, RateLimit, RateLimiter, Stash};
 use crate::permission::Catalog;
-use crate::token::{KeyHash, KeyId, TokenFormat};
 
 const NOW: i64 = 1_700_000_000_000_000;
 
 fn record(tenant: &str) -> KeyRecord {
-    let id = KeyId::random().expect("OS randomness");
-    let token = TokenFormat::default().generate(id).expect("OS randomness");
-    KeyRecord {
-        id,
-        prefix: token.display_prefix(),
-        hash: KeyHash::of(token.expose_secret().as_bytes()),
-        tenant: tenant.into(),
-        name: "k".into(),
-        permissions: vec![],
-        created_by: "u".into(),
-        created_at: DateTime::UNIX_EPOCH,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        metadata: None,
-        version: 0,
-        rate_limit: None,
-        remaining: None,
-        refill: None,
-        last_refill_at: None,
-        inactivity_warning: None,
-        expiry_warning: None,
-        rolled_from: None,
-        rolled_to: None,
-    }
+    sample_record(tenant)
 }
 
 /// Limits with `quota` for every tenant (and `host` for a limiter), and

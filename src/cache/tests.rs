@@ -2,12 +2,9 @@
 //! probe runs, limiter state kept across eviction.
 
 use super::*;
-use crate::key::KeyRecord;
+use crate::key::sample_record;
 use crate::limit::{RateLimit, Tenant};
 use crate::permission::Catalog;
-use crate::token::KeyHash;
-use crate::token::TokenFormat;
-use chrono::DateTime;
 
 fn new_cache(capacity: usize, unknown: usize, ttl_us: i64) -> Cache {
     let stash = Arc::new(Mutex::new(Stash::for_capacity(capacity)));
@@ -15,31 +12,7 @@ fn new_cache(capacity: usize, unknown: usize, ttl_us: i64) -> Cache {
 }
 
 fn key() -> CachedKey {
-    let id = KeyId::random().expect("OS randomness");
-    let token = TokenFormat::default().generate(id).expect("OS randomness");
-    let record = KeyRecord {
-        id,
-        prefix: token.display_prefix(),
-        hash: KeyHash::of(token.expose_secret().as_bytes()),
-        tenant: "acme".into(),
-        name: "k".into(),
-        permissions: vec![],
-        created_by: "u".into(),
-        created_at: DateTime::UNIX_EPOCH,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        metadata: None,
-        version: 0,
-        rate_limit: None,
-        remaining: None,
-        refill: None,
-        last_refill_at: None,
-        inactivity_warning: None,
-        expiry_warning: None,
-        rolled_from: None,
-        rolled_to: None,
-    };
+    let record = sample_record("acme");
     let catalog = Catalog::builder().build().expect("empty catalog");
     let tenant = Arc::new(Tenant::new("acme", None));
     let limit = RateLimit::per_minute(2).expect("valid");

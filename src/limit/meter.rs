@@ -245,11 +245,15 @@ impl Limits {
     ) -> Result<Option<(Bucket<'a>, RateLimit)>, Refusal> {
         Ok(match step {
             Step::Key => who.slot.limit.map(|l| (Bucket::Key(who.id), l)),
-            Step::OwnQuota => who
-                .tenant
-                .quota
-                .as_ref()
-                .map(|(q, _)| (Bucket::Tenant(&who.tenant.name), *q)),
+            Step::OwnQuota => {
+                // A tenant acted for that cannot be tracked is refused
+                // before any quota counts the request.
+                self.acting_for(who, acting_for, now_us)?;
+                who.tenant
+                    .quota
+                    .as_ref()
+                    .map(|(q, _)| (Bucket::Tenant(&who.tenant.name), *q))
+            }
             Step::ActingQuota => {
                 let acting = self.acting_for(who, acting_for, now_us)?;
                 match (acting, acting_for) {
@@ -393,5 +397,71 @@ fn refusal(step: Step, retry_after: Duration) -> Refusal {
 fn refund_key(who: &Subject<'_>) {
     if let (Some(gcra), true) = (&who.slot.gcra, who.in_cache) {
         gcra.refund(&who.slot.tat);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+
+    /// Answers every bucket at once, allowing, and remembers it.
+    #[derive(Debug, Default)]
+    struct Counting(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl RateLimiter for Counting {
+        async fn check(&self, bucket: Bucket<'_>, _: RateLimit, _: DateTime<Utc>) -> Decision {
+            self.0.lock().expect("lock").push(format!("{bucket:?}"));
+            Decision::Allow
+        }
+
+        fn try_check(&self, b: Bucket<'_>, _: RateLimit, _: DateTime<Utc>) -> Option<Decision> {
+            self.0.lock().expect("lock").push(format!("{b:?}"));
+            Some(Decision::Allow)
+        }
+    }
+
+    #[test]
+    fn an_untrackable_tenant_is_refused_before_a_host_counts_any_quota() {
+        let host = Arc::new(Counting::default());
+        let quota = RateLimit::per_minute(5).expect("valid");
+        let stash = Arc::new(Mutex::new(Stash::for_capacity(16)));
+        let limits = Limits::new(Some(host.clone()), Some(quota), HashMap::new(), stash);
+        let now_us = 1_700_000_000_000_000;
+        // Every slot taken by a tenant that is being limited.
+        for i in 0..MAX_TENANTS {
+            let t = limits
+                .tenants
+                .get_bounded(
+                    &format!("agency/t{i}"),
+                    quota,
+                    MAX_TENANTS,
+                    gcra_now(now_us),
+                )
+                .expect("room");
+            quota.gcra().check(&t.tat, gcra_now(now_us)).expect("first");
+        }
+        let tenant = limits.tenant("agency");
+        let slot = KeySlot::new(Some(quota));
+        let who = Subject {
+            id: KeyId::random().expect("OS randomness"),
+            slot: &slot,
+            in_cache: true,
+            tenant: &tenant,
+        };
+        let counted = limits.try_count(&who, Some("agency/new"), now_us, Step::Key);
+        assert_eq!(
+            counted,
+            Counted::Refused(Refusal::Quota(Duration::seconds(1)))
+        );
+        let seen = host.0.lock().expect("lock").clone();
+        assert_eq!(
+            seen.len(),
+            1,
+            "only the key's own limit was asked: {seen:?}"
+        );
+        assert!(seen[0].starts_with("Key("));
     }
 }

@@ -201,7 +201,9 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
     ///
     /// Verification answers from its cache, without a task switch, only
     /// when every limit of the request is answered here; the default,
-    /// `None`, makes every verify await `check`.
+    /// `None`, makes every verify await `check`. It runs inside the
+    /// caller's poll, outside the store timeout: it must not block or do
+    /// I/O.
     fn try_check(
         &self,
         bucket: Bucket<'_>,

@@ -2,6 +2,7 @@
 //! store's subscribers of every change any writer makes, and to forget
 //! everything whenever the connection was lost.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -36,50 +37,10 @@ pub(super) async fn listen(
     let prefix = format!("{schema}:");
     // The schema name is checked (no quotes possible).
     let ping_sql: Arc<str> = format!("SELECT pg_notify('{CHANNEL}', '{schema}:~ping')").into();
-    let listened = std::sync::atomic::AtomicBool::new(false);
+    let listened = AtomicBool::new(false);
     let mut backoff = Duration::from_millis(100);
     loop {
-        listened.store(false, std::sync::atomic::Ordering::Relaxed);
-        let session = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
-            listened.store(true, std::sync::atomic::Ordering::Relaxed);
-            match subscribers.upgrade() {
-                Some(s) => s.reset(),
-                None => return Ok(()),
-            }
-            let watchdog = tokio::time::sleep(SILENCE_LIMIT);
-            tokio::pin!(watchdog);
-            loop {
-                // Only the watchdog branch cancels try_recv, and then the
-                // listener is dropped anyway.
-                let received = tokio::select! {
-                    r = listener.try_recv() => r?,
-                    () = &mut watchdog => return Err(sqlx::Error::Protocol(
-                        "no notification (not even our own ping) for 45 s".into(),
-                    )),
-                };
-                watchdog
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + SILENCE_LIMIT);
-                let Some(s) = subscribers.upgrade() else {
-                    return Ok(());
-                };
-                match received {
-                    Some(n) => match n.payload().strip_prefix(&prefix) {
-                        Some("*") => s.reset(),
-                        Some(id) => {
-                            if let Ok(id) = id.parse() {
-                                s.changed(&id);
-                            }
-                        }
-                        None => {}
-                    },
-                    // Lost and reconnected: anything may have been missed.
-                    None => s.reset(),
-                }
-            }
-        };
+        listened.store(false, Ordering::Relaxed);
         let pings = async {
             loop {
                 tokio::time::sleep(PING_EVERY).await;
@@ -91,7 +52,7 @@ pub(super) async fn listen(
         };
         let result: Result<(), sqlx::Error> = tokio::select! {
             _ = &mut stop => return,
-            r = session => r,
+            r = session(&pool, &prefix, &subscribers, &listened) => r,
             () = pings => Ok(()),
         };
         match result {
@@ -107,7 +68,7 @@ pub(super) async fn listen(
                 }
             }
         }
-        if listened.load(std::sync::atomic::Ordering::Relaxed) {
+        if listened.load(Ordering::Relaxed) {
             backoff = Duration::from_millis(100);
         }
         tokio::select! {
@@ -115,5 +76,53 @@ pub(super) async fn listen(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One listening connection, until it fails, falls silent, or nobody
+/// subscribes any more (`Ok`). Sets `listened` once it listens.
+async fn session(
+    pool: &PgPool,
+    prefix: &str,
+    subscribers: &Weak<Subscribers>,
+    listened: &AtomicBool,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    listened.store(true, Ordering::Relaxed);
+    match subscribers.upgrade() {
+        Some(s) => s.reset(),
+        None => return Ok(()),
+    }
+    let watchdog = tokio::time::sleep(SILENCE_LIMIT);
+    tokio::pin!(watchdog);
+    loop {
+        // Only the watchdog branch cancels try_recv, and then the
+        // listener is dropped anyway.
+        let received = tokio::select! {
+            r = listener.try_recv() => r?,
+            () = &mut watchdog => return Err(sqlx::Error::Protocol(
+                "no notification (not even our own ping) for 45 s".into(),
+            )),
+        };
+        watchdog
+            .as_mut()
+            .reset(tokio::time::Instant::now() + SILENCE_LIMIT);
+        let Some(s) = subscribers.upgrade() else {
+            return Ok(());
+        };
+        match received {
+            Some(n) => match n.payload().strip_prefix(prefix) {
+                Some("*") => s.reset(),
+                Some(id) => {
+                    if let Ok(id) = id.parse() {
+                        s.changed(&id);
+                    }
+                }
+                None => {}
+            },
+            // Lost and reconnected: anything may have been missed.
+            None => s.reset(),
+        }
     }
 }
