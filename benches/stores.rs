@@ -16,8 +16,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion};
-use keyward::store::{PostgresStore, SqliteStore};
-use keyward::{Actor, Catalog, KeyStore, Keyward, MemoryStore, NewKey, NoAudit};
+use keyward::store::KeyStore;
+use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, NoAudit};
+use keyward::{PostgresStore, SqliteStore};
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]

@@ -14,7 +14,7 @@
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use keyward::http::{require, Authenticated, KeywardLayer};
-use keyward::store::SqliteStore;
+use keyward::SqliteStore;
 use keyward::{Actor, Catalog, Keyward, NewKey};
 use serde_json::{json, Value};
 

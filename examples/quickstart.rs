@@ -3,7 +3,7 @@
 //! `cargo run --example quickstart --features sqlite`.
 
 use chrono::Duration;
-use keyward::store::SqliteStore;
+use keyward::SqliteStore;
 use keyward::{Actor, Catalog, Keyward, NewKey, VerifyError};
 
 #[tokio::main]

@@ -21,7 +21,7 @@
 use crate::cache::CachedKey;
 use crate::error::VerifyError;
 use crate::key::KeyStatus;
-use crate::limit::{Counted, Limits, Refusal, Step, Subject};
+use crate::limit::{Counted, Limits, Refusal, Step};
 use crate::tenant;
 
 /// A step of the decision, in order.
@@ -114,13 +114,8 @@ pub(crate) fn admit(entry: &CachedKey, req: &Request<'_>, limits: &Limits, from:
             Gate::Limits(step) => step,
             _ => Step::Key,
         };
-        let who = Subject {
-            id: entry.id,
-            slot: &entry.slot,
-            in_cache: entry.cached(),
-            tenant: &entry.tenant,
-        };
-        match limits.try_count(&who, req.tenant, req.now_us, step) {
+        let who = entry.subject(req.tenant, req.now_us);
+        match limits.try_count(&who, step) {
             Counted::Passed => {}
             Counted::Refused(r) => return Verdict::Refuse(refused(r)),
             Counted::Await(step) => return Verdict::Await(Gate::Limits(step)),

@@ -3,7 +3,7 @@
 //!
 //! Every management call of [`Keyward`](crate::Keyward) (create, rename,
 //! set permissions, set the rate limit, revoke, reactivate, roll, delete)
-//! asks one function, [`authorize`], before it writes. It compares the
+//! asks one function, `authorize`, before it writes. It compares the
 //! actor with the key in each [`Dimension`]:
 //!
 //! | dimension | the actor dominates a key when |
@@ -47,7 +47,7 @@
 //! **Uses are split, never copied.** A key created by a usage-limited
 //! *key* must be given a usage limit (it cannot be unlimited, nor have a
 //! refill), and those uses are taken from the creating key's own at
-//! creation ([`carved_uses`]): the two together never hold more than the
+//! creation (`carved_uses`): the two together never hold more than the
 //! creator had. A key that refills cannot create usage-limited keys: its
 //! unspent uses of a period would outlive the period in them. A human actor's usage bound ([`Actor::remaining`]) is a
 //! cap per key, since a person has no count to split. A roll moves the

@@ -2,7 +2,7 @@
 //!
 //! [`VerifyError`] is what a request with an API key can get; [`KeyError`]
 //! is what a management call can get; [`StoreError`] is what a
-//! [`KeyStore`](crate::KeyStore) reports; [`Forbidden`] is a verified key
+//! [`KeyStore`](crate::store::KeyStore) reports; [`Forbidden`] is a verified key
 //! that lacks a permission; [`ConfigError`] is a [`Keyward`](crate::Keyward)
 //! that cannot be built.
 
@@ -268,7 +268,7 @@ impl VerifyError {
     }
 }
 
-/// What a [`KeyStore`](crate::KeyStore) reports. Kinds the core acts on are
+/// What a [`KeyStore`](crate::store::KeyStore) reports. Kinds the core acts on are
 /// variants; a backend's own error is kept as the source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

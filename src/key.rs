@@ -12,6 +12,10 @@ use crate::permission::PermissionSet;
 use crate::policy::{Refill, WarningMark};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 
+/// Most uses a usage-limited key can hold: larger values are capped, so
+/// that every store can keep them in a signed 64-bit column.
+pub const MAX_USES: u64 = i64::MAX as u64;
+
 /// The person or key performing a management call, as the host knows them.
 ///
 /// The host decides who may manage keys (an admin role, a Developer
@@ -22,7 +26,7 @@ use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 ///
 /// An actor's bounds are what it holds in each dimension: its tenant, its
 /// permissions, and optionally an expiry, a rate limit and a number of uses
-/// left. An actor made by [`Verified::actor`] carries its key's bounds
+/// left. An actor made by [`Verified::actor`](crate::Verified::actor) carries its key's bounds
 /// automatically; a human actor carries what the host gives it (by default
 /// no expiry, no rate limit and unlimited uses: set them to bound what a
 /// person can hand out). On an actor made from a key, the setters only
@@ -133,7 +137,7 @@ impl Actor {
         &self.tenant
     }
 
-    /// The key this actor is, when made by [`Verified::actor`].
+    /// The key this actor is, when made by [`Verified::actor`](crate::Verified::actor).
     pub fn key_id(&self) -> Option<KeyId> {
         self.key
     }
@@ -266,7 +270,7 @@ impl NewKey {
     }
 }
 
-/// A key as a [`KeyStore`](crate::KeyStore) keeps it. Holds the hash, never
+/// A key as a [`KeyStore`](crate::store::KeyStore) keeps it. Holds the hash, never
 /// the token.
 ///
 /// Stores that keep a document per key can persist it with serde; stores
@@ -297,19 +301,19 @@ pub struct KeyRecord {
     /// When it was revoked, if it is revoked now.
     pub revoked_at: Option<DateTime<Utc>>,
     /// When it last verified successfully, as last written. Only
-    /// [`KeyStore::record_last_used`](crate::KeyStore::record_last_used)
+    /// [`KeyStore::record_last_used`](crate::store::KeyStore::record_last_used)
     /// changes it, and only forward.
     pub last_used_at: Option<DateTime<Utc>>,
     /// Free-form JSON from the host.
     pub metadata: Option<serde_json::Value>,
     /// Bumped by the store on every update; the condition of
-    /// [`KeyStore::update`](crate::KeyStore::update).
+    /// [`KeyStore::update`](crate::store::KeyStore::update).
     pub version: u64,
     /// The key's own rate limit; `None` uses the default.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
     /// Uses left, for a usage-limited key. Only
-    /// [`KeyStore::consume_credit`](crate::KeyStore::consume_credit)
+    /// [`KeyStore::consume_credit`](crate::store::KeyStore::consume_credit)
     /// changes it after creation.
     #[serde(default)]
     pub remaining: Option<u64>,
@@ -317,7 +321,7 @@ pub struct KeyRecord {
     #[serde(default)]
     pub refill: Option<Refill>,
     /// When `remaining` was last refilled (or set). Owned by
-    /// [`KeyStore::consume_credit`](crate::KeyStore::consume_credit).
+    /// [`KeyStore::consume_credit`](crate::store::KeyStore::consume_credit).
     #[serde(default)]
     pub last_refill_at: Option<DateTime<Utc>>,
     /// The last inactivity warning given.

@@ -4,7 +4,7 @@
 //! show the plaintext once, store only its SHA-256, and verify presented
 //! tokens in constant time against a permission lattice and a lifecycle
 //! (expiry, revocation, deletion). Persistence is yours: anything that
-//! implements the async [`KeyStore`] trait; keyward ships [`MemoryStore`],
+//! implements the async [`KeyStore`](store::KeyStore) trait; keyward ships [`MemoryStore`],
 //! an embedded SQLite store (feature `sqlite`) and a PostgreSQL store with
 //! cross-instance cache invalidation (feature `postgres`). A bounded
 //! verification cache in the core keeps hot verifies off the store.
@@ -46,7 +46,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `conformance` | no | [`store::conformance`]: the test suite every [`KeyStore`] must pass |
+//! | `conformance` | no | [`store::conformance`]: the test suite every [`KeyStore`](store::KeyStore) must pass |
 //! | `tokio` | no | `Keyward::spawn_sweeper`: the maintenance sweep on a tokio interval |
 //! | `sqlite` | no | `store::SqliteStore`: one SQLite file (bundled SQLite, WAL), via sqlx |
 //! | `postgres` | no | `store::PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
@@ -54,41 +54,33 @@
 //!
 //! # Where things are
 //!
-//! - [`token`]: the token format, parsing, hashing, the [`SecretToken`] type.
-//! - [`permission`]: [`Catalog`], [`PermissionSet`], [`Permission`].
-//! - [`key`]: [`Actor`], [`NewKey`], [`KeyRecord`], [`KeyInfo`], [`Verified`].
-//! - [`store`]: [`KeyStore`], [`MemoryStore`], `SqliteStore`,
-//!   `PostgresStore`, the change feed ([`ChangeListener`]).
-//! - [`authority`]: the rule of key management, in every dimension.
-//! - [`tenant`]: the canonical tenant path and which tenant covers which.
-//! - [`policy`]: inactivity expiry, warnings, retention, refills.
-//! - [`limit`]: [`RateLimit`], [`RateLimiter`], [`LocalLimiter`].
-//! - [`audit`]: [`AuditEvent`] and the sinks.
-//! - [`clock`]: [`Clock`], [`SystemClock`], [`ManualClock`].
-//! - [`error`]: one error enum per concern.
-//! - `http` (feature `axum`): `KeywardLayer`, `Authenticated`, `require`,
-//!   `ApiError`.
+//! Everything a host uses is at the crate root. Three modules hold the
+//! rest: [`store`] (for implementing a [`KeyStore`](store::KeyStore), and
+//! its conformance suite), [`tenant`] (tenant paths) and `http` (feature
+//! `axum`). [`authority`] states the rule of key management.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admission;
-pub mod audit;
+mod audit;
 pub mod authority;
 mod cache;
-pub mod clock;
+mod clock;
 mod deadline;
-pub mod error;
+mod error;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod http;
-pub mod key;
+mod key;
 mod keyward;
-pub mod limit;
-pub mod permission;
-pub mod policy;
+mod limit;
+mod permission;
+mod policy;
 pub mod store;
 pub mod tenant;
-pub mod token;
+mod token;
 
 /// The README's examples run as doctests too (they use the SQLite store
 /// and axum).
@@ -103,21 +95,28 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{
     BoxError, ConfigError, Dimension, Forbidden, KeyError, StoreError, VerifyError,
 };
-pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey};
+pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyStatus, NewKey, MAX_USES};
 pub use crate::keyward::{
     CacheStats, KeyUpdate, Keyward, KeywardBuilder, Verified, VerifyFuture, MAX_METADATA_BYTES,
-    MAX_NAME_CHARS, MAX_USES, SWEEP_ACTOR,
+    MAX_NAME_CHARS, SWEEP_ACTOR,
 };
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{
     Catalog, CatalogBuilder, CatalogError, Permission, PermissionError, PermissionSet,
+    MAX_PERMISSIONS,
 };
 pub use crate::policy::{
     ExpiryWarnings, InactivityPolicy, Refill, RemovalReason, Retention, SweepReport, SweepWarning,
     SweptKey, WarningKind, WarningMark,
 };
-pub use crate::store::{ChangeListener, Credit, KeyStore, MemoryStore, RefillDue};
+pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use crate::store::sqlite::SqliteStore;
 pub use crate::token::{
-    DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyHash, KeyId, MalformedToken,
-    ParsedToken, SecretToken, TokenFormat,
+    DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyId, MalformedToken, ParsedToken,
+    SecretToken, TokenFormat,
 };

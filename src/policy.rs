@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::token::{DisplayPrefix, KeyId};
 
 /// Keys unused for a while stop working and are deleted, with warnings
-/// before (seed 004: 90 days, warned 15, 7 and 1 days before).
+/// before (by default 90 days, warned 15, 7 and 1 days before).
 ///
 /// "Unused" counts from the last successful verification, or from creation
 /// for a key never used. An inactive key is refused with

@@ -713,8 +713,8 @@ struct Interfering {
 }
 
 #[async_trait::async_trait]
-impl keyward::KeyStore for Interfering {
-    async fn insert(&self, record: &keyward::KeyRecord) -> Result<(), keyward::StoreError> {
+impl keyward::store::KeyStore for Interfering {
+    async fn insert(&self, record: &keyward::store::KeyRecord) -> Result<(), keyward::StoreError> {
         if self
             .fail_insert
             .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -745,10 +745,13 @@ impl keyward::KeyStore for Interfering {
         }
         self.inner.insert(record).await
     }
-    async fn get(&self, id: &KeyId) -> Result<Option<keyward::KeyRecord>, keyward::StoreError> {
+    async fn get(
+        &self,
+        id: &KeyId,
+    ) -> Result<Option<keyward::store::KeyRecord>, keyward::StoreError> {
         self.inner.get(id).await
     }
-    async fn update(&self, record: &keyward::KeyRecord) -> Result<u64, keyward::StoreError> {
+    async fn update(&self, record: &keyward::store::KeyRecord) -> Result<u64, keyward::StoreError> {
         self.inner.update(record).await
     }
     async fn delete(&self, id: &KeyId) -> Result<bool, keyward::StoreError> {
@@ -759,14 +762,14 @@ impl keyward::KeyStore for Interfering {
         tenant: &str,
         after: Option<&KeyId>,
         limit: usize,
-    ) -> Result<Vec<keyward::KeyRecord>, keyward::StoreError> {
+    ) -> Result<Vec<keyward::store::KeyRecord>, keyward::StoreError> {
         self.inner.list_by_tenant(tenant, after, limit).await
     }
     async fn scan(
         &self,
         after: Option<&KeyId>,
         limit: usize,
-    ) -> Result<Vec<keyward::KeyRecord>, keyward::StoreError> {
+    ) -> Result<Vec<keyward::store::KeyRecord>, keyward::StoreError> {
         self.inner.scan(after, limit).await
     }
     async fn record_last_used(
@@ -778,15 +781,15 @@ impl keyward::KeyStore for Interfering {
     async fn consume_credit(
         &self,
         id: &KeyId,
-        refill: Option<keyward::RefillDue>,
-    ) -> Result<keyward::Credit, keyward::StoreError> {
+        refill: Option<keyward::store::RefillDue>,
+    ) -> Result<keyward::store::Credit, keyward::StoreError> {
         self.inner.consume_credit(id, refill).await
     }
     async fn adjust_credits(
         &self,
         id: &KeyId,
         delta: i64,
-    ) -> Result<keyward::Credit, keyward::StoreError> {
+    ) -> Result<keyward::store::Credit, keyward::StoreError> {
         let armed = self.delete_before_take.lock().expect("lock").take();
         if let Some(victim) = armed.filter(|v| v == id && delta < 0) {
             self.inner.delete(&victim).await?;

@@ -194,7 +194,7 @@ async fn a_key_created_elsewhere_is_not_hidden_by_a_remembered_miss() {
         .expect("create");
     // Forget it on b's side by deleting through b, then make b remember the
     // miss, then restore the record directly in the shared store.
-    let record = keyward::KeyStore::get(&store, &issued.key.id)
+    let record = keyward::store::KeyStore::get(&store, &issued.key.id)
         .await
         .expect("get")
         .expect("exists");
@@ -205,7 +205,7 @@ async fn a_key_created_elsewhere_is_not_hidden_by_a_remembered_miss() {
         b.verify(issued.token.expose_secret()).await,
         Err(VerifyError::Invalid)
     ));
-    keyward::KeyStore::insert(&store, &record)
+    keyward::store::KeyStore::insert(&store, &record)
         .await
         .expect("insert");
     b.verify(issued.token.expose_secret())

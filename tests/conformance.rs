@@ -14,7 +14,7 @@ async fn memory_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_in_memory_store_conforms() {
     conformance::run(|| async {
-        keyward::store::SqliteStore::in_memory()
+        keyward::SqliteStore::in_memory()
             .await
             .expect("in-memory SQLite")
     })
@@ -31,11 +31,7 @@ async fn sqlite_file_store_conforms() {
         let path = dir
             .path()
             .join(format!("keys-{}.db", n.fetch_add(1, Ordering::SeqCst)));
-        async move {
-            keyward::store::SqliteStore::open(path)
-                .await
-                .expect("SQLite file")
-        }
+        async move { keyward::SqliteStore::open(path).await.expect("SQLite file") }
     })
     .await;
 }

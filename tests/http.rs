@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::Duration;
 use keyward::http::{require, ApiError, Authenticated, KeySource, KeywardLayer};
-use keyward::store::SqliteStore;
+use keyward::SqliteStore;
 use keyward::{Actor, Keyward, ManualClock, NewKey, RateLimit};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Client, StatusCode};

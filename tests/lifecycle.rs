@@ -515,7 +515,7 @@ async fn last_used_is_recorded_with_coalesced_writes() {
     common::settle().await;
     assert_eq!(writes(), 2, "one write per interval");
     let stored = h.store.inner.clone();
-    let rec = keyward::KeyStore::get(&stored, &k.key.id)
+    let rec = keyward::store::KeyStore::get(&stored, &k.key.id)
         .await
         .expect("get")
         .expect("exists");
@@ -535,7 +535,7 @@ async fn last_used_is_recorded_with_coalesced_writes() {
         .expect("verifies");
     common::settle().await;
     assert_eq!(writes(), 2, "not due yet");
-    let rec = keyward::KeyStore::get(&stored, &other.key.id)
+    let rec = keyward::store::KeyStore::get(&stored, &other.key.id)
         .await
         .expect("get")
         .expect("exists");
@@ -550,7 +550,7 @@ async fn last_used_is_recorded_with_coalesced_writes() {
         Some(now)
     );
     assert_eq!(h.keys.flush_last_used().await.expect("flushed"), 1);
-    let rec = keyward::KeyStore::get(&stored, &other.key.id)
+    let rec = keyward::store::KeyStore::get(&stored, &other.key.id)
         .await
         .expect("get")
         .expect("exists");

@@ -9,8 +9,10 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::Duration;
 use common::pg::PgServer;
 use common::{admin, catalog};
-use keyward::store::{conformance, PostgresStore};
-use keyward::{KeyStore, Keyward, NewKey, StoreError, VerifyError};
+use keyward::store::conformance;
+use keyward::store::KeyStore;
+use keyward::PostgresStore;
+use keyward::{Keyward, NewKey, StoreError, VerifyError};
 
 async fn pool(url: &str) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()

@@ -59,6 +59,11 @@ fn code(v: Verdict) -> &'static str {
     }
 }
 
+/// The decision for a request naming no tenant, by a key in use.
+fn plain(e: &CachedKey, limits: &Limits) -> &'static str {
+    code(admit(e, &req(None, Idle::No), limits, Gate::FIRST))
+}
+
 fn per_minute(n: u32) -> RateLimit {
     RateLimit::per_minute(n).expect("valid")
 }
@@ -67,10 +72,7 @@ fn per_minute(n: u32) -> RateLimit {
 fn an_active_key_of_the_right_tenant_is_admitted() {
     let (limits, cache) = limits(None, None);
     let e = cached(&record("acme"), &limits, &cache);
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
+    assert_eq!(plain(&e, &limits), "admit");
     assert_eq!(
         code(admit(
             &e,
@@ -113,10 +115,7 @@ fn the_tenant_comes_before_inactivity_and_limits() {
     let verdict = admit(&e, &req(Some("globex"), Idle::Yes), &limits, Gate::FIRST);
     assert_eq!(code(verdict), "wrong_tenant");
     // Nothing was counted: the one request a minute is still there.
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
+    assert_eq!(plain(&e, &limits), "admit");
 }
 
 #[test]
@@ -149,14 +148,8 @@ fn inactivity_comes_before_limits_and_counts_nothing() {
         code(admit(&e, &req(None, Idle::Unsure), &limits, Gate::FIRST)),
         "await inactivity"
     );
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "rate_limited"
-    );
+    assert_eq!(plain(&e, &limits), "admit");
+    assert_eq!(plain(&e, &limits), "rate_limited");
 }
 
 #[test]
@@ -165,25 +158,13 @@ fn the_key_limit_comes_before_the_quota_which_counts_nothing_refused() {
     let mut r = record("acme");
     r.rate_limit = Some(per_minute(1));
     let e = cached(&r, &limits, &cache);
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "rate_limited"
-    );
+    assert_eq!(plain(&e, &limits), "admit");
+    assert_eq!(plain(&e, &limits), "rate_limited");
     // The quota counted one request only: another key of the tenant gets
     // the second.
     let other = cached(&record("acme"), &limits, &cache);
-    assert_eq!(
-        code(admit(&other, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
-    assert_eq!(
-        code(admit(&other, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "quota_exceeded"
-    );
+    assert_eq!(plain(&other, &limits), "admit");
+    assert_eq!(plain(&other, &limits), "quota_exceeded");
 }
 
 #[test]
@@ -192,18 +173,12 @@ fn a_quota_refusal_gives_the_request_back_to_the_key() {
     let mut r = record("acme");
     r.rate_limit = Some(per_minute(1));
     let busy = cached(&record("acme"), &limits, &cache);
-    assert_eq!(
-        code(admit(&busy, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
+    assert_eq!(plain(&busy, &limits), "admit");
     let e = cached(&r, &limits, &cache);
     for _ in 0..3 {
         // Refused by the quota, never by the key's own limit: the key's
         // one request is given back each time.
-        assert_eq!(
-            code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-            "quota_exceeded"
-        );
+        assert_eq!(plain(&e, &limits), "quota_exceeded");
     }
 }
 
@@ -223,10 +198,7 @@ fn the_quota_of_the_tenant_acted_for_counts_too() {
         code(admit(&parent, &for_child, &limits, Gate::FIRST)),
         "quota_exceeded"
     );
-    assert_eq!(
-        code(admit(&parent, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
+    assert_eq!(plain(&parent, &limits), "admit");
 }
 
 #[test]
@@ -236,19 +208,13 @@ fn credits_come_last_after_the_limits_counted() {
     r.rate_limit = Some(per_minute(1));
     r.remaining = Some(5);
     let e = cached(&r, &limits, &cache);
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "await credit"
-    );
+    assert_eq!(plain(&e, &limits), "await credit");
     // Resuming at the credit counts nothing again.
     assert_eq!(
         code(admit(&e, &req(None, Idle::No), &limits, Gate::Credit)),
         "await credit"
     );
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "rate_limited"
-    );
+    assert_eq!(plain(&e, &limits), "rate_limited");
 }
 
 #[test]
@@ -264,10 +230,7 @@ fn resuming_at_a_quota_does_not_count_the_key_again() {
             "admit"
         );
     }
-    assert_eq!(
-        code(admit(&e, &req(None, Idle::No), &limits, Gate::FIRST)),
-        "admit"
-    );
+    assert_eq!(plain(&e, &limits), "admit");
 }
 
 /// A host limiter that answers at once only for keys.
@@ -306,13 +269,7 @@ async fn a_host_limiter_is_awaited_only_where_it_cannot_answer_at_once() {
     };
     assert_eq!(step, Step::OwnQuota);
     assert!(host.checked.lock().expect("lock").is_empty());
-    let who = Subject {
-        id: e.id,
-        slot: &e.slot,
-        in_cache: true,
-        tenant: &e.tenant,
-    };
-    let counted = limits.count(&who, None, NOW, step).await;
+    let counted = limits.count(&e.subject(None, NOW), step).await;
     assert_eq!(counted, Err(Refusal::Quota(Duration::seconds(3))));
     assert_eq!(*host.checked.lock().expect("lock"), ["Tenant(\"acme\")"]);
 }

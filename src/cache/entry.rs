@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::key::KeyStatus;
-use crate::limit::{KeySlot, RateLimit, Tenant};
+use crate::limit::{KeySlot, RateLimit, Subject, Tenant};
 use crate::permission::PermissionSet;
 use crate::policy::Refill;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
@@ -113,6 +113,20 @@ impl CachedKey {
         }
     }
 
+    /// What a request by this key, for `acting_for` at `now_us`, is
+    /// counted against.
+    #[inline]
+    pub(crate) fn subject<'a>(&'a self, acting_for: Option<&'a str>, now_us: i64) -> Subject<'a> {
+        Subject {
+            id: self.id,
+            slot: &self.slot,
+            in_cache: self.cached,
+            tenant: &self.tenant,
+            acting_for,
+            now_us,
+        }
+    }
+
     /// How a usage-limited key refills, if it does.
     pub(crate) fn refill(&self) -> Option<&Refill> {
         self.cold.as_ref()?.refill.as_ref()
@@ -143,12 +157,6 @@ impl CachedKey {
     /// When it was read from the store, in clock microseconds.
     pub(crate) fn loaded_at_us(&self) -> i64 {
         self.loaded_at
-    }
-
-    /// Whether `slot` holds the key's limiter state (the entry is in the
-    /// table); otherwise the stash does.
-    pub(crate) fn cached(&self) -> bool {
-        self.cached
     }
 
     /// The latest use known here, or the creation if never used: where

@@ -8,7 +8,7 @@
 //! unknown ids never evicts known keys.
 //!
 //! Staleness is bounded twice: by the store's change feed
-//! ([`KeyStore::subscribe`](crate::KeyStore::subscribe)), which drops an
+//! ([`KeyStore::subscribe`](crate::store::KeyStore::subscribe)), which drops an
 //! entry the moment its key changes, and by `ttl`, the fallback when a feed
 //! is missing or has dropped. A load that raced an invalidation is used
 //! once and not cached (each shard counts its invalidations), so a

@@ -1,5 +1,5 @@
 //! Reading a request: the presented key and the named tenant from
-//! headers, and the [`Authenticated`] extractor.
+//! headers, and the [`Authenticated`](super::Authenticated) extractor.
 
 use axum::extract::FromRequestParts;
 use axum::response::Response;
@@ -77,7 +77,7 @@ pub(super) fn tenant_of<'h>(
 }
 
 /// The verified key of the request: an axum extractor (needs
-/// [`KeywardLayer`] on the route). Derefs to [`Verified`].
+/// [`KeywardLayer`](super::KeywardLayer) on the route). Derefs to [`Verified`].
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Verified);
 
@@ -92,8 +92,8 @@ impl std::ops::Deref for Authenticated {
 impl Authenticated {
     /// The key must hold `permission`; otherwise a 403 naming it, with the
     /// key's prefix and an `insufficient_scope` challenge (in
-    /// [`DEFAULT_REALM`]: a handler's error does not know the layer's
-    /// realm; the [`require`] route layer uses it).
+    /// [`DEFAULT_REALM`](super::DEFAULT_REALM): a handler's error does not know the layer's
+    /// realm; the [`require`](super::require) route layer uses it).
     ///
     /// # Errors
     /// [`ApiError`] 403 `forbidden`.

@@ -1,4 +1,4 @@
-//! [`KeywardLayer`]: authenticates every request with a [`Keyward`].
+//! [`KeywardLayer`](super::KeywardLayer): authenticates every request with a [`Keyward`].
 
 use std::fmt;
 use std::future::Future;
@@ -15,8 +15,8 @@ use super::service::{Authorize, Gate};
 use super::{
     default_renderer, render, ApiError, ErrorRenderer, KeySource, Renderer, DEFAULT_REALM,
 };
+use crate::keyward::Keyward;
 use crate::keyward::Verified;
-use crate::Keyward;
 
 /// The layer's settings, shared by its services.
 struct Config {
@@ -29,7 +29,7 @@ struct Config {
 /// Authenticates every request with a [`Keyward`]: reads the key, verifies
 /// it (with the tenant from a header, if configured), and either refuses
 /// with an [`ApiError`] or passes the request on with the [`Verified`] key
-/// in its extensions (read it with [`Authenticated`]) and a `tracing` span
+/// in its extensions (read it with [`Authenticated`](super::Authenticated)) and a `tracing` span
 /// `api_key` carrying the key's display prefix and tenant.
 #[derive(Clone)]
 #[must_use]
@@ -94,7 +94,7 @@ impl KeywardLayer {
 
     /// The realm of the `WWW-Authenticate: Bearer` challenge on 401s, 403s
     /// and 400s of this layer and the permission layers inside it.
-    /// Defaults to [`DEFAULT_REALM`] (`api`). Characters a quoted string
+    /// Defaults to [`DEFAULT_REALM`](super::DEFAULT_REALM) (`api`). Characters a quoted string
     /// cannot hold (`"`, `\\`, non-ASCII, control) are dropped.
     pub fn realm(self, realm: &str) -> Self {
         let clean: String = realm
@@ -141,10 +141,10 @@ impl<S> Layer<S> for KeywardLayer {
     }
 }
 
-/// The service [`KeywardLayer`] wraps around yours.
+/// The service [`KeywardLayer`](super::KeywardLayer) wraps around yours.
 pub type KeywardService<S> = Authorize<S, Authenticate>;
 
-/// The gate of [`KeywardLayer`]: verifies the request's key.
+/// The gate of [`KeywardLayer`](super::KeywardLayer): verifies the request's key.
 #[derive(Clone)]
 pub struct Authenticate {
     keys: Keyward,

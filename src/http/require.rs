@@ -1,4 +1,4 @@
-//! [`require`]: a route layer that lets a request through only if its
+//! [`require`](super::require): a route layer that lets a request through only if its
 //! key holds one permission.
 
 use std::future::Future;
@@ -17,7 +17,7 @@ use crate::permission::{Catalog, Permission, PermissionError};
 
 /// A layer that lets a request through only if its key holds one
 /// permission: `router.route_layer(require(keys.catalog(), "contacts:write")?)`.
-/// Needs [`KeywardLayer`] outside it.
+/// Needs [`KeywardLayer`](super::KeywardLayer) outside it.
 ///
 /// # Errors
 /// [`PermissionError`] at start-up when the catalog has no such
@@ -30,7 +30,7 @@ pub fn require(catalog: &Catalog, permission: &str) -> Result<RequirePermission,
     })
 }
 
-/// See [`require`].
+/// See [`require`](super::require).
 #[derive(Debug, Clone)]
 pub struct RequirePermission {
     permission: Permission,

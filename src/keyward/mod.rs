@@ -38,6 +38,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use crate::audit::AuditSink;
 use crate::cache::Cache;
 use crate::clock::Clock;
+pub(crate) use crate::key::MAX_USES;
 use crate::key::{KeyInfo, KeyRecord, KeyStatus};
 use crate::limit::{Limits, RateLimit};
 use crate::permission::{Catalog, PermissionSet};
@@ -55,9 +56,6 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 const UPDATE_ATTEMPTS: usize = 8;
 /// Records per page when a call walks the store.
 const PAGE: usize = 500;
-/// Most uses a usage-limited key can hold: larger values are capped, so
-/// that every store can keep them in a signed 64-bit column.
-pub const MAX_USES: u64 = i64::MAX as u64;
 
 /// What the verification cache holds: see [`Keyward::cache_stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,8 +17,8 @@ impl Keyward {
     /// returns its token once. The old key keeps working until `now +
     /// grace`, never past its own expiry; a zero grace revokes it at once.
     /// The audit event names both keys; the new key's
-    /// [`KeyInfo::rolled_from`] names the old and the old key's
-    /// [`KeyInfo::rolled_to`] the new.
+    /// [`KeyInfo::rolled_from`](crate::KeyInfo::rolled_from) names the old and the old key's
+    /// [`KeyInfo::rolled_to`](crate::KeyInfo::rolled_to) the new.
     ///
     /// A rolled key is done: it can be neither rolled again (even during
     /// its grace) nor reactivated.

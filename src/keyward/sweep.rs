@@ -239,6 +239,7 @@ impl Keyward {
     /// tokio runtime, handing each result to `on_report`, e.g. to send the
     /// warnings as notifications. Abort the returned handle to stop it.
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn spawn_sweeper<F>(
         &self,
         every: std::time::Duration,

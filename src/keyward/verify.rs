@@ -10,7 +10,6 @@ use crate::admission::{admit, refused, Gate, Idle, Request, Verdict};
 use crate::cache::{CachedKey, Held, Load, Lookup, Ticket};
 use crate::clock::micros_to_time;
 use crate::error::{StoreError, VerifyError};
-use crate::limit::Subject;
 use crate::store::{Credit, RefillDue};
 use crate::tenant;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
@@ -158,13 +157,8 @@ impl Keyward {
                     continue;
                 }
                 Verdict::Await(Gate::Limits(step)) => {
-                    let who = Subject {
-                        id: entry.id,
-                        slot: &entry.slot,
-                        in_cache: entry.cached(),
-                        tenant: &entry.tenant,
-                    };
-                    match self.inner.limits.count(&who, tenant, now_us, step).await {
+                    let who = entry.subject(tenant, now_us);
+                    match self.inner.limits.count(&who, step).await {
                         Ok(()) => {
                             from = Gate::Credit;
                             continue;

@@ -77,6 +77,10 @@ pub(crate) struct Subject<'a> {
     pub(crate) in_cache: bool,
     /// The key's tenant.
     pub(crate) tenant: &'a Tenant,
+    /// The tenant the request names, when it names one.
+    pub(crate) acting_for: Option<&'a str>,
+    /// The clock, in microseconds.
+    pub(crate) now_us: i64,
 }
 
 /// Why a limit refused a request.
@@ -158,42 +162,30 @@ impl Limits {
     /// limiter always answers; a host's limiter answers when its
     /// [`RateLimiter::try_check`] does.
     #[inline]
-    pub(crate) fn try_count(
-        &self,
-        who: &Subject<'_>,
-        acting_for: Option<&str>,
-        now_us: i64,
-        from: Step,
-    ) -> Counted {
+    pub(crate) fn try_count(&self, who: &Subject<'_>, from: Step) -> Counted {
         match &self.host {
-            None => match self.count_builtin(who, acting_for, now_us, from) {
+            None => match self.count_builtin(who, from) {
                 Ok(()) => Counted::Passed,
                 Err(r) => Counted::Refused(r),
             },
-            Some(host) => self.try_count_host(&**host, who, acting_for, now_us, from),
+            Some(host) => self.try_count_host(&**host, who, from),
         }
     }
 
     /// Counts the request from `from` on, awaiting a host's limiter where
     /// it cannot answer at once.
-    pub(crate) async fn count(
-        &self,
-        who: &Subject<'_>,
-        acting_for: Option<&str>,
-        now_us: i64,
-        from: Step,
-    ) -> Result<(), Refusal> {
+    pub(crate) async fn count(&self, who: &Subject<'_>, from: Step) -> Result<(), Refusal> {
         let mut from = from;
         loop {
-            let step = match self.try_count(who, acting_for, now_us, from) {
+            let step = match self.try_count(who, from) {
                 Counted::Passed => return Ok(()),
                 Counted::Refused(r) => return Err(r),
                 Counted::Await(step) => step,
             };
             // Only a host's limiter defers, and only for a bucket it has.
-            let bucket = self.bucket(who, acting_for, now_us, step)?;
+            let bucket = self.bucket(who, step)?;
             if let (Some(host), Some((bucket, limit))) = (&self.host, bucket) {
-                let now = micros_to_time(now_us);
+                let now = micros_to_time(who.now_us);
                 if let Decision::Deny { retry_after } = host.check(bucket, limit, now).await {
                     return Err(refusal(step, retry_after));
                 }
@@ -207,18 +199,11 @@ impl Limits {
 
     /// The host's buckets from `from` on, each answered by `try_check`
     /// until one cannot be.
-    fn try_count_host(
-        &self,
-        host: &dyn RateLimiter,
-        who: &Subject<'_>,
-        acting_for: Option<&str>,
-        now_us: i64,
-        from: Step,
-    ) -> Counted {
-        let now = micros_to_time(now_us);
+    fn try_count_host(&self, host: &dyn RateLimiter, who: &Subject<'_>, from: Step) -> Counted {
+        let now = micros_to_time(who.now_us);
         let mut step = Some(from);
         while let Some(s) = step {
-            match self.bucket(who, acting_for, now_us, s) {
+            match self.bucket(who, s) {
                 Err(r) => return Counted::Refused(r),
                 Ok(None) => {}
                 Ok(Some((bucket, limit))) => match host.try_check(bucket, limit, now) {
@@ -239,8 +224,6 @@ impl Limits {
     fn bucket<'a>(
         &self,
         who: &Subject<'a>,
-        acting_for: Option<&'a str>,
-        now_us: i64,
         step: Step,
     ) -> Result<Option<(Bucket<'a>, RateLimit)>, Refusal> {
         Ok(match step {
@@ -248,15 +231,15 @@ impl Limits {
             Step::OwnQuota => {
                 // A tenant acted for that cannot be tracked is refused
                 // before any quota counts the request.
-                self.acting_for(who, acting_for, now_us)?;
+                self.acting_for(who)?;
                 who.tenant
                     .quota
                     .as_ref()
                     .map(|(q, _)| (Bucket::Tenant(&who.tenant.name), *q))
             }
             Step::ActingQuota => {
-                let acting = self.acting_for(who, acting_for, now_us)?;
-                match (acting, acting_for) {
+                let acting = self.acting_for(who)?;
+                match (acting, who.acting_for) {
                     (Some(t), Some(name)) => {
                         t.quota.as_ref().map(|(q, _)| (Bucket::Tenant(name), *q))
                     }
@@ -270,14 +253,8 @@ impl Limits {
     /// on its tenant's, and one on the tenant it acts for, if another
     /// (looked up only once the key's own limit let the request through).
     #[inline]
-    fn count_builtin(
-        &self,
-        who: &Subject<'_>,
-        acting_for: Option<&str>,
-        now_us: i64,
-        from: Step,
-    ) -> Result<(), Refusal> {
-        let now_ns = gcra_now(now_us);
+    fn count_builtin(&self, who: &Subject<'_>, from: Step) -> Result<(), Refusal> {
+        let now_ns = gcra_now(who.now_us);
         // What was counted before `from` is not counted again, nor given
         // back by a refusal here.
         let key_counted = from == Step::Key;
@@ -294,9 +271,9 @@ impl Limits {
                 refund_key(who);
             }
         };
-        if acting_for.is_some_and(|t| t != &*who.tenant.name) {
+        if who.acting_for.is_some_and(|t| t != &*who.tenant.name) {
             return self
-                .count_quotas_acting(who, acting_for, now_us, from)
+                .count_quotas_acting(who, from)
                 .inspect_err(|_| refund(who));
         }
         if let (Some((_, gcra)), true) = (&who.tenant.quota, from <= Step::OwnQuota) {
@@ -314,15 +291,9 @@ impl Limits {
     /// path.
     #[cold]
     #[inline(never)]
-    fn count_quotas_acting(
-        &self,
-        who: &Subject<'_>,
-        acting_for: Option<&str>,
-        now_us: i64,
-        from: Step,
-    ) -> Result<(), Refusal> {
-        let now_ns = gcra_now(now_us);
-        let acting = self.acting_for(who, acting_for, now_us)?;
+    fn count_quotas_acting(&self, who: &Subject<'_>, from: Step) -> Result<(), Refusal> {
+        let now_ns = gcra_now(who.now_us);
+        let acting = self.acting_for(who)?;
         let own = Some(who.tenant).filter(|_| from <= Step::OwnQuota);
         let quotas = [own, acting.as_deref()];
         for (i, tenant) in quotas.iter().enumerate() {
@@ -350,13 +321,8 @@ impl Limits {
     ///
     /// At most [`MAX_TENANTS`] tenants are kept: beyond, while none is
     /// idle, a request for yet another tenant is refused as over quota.
-    fn acting_for(
-        &self,
-        who: &Subject<'_>,
-        acting_for: Option<&str>,
-        now_us: i64,
-    ) -> Result<Option<Arc<Tenant>>, Refusal> {
-        let Some(t) = acting_for.filter(|t| *t != &*who.tenant.name) else {
+    fn acting_for(&self, who: &Subject<'_>) -> Result<Option<Arc<Tenant>>, Refusal> {
+        let Some(t) = who.acting_for.filter(|t| *t != &*who.tenant.name) else {
             return Ok(None);
         };
         let Some(quota) = self.quota_for(t) else {
@@ -364,7 +330,7 @@ impl Limits {
         };
         match self
             .tenants
-            .get_bounded(t, quota, MAX_TENANTS, gcra_now(now_us))
+            .get_bounded(t, quota, MAX_TENANTS, gcra_now(who.now_us))
         {
             Some(state) => Ok(Some(state)),
             None => Err(Refusal::Quota(Duration::seconds(1))),
@@ -450,8 +416,10 @@ mod tests {
             slot: &slot,
             in_cache: true,
             tenant: &tenant,
+            acting_for: Some("agency/new"),
+            now_us,
         };
-        let counted = limits.try_count(&who, Some("agency/new"), now_us, Step::Key);
+        let counted = limits.try_count(&who, Step::Key);
         assert_eq!(
             counted,
             Counted::Refused(Refusal::Quota(Duration::seconds(1)))

@@ -264,7 +264,7 @@ impl Catalog {
         }
     }
 
-    /// Every permission in the catalog (seed 001's "read-write" scope).
+    /// Every permission in the catalog: a "read-write" key.
     pub fn all(&self) -> PermissionSet {
         PermissionSet {
             bits: self.0.all,
@@ -272,8 +272,8 @@ impl Catalog {
         }
     }
 
-    /// The `read` action of every resource that has one (seed 001's
-    /// "read-only" scope).
+    /// The `read` action of every resource that has one: a "read-only"
+    /// key.
     pub fn read_only(&self) -> PermissionSet {
         self.closed(self.0.read_only)
     }

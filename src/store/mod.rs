@@ -1,4 +1,8 @@
-//! Persistence: the [`KeyStore`] trait and the stores keyward ships.
+//! For store implementors: the [`KeyStore`] trait, the [`KeyRecord`] a
+//! store keeps, and the [conformance suite](conformance) every store must
+//! pass. The stores keyward ships are at the crate root:
+//! [`MemoryStore`](crate::MemoryStore), `SqliteStore` (feature `sqlite`)
+//! and `PostgresStore` (feature `postgres`).
 //!
 //! A store does only what must be atomic: insert without overwriting,
 //! conditional update, delete, forward-only last-used writes, and paged
@@ -11,27 +15,25 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
-use crate::key::KeyRecord;
 use crate::token::KeyId;
 
 #[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
-mod memory;
+pub(crate) mod memory;
 #[cfg(feature = "postgres")]
-mod postgres;
+pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
-mod sqlite;
+pub(crate) mod sqlite;
 
-pub use memory::MemoryStore;
-#[cfg(feature = "postgres")]
-pub use postgres::{PostgresStore, PostgresStoreBuilder};
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use crate::key::KeyRecord;
+pub use crate::token::KeyHash;
 /// The sqlx version the SQL stores are built on, for building pools
 /// (`SqlitePool`, `PgPool`) of the same version.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use sqlx;
 
 /// Which keys a maintenance sweep must look at: see
@@ -207,7 +209,7 @@ pub fn apply_adjust(record: &mut KeyRecord, delta: i64) -> Credit {
             None => return Credit::Exhausted,
         }
     } else {
-        remaining.saturating_add(taken).min(crate::MAX_USES)
+        remaining.saturating_add(taken).min(crate::key::MAX_USES)
     };
     record.remaining = Some(next);
     Credit::Consumed { remaining: next }
@@ -426,7 +428,7 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// Moves many uses of a usage-limited key at once, atomically, without
     /// a refill: a negative `delta` takes `-delta` uses only if at least
     /// that many are left ([`Credit::Exhausted`] and no change otherwise);
-    /// a positive one gives uses back, capped at [`MAX_USES`](crate::MAX_USES).
+    /// a positive one gives uses back, capped at [`MAX_USES`](crate::key::MAX_USES).
     /// Answers [`Credit::Consumed`] with the uses now left,
     /// [`Credit::Unlimited`] (no change) for a key without a usage limit,
     /// [`Credit::Missing`] for no such key. [`apply_adjust`] is the rule
@@ -445,8 +447,8 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// whether it will. The default reports nothing (returns `false`);
     /// caches in front of such a store rely on their time limit alone.
     ///
-    /// [`MemoryStore`] and [`SqliteStore`](crate::store) report the changes
-    /// made through them; [`PostgresStore`](crate::store) also reports
+    /// [`MemoryStore`](crate::MemoryStore) and `SqliteStore` report the changes
+    /// made through them; `PostgresStore` also reports
     /// every other instance's changes, through `LISTEN/NOTIFY`.
     fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
         let _ = listener;
@@ -463,72 +465,72 @@ macro_rules! forward_store {
         impl<$($generics)*> $crate::store::KeyStore for $ty {
             async fn insert(
                 &self,
-                record: &$crate::KeyRecord,
-            ) -> Result<(), $crate::StoreError> {
+                record: &$crate::key::KeyRecord,
+            ) -> Result<(), $crate::error::StoreError> {
                 let $this = self;
                 ($target).insert(record).await
             }
             async fn get(
                 &self,
-                id: &$crate::KeyId,
-            ) -> Result<Option<$crate::KeyRecord>, $crate::StoreError> {
+                id: &$crate::token::KeyId,
+            ) -> Result<Option<$crate::key::KeyRecord>, $crate::error::StoreError> {
                 let $this = self;
                 ($target).get(id).await
             }
-            async fn update(&self, record: &$crate::KeyRecord) -> Result<u64, $crate::StoreError> {
+            async fn update(&self, record: &$crate::key::KeyRecord) -> Result<u64, $crate::error::StoreError> {
                 let $this = self;
                 ($target).update(record).await
             }
-            async fn delete(&self, id: &$crate::KeyId) -> Result<bool, $crate::StoreError> {
+            async fn delete(&self, id: &$crate::token::KeyId) -> Result<bool, $crate::error::StoreError> {
                 let $this = self;
                 ($target).delete(id).await
             }
             async fn list_by_tenant(
                 &self,
                 tenant: &str,
-                after: Option<&$crate::KeyId>,
+                after: Option<&$crate::token::KeyId>,
                 limit: usize,
-            ) -> Result<Vec<$crate::KeyRecord>, $crate::StoreError> {
+            ) -> Result<Vec<$crate::key::KeyRecord>, $crate::error::StoreError> {
                 let $this = self;
                 ($target).list_by_tenant(tenant, after, limit).await
             }
             async fn scan(
                 &self,
-                after: Option<&$crate::KeyId>,
+                after: Option<&$crate::token::KeyId>,
                 limit: usize,
-            ) -> Result<Vec<$crate::KeyRecord>, $crate::StoreError> {
+            ) -> Result<Vec<$crate::key::KeyRecord>, $crate::error::StoreError> {
                 let $this = self;
                 ($target).scan(after, limit).await
             }
             async fn scan_due(
                 &self,
                 due: &$crate::store::SweepDue,
-                after: Option<&$crate::KeyId>,
+                after: Option<&$crate::token::KeyId>,
                 limit: usize,
-            ) -> Result<Vec<$crate::KeyRecord>, $crate::StoreError> {
+            ) -> Result<Vec<$crate::key::KeyRecord>, $crate::error::StoreError> {
                 let $this = self;
                 ($target).scan_due(due, after, limit).await
             }
             async fn record_last_used(
                 &self,
-                batch: &[($crate::KeyId, chrono::DateTime<chrono::Utc>)],
-            ) -> Result<(), $crate::StoreError> {
+                batch: &[($crate::token::KeyId, chrono::DateTime<chrono::Utc>)],
+            ) -> Result<(), $crate::error::StoreError> {
                 let $this = self;
                 ($target).record_last_used(batch).await
             }
             async fn consume_credit(
                 &self,
-                id: &$crate::KeyId,
+                id: &$crate::token::KeyId,
                 refill: Option<$crate::store::RefillDue>,
-            ) -> Result<$crate::store::Credit, $crate::StoreError> {
+            ) -> Result<$crate::store::Credit, $crate::error::StoreError> {
                 let $this = self;
                 ($target).consume_credit(id, refill).await
             }
             async fn adjust_credits(
                 &self,
-                id: &$crate::KeyId,
+                id: &$crate::token::KeyId,
                 delta: i64,
-            ) -> Result<$crate::store::Credit, $crate::StoreError> {
+            ) -> Result<$crate::store::Credit, $crate::error::StoreError> {
                 let $this = self;
                 ($target).adjust_credits(id, delta).await
             }

@@ -80,7 +80,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), keyward::StoreError> {
-/// use keyward::store::SqliteStore;
+/// use keyward::SqliteStore;
 ///
 /// let dir = std::env::temp_dir().join(format!("keyward-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).expect("temp dir");
@@ -129,18 +129,8 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Unavailable`] if SQLite cannot start.
     pub async fn in_memory() -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(map_err("configuring SQLite"))?;
-        // One connection that never closes: the database lives in it.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(map_err("opening an in-memory SQLite database"))?;
-        Self::with_pool(pool).await
+        let pool = memory_pool().await;
+        Self::with_pool(pool.map_err(map_err("opening an in-memory SQLite database"))?).await
     }
 
     /// Uses a pool the host configured; brings the schema up to date.
@@ -167,6 +157,19 @@ impl SqliteStore {
 }
 
 forward_store!([] SqliteStore, this => this.engine());
+
+/// A pool over a private in-memory database: one connection that never
+/// closes, since the database lives in it.
+async fn memory_pool() -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+}
 
 /// SQLite, over a pool.
 #[derive(Debug)]
@@ -262,20 +265,12 @@ mod tests {
     use super::*;
     use crate::store::KeyStore;
 
-    /// A database written before step 6 (schema 1) with a key rolled
+    /// A database of schema 1 (before keys named their successor) with a key rolled
     /// twice: migration 2 names the newest successor, so the old key can
     /// be neither reactivated nor rolled again after the upgrade.
     #[tokio::test]
     async fn migration_2_names_the_successors_of_keys_rolled_before() {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:").expect("options");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .expect("pool");
+        let pool = memory_pool().await.expect("pool");
         sqlx::raw_sql(MIGRATIONS[0].1)
             .execute(&pool)
             .await

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use keyward::store::{Credit, KeyRecord, KeyStore, RefillDue};
 use keyward::{
-    Actor, Catalog, Credit, KeyId, KeyRecord, KeyStore, Keyward, KeywardBuilder, ManualClock,
-    MemoryAuditSink, MemoryStore, RefillDue, StoreError,
+    Actor, Catalog, KeyId, Keyward, KeywardBuilder, ManualClock, MemoryAuditSink, MemoryStore,
+    StoreError,
 };
 
 /// A real [`MemoryStore`] that counts how often it is asked anything.

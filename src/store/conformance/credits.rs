@@ -50,7 +50,7 @@ pub(super) async fn credits_are_consumed_and_refilled<S: KeyStore>(store: Arc<S>
 
     let mut r = record("acme");
     r.remaining = Some(2);
-    r.refill = Some(crate::Refill {
+    r.refill = Some(crate::policy::Refill {
         amount: 5,
         every_secs: 86_400,
     });
@@ -149,7 +149,7 @@ pub(super) async fn credits_move_in_bulk_and_never_below_zero<S: KeyStore>(store
     assert_eq!(
         adjust(i64::MAX).await,
         Credit::Consumed {
-            remaining: crate::MAX_USES
+            remaining: crate::key::MAX_USES
         },
         "giving back is capped, never overflows"
     );

@@ -22,7 +22,7 @@ use super::sql::{map_err, migrate, queries_over_pool, Dialect, Migration, SqlEng
 use crate::error::StoreError;
 use crate::token::KeyId;
 use listener::listen;
-use schema::MIGRATIONS;
+use schema::migrations;
 
 /// A schema name as a quoted identifier; names are checked by
 /// [`valid_schema`] first, so quoting cannot be escaped.
@@ -55,7 +55,7 @@ fn valid_schema(schema: &str) -> bool {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), keyward::StoreError> {
-/// use keyward::store::PostgresStore;
+/// use keyward::PostgresStore;
 ///
 /// let store = PostgresStore::connect("postgres://keyward@localhost/app").await?;
 /// // Or in a schema of its own, on the host's pool:
@@ -118,10 +118,7 @@ impl PostgresStoreBuilder {
             pool: self.pool.clone(),
             schema: quote(&self.schema),
         };
-        let migrations: Vec<(i64, String)> = MIGRATIONS
-            .iter()
-            .map(|(v, sql)| (*v, sql.replace("{s}", &dialect.schema)))
-            .collect();
+        let migrations = migrations(&dialect.schema);
         let migrations: Vec<(i64, &str)> =
             migrations.iter().map(|(v, s)| (*v, s.as_str())).collect();
         migrate(&dialect, &migrations, "migrating the PostgreSQL schema").await?;

@@ -2,13 +2,13 @@
 //! `timestamptz`, metadata is `jsonb`, and a trigger announces every
 //! change on the [`CHANNEL`](super::listener::CHANNEL).
 
-/// Versioned schema changes, applied in order, each once, under an
-/// advisory lock so that instances starting together migrate once. `{s}`
-/// is the quoted schema.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        r#"CREATE TABLE {s}.keyward_keys (
+use crate::store::sql::COLUMNS;
+
+/// The table, its indexes and the change feed's trigger. `{s}` is the
+/// quoted schema, `{notify}` the trigger function. Versioned schema
+/// changes are applied in order, each once, under an advisory lock so
+/// that instances starting together migrate once.
+const MIGRATION_1: &str = r#"CREATE TABLE {s}.keyward_keys (
         id TEXT COLLATE "C" PRIMARY KEY,
         prefix TEXT NOT NULL,
         hash BYTEA NOT NULL,
@@ -54,43 +54,13 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     -- Every change a verify could see is announced, whoever makes it (an
     -- operator's UPDATE too); only last-use and usage-count bookkeeping,
     -- which caches do not hold, is not.
-    CREATE FUNCTION {s}.keyward_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP = 'TRUNCATE' THEN
-            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':*');
-        ELSIF TG_OP = 'DELETE' THEN
-            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
-        ELSIF TG_OP = 'INSERT' THEN
-            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
-        ELSIF ROW(NEW.id, NEW.prefix, NEW.hash, NEW.tenant, NEW.name, NEW.permissions,
-                  NEW.created_by, NEW.created_at, NEW.expires_at, NEW.revoked_at,
-                  NEW.metadata, NEW.version, NEW.rate_limit_max, NEW.rate_limit_per_ms,
-                  NEW.remaining IS NULL, NEW.refill_amount, NEW.refill_every_secs,
-                  NEW.inactivity_deadline, NEW.inactivity_before_secs,
-                  NEW.expiry_deadline, NEW.expiry_before_secs, NEW.rolled_from)
-              IS DISTINCT FROM
-              ROW(OLD.id, OLD.prefix, OLD.hash, OLD.tenant, OLD.name, OLD.permissions,
-                  OLD.created_by, OLD.created_at, OLD.expires_at, OLD.revoked_at,
-                  OLD.metadata, OLD.version, OLD.rate_limit_max, OLD.rate_limit_per_ms,
-                  OLD.remaining IS NULL, OLD.refill_amount, OLD.refill_every_secs,
-                  OLD.inactivity_deadline, OLD.inactivity_before_secs,
-                  OLD.expiry_deadline, OLD.expiry_before_secs, OLD.rolled_from) THEN
-            PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
-            IF NEW.id IS DISTINCT FROM OLD.id THEN
-                PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
-            END IF;
-        END IF;
-        RETURN NULL;
-    END $$;
+    {notify}
     CREATE TRIGGER keyward_keys_notify
         AFTER INSERT OR UPDATE OR DELETE ON {s}.keyward_keys
         FOR EACH ROW EXECUTE FUNCTION {s}.keyward_notify();
     CREATE TRIGGER keyward_keys_notify_truncate
         AFTER TRUNCATE ON {s}.keyward_keys
-        FOR EACH STATEMENT EXECUTE FUNCTION {s}.keyward_notify();"#,
-    ),
-    (2, MIGRATION_2),
-];
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.keyward_notify();"#;
 
 /// `rolled_to` marks a key replaced by a roll (it can be neither
 /// reactivated nor rolled again, and draws on its successor's uses); the
@@ -101,7 +71,52 @@ const MIGRATION_2: &str = r#"ALTER TABLE {s}.keyward_keys ADD COLUMN rolled_to T
         FROM (SELECT DISTINCT ON (rolled_from) rolled_from, id FROM {s}.keyward_keys
               WHERE rolled_from IS NOT NULL ORDER BY rolled_from, created_at DESC, id DESC) AS n
         WHERE n.rolled_from = o.id;
-    CREATE OR REPLACE FUNCTION {s}.keyward_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    {notify}"#;
+
+/// The columns whose change a verify could see, as the notify trigger
+/// compares them, from the first to `last`: every column but the
+/// bookkeeping (`last_used_at`, `last_refill_at`, and the count in
+/// `remaining`, of which only being usage-limited counts).
+fn watched(last: &str) -> Vec<String> {
+    let end = COLUMNS
+        .iter()
+        .position(|(c, _)| *c == last)
+        .map_or(0, |i| i + 1);
+    COLUMNS[..end]
+        .iter()
+        .filter(|(c, _)| !matches!(*c, "last_used_at" | "last_refill_at"))
+        .map(|(c, _)| match *c {
+            "remaining" => "remaining IS NULL".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The migrations for the quoted schema `s`, in order.
+pub(super) fn migrations(s: &str) -> Vec<(i64, String)> {
+    // Each version's trigger watches the columns it had.
+    [
+        (1, MIGRATION_1, "rolled_from"),
+        (2, MIGRATION_2, "rolled_to"),
+    ]
+    .into_iter()
+    .map(|(version, sql, last)| {
+        let sql = sql.replace("{notify}", &notify_function(&watched(last)));
+        (version, sql.replace("{s}", s))
+    })
+    .collect()
+}
+
+/// The trigger function announcing, on the channel, every insert and
+/// delete and every update that changes a `watched` column, as
+/// `schema:id` (`schema:*` for a truncate).
+fn notify_function(watched: &[String]) -> String {
+    let row = |side: &str| {
+        let cols: Vec<String> = watched.iter().map(|c| format!("{side}.{c}")).collect();
+        format!("ROW({})", cols.join(", "))
+    };
+    format!(
+        r#"CREATE OR REPLACE FUNCTION {{s}}.keyward_notify() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'TRUNCATE' THEN
             PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':*');
@@ -109,25 +124,36 @@ const MIGRATION_2: &str = r#"ALTER TABLE {s}.keyward_keys ADD COLUMN rolled_to T
             PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
         ELSIF TG_OP = 'INSERT' THEN
             PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
-        ELSIF ROW(NEW.id, NEW.prefix, NEW.hash, NEW.tenant, NEW.name, NEW.permissions,
-                  NEW.created_by, NEW.created_at, NEW.expires_at, NEW.revoked_at,
-                  NEW.metadata, NEW.version, NEW.rate_limit_max, NEW.rate_limit_per_ms,
-                  NEW.remaining IS NULL, NEW.refill_amount, NEW.refill_every_secs,
-                  NEW.inactivity_deadline, NEW.inactivity_before_secs,
-                  NEW.expiry_deadline, NEW.expiry_before_secs, NEW.rolled_from,
-                  NEW.rolled_to)
-              IS DISTINCT FROM
-              ROW(OLD.id, OLD.prefix, OLD.hash, OLD.tenant, OLD.name, OLD.permissions,
-                  OLD.created_by, OLD.created_at, OLD.expires_at, OLD.revoked_at,
-                  OLD.metadata, OLD.version, OLD.rate_limit_max, OLD.rate_limit_per_ms,
-                  OLD.remaining IS NULL, OLD.refill_amount, OLD.refill_every_secs,
-                  OLD.inactivity_deadline, OLD.inactivity_before_secs,
-                  OLD.expiry_deadline, OLD.expiry_before_secs, OLD.rolled_from,
-                  OLD.rolled_to) THEN
+        ELSIF {new} IS DISTINCT FROM {old} THEN
             PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || OLD.id);
             IF NEW.id IS DISTINCT FROM OLD.id THEN
                 PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':' || NEW.id);
             END IF;
         END IF;
         RETURN NULL;
-    END $$;"#;
+    END $$;"#,
+        new = row("NEW"),
+        old = row("OLD"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_schema_watches_its_own_columns() {
+        let m = migrations("\"auth\"");
+        assert_eq!(m.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2]);
+        for (_, sql) in &m {
+            assert!(!sql.contains("{s}") && !sql.contains("{notify}"), "{sql}");
+            assert!(sql.contains("\"auth\".keyward_notify()"));
+            assert!(sql.contains("OLD.remaining IS NULL") && sql.contains("OLD.rolled_from"));
+        }
+        assert!(!m[0].1.contains("rolled_to"), "schema 1 has no rolled_to");
+        assert!(m[1].1.contains("NEW.rolled_to") && m[1].1.contains("OLD.rolled_to"));
+        let two = watched("rolled_to");
+        assert_eq!(two.len(), 23);
+        assert!(!two.iter().any(|c| c.starts_with("last_")));
+    }
+}

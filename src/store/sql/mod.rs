@@ -34,7 +34,7 @@ const DUE: &str = "(revoked_at IS NULL AND expires_at > ?2 AND expires_at <= ?3)
 /// `remaining` moved by `?2` uses ([`KeyStore::adjust_credits`]), never
 /// past the largest count keyward stores.
 ///
-/// [`KeyStore::adjust_credits`]: crate::KeyStore::adjust_credits
+/// [`KeyStore::adjust_credits`]: crate::store::KeyStore::adjust_credits
 const ADJUSTED: &str = "CASE WHEN ?2 > 0 AND remaining > 9223372036854775807 - ?2 \
      THEN 9223372036854775807 ELSE remaining + ?2 END";
 
