@@ -14,9 +14,12 @@ use std::task::{Context, Poll, Waker};
 
 mod common;
 
+use chrono::{DateTime, Utc};
 use common::admin;
 use common::forge::{same_id_other_secret, unknown_token};
-use keyward::{Catalog, Keyward, MemoryStore, NewKey, RateLimit, VerifyError};
+use keyward::{
+    Bucket, Catalog, Decision, Keyward, MemoryStore, NewKey, RateLimit, RateLimiter, VerifyError,
+};
 
 /// Counts allocations made on threads that asked to be watched, so other
 /// test threads do not disturb the count.
@@ -173,4 +176,92 @@ fn refusing_bad_tokens_allocates_nothing_either() {
         }
     });
     assert_eq!(count, 0, "allocations refusing bad tokens");
+}
+
+/// A host's limiter that answers every limit at once when `at_once`, and
+/// otherwise only when awaited; it counts what it is asked and refuses
+/// nothing.
+#[derive(Debug, Default)]
+struct HostLimiter {
+    at_once: bool,
+    asked: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for HostLimiter {
+    async fn check(&self, _: Bucket<'_>, _: RateLimit, _: DateTime<Utc>) -> Decision {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        Decision::Allow
+    }
+
+    fn try_check(&self, _: Bucket<'_>, _: RateLimit, _: DateTime<Utc>) -> Option<Decision> {
+        self.at_once.then(|| {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            Decision::Allow
+        })
+    }
+}
+
+/// Allocations of 1,000 verifies of one cached key over `limiter`, and
+/// how many limits it was asked.
+fn verifies_over(limiter: HostLimiter) -> (usize, usize) {
+    let limiter = std::sync::Arc::new(limiter);
+    let catalog = Catalog::builder().resource("contacts", ["read"]).build();
+    let keys = Keyward::builder(MemoryStore::new(), catalog.expect("catalog"))
+        .rate_limit(RateLimit::per_second(1_000_000).expect("valid"))
+        .tenant_quota(RateLimit::per_second(1_000_000).expect("valid"))
+        .rate_limiter(SharedLimiter(limiter.clone()))
+        .build()
+        .expect("config");
+    let issued = run(keys.create(&admin(&keys, "acme"), NewKey::new("ci"))).expect("created");
+    let token = issued.token.expose_secret();
+    for _ in 0..3 {
+        run(keys.verify(token)).expect("valid");
+    }
+    let before = limiter.asked.load(Ordering::Relaxed);
+    let (count, ()) = allocations(|| {
+        for _ in 0..1_000 {
+            run(keys.verify(token)).expect("valid");
+        }
+    });
+    (count, limiter.asked.load(Ordering::Relaxed) - before)
+}
+
+/// Lets the test keep a handle on the limiter it gives away.
+#[derive(Debug)]
+struct SharedLimiter(std::sync::Arc<HostLimiter>);
+
+#[async_trait::async_trait]
+impl RateLimiter for SharedLimiter {
+    async fn check(&self, b: Bucket<'_>, l: RateLimit, now: DateTime<Utc>) -> Decision {
+        self.0.check(b, l, now).await
+    }
+
+    fn try_check(&self, b: Bucket<'_>, l: RateLimit, now: DateTime<Utc>) -> Option<Decision> {
+        self.0.try_check(b, l, now)
+    }
+}
+
+#[test]
+fn a_host_limiter_that_answers_at_once_keeps_verify_allocation_free() {
+    let (count, asked) = verifies_over(HostLimiter {
+        at_once: true,
+        ..HostLimiter::default()
+    });
+    assert_eq!(
+        asked, 2_000,
+        "the key's limit and its tenant's quota, each time"
+    );
+    assert_eq!(
+        count, 0,
+        "allocations with a host limiter that answers at once"
+    );
+    // One that must be awaited takes the slow path, which allocates: the
+    // test above would see it.
+    let (count, asked) = verifies_over(HostLimiter::default());
+    assert_eq!(asked, 2_000);
+    assert!(
+        count >= 1_000,
+        "an awaited limiter boxes the rest of the verify"
+    );
 }

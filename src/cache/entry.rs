@@ -29,9 +29,6 @@ pub(crate) struct CachedKey {
     /// by this instance's verifies.
     pub(crate) last_used_us: AtomicI64,
     pub(crate) created_us: i64,
-    /// The key's rate limit and its state: the instance's default if the
-    /// key has none.
-    pub(crate) slot: KeySlot,
     pub(crate) revoked: bool,
     /// Usage-limited: every verify asks the store for a credit.
     pub(crate) metered: bool,
@@ -39,6 +36,11 @@ pub(crate) struct CachedKey {
     /// otherwise the stash does.
     pub(super) cached: bool,
     pub(crate) tenant: Arc<Tenant>,
+    /// The key's rate limit and its state: the instance's default if the
+    /// key has none. Its state and GCRA parameters come first, its limit
+    /// as given (for a host's limiter) last, so what every verify reads
+    /// stays in the first two cache lines.
+    pub(crate) slot: KeySlot,
     pub(crate) permissions: PermissionSet,
     pub(crate) name: Box<str>,
     pub(crate) prefix: DisplayPrefix,

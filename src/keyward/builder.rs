@@ -118,6 +118,12 @@ impl KeywardBuilder {
     /// once, whichever is more; when full, the states closest to refilled
     /// are forgotten first), so eviction or a change to the key does not
     /// reset its limit.
+    ///
+    /// A host's limiter is asked through
+    /// [`RateLimiter::try_check`](crate::RateLimiter::try_check) first: when
+    /// it answers every limit of a request at once, a cached key verifies
+    /// without awaiting; otherwise its `check` is awaited, within the store
+    /// timeout.
     pub fn rate_limiter(mut self, limiter: impl RateLimiter) -> Self {
         self.limiter = Some(Arc::new(limiter));
         self

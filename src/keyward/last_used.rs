@@ -2,6 +2,8 @@
 //! written in batches off the request path.
 
 use std::collections::HashMap;
+#[cfg(feature = "tokio")]
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -20,6 +22,19 @@ const MAX_PENDING: usize = 4096;
 const MAX_PENDING_HARD: usize = 65_536;
 
 impl Keyward {
+    /// `work` (store calls), given up after the store timeout.
+    #[cfg(feature = "tokio")]
+    async fn deadline<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send,
+    ) -> Result<T, StoreError> {
+        let limit = self.inner.store_timeout;
+        match crate::deadline::within(limit, Box::pin(work)).await {
+            Some(result) => result,
+            None => Err(self.timed_out()),
+        }
+    }
+
     /// Writes every pending "last used" instant to the store now. Call it
     /// at shutdown so that the last minute of use is not lost.
     ///

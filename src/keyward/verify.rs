@@ -2,8 +2,6 @@
 //! when it can, and from the store (or a host's limiter) when it must.
 //! What a proven key may do is decided by [`admit`], for both paths.
 
-use std::future::Future;
-
 use chrono::DateTime;
 
 use crate::admission::{admit, refused, Gate, Idle, Request, Verdict};
@@ -282,16 +280,6 @@ impl Keyward {
         let refill = refill.filter(|_| entry.rolled_to().is_none());
         let from = entry.rolled_to().unwrap_or(entry.id);
         self.inner.store.consume_credit(&from, refill).await
-    }
-    pub(super) async fn deadline<T>(
-        &self,
-        work: impl Future<Output = Result<T, StoreError>> + Send,
-    ) -> Result<T, StoreError> {
-        let limit = self.inner.store_timeout;
-        match crate::deadline::within(limit, Box::pin(work)).await {
-            Some(result) => result,
-            None => Err(self.timed_out()),
-        }
     }
     pub(super) fn timed_out(&self) -> StoreError {
         StoreError::Unavailable {

@@ -27,7 +27,9 @@ pub(crate) const MAX_TENANTS: usize = 65_536;
 
 /// A key's rate limit as verification holds it: the limit, as GCRA
 /// parameters, and its state. Opaque to the cache that holds it.
+/// `repr(C)`: what the built-in limiter reads first.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct KeySlot {
     tat: AtomicU64,
     gcra: Option<Gcra>,

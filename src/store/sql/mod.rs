@@ -164,6 +164,7 @@ impl SqlEngine {
     }
 
     /// Who is told of changes.
+    #[cfg(feature = "postgres")]
     pub(crate) fn subscribers(&self) -> &Arc<Subscribers> {
         &self.subscribers
     }
