@@ -14,8 +14,7 @@
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use keyward::http::{require, Authenticated, KeywardLayer};
-use keyward::SqliteStore;
-use keyward::{Actor, Catalog, Keyward, NewKey};
+use keyward::{Actor, Catalog, Keyward, NewKey, SqliteStore};
 use serde_json::{json, Value};
 
 /// The handler both routers serve: a small JSON list for the caller's

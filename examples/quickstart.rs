@@ -3,8 +3,7 @@
 //! `cargo run --example quickstart --features sqlite`.
 
 use chrono::Duration;
-use keyward::SqliteStore;
-use keyward::{Actor, Catalog, Keyward, NewKey, VerifyError};
+use keyward::{Actor, Catalog, Keyward, NewKey, SqliteStore, VerifyError};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

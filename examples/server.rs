@@ -33,8 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use keyward::http::{require, ApiError, Authenticated, KeywardLayer};
-use keyward::SqliteStore;
-use keyward::{Actor, Catalog, KeyId, KeyInfo, KeyUpdate, Keyward, NewKey, RateLimit};
+use keyward::{Actor, Catalog, KeyId, KeyInfo, KeyUpdate, Keyward, NewKey, RateLimit, SqliteStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 

@@ -9,8 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::{admin, catalog, TempDir};
-use keyward::SqliteStore;
-use keyward::{Keyward, NewKey};
+use keyward::{Keyward, NewKey, SqliteStore};
 
 const CHILD_ENV: &str = "KEYWARD_DURABILITY_CHILD_DB";
 

@@ -11,8 +11,7 @@ use common::pg::PgServer;
 use common::{admin, catalog};
 use keyward::store::conformance;
 use keyward::store::KeyStore;
-use keyward::PostgresStore;
-use keyward::{Keyward, NewKey, StoreError, VerifyError};
+use keyward::{Keyward, NewKey, PostgresStore, StoreError, VerifyError};
 
 async fn pool(url: &str) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()

@@ -245,8 +245,10 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
 /// use std::sync::Mutex;
 /// use async_trait::async_trait;
 /// use chrono::{DateTime, Utc};
-/// use keyward::{KeyId, KeyRecord, KeyStore, StoreError};
-/// use keyward::store::{apply_adjust, apply_credit, apply_update, Credit, RefillDue};
+/// use keyward::{KeyId, StoreError};
+/// use keyward::store::{
+///     apply_adjust, apply_credit, apply_update, Credit, KeyRecord, KeyStore, RefillDue,
+/// };
 ///
 /// #[derive(Debug, Default)]
 /// struct MapStore(Mutex<BTreeMap<KeyId, KeyRecord>>);
