@@ -3,25 +3,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::forge::same_id_other_secret;
-use common::{admin, catalog};
+use common::{admin, capture_logs, catalog};
 use keyward::{Keyward, MemoryStore, NewKey, VerifyError};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn refusals_reach_a_listening_subscriber_by_prefix() {
@@ -36,14 +20,7 @@ async fn refusals_reach_a_listening_subscriber_by_prefix() {
     keys.verify(&token).await.expect("valid");
     let wrong = same_id_other_secret(&token);
 
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    let (out, guard) = capture_logs(tracing::Level::WARN);
     // Served from the cache: the fast path must still audit.
     assert!(matches!(
         keys.verify(&wrong).await,
@@ -55,7 +32,7 @@ async fn refusals_reach_a_listening_subscriber_by_prefix() {
     ));
     drop(guard);
 
-    let logged = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+    let logged = out.text();
     let invalid = logged
         .lines()
         .find(|l| l.contains("reason=\"invalid\"") || l.contains("reason=invalid"))

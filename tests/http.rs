@@ -971,3 +971,42 @@ async fn the_example_bootstraps_an_admin_key_once() {
     let (_, second) = server::open(&db).await.expect("reopen");
     assert!(second.is_none(), "printed once only");
 }
+
+/// Handlers' logs carry the key's display prefix and tenant from the
+/// layer's span, and never the secret.
+#[tokio::test]
+async fn handler_logs_carry_the_prefix_and_tenant_never_the_secret() {
+    use tower::{Layer, ServiceExt};
+    let keys = Keyward::builder(keyward::MemoryStore::new(), common::catalog())
+        .build()
+        .expect("config");
+    let new = NewKey::new("k").permissions(["contacts:read"]);
+    let created = keys
+        .create(&common::admin(&keys, "acme"), new)
+        .await
+        .expect("create");
+    let token = created.token.expose_secret().to_string();
+    let (out, _guard) = common::capture_logs(tracing::Level::INFO);
+    let inner = tower::service_fn(|_req: axum::http::Request<String>| async {
+        tracing::info!("handled");
+        Ok::<_, std::convert::Infallible>(axum::http::Response::new(String::new()))
+    });
+    let svc = KeywardLayer::new(keys).layer(inner);
+    let req = axum::http::Request::builder()
+        .header("authorization", format!("Bearer {token}"))
+        .body(String::new())
+        .expect("request");
+    let res = svc.oneshot(req).await.expect("infallible");
+    assert_eq!(res.status(), axum::http::StatusCode::OK);
+    let logged = out.text();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("handled"))
+        .unwrap_or_else(|| panic!("no handler log in {logged:?}"));
+    assert!(line.contains(&format!("key={}", &token[..12])), "{line}");
+    assert!(line.contains("tenant=acme"), "{line}");
+    assert!(
+        !logged.contains(&token[12..]),
+        "the secret was logged: {logged}"
+    );
+}
