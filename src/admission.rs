@@ -12,8 +12,9 @@
 //!    the tenant it acts for (see [`Limits`]);
 //! 5. **credits**: one use of a usage-limited key, taken from the store.
 //!
-//! Nothing is counted for a request an earlier step refuses, and a
-//! request a quota refuses is given back to the key's limit. Where a step
+//! Nothing is counted for a request an earlier step refuses, and, with the
+//! built-in limiter, a request a quota refuses is given back to the key's
+//! limit (a host's limiter is never given anything back). Where a step
 //! cannot be decided without awaiting (the store, a host's limiter), the
 //! decision stops there with [`Verdict::Await`] and resumes from that
 //! step, so nothing is counted twice.

@@ -11,7 +11,7 @@ use crate::token::{EntropyError, InvalidPrefix, KeyId};
 
 /// The code of a store that cannot be asked: [`VerifyError::Store`], and
 /// the HTTP answer to a management call whose store failed.
-pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+pub(crate) const STORE_UNAVAILABLE: &str = "store_unavailable";
 
 /// A boxed error from a store's backend, kept as the source of a
 /// [`StoreError`].

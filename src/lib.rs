@@ -48,8 +48,8 @@
 //! |---|---|---|
 //! | `conformance` | no | [`store::conformance`]: the test suite every [`KeyStore`](store::KeyStore) must pass |
 //! | `tokio` | no | `Keyward::spawn_sweeper`: the maintenance sweep on a tokio interval |
-//! | `sqlite` | no | `store::SqliteStore`: one SQLite file (bundled SQLite, WAL), via sqlx |
-//! | `postgres` | no | `store::PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
+//! | `sqlite` | no | `SqliteStore`: one SQLite file (bundled SQLite, WAL), via sqlx |
+//! | `postgres` | no | `PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
 //! | `axum` | no | `http`: a tower layer that authenticates every request, axum extractors, per-route permission layers, JSON errors |
 //!
 //! # Where things are

@@ -26,14 +26,14 @@ use zeroize::Zeroize;
 /// The 62 characters of ids and bodies, in the order their values take.
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 /// Length of a key id.
-pub const ID_LEN: usize = 8;
+pub(crate) const ID_LEN: usize = 8;
 /// Length of the body (random part and checksum).
-pub const BODY_LEN: usize = 32;
+pub(crate) const BODY_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 const RANDOM_LEN: usize = BODY_LEN - CHECKSUM_LEN;
 /// Longest type prefix: keeps the hashed token within one SHA-256 block
 /// (10 + 1 + 8 + 1 + 32 = 52 ≤ 55 bytes).
-pub const MAX_PREFIX_LEN: usize = 10;
+pub(crate) const MAX_PREFIX_LEN: usize = 10;
 const MAX_DISPLAY_LEN: usize = MAX_PREFIX_LEN + 1 + ID_LEN + 1;
 
 const INVALID: u8 = 0xFF;

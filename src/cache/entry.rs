@@ -36,13 +36,13 @@ pub(crate) struct CachedKey {
     /// otherwise the stash does.
     pub(super) cached: bool,
     pub(crate) tenant: Arc<Tenant>,
-    /// The key's rate limit and its state: the instance's default if the
-    /// key has none. Its state and GCRA parameters come first, its limit
-    /// as given (for a host's limiter) last, so what every verify reads
-    /// stays in the first two cache lines.
+    /// The key's rate limit (the instance's default if the key has none)
+    /// as GCRA parameters, and its state: read by every verify ...
     pub(crate) slot: KeySlot,
     pub(crate) permissions: PermissionSet,
     pub(crate) name: Box<str>,
+    /// ... and as written, for a host's limiter.
+    pub(crate) limit: Option<RateLimit>,
     pub(crate) prefix: DisplayPrefix,
     /// What only usage-limited or rolled keys have, which verify reads
     /// only off the hot path: boxed, and absent for most keys.
@@ -65,10 +65,11 @@ impl CachedKey {
         tenant: Arc<Tenant>,
         default_limit: Option<RateLimit>,
     ) -> Self {
+        let limit = record.rate_limit.or(default_limit);
         Self {
             hash: record.hash,
             id: record.id,
-            slot: KeySlot::new(record.rate_limit.or(default_limit)),
+            slot: KeySlot::new(limit),
             last_used_us: AtomicI64::new(
                 record
                     .last_used_at
@@ -83,6 +84,7 @@ impl CachedKey {
             tenant,
             permissions,
             name: record.name.as_str().into(),
+            limit,
             prefix: record.prefix,
             cold: (record.refill.is_some() || record.rolled_to.is_some()).then(|| {
                 Box::new(Cold {
@@ -100,6 +102,7 @@ impl CachedKey {
             hash: KeyHash::from_bytes([0; 32]),
             id: KeyId::NONE,
             slot: KeySlot::new(None),
+            limit: None,
             last_used_us: AtomicI64::new(i64::MIN),
             expires_us: i64::MIN,
             created_us: 0,
@@ -122,6 +125,7 @@ impl CachedKey {
         Subject {
             id: self.id,
             slot: &self.slot,
+            limit: self.limit,
             in_cache: self.cached,
             tenant: &self.tenant,
             acting_for,

@@ -47,9 +47,9 @@ use http::StatusCode;
 
 pub use error::{ApiError, BearerError, DEFAULT_REALM};
 pub use extract::Authenticated;
-pub use layer::{KeywardLayer, KeywardService};
+pub use layer::{Authenticate, KeywardLayer, KeywardService};
 pub use require::{require, RequirePermission, RequireService};
-pub use service::Authorize;
+pub use service::{Authorize, Gate};
 
 /// Where a request may carry its key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,41 @@ use tracing::{Instrument, Span};
 
 /// Decides whether a request goes on: with what it learned put in the
 /// request, and the span to run the inner service in; or refused, with
-/// the response to send.
+/// the response to send. [`KeywardLayer`](super::KeywardLayer) and
+/// [`require`](super::require) are gates; wrap a service in a gate of
+/// your own with [`Authorize::new`].
+///
+/// ```
+/// use std::future::Future;
+///
+/// use axum::response::{IntoResponse, Response};
+/// use axum::http::{Request, StatusCode};
+/// use keyward::http::{Authorize, Gate};
+/// use keyward::Verified;
+/// use tracing::Span;
+///
+/// /// Lets through only keys of tenant `ops` (inside `KeywardLayer`).
+/// #[derive(Clone)]
+/// struct OpsOnly;
+///
+/// impl Gate for OpsOnly {
+///     fn admit<B: Send + 'static>(
+///         &self,
+///         req: Request<B>,
+///     ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
+///         let ops = req.extensions().get::<Verified>().is_some_and(|v| v.tenant() == "ops");
+///         std::future::ready(if ops {
+///             Ok((req, Span::none()))
+///         } else {
+///             Err(StatusCode::FORBIDDEN.into_response())
+///         })
+///     }
+/// }
+///
+/// # fn wrap<S>(inner: S) -> Authorize<S, OpsOnly> {
+/// Authorize::new(inner, OpsOnly)
+/// # }
+/// ```
 pub trait Gate: Clone + Send + Sync + 'static {
     /// The decision for `req`.
     fn admit<B: Send + 'static>(
@@ -34,7 +68,8 @@ pub struct Authorize<S, G> {
 }
 
 impl<S, G> Authorize<S, G> {
-    pub(super) fn new(inner: S, gate: G) -> Self {
+    /// Runs `inner` for the requests `gate` admits.
+    pub fn new(inner: S, gate: G) -> Self {
         Self { inner, gate }
     }
 }

@@ -72,7 +72,7 @@ impl Verified {
     /// The rate limit in force for the key: its own, or the instance's
     /// default; `None` for none.
     pub fn rate_limit(&self) -> Option<RateLimit> {
-        self.key.slot.limit()
+        self.key.limit
     }
 
     /// Uses left after this one, for a usage-limited key; `None` for a
@@ -118,7 +118,7 @@ impl Verified {
         let mut actor = Actor::new(format!("key:{}", self.id()), self.tenant())
             .permissions(self.permissions().clone());
         actor.expires_at = self.expires_at();
-        actor.rate_limit = self.key.slot.limit();
+        actor.rate_limit = self.key.limit;
         actor.key = Some(self.id());
         actor.retired = self.key.rolled_to().is_some();
         if self.key.metered {

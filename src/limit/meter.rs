@@ -25,16 +25,13 @@ use crate::token::KeyId;
 /// below their own.
 pub(crate) const MAX_TENANTS: usize = 65_536;
 
-/// A key's rate limit as verification holds it: the limit, as GCRA
-/// parameters, and its state. Opaque to the cache that holds it.
-/// `repr(C)`: what the built-in limiter reads first.
+/// A key's rate limit as the built-in limiter holds it: GCRA parameters
+/// and the state. Opaque to the cache that holds it. (A host's limiter
+/// is given the limit as written, [`Subject::limit`].)
 #[derive(Debug)]
-#[repr(C)]
 pub(crate) struct KeySlot {
     tat: AtomicU64,
     gcra: Option<Gcra>,
-    /// The limit as given, for a host's limiter.
-    limit: Option<RateLimit>,
 }
 
 impl KeySlot {
@@ -43,13 +40,7 @@ impl KeySlot {
         Self {
             tat: AtomicU64::new(0),
             gcra: limit.map(|l| l.gcra()),
-            limit,
         }
-    }
-
-    /// The limit in force.
-    pub(crate) fn limit(&self) -> Option<RateLimit> {
-        self.limit
     }
 
     /// The state, to keep aside when the slot's entry leaves the cache.
@@ -73,8 +64,10 @@ impl KeySlot {
 pub(crate) struct Subject<'a> {
     /// The key.
     pub(crate) id: KeyId,
-    /// Its limit.
+    /// Its limit, for the built-in limiter.
     pub(crate) slot: &'a KeySlot,
+    /// Its limit as written, for a host's limiter.
+    pub(crate) limit: Option<RateLimit>,
     /// Whether `slot` holds the key's state; otherwise the stash does.
     pub(crate) in_cache: bool,
     /// The key's tenant.
@@ -229,7 +222,7 @@ impl Limits {
         step: Step,
     ) -> Result<Option<(Bucket<'a>, RateLimit)>, Refusal> {
         Ok(match step {
-            Step::Key => who.slot.limit.map(|l| (Bucket::Key(who.id), l)),
+            Step::Key => who.limit.map(|l| (Bucket::Key(who.id), l)),
             Step::OwnQuota => {
                 // A tenant acted for that cannot be tracked is refused
                 // before any quota counts the request.
@@ -416,6 +409,7 @@ mod tests {
         let who = Subject {
             id: KeyId::random().expect("OS randomness"),
             slot: &slot,
+            limit: Some(quota),
             in_cache: true,
             tenant: &tenant,
             acting_for: Some("agency/new"),

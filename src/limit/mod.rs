@@ -168,8 +168,12 @@ pub enum Decision {
 }
 
 /// Counts requests against limits. Implement it to share limits between
-/// instances (e.g. in Redis); keyward's core only calls
-/// [`RateLimiter::check`].
+/// instances (e.g. in Redis). For each limit of a request, in order (the
+/// key's, its tenant's quota, the quota of the tenant it acts for),
+/// keyward asks [`RateLimiter::try_check`] and, when that has no answer,
+/// awaits [`RateLimiter::check`]. A request a later limit refuses stays
+/// counted by the earlier ones: keyward gives nothing back to a host's
+/// limiter.
 ///
 /// ```
 /// use async_trait::async_trait;

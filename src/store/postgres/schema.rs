@@ -81,7 +81,8 @@ fn watched(last: &str) -> Vec<String> {
     let end = COLUMNS
         .iter()
         .position(|(c, _)| *c == last)
-        .map_or(0, |i| i + 1);
+        .map(|i| i + 1)
+        .unwrap_or_else(|| unreachable!("no column {last}"));
     COLUMNS[..end]
         .iter()
         .filter(|(c, _)| !matches!(*c, "last_used_at" | "last_refill_at"))
@@ -152,8 +153,34 @@ mod tests {
         }
         assert!(!m[0].1.contains("rolled_to"), "schema 1 has no rolled_to");
         assert!(m[1].1.contains("NEW.rolled_to") && m[1].1.contains("OLD.rolled_to"));
-        let two = watched("rolled_to");
-        assert_eq!(two.len(), 23);
-        assert!(!two.iter().any(|c| c.starts_with("last_")));
+        // Pinned: what each schema version's trigger watches never changes.
+        let one = [
+            "id",
+            "prefix",
+            "hash",
+            "tenant",
+            "name",
+            "permissions",
+            "created_by",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "metadata",
+            "version",
+            "rate_limit_max",
+            "rate_limit_per_ms",
+            "remaining IS NULL",
+            "refill_amount",
+            "refill_every_secs",
+            "inactivity_deadline",
+            "inactivity_before_secs",
+            "expiry_deadline",
+            "expiry_before_secs",
+            "rolled_from",
+        ];
+        assert_eq!(watched("rolled_from"), one);
+        assert_eq!(watched("rolled_to")[..22], one);
+        assert_eq!(watched("rolled_to")[22], "rolled_to");
+        assert_eq!(watched("rolled_to").len(), 23);
     }
 }
