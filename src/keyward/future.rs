@@ -77,11 +77,9 @@ impl Future for VerifyFuture<'_> {
             Some(result) => result,
             // A verify that needs the store never waits longer than the
             // store timeout, however many calls it makes.
-            None => {
-                let err = VerifyError::Store(this.keys.timed_out());
-                this.keys.audit_verify(None, &err, None);
-                Err(err)
-            }
+            None => Err(this
+                .keys
+                .refuse(None, VerifyError::Store(this.keys.timed_out()))),
         };
         this.slow = None;
         this.done = true;

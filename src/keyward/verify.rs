@@ -54,12 +54,12 @@ impl Keyward {
     pub(super) fn verify_cached(&self, token: &str, tenant: Option<&str>) -> Fast {
         let inner = &*self.inner;
         if let Some(Err(e)) = tenant.map(tenant::validate) {
-            return self.refuse_fast(None, VerifyError::InvalidTenant(e), None);
+            return Fast::Done(Err(self.refuse(None, VerifyError::InvalidTenant(e))));
         }
         // Shape and checksum first: typos and made-up strings (the usual
         // flood) stop here, before the clock, the cache or SHA-256.
         let Ok(parsed) = inner.format.parse(token) else {
-            return self.refuse_fast(None, VerifyError::Malformed, None);
+            return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
         };
         let id = parsed.id();
         let Some(mut block) = parsed.padded() else {
@@ -73,35 +73,23 @@ impl Keyward {
             KeyHash::scrub(&mut block);
             if inner.cache.known_unknown(&id, now_us) {
                 let key = Some((id, parsed.display_prefix()));
-                return self.refuse_fast(key, VerifyError::Invalid, None);
+                return Fast::Done(Err(self.refuse(key, VerifyError::Invalid)));
             }
             return Fast::Slow(None);
         };
         let hash = KeyHash::of_block(&mut block);
         if !entry.hash.ct_eq(&hash) {
             // Same id, same prefix: the entry's copy is a fixed-size move.
-            return self.refuse_fast(Some((id, entry.prefix)), VerifyError::Invalid, None);
+            return Fast::Done(Err(
+                self.refuse(Some((id, entry.prefix)), VerifyError::Invalid)
+            ));
         }
         let req = self.request(tenant, now_us, self.idleness(&entry, now_us, false));
         match admit(&entry, &req, &inner.limits, Gate::FIRST) {
             Verdict::Admit => Fast::Done(Ok(self.admitted(entry, now_us, None))),
-            Verdict::Refuse(err) => {
-                let key = Some((id, entry.prefix));
-                self.audit_verify(key, &err, Some(&entry.tenant.name));
-                Fast::Done(Err(err))
-            }
+            Verdict::Refuse(err) => Fast::Done(Err(self.refuse_proven(&entry, err))),
             Verdict::Await(gate) => Fast::Slow(Some((entry, gate))),
         }
-    }
-
-    fn refuse_fast(
-        &self,
-        key: Option<(KeyId, DisplayPrefix)>,
-        err: VerifyError,
-        tenant: Option<&str>,
-    ) -> Fast {
-        self.audit_verify(key, &err, tenant);
-        Fast::Done(Err(err))
     }
 
     /// What [`admit`] needs of this request.
@@ -169,12 +157,7 @@ impl Keyward {
                     Err(err) => err,
                 },
             };
-            self.audit_verify(
-                Some((entry.id, entry.prefix)),
-                &err,
-                Some(&entry.tenant.name),
-            );
-            return Err(err);
+            return Err(self.refuse_proven(&entry, err));
         }
     }
 
@@ -202,8 +185,22 @@ impl Keyward {
     }
 
     /// A refusal before the secret was proven: audited without a tenant.
-    fn refuse(&self, key: Option<(KeyId, DisplayPrefix)>, err: VerifyError) -> VerifyError {
+    pub(super) fn refuse(
+        &self,
+        key: Option<(KeyId, DisplayPrefix)>,
+        err: VerifyError,
+    ) -> VerifyError {
         self.audit_verify(key, &err, None);
+        err
+    }
+
+    /// A refusal of a key whose secret was proven: audited with its tenant.
+    fn refuse_proven(&self, entry: &CachedKey, err: VerifyError) -> VerifyError {
+        self.audit_verify(
+            Some((entry.id, entry.prefix)),
+            &err,
+            Some(&entry.tenant.name),
+        );
         err
     }
 
@@ -223,11 +220,7 @@ impl Keyward {
         match reloaded {
             Ok(Some(e)) if e.hash.ct_eq(&entry.hash) => Ok(e),
             Ok(_) => Err(self.refuse(key, VerifyError::Invalid)),
-            Err(e) => {
-                let err = VerifyError::Store(e);
-                self.audit_verify(key, &err, Some(&entry.tenant.name));
-                Err(err)
-            }
+            Err(e) => Err(self.refuse_proven(entry, VerifyError::Store(e))),
         }
     }
 
