@@ -133,6 +133,7 @@ pub(crate) fn refused(refusal: Refusal) -> VerifyError {
     match refusal {
         Refusal::Key(retry_after) => VerifyError::RateLimited { retry_after },
         Refusal::Quota(retry_after) => VerifyError::QuotaExceeded { retry_after },
+        Refusal::Unavailable => VerifyError::LimiterUnavailable,
     }
 }
 

@@ -41,6 +41,13 @@ pub enum AuditAction {
     /// Several of a key's settings were changed at once
     /// ([`Keyward::update`](crate::Keyward::update)).
     Update,
+    /// A shared rate limiter lost its backend: until it returns, limits
+    /// are counted per instance or requests are refused, as configured
+    /// (outcome `Failed("limiter_unavailable")`). One event per outage.
+    LimiterOutage,
+    /// A shared rate limiter reached its backend again: limits are shared
+    /// once more (outcome `Success`).
+    LimiterRecovered,
 }
 
 /// How it went.

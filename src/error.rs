@@ -69,6 +69,11 @@ pub enum VerifyError {
     /// refused on its merits. Answer 503 and retry later.
     #[error("API key could not be checked: the key store is unavailable")]
     Store(#[source] StoreError),
+    /// The rate limiter could not decide (a shared limiter whose backend
+    /// is down, set to fail closed); the key was neither accepted nor
+    /// refused on its merits. Answer 503 and retry later.
+    #[error("API key could not be checked: the rate limiter is unavailable")]
+    LimiterUnavailable,
 }
 
 /// A verified key lacks a permission.
@@ -248,7 +253,7 @@ impl VerifyError {
     /// A stable snake_case code for the error, for API responses:
     /// `malformed`, `invalid`, `api_key_expired`, `api_key_revoked`,
     /// `wrong_tenant`, `invalid_tenant`, `api_key_inactive`, `rate_limited`, `quota_exceeded`,
-    /// `usage_exceeded`, `store_unavailable`. The HTTP layer answers
+    /// `usage_exceeded`, `store_unavailable`, `limiter_unavailable`. The HTTP layer answers
     /// `unauthorized` for the first two, so that an unknown key and a
     /// malformed one look alike, and these codes for the rest.
     pub fn code(&self) -> &'static str {
@@ -264,6 +269,7 @@ impl VerifyError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::UsageExceeded => "usage_exceeded",
             Self::Store(_) => STORE_UNAVAILABLE,
+            Self::LimiterUnavailable => "limiter_unavailable",
         }
     }
 }

@@ -100,6 +100,9 @@ pub use crate::keyward::{
     CacheStats, KeyUpdate, Keyward, KeywardBuilder, Verified, VerifyFuture, MAX_METADATA_BYTES,
     MAX_NAME_CHARS, SWEEP_ACTOR,
 };
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::limit::{Accuracy, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError};
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{
     Catalog, CatalogBuilder, CatalogError, Permission, PermissionError, PermissionSet,

@@ -149,6 +149,22 @@ impl KeyId {
         Ok(Self(id))
     }
 
+    /// An id that is a function of `label` (the first bytes of its
+    /// SHA-256, as base62): the same label gives the same id on every
+    /// instance, so a second insert of it collides. Not secret, as no id
+    /// is.
+    pub(crate) fn derived(label: &[u8]) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"keyward derived key id\0")
+            .chain_update(label)
+            .finalize();
+        let mut id = [0u8; ID_LEN];
+        for (slot, b) in id.iter_mut().zip(digest.iter()) {
+            *slot = ALPHABET[(b % 62) as usize];
+        }
+        Self(id)
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         // Only base62 bytes are ever stored, which are ASCII.

@@ -24,7 +24,9 @@ impl Keyward {
             return;
         }
         let outcome = match err {
-            VerifyError::Store(_) => AuditOutcome::Failed(err.code()),
+            VerifyError::Store(_) | VerifyError::LimiterUnavailable => {
+                AuditOutcome::Failed(err.code())
+            }
             _ => AuditOutcome::Denied(err.code()),
         };
         audit.record(&AuditEvent {

@@ -219,6 +219,9 @@ impl KeywardBuilder {
         ));
         let listener: Weak<Cache> = Arc::downgrade(&cache);
         let feed = self.store.subscribe(listener as Weak<dyn ChangeListener>);
+        if let Some(limiter) = &self.limiter {
+            limiter.attach_audit(self.audit.clone());
+        }
         let inactive_after_us = self
             .inactivity
             .after

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use super::{latest, Keyward, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES, PAGE};
 use crate::audit::AuditAction;
 use crate::authority::{authorize, carved_uses, ensure_manager, limit_within, Rules};
-use crate::error::{Dimension, KeyError};
+use crate::error::{Dimension, KeyError, StoreError};
 use crate::key::{Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey};
 use crate::limit::RateLimit;
 use crate::permission::PermissionSet;
@@ -103,13 +103,85 @@ impl Keyward {
     /// [`KeyError::InvalidExpiry`], [`KeyError::InvalidMetadata`];
     /// [`KeyError::Store`].
     pub async fn create(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, KeyError> {
-        let result = self.create_inner(actor, new).await;
+        let result = self.create_inner(actor, new, None).await;
         let key = result.as_ref().ok().map(|k| (k.key.id, k.key.prefix));
         self.audit_manage(AuditAction::Create, actor, key, &result);
         result
     }
 
-    async fn create_inner(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, KeyError> {
+    /// Creates `new`, as [`create`](Self::create) does, unless its tenant
+    /// already holds a key (revoked keys count): the first key of a
+    /// deployment, such as a bootstrap admin key printed at first start.
+    /// `Ok(None)` when a key was there already.
+    ///
+    /// Safe for every instance of a fleet to call as it starts, all at
+    /// once: exactly one creates the key. (Its id is derived from the
+    /// tenant, so a second instance's insert collides instead of adding
+    /// another key.)
+    ///
+    /// ```
+    /// use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let catalog = Catalog::builder().resource("api_keys", ["read", "write"]).build()?;
+    /// let keys = Keyward::builder(MemoryStore::new(), catalog).build()?;
+    /// let setup = Actor::new("setup", "default")
+    ///     .permissions(keys.catalog().all())
+    ///     .may_manage_keys(true);
+    /// let first = keys.bootstrap(&setup, NewKey::new("admin").permission_set(keys.catalog().all())).await?;
+    /// assert!(first.is_some(), "created, token shown once");
+    /// let again = keys.bootstrap(&setup, NewKey::new("admin").permission_set(keys.catalog().all())).await?;
+    /// assert!(again.is_none(), "the tenant holds a key already");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub async fn bootstrap(
+        &self,
+        actor: &Actor,
+        new: NewKey,
+    ) -> Result<Option<IssuedKey>, KeyError> {
+        let tenant = new
+            .tenant
+            .clone()
+            .unwrap_or_else(|| actor.tenant().to_string());
+        ensure_manager(actor)?;
+        if !tenant::is_valid(&tenant) {
+            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
+        }
+        // Whether another tenant holds keys is not the actor's to learn.
+        if !tenant::covers(actor.tenant(), &tenant, self.inner.nested) {
+            return Err(KeyError::Forbidden {
+                actor: actor.id().to_string(),
+            });
+        }
+        if !self
+            .inner
+            .store
+            .list_by_tenant(&tenant, None, 1)
+            .await?
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        let id = KeyId::derived(tenant.as_bytes());
+        let result = match self.create_inner(actor, new, Some(id)).await {
+            Err(KeyError::Store(StoreError::Duplicate(_))) => return Ok(None),
+            other => other,
+        };
+        let key = result.as_ref().ok().map(|k| (k.key.id, k.key.prefix));
+        self.audit_manage(AuditAction::Create, actor, key, &result);
+        result.map(Some)
+    }
+
+    async fn create_inner(
+        &self,
+        actor: &Actor,
+        new: NewKey,
+        fixed: Option<KeyId>,
+    ) -> Result<IssuedKey, KeyError> {
         ensure_manager(actor)?;
         let name = check_name(&new.name)?;
         let tenant = new.tenant.unwrap_or_else(|| actor.tenant().to_string());
@@ -160,7 +232,7 @@ impl Keyward {
             None => None,
         };
         let inserted = self
-            .insert_new(|id, prefix, hash| KeyRecord {
+            .insert_new(fixed, |id, prefix, hash| KeyRecord {
                 id,
                 prefix,
                 hash,

@@ -117,24 +117,31 @@ impl Keyward {
             }
         }
     }
-    /// Draws a fresh id and token, builds the record with `build(id,
-    /// prefix, hash)` and inserts it. Ids are 47.6 random bits: a collision
-    /// is rare but possible in a large store, so a duplicate means "draw
-    /// again" (up to 4 draws), not failure.
+
+    /// Draws a fresh id (or takes `fixed`) and token, builds the record
+    /// with `build(id, prefix, hash)` and inserts it. Ids are 47.6 random
+    /// bits: a collision is rare but possible in a large store, so a
+    /// duplicate of a random id means "draw again" (up to 4 draws), not
+    /// failure; a duplicate of a fixed one is returned.
     pub(super) async fn insert_new(
         &self,
+        fixed: Option<KeyId>,
         build: impl Fn(KeyId, DisplayPrefix, KeyHash) -> KeyRecord,
     ) -> Result<(SecretToken, KeyRecord), KeyError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let id = KeyId::random()?;
+            // A fixed id is tried once: its collision is the answer.
+            let id = match fixed {
+                Some(id) => id,
+                None => KeyId::random()?,
+            };
             let token = self.inner.format.generate(id)?;
             let hash = KeyHash::of(token.expose_secret().as_bytes());
             let record = build(id, token.display_prefix(), hash);
             match self.insert_key(&record).await {
                 Ok(()) => return Ok((token, record)),
-                Err(StoreError::Duplicate(_)) if attempt < 4 => continue,
+                Err(StoreError::Duplicate(_)) if attempt < 4 && fixed.is_none() => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -85,6 +85,8 @@ pub(crate) enum Refusal {
     Key(Duration),
     /// A tenant's quota.
     Quota(Duration),
+    /// A host's limiter could not decide and fails closed.
+    Unavailable,
 }
 
 /// The limits of one step, in the order they are counted.
@@ -181,9 +183,7 @@ impl Limits {
             let bucket = self.bucket(who, step)?;
             if let (Some(host), Some((bucket, limit))) = (&self.host, bucket) {
                 let now = micros_to_time(who.now_us);
-                if let Decision::Deny { retry_after } = host.check(bucket, limit, now).await {
-                    return Err(refusal(step, retry_after));
-                }
+                decided(step, host.check(bucket, limit, now).await)?;
             }
             match next(step) {
                 Some(n) => from = n,
@@ -203,10 +203,11 @@ impl Limits {
                 Ok(None) => {}
                 Ok(Some((bucket, limit))) => match host.try_check(bucket, limit, now) {
                     None => return Counted::Await(s),
-                    Some(Decision::Deny { retry_after }) => {
-                        return Counted::Refused(refusal(s, retry_after))
+                    Some(d) => {
+                        if let Err(r) = decided(s, d) {
+                            return Counted::Refused(r);
+                        }
                     }
-                    Some(Decision::Allow) => {}
                 },
             }
             step = next(s);
@@ -346,10 +347,15 @@ fn next(step: Step) -> Option<Step> {
     }
 }
 
-fn refusal(step: Step, retry_after: Duration) -> Refusal {
-    match step {
-        Step::Key => Refusal::Key(retry_after),
-        Step::OwnQuota | Step::ActingQuota => Refusal::Quota(retry_after),
+/// A host limiter's decision at `step`, as counting goes on or stops.
+fn decided(step: Step, decision: Decision) -> Result<(), Refusal> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny { retry_after } => Err(match step {
+            Step::Key => Refusal::Key(retry_after),
+            Step::OwnQuota | Step::ActingQuota => Refusal::Quota(retry_after),
+        }),
+        Decision::Unavailable => Err(Refusal::Unavailable),
     }
 }
 

@@ -14,11 +14,15 @@
 
 mod gcra;
 mod meter;
+#[cfg(feature = "redis")]
+mod shared;
 mod stash;
 mod tenants;
 
 pub(crate) use gcra::{gcra_now, wait, Gcra};
 pub(crate) use meter::{Counted, KeySlot, Limits, Refusal, Step, Subject};
+#[cfg(feature = "redis")]
+pub use shared::{Accuracy, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError};
 pub(crate) use stash::Stash;
 pub(crate) use tenants::Tenant;
 use tenants::Tenants;
@@ -33,6 +37,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::token::KeyId;
 
@@ -157,6 +162,7 @@ pub enum Bucket<'a> {
 
 /// The answer of a [`RateLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Go ahead; one request was counted.
     Allow,
@@ -165,6 +171,11 @@ pub enum Decision {
         /// How long to wait.
         retry_after: Duration,
     },
+    /// The limiter could not decide (its backend is down) and fails
+    /// closed: the request is refused with
+    /// [`VerifyError::LimiterUnavailable`](crate::VerifyError::LimiterUnavailable)
+    /// (HTTP 503), neither admitted nor counted.
+    Unavailable,
 }
 
 /// Counts requests against limits. Implement it to share limits between
@@ -216,6 +227,14 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
     ) -> Option<Decision> {
         let _ = (bucket, limit, now);
         None
+    }
+
+    /// Called once by [`KeywardBuilder::build`](crate::KeywardBuilder::build)
+    /// with the instance's audit sink, for events of the limiter's own
+    /// (e.g. [`AuditAction::LimiterOutage`](crate::AuditAction::LimiterOutage)).
+    /// The default ignores it.
+    fn attach_audit(&self, audit: Arc<dyn AuditSink>) {
+        let _ = audit;
     }
 }
 
@@ -271,7 +290,13 @@ impl LocalLimiter {
 
     /// Counts one request; see [`RateLimiter::check`].
     pub fn check_now(&self, bucket: Bucket<'_>, limit: RateLimit) -> Decision {
-        let now = gcra_now(self.clock.now_micros());
+        self.check_at(bucket, limit, self.clock.now_micros())
+    }
+
+    /// Counts one request at `now_us` (clock microseconds) rather than at
+    /// this limiter's clock.
+    pub(crate) fn check_at(&self, bucket: Bucket<'_>, limit: RateLimit, now_us: i64) -> Decision {
+        let now = gcra_now(now_us);
         let mut state = self.lock();
         state.checks += 1;
         if state.checks.is_multiple_of(EVICT_EVERY) {

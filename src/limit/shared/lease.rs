@@ -1,0 +1,212 @@
+//! Batched mode: the requests an instance has leased from Redis for each
+//! hot bucket, handed out locally, and the refusals it may repeat
+//! without asking again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::Duration;
+
+use super::super::{Bucket, Decision, RateLimit};
+use crate::token::KeyId;
+
+/// Lookups between sweeps of idle slots.
+const SWEEP_EVERY: u64 = 4096;
+
+/// One bucket's lease at this instance.
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    state: Mutex<Lease>,
+    /// Held while this instance asks Redis for the bucket: one lease at
+    /// a time per bucket and instance.
+    pub(super) turn: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Lease {
+    /// The limit the lease was granted under.
+    limit: Option<RateLimit>,
+    /// Requests leased and not yet handed out.
+    left: u32,
+    /// When (caller µs) what is left must go back to Redis.
+    until_us: i64,
+    /// Until when (caller µs) Redis said no request can pass.
+    denied_until_us: i64,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Lease> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers from the lease when it can: one of its requests, or the
+    /// refusal Redis gave until it runs out.
+    pub(super) fn take(&self, limit: RateLimit, now_us: i64) -> Option<Decision> {
+        let mut lease = self.lock();
+        if lease.limit != Some(limit) {
+            return None;
+        }
+        if lease.left > 0 && now_us < lease.until_us {
+            lease.left -= 1;
+            return Some(Decision::Allow);
+        }
+        if now_us < lease.denied_until_us {
+            return Some(Decision::Deny {
+                retry_after: Duration::microseconds(lease.denied_until_us - now_us),
+            });
+        }
+        None
+    }
+
+    /// What a new request to Redis gives back: the requests of an expired
+    /// lease under the same limit that were never handed out.
+    pub(super) fn unused(&self, limit: RateLimit) -> u32 {
+        let mut lease = self.lock();
+        if lease.limit != Some(limit) {
+            return 0;
+        }
+        std::mem::take(&mut lease.left)
+    }
+
+    /// Redis granted `granted` requests (one of them for the request that
+    /// asked), to hand out until `until_us`.
+    pub(super) fn granted(&self, limit: RateLimit, granted: u32, until_us: i64) {
+        *self.lock() = Lease {
+            limit: Some(limit),
+            left: granted.saturating_sub(1),
+            until_us,
+            denied_until_us: 0,
+        };
+    }
+
+    /// Redis refused: no request passes before `until_us`.
+    pub(super) fn denied(&self, limit: RateLimit, until_us: i64) {
+        *self.lock() = Lease {
+            limit: Some(limit),
+            left: 0,
+            until_us: 0,
+            denied_until_us: until_us,
+        };
+    }
+
+    /// Whether the slot holds nothing worth keeping at `now_us`.
+    fn idle(&self, now_us: i64) -> bool {
+        let lease = self.lock();
+        (lease.left == 0 || now_us >= lease.until_us) && now_us >= lease.denied_until_us
+    }
+}
+
+/// The slots of one instance, per bucket.
+#[derive(Debug, Default)]
+pub(super) struct Leases {
+    map: Mutex<Slots>,
+    lookups: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    keys: HashMap<KeyId, Arc<Slot>>,
+    tenants: HashMap<Box<str>, Arc<Slot>>,
+}
+
+impl Leases {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bucket's slot, if it has one (no allocation).
+    pub(super) fn get(&self, bucket: Bucket<'_>) -> Option<Arc<Slot>> {
+        let map = self.lock();
+        match bucket {
+            Bucket::Key(id) => map.keys.get(&id).cloned(),
+            Bucket::Tenant(t) => map.tenants.get(t).cloned(),
+        }
+    }
+
+    /// The bucket's slot, made if new. Every 4,096 calls, slots that hold
+    /// nothing at `now_us` and that no request is using are dropped, so
+    /// memory follows the buckets in use.
+    pub(super) fn slot(&self, bucket: Bucket<'_>, now_us: i64) -> Arc<Slot> {
+        let mut map = self.lock();
+        if self
+            .lookups
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
+            let keep = |s: &mut Arc<Slot>| Arc::strong_count(s) > 1 || !s.idle(now_us);
+            map.keys.retain(|_, s| keep(s));
+            map.tenants.retain(|_, s| keep(s));
+        }
+        match bucket {
+            Bucket::Key(id) => map.keys.entry(id).or_default().clone(),
+            Bucket::Tenant(t) => match map.tenants.get(t) {
+                Some(s) => s.clone(),
+                None => map.tenants.entry(t.into()).or_default().clone(),
+            },
+        }
+    }
+
+    /// Slots held.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        let map = self.lock();
+        map.keys.len() + map.tenants.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_hands_out_what_was_granted_until_it_expires() {
+        let limit = RateLimit::per_minute(100).expect("valid");
+        let slot = Slot::default();
+        assert_eq!(slot.take(limit, 0), None, "nothing leased");
+        slot.granted(limit, 3, 1_000);
+        assert_eq!(slot.take(limit, 10), Some(Decision::Allow));
+        assert_eq!(slot.take(limit, 20), Some(Decision::Allow));
+        assert_eq!(slot.take(limit, 30), None, "the third went to the asker");
+        slot.granted(limit, 3, 1_000);
+        assert_eq!(slot.take(limit, 1_000), None, "expired");
+        assert_eq!(slot.unused(limit), 2, "given back");
+        assert_eq!(slot.unused(limit), 0);
+        let other = RateLimit::per_minute(5).expect("valid");
+        slot.granted(limit, 3, 1_000);
+        assert_eq!(slot.take(other, 10), None, "another limit starts afresh");
+        assert_eq!(slot.unused(other), 0);
+    }
+
+    #[test]
+    fn a_refusal_is_repeated_until_its_wait_is_over() {
+        let limit = RateLimit::per_minute(100).expect("valid");
+        let slot = Slot::default();
+        slot.denied(limit, 500);
+        assert_eq!(
+            slot.take(limit, 200),
+            Some(Decision::Deny {
+                retry_after: Duration::microseconds(300)
+            })
+        );
+        assert_eq!(slot.take(limit, 500), None);
+    }
+
+    #[test]
+    fn idle_slots_are_dropped() {
+        let leases = Leases::default();
+        let limit = RateLimit::per_minute(100).expect("valid");
+        for _ in 0..SWEEP_EVERY {
+            let id = KeyId::random().expect("entropy");
+            leases.slot(Bucket::Key(id), 0).granted(limit, 2, 100);
+        }
+        let busy = leases.slot(Bucket::Tenant("acme"), 0);
+        busy.granted(limit, 5, 1_000);
+        assert_eq!(leases.len(), SWEEP_EVERY as usize + 1);
+        // Past the key leases' expiry: a sweep comes within 4,096 lookups.
+        for _ in 0..SWEEP_EVERY {
+            let _ = leases.slot(Bucket::Tenant("acme"), 200);
+        }
+        assert_eq!(leases.len(), 1, "only the tenant's live lease is kept");
+    }
+}

@@ -1,0 +1,428 @@
+//! [`RedisLimiter`]: rate limits and tenant quotas shared by a fleet of
+//! instances, kept in Redis.
+
+mod lease;
+mod outage;
+mod script;
+
+pub use outage::OnOutage;
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Bucket, Decision, RateLimit, RateLimiter};
+use crate::audit::AuditSink;
+use lease::Leases;
+use outage::Outage;
+use script::Grant;
+
+/// How exactly a [`RedisLimiter`] shares a limit, against how often it
+/// asks Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Accuracy {
+    /// Every decision is made in Redis, by one atomic script call: a
+    /// fleet never admits more than a limit allows. Costs one Redis round
+    /// trip per request and limit (the key's limit, then the tenant's
+    /// quota). The default.
+    #[default]
+    Exact,
+    /// An instance leases up to `lease` requests of a bucket at a time
+    /// with one script call and hands them out locally, without awaiting.
+    /// The fleet admits at most `instances × (lease − 1)` requests more
+    /// than a limit allows (the leases not yet spent), and makes at most
+    /// one Redis call per lease. A lease unspent after
+    /// [`RedisLimiterBuilder::lease_ttl`] goes back to Redis with the next
+    /// call for its bucket. A refusal from Redis is repeated locally until
+    /// its retry time.
+    Batched {
+        /// Requests per lease; 1 behaves as [`Accuracy::Exact`] with local
+        /// refusals.
+        lease: NonZeroU32,
+    },
+}
+
+/// A [`RedisLimiter`] could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisLimiterError {
+    /// The URL is not a Redis URL (`redis://[user:password@]host[:port][/db]`,
+    /// or `rediss://` for TLS where the client supports it).
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(String),
+    /// Redis did not answer within the connect timeout.
+    #[error("could not connect to Redis: {0}")]
+    Connect(String),
+    /// A setting is out of range.
+    #[error("invalid shared limiter setting: {0}")]
+    Config(&'static str),
+}
+
+/// Rate limits and tenant quotas shared by every instance that connects
+/// to the same Redis with the same namespace: plug it in with
+/// [`KeywardBuilder::rate_limiter`](crate::KeywardBuilder::rate_limiter).
+///
+/// Each limit is GCRA, as in the built-in limiter, kept in one Redis key
+/// per bucket and limit (`{namespace}:k:{max}/{per_ms}:{key id}` or
+/// `…:q:…:{tenant}`) that expires once it has refilled, so Redis holds
+/// only the buckets in use. Every decision is one call of one script,
+/// loaded once and called by its hash, so it is atomic however many
+/// instances ask at once. Times are the instances' clocks (the
+/// [`Keyward`](crate::Keyward)'s): instances whose clocks differ by `d`
+/// can let a bucket refill up to `d` early.
+///
+/// How exactly limits are shared is the [`Accuracy`]. When Redis is down,
+/// or slower than the [timeout](RedisLimiterBuilder::timeout) (50 ms by
+/// default), the limiter does what [`OnOutage`] says (by default, counts
+/// locally), logs the outage once and records an
+/// [`AuditAction::LimiterOutage`](crate::AuditAction::LimiterOutage)
+/// event; one request per [retry interval](RedisLimiterBuilder::retry_every)
+/// tries Redis again, and the first answer ends the outage, with no
+/// restart.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use keyward::{Catalog, Keyward, MemoryStore, RedisLimiter};
+///
+/// let limiter = RedisLimiter::connect("redis://127.0.0.1:6379").await?;
+/// let catalog = Catalog::builder().resource("contacts", ["read"]).build()?;
+/// let keys = Keyward::builder(MemoryStore::new(), catalog)
+///     .rate_limiter(limiter)
+///     .build()?;
+/// # let _ = keys; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    script: redis::Script,
+    namespace: Box<str>,
+    accuracy: Accuracy,
+    timeout: Duration,
+    lease_ttl_us: i64,
+    outage: Outage,
+    leases: Leases,
+}
+
+impl fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No URL: it may hold a password.
+        f.debug_struct("RedisLimiter")
+            .field("namespace", &self.inner.namespace)
+            .field("accuracy", &self.inner.accuracy)
+            .field("timeout", &self.inner.timeout)
+            .field("redis_down", &self.inner.outage.is_down())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`RedisLimiter`]; [`RedisLimiterBuilder::connect`] makes
+/// it.
+#[derive(Debug, Clone)]
+pub struct RedisLimiterBuilder {
+    namespace: String,
+    accuracy: Accuracy,
+    on_outage: OnOutage,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retry_every: Duration,
+    lease_ttl: Duration,
+}
+
+impl Default for RedisLimiterBuilder {
+    fn default() -> Self {
+        Self {
+            namespace: "keyward".into(),
+            accuracy: Accuracy::Exact,
+            on_outage: OnOutage::FallBackToLocal,
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(5),
+            retry_every: Duration::from_millis(250),
+            lease_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisLimiterBuilder {
+    /// The prefix of every Redis key (default `keyward`): services that
+    /// share a Redis but not their limits use different ones.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// [`Accuracy::Exact`] (the default) or [`Accuracy::Batched`].
+    pub fn accuracy(mut self, accuracy: Accuracy) -> Self {
+        self.accuracy = accuracy;
+        self
+    }
+
+    /// What happens while Redis is down (default
+    /// [`OnOutage::FallBackToLocal`]).
+    pub fn on_outage(mut self, policy: OnOutage) -> Self {
+        self.on_outage = policy;
+        self
+    }
+
+    /// How long one decision waits for Redis before the outage policy
+    /// decides instead (default 50 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](Self::connect) waits for the first connection
+    /// (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// During an outage, how often one request tries Redis again (default
+    /// 250 ms); the others decide by the outage policy without waiting.
+    pub fn retry_every(mut self, interval: Duration) -> Self {
+        self.retry_every = interval;
+        self
+    }
+
+    /// In [`Accuracy::Batched`], how long a lease may be handed out
+    /// before what is left of it goes back to Redis (default 1 s).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`)
+    /// through one multiplexed connection that reconnects by itself.
+    ///
+    /// # Errors
+    /// [`RedisLimiterError::InvalidUrl`] for a URL that is not Redis's;
+    /// [`RedisLimiterError::Connect`] when Redis does not answer within
+    /// the connect timeout; [`RedisLimiterError::Config`] for an empty
+    /// namespace or a zero timeout, retry interval or lease time.
+    pub async fn connect(self, url: &str) -> Result<RedisLimiter, RedisLimiterError> {
+        if self.namespace.is_empty() {
+            return Err(RedisLimiterError::Config("the namespace must not be empty"));
+        }
+        let positive = [
+            self.timeout,
+            self.connect_timeout,
+            self.retry_every,
+            self.lease_ttl,
+        ];
+        if positive.iter().any(Duration::is_zero) {
+            return Err(RedisLimiterError::Config(
+                "timeouts, the retry interval and the lease time must be positive",
+            ));
+        }
+        // The client's error names the URL's shape, never its password.
+        let client =
+            redis::Client::open(url).map_err(|e| RedisLimiterError::InvalidUrl(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(self.timeout))
+            // Reconnecting keeps trying, at least every 200 ms, so that
+            // sharing resumes soon after Redis returns.
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(200))
+            .set_number_of_retries(usize::MAX);
+        let conn = tokio::time::timeout(
+            self.connect_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            RedisLimiterError::Connect(format!("no answer within {:?}", self.connect_timeout))
+        })?
+        .map_err(|e| RedisLimiterError::Connect(e.to_string()))?;
+        let script = script::gcra();
+        // Loaded now, so that a first burst of requests does not each
+        // find it missing; a restarted Redis gets it again on first use.
+        let mut loading = conn.clone();
+        tokio::time::timeout(
+            self.connect_timeout,
+            script.prepare_invoke().load_async(&mut loading),
+        )
+        .await
+        .map_err(|_| {
+            RedisLimiterError::Connect(format!("no answer within {:?}", self.connect_timeout))
+        })?
+        .map_err(|e| RedisLimiterError::Connect(e.to_string()))?;
+        Ok(RedisLimiter {
+            inner: Arc::new(Inner {
+                conn,
+                script,
+                namespace: self.namespace.into(),
+                accuracy: self.accuracy,
+                timeout: self.timeout,
+                lease_ttl_us: i64::try_from(self.lease_ttl.as_micros()).unwrap_or(i64::MAX),
+                outage: Outage::new(self.on_outage, self.retry_every),
+                leases: Leases::default(),
+            }),
+        })
+    }
+}
+
+impl RedisLimiter {
+    /// Settings other than the defaults.
+    pub fn builder() -> RedisLimiterBuilder {
+        RedisLimiterBuilder::default()
+    }
+
+    /// Connects with the default settings: exact, falling back to local
+    /// limits while Redis is down, 50 ms timeout.
+    ///
+    /// # Errors
+    /// As [`RedisLimiterBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, RedisLimiterError> {
+        Self::builder().connect(url).await
+    }
+
+    /// Whether limits are shared right now: `false` during an outage
+    /// (since a call to Redis failed, until one succeeds), e.g. for a
+    /// health check.
+    pub fn is_shared(&self) -> bool {
+        !self.inner.outage.is_down()
+    }
+
+    /// Asks Redis to count up to `want` requests (giving back `back`),
+    /// or `None` when it cannot be asked now: it is down, failed or did
+    /// not answer in time.
+    async fn ask(
+        &self,
+        bucket: Bucket<'_>,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        want: u32,
+        back: u32,
+    ) -> Option<Grant> {
+        let inner = &*self.inner;
+        if !inner.outage.may_try() {
+            return None;
+        }
+        let (emission, tolerance) = script::params(limit);
+        let mut invocation = inner.script.prepare_invoke();
+        invocation
+            .key(script::key(&inner.namespace, bucket, limit))
+            .arg(emission)
+            .arg(tolerance)
+            .arg(now.timestamp_micros().max(0))
+            .arg(want)
+            .arg(back);
+        let mut conn = inner.conn.clone();
+        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+        match tokio::time::timeout(inner.timeout, call).await {
+            Ok(Ok(reply)) => {
+                inner.outage.answered(now);
+                Some(Grant::from_reply(reply))
+            }
+            Ok(Err(e)) => {
+                inner.outage.failed(now, &e);
+                None
+            }
+            Err(_) => {
+                let why = format!("no answer within {:?}", inner.timeout);
+                inner.outage.failed(now, &why);
+                None
+            }
+        }
+    }
+
+    /// One request, decided in Redis.
+    async fn exact(&self, bucket: Bucket<'_>, limit: RateLimit, now: DateTime<Utc>) -> Decision {
+        match self.ask(bucket, limit, now, 1, 0).await {
+            Some(g) => decision(g),
+            None => self.inner.outage.decide(bucket, limit, now),
+        }
+    }
+
+    /// One request, from this instance's lease of the bucket, leasing
+    /// anew when it is spent.
+    async fn batched(
+        &self,
+        bucket: Bucket<'_>,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+        lease: NonZeroU32,
+    ) -> Decision {
+        let inner = &*self.inner;
+        let now_us = now.timestamp_micros();
+        let slot = inner.leases.slot(bucket, now_us);
+        // One lease at a time per bucket: the requests that wait here
+        // share the lease the first one brings.
+        let Ok(_turn) = tokio::time::timeout(inner.timeout, slot.turn.lock()).await else {
+            return inner.outage.decide(bucket, limit, now);
+        };
+        if let Some(d) = slot.take(limit, now_us) {
+            return d;
+        }
+        let want = lease.get().min(limit.max());
+        let back = slot.unused(limit);
+        match self.ask(bucket, limit, now, want, back).await {
+            Some(g) if g.granted > 0 => {
+                slot.granted(limit, g.granted, now_us.saturating_add(inner.lease_ttl_us));
+                Decision::Allow
+            }
+            Some(g) => {
+                let wait = i64::try_from(g.wait_us).unwrap_or(i64::MAX);
+                slot.denied(limit, now_us.saturating_add(wait));
+                decision(g)
+            }
+            None => inner.outage.decide(bucket, limit, now),
+        }
+    }
+}
+
+fn decision(g: Grant) -> Decision {
+    if g.granted > 0 {
+        Decision::Allow
+    } else {
+        Decision::Deny {
+            retry_after: super::wait(g.wait_us.saturating_mul(1_000)),
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn check(&self, bucket: Bucket<'_>, limit: RateLimit, now: DateTime<Utc>) -> Decision {
+        match self.inner.accuracy {
+            Accuracy::Exact => self.exact(bucket, limit, now).await,
+            Accuracy::Batched { lease } => self.batched(bucket, limit, now, lease).await,
+        }
+    }
+
+    /// Answers without Redis from this instance's lease (batched), or by
+    /// the outage policy while Redis is down and not yet due for a retry.
+    fn try_check(
+        &self,
+        bucket: Bucket<'_>,
+        limit: RateLimit,
+        now: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let inner = &*self.inner;
+        if inner.outage.waiting() {
+            return Some(inner.outage.decide(bucket, limit, now));
+        }
+        match inner.accuracy {
+            Accuracy::Exact => None,
+            Accuracy::Batched { .. } => inner
+                .leases
+                .get(bucket)?
+                .take(limit, now.timestamp_micros()),
+        }
+    }
+
+    fn attach_audit(&self, audit: Arc<dyn AuditSink>) {
+        self.inner.outage.attach(audit);
+    }
+}

@@ -1,0 +1,130 @@
+//! The one Redis script every shared decision is: GCRA on one key,
+//! atomically, granting up to a lease of requests at once and taking
+//! back what an expired lease did not use.
+
+use std::fmt::Write as _;
+
+use super::super::{Bucket, RateLimit};
+
+/// GCRA in Redis, in integer microseconds (exact in Lua's doubles up to
+/// 2^53 µs, the year 2255).
+///
+/// `KEYS[1]`: the bucket's state, the theoretical arrival time. `ARGV`:
+/// the emission interval, the tolerance (`emission × (max − 1)`), the
+/// caller's time, how many requests to grant at most, and how many an
+/// earlier lease gives back unused. Returns `{granted, wait}`: `granted`
+/// requests were counted (at least 1, at most the count asked, or 0),
+/// and when none was, `wait` µs until one can be. The state expires
+/// once it has refilled, which is the same as no state.
+const GCRA: &str = r"
+local e = tonumber(ARGV[1])
+local tol = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local back = tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if back > 0 then
+  tat = math.max(tat - back * e, now)
+end
+if tat < now then
+  tat = now
+end
+local earliest = tat - tol
+if now < earliest then
+  if back > 0 then
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
+  return {0, earliest - now}
+end
+local granted = math.min(want, math.floor((now - earliest) / e) + 1)
+-- (The division is in doubles: never grant a request it rounded up to.)
+if granted > 1 and tat + (granted - 1) * e - tol > now then
+  granted = granted - 1
+end
+tat = tat + granted * e
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+return {granted, 0}
+";
+
+/// The script, hashed once; `EVALSHA` loads it on first use per server.
+pub(super) fn gcra() -> redis::Script {
+    redis::Script::new(GCRA)
+}
+
+/// A limit as the script's integer parameters: the emission interval
+/// and the tolerance, in µs. The interval is at least 1 µs: a rate over
+/// a million a second per bucket is counted as a million.
+pub(super) fn params(limit: RateLimit) -> (u64, u64) {
+    let per_us = limit.per_ms.saturating_mul(1_000);
+    let max = u64::from(limit.max());
+    let emission = (per_us / max).max(1);
+    (emission, emission.saturating_mul(max - 1))
+}
+
+/// The Redis key of a bucket under a limit. The limit is part of it, as
+/// in [`LocalLimiter`](super::super::LocalLimiter): a changed limit starts
+/// afresh. The tenant or key id comes last, so no name can end in
+/// another's key.
+pub(super) fn key(namespace: &str, bucket: Bucket<'_>, limit: RateLimit) -> String {
+    let mut k = String::with_capacity(namespace.len() + 48);
+    let (kind, name) = match bucket {
+        Bucket::Key(id) => ("k", id.as_str().to_owned()),
+        Bucket::Tenant(t) => ("q", t.to_owned()),
+    };
+    let _ = write!(
+        k,
+        "{namespace}:{kind}:{}/{}:{name}",
+        limit.max(),
+        limit.per_ms
+    );
+    k
+}
+
+/// What the script answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Grant {
+    /// Requests counted.
+    pub(super) granted: u32,
+    /// When none was: µs until one can be.
+    pub(super) wait_us: u64,
+}
+
+impl Grant {
+    pub(super) fn from_reply(reply: (i64, i64)) -> Self {
+        Self {
+            granted: u32::try_from(reply.0.max(0)).unwrap_or(u32::MAX),
+            wait_us: u64::try_from(reply.1.max(0)).unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::KeyId;
+    use chrono::Duration;
+
+    #[test]
+    fn parameters_are_whole_microseconds() {
+        let l = RateLimit::per_minute(200).expect("valid");
+        assert_eq!(params(l), (300_000, 300_000 * 199));
+        let fast = RateLimit::new(u32::MAX, Duration::milliseconds(1)).expect("valid");
+        assert_eq!(params(fast), (1, u64::from(u32::MAX) - 1));
+        let one = RateLimit::per_second(1).expect("valid");
+        assert_eq!(params(one), (1_000_000, 0));
+    }
+
+    #[test]
+    fn keys_name_the_kind_and_the_limit_before_the_name() {
+        let l = RateLimit::per_minute(200).expect("valid");
+        assert_eq!(
+            key("kw", Bucket::Tenant("acme/eu"), l),
+            "kw:q:200/60000:acme/eu"
+        );
+        let id = KeyId::random().expect("entropy");
+        assert_eq!(
+            key("kw", Bucket::Key(id), l),
+            format!("kw:k:200/60000:{}", id.as_str())
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! A throwaway Redis server for one test: `redis-server` on a random
+//! loopback port, in a temp dir, with no persistence; stopped on drop.
+//!
+//! Without the binary the test is skipped with a printed reason, except
+//! under `CI=true`, where that is a failure.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::TempDir;
+
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    bin: PathBuf,
+    // Dropped after the server stops.
+    dir: TempDir,
+}
+
+fn binary() -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|p| p.join("redis-server"))
+        .find(|p| p.exists())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl RedisServer {
+    /// Starts a server, or explains why not (`None`: skip the test).
+    pub fn start() -> Option<Self> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let Some(bin) = binary() else {
+            let reason =
+                "redis-server not found; install it with `apt-get install -y redis-server`";
+            assert!(!ci, "CI=true and {reason}");
+            eprintln!("skipping: {reason}");
+            return None;
+        };
+        let mut server = Self {
+            child: None,
+            port: 0,
+            bin,
+            dir: TempDir::new("redis"),
+        };
+        // A port picked free can be taken before redis binds it: retry.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn_on_port() {
+                return Some(server);
+            }
+        }
+        panic!("redis-server did not start after 5 attempts");
+    }
+
+    fn spawn_on_port(&mut self) -> bool {
+        let child = Command::new(&self.bin)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
+            }
+            if self.ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        false
+    }
+
+    /// Whether the server answers `PING`.
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Sends one inline command and returns the raw reply (for `INFO`).
+    pub fn command(&self, line: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        s.write_all(format!("{line}\r\n").as_bytes())
+            .expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// How many times a command ran, from `INFO commandstats`.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = self.command("INFO commandstats");
+        let tag = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&tag))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the killed server again on the same port (empty: nothing
+    /// was saved).
+    pub fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            if self.spawn_on_port() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
