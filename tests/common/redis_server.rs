@@ -4,7 +4,7 @@
 //! Without the binary the test is skipped with a printed reason, except
 //! under `CI=true`, where that is a failure.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -99,22 +99,15 @@ impl RedisServer {
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
-    /// Sends one inline command and returns the raw reply (for `INFO`).
+    /// Sends one inline command; the reply as text: a bulk string's
+    /// content, an integer as `:n`, an array's items one per line.
     pub fn command(&self, line: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_millis(300)))
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        s.write_all(format!("{line}\r\n").as_bytes())
+        (&s).write_all(format!("{line}\r\n").as_bytes())
             .expect("write");
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        read_reply(&mut BufReader::new(&s))
     }
 
     /// How many times a command ran, from `INFO commandstats`.
@@ -159,6 +152,30 @@ impl RedisServer {
 
     pub fn stop(&mut self) {
         self.kill();
+    }
+}
+
+/// One RESP reply, as [`RedisServer::command`] shows it.
+fn read_reply(r: &mut impl BufRead) -> String {
+    let mut head = String::new();
+    r.read_line(&mut head).expect("reply");
+    let head = head.trim_end();
+    let (kind, rest) = head.split_at(1);
+    match kind {
+        "$" => {
+            let Ok(len) = rest.parse::<usize>() else {
+                return String::new(); // $-1: nil
+            };
+            let mut body = vec![0u8; len + 2];
+            r.read_exact(&mut body).expect("bulk");
+            body.truncate(len);
+            String::from_utf8_lossy(&body).into_owned()
+        }
+        "*" => {
+            let n = rest.parse::<usize>().unwrap_or(0);
+            (0..n).map(|_| read_reply(r)).collect::<Vec<_>>().join("\n")
+        }
+        _ => head.to_string(),
     }
 }
 

@@ -1,0 +1,273 @@
+//! `RedisLimiter` on its own, against a throwaway Redis: the same
+//! decisions as the built-in GCRA, bounded Redis memory, leases given
+//! back, settings and errors.
+
+mod common;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::redis_server::RedisServer;
+use keyward::{
+    Accuracy, Bucket, Decision, KeyId, LocalLimiter, ManualClock, RateLimit, RateLimiter,
+    RedisLimiter, RedisLimiterError,
+};
+use proptest::prelude::*;
+
+fn at(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().expect("in range")
+}
+
+const T0: i64 = 1_800_000_000_000_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Request by request, the shared limiter (exact) decides as the
+    /// built-in one does, retry times included (to the microsecond).
+    #[test]
+    fn decides_like_the_local_limiter(
+        max in 1u32..20,
+        per_ms in 1u64..3_000,
+        gaps_us in proptest::collection::vec(0i64..400_000, 1..120),
+    ) {
+        let Some(redis) = RedisServer::start() else { return Ok(()) };
+        let rt = runtime();
+        // Whole microseconds per request, as the script counts them.
+        let per_ms = per_ms.max(u64::from(max));
+        let per_ms = per_ms - per_ms % u64::from(max);
+        let limit = RateLimit::new(max, Duration::milliseconds(per_ms as i64)).expect("valid");
+        let shared = rt
+            .block_on(RedisLimiter::builder().timeout(StdDuration::from_secs(2)).connect(&redis.url()))
+            .expect("connect");
+        let clock = ManualClock::new(at(T0));
+        let local = LocalLimiter::new(Arc::new(clock.clone()));
+        let id = KeyId::random().expect("entropy");
+        let mut now = T0;
+        for gap in gaps_us {
+            now += gap;
+            clock.set(at(now));
+            let theirs = local.check_now(Bucket::Key(id), limit);
+            let ours = rt.block_on(shared.check(Bucket::Key(id), limit, at(now)));
+            prop_assert_eq!(ours, theirs, "at +{} µs", now - T0);
+        }
+        prop_assert!(shared.is_shared());
+    }
+}
+
+#[test]
+fn buckets_expire_from_redis_once_refilled() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let shared = rt
+        .block_on(
+            RedisLimiter::builder()
+                .namespace("t1")
+                .connect(&redis.url()),
+        )
+        .expect("connect");
+    let limit = RateLimit::new(10, Duration::milliseconds(200)).expect("valid");
+    let now = Utc::now();
+    for t in ["a", "b", "c"] {
+        rt.block_on(shared.check(Bucket::Tenant(t), limit, now));
+    }
+    let keys = redis.command("KEYS t1:*");
+    assert_eq!(keys.matches("t1:q:10/200:").count(), 3, "{keys}");
+    // One request refills in 20 ms: the keys live about that long.
+    let ttl = redis.command("PTTL t1:q:10/200:a");
+    let ms: i64 = ttl.trim().trim_start_matches(':').parse().expect("integer");
+    assert!((1..=20).contains(&ms), "{ttl}");
+    std::thread::sleep(StdDuration::from_millis(60));
+    // (EXISTS sees an expired key as gone even before Redis reclaims it.)
+    let left = redis.command("EXISTS t1:q:10/200:a t1:q:10/200:b t1:q:10/200:c");
+    assert_eq!(left, ":0");
+}
+
+#[test]
+fn namespaces_keep_limits_apart() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let limit = RateLimit::per_minute(1).expect("valid");
+    let a = rt
+        .block_on(RedisLimiter::builder().namespace("a").connect(&redis.url()))
+        .expect("connect");
+    let b = rt
+        .block_on(RedisLimiter::builder().namespace("b").connect(&redis.url()))
+        .expect("connect");
+    let now = at(T0);
+    let bucket = Bucket::Tenant("acme");
+    assert_eq!(rt.block_on(a.check(bucket, limit, now)), Decision::Allow);
+    assert!(matches!(
+        rt.block_on(a.check(bucket, limit, now)),
+        Decision::Deny { .. }
+    ));
+    assert_eq!(rt.block_on(b.check(bucket, limit, now)), Decision::Allow);
+}
+
+#[test]
+fn a_slow_key_in_batched_mode_gets_its_whole_limit() {
+    // 10 a minute, leased 5 at a time, used once every 7 s: each lease
+    // expires with 4 unspent, which go back with the next call. Kept,
+    // they would cost 30 s of refill per request.
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let shared = rt
+        .block_on(
+            RedisLimiter::builder()
+                .accuracy(Accuracy::Batched {
+                    lease: NonZeroU32::new(5).expect("non-zero"),
+                })
+                .lease_ttl(StdDuration::from_secs(1))
+                .connect(&redis.url()),
+        )
+        .expect("connect");
+    let limit = RateLimit::per_minute(10).expect("valid");
+    let id = KeyId::random().expect("entropy");
+    for i in 0..30 {
+        let now = at(T0 + i * 7_000_000);
+        let d = match shared.try_check(Bucket::Key(id), limit, now) {
+            Some(d) => d,
+            None => rt.block_on(shared.check(Bucket::Key(id), limit, now)),
+        };
+        assert_eq!(d, Decision::Allow, "request {i}");
+    }
+}
+
+#[test]
+fn a_lease_is_handed_out_without_redis_and_then_refused_locally() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let shared = rt
+        .block_on(
+            RedisLimiter::builder()
+                .accuracy(Accuracy::Batched {
+                    lease: NonZeroU32::new(4).expect("non-zero"),
+                })
+                .connect(&redis.url()),
+        )
+        .expect("connect");
+    let limit = RateLimit::per_minute(6).expect("valid");
+    let now = at(T0);
+    let bucket = Bucket::Tenant("acme");
+    assert_eq!(
+        shared.try_check(bucket, limit, now),
+        None,
+        "nothing leased yet"
+    );
+    assert_eq!(
+        rt.block_on(shared.check(bucket, limit, now)),
+        Decision::Allow
+    );
+    let calls = redis.calls("evalsha");
+    for _ in 0..3 {
+        assert_eq!(shared.try_check(bucket, limit, now), Some(Decision::Allow));
+    }
+    assert_eq!(shared.try_check(bucket, limit, now), None, "lease spent");
+    assert_eq!(
+        rt.block_on(shared.check(bucket, limit, now)),
+        Decision::Allow
+    );
+    assert_eq!(
+        rt.block_on(shared.check(bucket, limit, now)),
+        Decision::Allow
+    );
+    // The 7th is refused by Redis, then locally until its retry time.
+    for _ in 0..2 {
+        assert_eq!(shared.try_check(bucket, limit, now), None);
+    }
+    let refused = rt.block_on(shared.check(bucket, limit, now));
+    assert_eq!(
+        refused,
+        Decision::Deny {
+            retry_after: Duration::seconds(10)
+        }
+    );
+    assert_eq!(shared.try_check(bucket, limit, now), Some(refused));
+    assert_eq!(
+        redis.calls("evalsha") - calls,
+        1 + 1,
+        "one lease, one refusal"
+    );
+}
+
+#[test]
+fn bad_settings_and_unreachable_servers_are_errors() {
+    let rt = runtime();
+    let err = rt
+        .block_on(RedisLimiter::connect("http://127.0.0.1:1"))
+        .expect_err("not redis");
+    assert!(matches!(err, RedisLimiterError::InvalidUrl(_)), "{err}");
+    let err = rt
+        .block_on(
+            RedisLimiter::builder()
+                .namespace("")
+                .connect("redis://127.0.0.1:1"),
+        )
+        .expect_err("empty namespace");
+    assert!(matches!(err, RedisLimiterError::Config(_)), "{err}");
+    let err = rt
+        .block_on(
+            RedisLimiter::builder()
+                .timeout(StdDuration::ZERO)
+                .connect("redis://127.0.0.1:1"),
+        )
+        .expect_err("zero timeout");
+    assert!(matches!(err, RedisLimiterError::Config(_)), "{err}");
+    // A closed port: refused within the connect timeout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let start = std::time::Instant::now();
+    let err = rt
+        .block_on(
+            RedisLimiter::builder()
+                .connect_timeout(StdDuration::from_millis(500))
+                .connect(&format!("redis://127.0.0.1:{port}")),
+        )
+        .expect_err("nothing listens");
+    assert!(matches!(err, RedisLimiterError::Connect(_)), "{err}");
+    assert!(start.elapsed() < StdDuration::from_secs(3));
+}
+
+#[test]
+fn no_error_or_debug_output_shows_the_password() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let secret = "hunter2-very-secret";
+    let url = format!("redis://user:{secret}@127.0.0.1:{}", redis.port());
+    // The server has no such user: AUTH fails.
+    let err = rt
+        .block_on(RedisLimiter::connect(&url))
+        .expect_err("auth fails");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(secret), "{shown}");
+    let err = rt
+        .block_on(RedisLimiter::connect(&format!("redis://:{secret}@[::1")))
+        .expect_err("broken URL");
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(secret), "{shown}");
+    let ok = rt
+        .block_on(RedisLimiter::connect(&redis.url()))
+        .expect("connect");
+    assert!(!format!("{ok:?}").contains("127.0.0.1"), "{ok:?}");
+}
