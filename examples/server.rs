@@ -1,11 +1,22 @@
-//! An API service protected by keyward, on an embedded SQLite file.
+//! An API service protected by keyward, on an embedded SQLite file, or
+//! as one instance of a fleet sharing PostgreSQL and Redis.
 //!
 //! ```sh
 //! cargo run --example server --features axum,sqlite            # 127.0.0.1:3000
 //! PORT=8080 KEYWARD_DB=/tmp/keys.db cargo run --example server --features axum,sqlite
+//! # A fleet member: keys in PostgreSQL, limits shared through Redis.
+//! DATABASE_URL=postgres://localhost/keys REDIS_URL=redis://127.0.0.1:6379 \
+//!   cargo run --example server --features axum,sqlite,postgres,redis
 //! ```
 //!
-//! On first start it prints a bootstrap admin key, once. Routes:
+//! Environment: `PORT` (default 3000); `DATABASE_URL`, a `postgres://` URL
+//! for [`PostgresStore`](keyward::PostgresStore) or an SQLite file (also
+//! `KEYWARD_DB`; default `keyward-server.db`); `REDIS_URL`, when set,
+//! shares rate limits and tenant quotas through
+//! [`RedisLimiter`](keyward::RedisLimiter).
+//!
+//! On first start it prints a bootstrap admin key, once (once per fleet:
+//! instances starting together create one key). Routes:
 //!
 //! - `GET /v1/contacts` (`contacts:read`), `POST /v1/contacts`
 //!   (`contacts:write`): a small demo resource, per tenant.
@@ -52,8 +63,8 @@ pub fn catalog() -> Catalog {
 /// The tenant of the bootstrap admin key.
 pub const ADMIN_TENANT: &str = "default";
 
-/// Opens (or creates) the key database and, if the admin tenant holds no
-/// key, creates the bootstrap admin key and returns its token.
+/// Opens (or creates) the SQLite key database and, if the admin tenant
+/// holds no key, creates the bootstrap admin key and returns its token.
 ///
 /// # Errors
 /// The database cannot be opened or written.
@@ -62,20 +73,73 @@ pub async fn open(
 ) -> Result<(Keyward, Option<String>), Box<dyn std::error::Error>> {
     let store = SqliteStore::open(db).await?;
     let keys = Keyward::builder(store, catalog()).build()?;
-    let bootstrap = Actor::new("bootstrap", ADMIN_TENANT)
+    let token = bootstrap(&keys).await?;
+    Ok((keys, token))
+}
+
+/// Creates the bootstrap admin key if the admin tenant holds no key, and
+/// returns its token (shown once). Instances of a fleet starting together
+/// create one key between them.
+///
+/// # Errors
+/// The store cannot be read or written.
+pub async fn bootstrap(keys: &Keyward) -> Result<Option<String>, keyward::KeyError> {
+    let setup = Actor::new("bootstrap", ADMIN_TENANT)
         .permissions(keys.catalog().all())
         .may_manage_keys(true);
-    if !keys.list(&bootstrap, ADMIN_TENANT).await?.is_empty() {
-        return Ok((keys, None));
+    let admin = NewKey::new("bootstrap admin").permission_set(keys.catalog().all());
+    let issued = keys.bootstrap(&setup, admin).await?;
+    Ok(issued.map(|k| k.token.expose_secret().to_string()))
+}
+
+/// The key store the environment names: `DATABASE_URL` as a
+/// `postgres://` URL (with the `postgres` feature), or the SQLite file
+/// `DATABASE_URL` (a path or `sqlite://` URL) or `KEYWARD_DB` names,
+/// `keyward-server.db` by default. Also what to print about it (never the
+/// URL, which may hold a password).
+async fn store_from_env(
+) -> Result<(Arc<dyn keyward::store::KeyStore>, String), Box<dyn std::error::Error>> {
+    let url = std::env::var("DATABASE_URL").ok();
+    if let Some(url) = url.as_deref().filter(|u| u.starts_with("postgres")) {
+        #[cfg(feature = "postgres")]
+        {
+            let store = keyward::PostgresStore::connect(url).await?;
+            return Ok((Arc::new(store), "keys in PostgreSQL".into()));
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            return Err(
+                "DATABASE_URL is a PostgreSQL URL: build with `--features postgres`".into(),
+            );
+        }
     }
-    let issued = keys
-        .create(
-            &bootstrap,
-            NewKey::new("bootstrap admin").permission_set(keys.catalog().all()),
-        )
-        .await?;
-    let token = issued.token.expose_secret().to_string();
-    Ok((keys, Some(token)))
+    let path = match url {
+        Some(u) => u.strip_prefix("sqlite://").unwrap_or(&u).to_string(),
+        None => std::env::var("KEYWARD_DB").unwrap_or_else(|_| "keyward-server.db".into()),
+    };
+    let store = SqliteStore::open(std::path::Path::new(&path)).await?;
+    Ok((Arc::new(store), format!("keys in {path}")))
+}
+
+/// Shares rate limits and quotas through the Redis `REDIS_URL` names, if
+/// set (with the `redis` feature).
+async fn limits_from_env(
+    builder: keyward::KeywardBuilder,
+) -> Result<(keyward::KeywardBuilder, &'static str), Box<dyn std::error::Error>> {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok((builder, "limits per instance"));
+    };
+    #[cfg(feature = "redis")]
+    {
+        let limiter = keyward::RedisLimiter::connect(&url).await?;
+        Ok((builder.rate_limiter(limiter), "limits shared through Redis"))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (url, builder);
+        Err("REDIS_URL is set: build with `--features redis`".into())
+    }
 }
 
 #[derive(Clone)]
@@ -468,9 +532,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("PORT={p:?} is not a port number"))?,
         Err(_) => 3000,
     };
-    let db = std::env::var("KEYWARD_DB").unwrap_or_else(|_| "keyward-server.db".into());
-    let (keys, bootstrap) = open(std::path::Path::new(&db)).await?;
-    if let Some(token) = bootstrap {
+    let (store, where_keys) = store_from_env().await?;
+    let (builder, how_limited) = limits_from_env(Keyward::builder(store, catalog())).await?;
+    let keys = builder.build()?;
+    if let Some(token) = bootstrap(&keys).await? {
         println!("Bootstrap admin key (shown once, store it now):\n\n    {token}\n");
     }
     let sweeper = keys.spawn_sweeper(std::time::Duration::from_secs(3600), |report| match report {
@@ -486,7 +551,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
-        "listening on http://{} (keys in {db})",
+        "listening on http://{} ({where_keys}, {how_limited})",
         listener.local_addr()?
     );
     axum::serve(listener, app(keys.clone()))
