@@ -222,14 +222,22 @@ impl AuditSink for TracingAuditSink {
         let prefix = e.key_prefix.as_ref().map(DisplayPrefix::as_str);
         let actor = e.actor.as_deref();
         let tenant = e.tenant.as_deref();
+        let about = match e.action {
+            AuditAction::LimiterOutage | AuditAction::LimiterRecovered => "shared rate limiter",
+            _ => "api key",
+        };
         match e.outcome {
             AuditOutcome::Success => tracing::info!(
                 target: "keyward::audit",
-                action = ?e.action, key = prefix, actor, tenant, "api key {:?} succeeded", e.action
+                action = ?e.action, key = prefix, actor, tenant, "{about} {:?} succeeded", e.action
             ),
-            AuditOutcome::Denied(reason) | AuditOutcome::Failed(reason) => tracing::warn!(
+            AuditOutcome::Denied(reason) => tracing::warn!(
                 target: "keyward::audit",
-                action = ?e.action, key = prefix, actor, tenant, reason, "api key {:?} refused: {reason}", e.action
+                action = ?e.action, key = prefix, actor, tenant, reason, "{about} {:?} refused: {reason}", e.action
+            ),
+            AuditOutcome::Failed(reason) => tracing::warn!(
+                target: "keyward::audit",
+                action = ?e.action, key = prefix, actor, tenant, reason, "{about} {:?} failed: {reason}", e.action
             ),
         }
     }

@@ -15,6 +15,9 @@ use keyward::{
     RedisLimiter, RedisLimiterError,
 };
 use proptest::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 fn at(us: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(us).single().expect("in range")
@@ -270,4 +273,180 @@ fn no_error_or_debug_output_shows_the_password() {
         .block_on(RedisLimiter::connect(&redis.url()))
         .expect("connect");
     assert!(!format!("{ok:?}").contains("127.0.0.1"), "{ok:?}");
+}
+
+#[test]
+fn exact_mode_repeats_a_refusal_without_asking_redis_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let shared = rt
+        .block_on(RedisLimiter::connect(&redis.url()))
+        .expect("connect");
+    let limit = RateLimit::per_minute(1).expect("valid");
+    let bucket = Bucket::Tenant("acme");
+    let now = at(T0);
+    let calls = redis.calls("evalsha");
+    assert_eq!(
+        rt.block_on(shared.check(bucket, limit, now)),
+        Decision::Allow
+    );
+    let refused = rt.block_on(shared.check(bucket, limit, now));
+    assert!(matches!(refused, Decision::Deny { .. }));
+    for i in 0..1_000 {
+        let later = at(T0 + i * 1_000);
+        let d = shared
+            .try_check(bucket, limit, later)
+            .unwrap_or_else(|| rt.block_on(shared.check(bucket, limit, later)));
+        assert!(matches!(d, Decision::Deny { .. }), "{i}: {d:?}");
+    }
+    assert_eq!(redis.calls("evalsha") - calls, 2, "one allow, one refusal");
+    // Once the wait is over, Redis is asked again.
+    let after = at(T0 + 60_000_000);
+    assert_eq!(shared.try_check(bucket, limit, after), None);
+    assert_eq!(
+        rt.block_on(shared.check(bucket, limit, after)),
+        Decision::Allow
+    );
+}
+
+#[test]
+fn a_returned_lease_gives_back_only_what_is_still_ahead() {
+    // 1,000 a second. A leases 100 at 0 ms and spends 1; B leases 1,000
+    // at 150 ms (the bucket is at 1,150 ms). At 1,000 ms, A's lease has
+    // expired, and its 99 unspent requests (1–100 ms) have long refilled:
+    // giving them back would let 99 more through than the limit.
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let lease = |n| {
+        RedisLimiter::builder()
+            .accuracy(Accuracy::Batched {
+                lease: NonZeroU32::new(n).expect("non-zero"),
+            })
+            .lease_ttl(StdDuration::from_millis(900))
+    };
+    let url = redis.url();
+    let a = rt.block_on(lease(100).connect(&url)).expect("connect");
+    let b = rt.block_on(lease(1_000).connect(&url)).expect("connect");
+    let exact = rt
+        .block_on(RedisLimiter::connect(&redis.url()))
+        .expect("connect");
+    let limit = RateLimit::per_second(1_000).expect("valid");
+    let bucket = Bucket::Tenant("acme");
+    assert_eq!(rt.block_on(a.check(bucket, limit, at(T0))), Decision::Allow);
+    assert_eq!(
+        rt.block_on(b.check(bucket, limit, at(T0 + 150_000))),
+        Decision::Allow
+    );
+    let now = at(T0 + 1_000_000);
+    // A's next request gives its lease back and leases 100 more.
+    assert_eq!(rt.block_on(a.check(bucket, limit, now)), Decision::Allow);
+    let mut more = 100;
+    while rt.block_on(exact.check(bucket, limit, now)) == Decision::Allow {
+        more += 1;
+    }
+    // At 1,000 ms the bucket (at 1,150 ms, 999 ms of tolerance) has room
+    // for 850.
+    assert_eq!(more, 850);
+}
+
+/// A TCP proxy to Redis whose connections can be made to go silent: they
+/// stay open but nothing crosses them any more, as when a peer vanishes
+/// from the network (no FIN, no RST). New connections work.
+struct Proxy {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    /// Connections numbered up to this are silent.
+    silent_upto: Arc<AtomicUsize>,
+}
+
+/// Copies `r` to `w` until connection `me` is silenced; then swallows
+/// what comes, and never closes.
+async fn pipe(me: usize, silent: Arc<AtomicUsize>, mut r: OwnedReadHalf, mut w: OwnedWriteHalf) {
+    let mut buf = [0u8; 4096];
+    while let Ok(k) = r.read(&mut buf).await {
+        if k == 0 {
+            break;
+        }
+        if me <= silent.load(Ordering::SeqCst) {
+            continue;
+        }
+        if w.write_all(&buf[..k]).await.is_err() {
+            break;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+impl Proxy {
+    async fn start(to: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let silent_upto = Arc::new(AtomicUsize::new(0));
+        let (count, silent) = (accepted.clone(), silent_upto.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let me = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pipe(me, silent.clone(), ri, wo));
+                tokio::spawn(pipe(me, silent.clone(), ro, wi));
+            }
+        });
+        Self {
+            port,
+            accepted,
+            silent_upto,
+        }
+    }
+
+    /// Silences every connection made so far.
+    fn silence_existing(&self) {
+        self.silent_upto
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_goes_silent_is_replaced() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let proxy = Proxy::start(redis.port()).await;
+    let shared = RedisLimiter::connect(&format!("redis://127.0.0.1:{}", proxy.port))
+        .await
+        .expect("connect");
+    let limit = RateLimit::per_minute(1_000).expect("valid");
+    let bucket = Bucket::Tenant("acme");
+    let now = at(T0);
+    assert_eq!(shared.check(bucket, limit, now).await, Decision::Allow);
+    proxy.silence_existing();
+    // Three timeouts start the outage (decided locally meanwhile).
+    for _ in 0..3 {
+        assert_eq!(shared.check(bucket, limit, now).await, Decision::Allow);
+    }
+    assert!(!shared.is_shared(), "three silent calls in a row");
+    // The next retry goes over a new connection, which works.
+    let start = std::time::Instant::now();
+    while !shared.is_shared() {
+        assert!(
+            start.elapsed() < StdDuration::from_secs(3),
+            "still down: the silent connection was kept"
+        );
+        let _ = shared.check(bucket, limit, now).await;
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    println!(
+        "shared again {:?} after the connection went silent",
+        start.elapsed()
+    );
 }

@@ -112,12 +112,15 @@ impl Keyward {
     /// Creates `new`, as [`create`](Self::create) does, unless its tenant
     /// already holds a key (revoked keys count): the first key of a
     /// deployment, such as a bootstrap admin key printed at first start.
-    /// `Ok(None)` when a key was there already.
+    /// `Ok(None)` when a key was there already. A tenant whose keys have
+    /// all been deleted (or purged by the sweep) holds none: it can be
+    /// bootstrapped again.
     ///
     /// Safe for every instance of a fleet to call as it starts, all at
     /// once: exactly one creates the key. (Its id is derived from the
     /// tenant, so a second instance's insert collides instead of adding
-    /// another key.)
+    /// another key. Ids are not secret: the bootstrap key of a tenant has
+    /// the same id in every deployment.)
     ///
     /// ```
     /// use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey};
@@ -129,9 +132,10 @@ impl Keyward {
     /// let setup = Actor::new("setup", "default")
     ///     .permissions(keys.catalog().all())
     ///     .may_manage_keys(true);
-    /// let first = keys.bootstrap(&setup, NewKey::new("admin").permission_set(keys.catalog().all())).await?;
+    /// let admin = || NewKey::new("admin").permission_set(keys.catalog().all());
+    /// let first = keys.bootstrap(&setup, admin()).await?;
     /// assert!(first.is_some(), "created, token shown once");
-    /// let again = keys.bootstrap(&setup, NewKey::new("admin").permission_set(keys.catalog().all())).await?;
+    /// let again = keys.bootstrap(&setup, admin()).await?;
     /// assert!(again.is_none(), "the tenant holds a key already");
     /// # Ok(()) }
     /// ```
@@ -139,6 +143,23 @@ impl Keyward {
     /// # Errors
     /// As [`create`](Self::create).
     pub async fn bootstrap(
+        &self,
+        actor: &Actor,
+        new: NewKey,
+    ) -> Result<Option<IssuedKey>, KeyError> {
+        let result = self.bootstrap_inner(actor, new).await;
+        // A creation or a refusal is audited; finding a key there is not.
+        if !matches!(result, Ok(None)) {
+            let key = match &result {
+                Ok(Some(k)) => Some((k.key.id, k.key.prefix)),
+                _ => None,
+            };
+            self.audit_manage(AuditAction::Create, actor, key, &result);
+        }
+        result
+    }
+
+    async fn bootstrap_inner(
         &self,
         actor: &Actor,
         new: NewKey,
@@ -166,14 +187,25 @@ impl Keyward {
         {
             return Ok(None);
         }
-        let id = KeyId::derived(tenant.as_bytes());
-        let result = match self.create_inner(actor, new, Some(id)).await {
-            Err(KeyError::Store(StoreError::Duplicate(_))) => return Ok(None),
-            other => other,
-        };
-        let key = result.as_ref().ok().map(|k| (k.key.id, k.key.prefix));
-        self.audit_manage(AuditAction::Create, actor, key, &result);
-        result.map(Some)
+        // Ids derived from the tenant, in turn: a collision with a key of
+        // this tenant means another instance bootstrapped it; one with a
+        // key of another tenant (a name chosen to collide) moves on.
+        let mut last = None;
+        for attempt in 0..4u8 {
+            let id = KeyId::derived(&[tenant.as_bytes(), &[0, attempt]].concat());
+            match self.create_inner(actor, new.clone(), Some(id)).await {
+                Err(KeyError::Store(StoreError::Duplicate(_))) => {
+                    match self.inner.store.get(&id).await? {
+                        Some(held) if held.tenant == tenant => return Ok(None),
+                        _ => last = Some(id),
+                    }
+                }
+                other => return other.map(Some),
+            }
+        }
+        Err(KeyError::Store(StoreError::Duplicate(
+            last.unwrap_or(KeyId::MIN),
+        )))
     }
 
     async fn create_inner(

@@ -267,6 +267,23 @@ struct State {
     checks: u64,
 }
 
+impl State {
+    /// Counts a use of the map; every 4,096th evicts what has refilled.
+    fn tick(&mut self, now_ns: u64) {
+        self.checks += 1;
+        if self.checks.is_multiple_of(EVICT_EVERY) {
+            self.tats.retain(|_, t| !Gcra::idle(*t.get_mut(), now_ns));
+        }
+    }
+}
+
+fn owned(bucket: Bucket<'_>) -> Owned {
+    match bucket {
+        Bucket::Key(id) => Owned::Key(id),
+        Bucket::Tenant(t) => Owned::Tenant(t.into()),
+    }
+}
+
 impl fmt::Debug for LocalLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalLimiter")
@@ -298,14 +315,8 @@ impl LocalLimiter {
     pub(crate) fn check_at(&self, bucket: Bucket<'_>, limit: RateLimit, now_us: i64) -> Decision {
         let now = gcra_now(now_us);
         let mut state = self.lock();
-        state.checks += 1;
-        if state.checks.is_multiple_of(EVICT_EVERY) {
-            state.tats.retain(|_, t| !Gcra::idle(*t.get_mut(), now));
-        }
-        let key = match bucket {
-            Bucket::Key(id) => Owned::Key(id),
-            Bucket::Tenant(t) => Owned::Tenant(t.into()),
-        };
+        state.tick(now);
+        let key = owned(bucket);
         let tat = state.tats.entry((key, limit)).or_default();
         match limit.gcra().check(tat, now) {
             Ok(()) => Decision::Allow,
@@ -313,6 +324,22 @@ impl LocalLimiter {
                 retry_after: wait(ns),
             },
         }
+    }
+
+    /// Raises the state of `bucket` under `limit` to at least `tat_ns`
+    /// (a state learnt elsewhere, e.g. from a shared limiter), as of
+    /// `now_us`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn seed(&self, bucket: Bucket<'_>, limit: RateLimit, tat_ns: u64, now_us: i64) {
+        let now = gcra_now(now_us);
+        if Gcra::idle(tat_ns, now) {
+            return;
+        }
+        let mut state = self.lock();
+        state.tick(now);
+        let key = owned(bucket);
+        let slot = state.tats.entry((key, limit)).or_default().get_mut();
+        *slot = (*slot).max(tat_ns);
     }
 
     /// Drops state that has fully refilled.

@@ -31,6 +31,9 @@ struct Lease {
     left: u32,
     /// When (caller µs) what is left must go back to Redis.
     until_us: i64,
+    /// The bucket's state in Redis right after the lease was granted: the
+    /// unspent requests are the time just before it.
+    tat_us: i64,
     /// Until when (caller µs) Redis said no request can pass.
     denied_until_us: i64,
 }
@@ -59,23 +62,29 @@ impl Slot {
         None
     }
 
-    /// What a new request to Redis gives back: the requests of an expired
-    /// lease under the same limit that were never handed out.
-    pub(super) fn unused(&self, limit: RateLimit) -> u32 {
+    /// What a new request to Redis gives back, in µs of the bucket's
+    /// state: the requests of an expired lease under the same limit that
+    /// were never handed out (`emission_us` apart), as far as they are
+    /// still ahead of `now_us` (those behind it have refilled anyway, and
+    /// giving them back would give back other instances' requests).
+    pub(super) fn unused(&self, limit: RateLimit, emission_us: u64, now_us: i64) -> u64 {
         let mut lease = self.lock();
         if lease.limit != Some(limit) {
             return 0;
         }
-        std::mem::take(&mut lease.left)
+        let left = u64::from(std::mem::take(&mut lease.left));
+        let ahead = u64::try_from(lease.tat_us.saturating_sub(now_us)).unwrap_or(0);
+        left.saturating_mul(emission_us).min(ahead)
     }
 
     /// Redis granted `granted` requests (one of them for the request that
-    /// asked), to hand out until `until_us`.
-    pub(super) fn granted(&self, limit: RateLimit, granted: u32, until_us: i64) {
+    /// asked), to hand out until `until_us`; its state is now `tat_us`.
+    pub(super) fn granted(&self, limit: RateLimit, granted: u32, until_us: i64, tat_us: i64) {
         *self.lock() = Lease {
             limit: Some(limit),
             left: granted.saturating_sub(1),
             until_us,
+            tat_us,
             denied_until_us: 0,
         };
     }
@@ -84,9 +93,8 @@ impl Slot {
     pub(super) fn denied(&self, limit: RateLimit, until_us: i64) {
         *self.lock() = Lease {
             limit: Some(limit),
-            left: 0,
-            until_us: 0,
             denied_until_us: until_us,
+            ..Lease::default()
         };
     }
 
@@ -164,18 +172,24 @@ mod tests {
         let limit = RateLimit::per_minute(100).expect("valid");
         let slot = Slot::default();
         assert_eq!(slot.take(limit, 0), None, "nothing leased");
-        slot.granted(limit, 3, 1_000);
+        slot.granted(limit, 3, 1_000, 5_000);
         assert_eq!(slot.take(limit, 10), Some(Decision::Allow));
         assert_eq!(slot.take(limit, 20), Some(Decision::Allow));
         assert_eq!(slot.take(limit, 30), None, "the third went to the asker");
-        slot.granted(limit, 3, 1_000);
+        // Two unspent, 600 µs apart, the state at 5,000 µs.
+        slot.granted(limit, 3, 1_000, 5_000);
         assert_eq!(slot.take(limit, 1_000), None, "expired");
-        assert_eq!(slot.unused(limit), 2, "given back");
-        assert_eq!(slot.unused(limit), 0);
+        assert_eq!(slot.unused(limit, 600, 1_000), 1_200, "given back");
+        assert_eq!(slot.unused(limit, 600, 1_000), 0);
+        // Only the part still ahead goes back.
+        slot.granted(limit, 3, 1_000, 5_000);
+        assert_eq!(slot.unused(limit, 600, 4_500), 500);
+        slot.granted(limit, 3, 1_000, 5_000);
+        assert_eq!(slot.unused(limit, 600, 6_000), 0, "all refilled");
         let other = RateLimit::per_minute(5).expect("valid");
-        slot.granted(limit, 3, 1_000);
+        slot.granted(limit, 3, 1_000, 5_000);
         assert_eq!(slot.take(other, 10), None, "another limit starts afresh");
-        assert_eq!(slot.unused(other), 0);
+        assert_eq!(slot.unused(other, 600, 10), 0);
     }
 
     #[test]
@@ -198,10 +212,10 @@ mod tests {
         let limit = RateLimit::per_minute(100).expect("valid");
         for _ in 0..SWEEP_EVERY {
             let id = KeyId::random().expect("entropy");
-            leases.slot(Bucket::Key(id), 0).granted(limit, 2, 100);
+            leases.slot(Bucket::Key(id), 0).granted(limit, 2, 100, 100);
         }
         let busy = leases.slot(Bucket::Tenant("acme"), 0);
-        busy.granted(limit, 5, 1_000);
+        busy.granted(limit, 5, 1_000, 1_000);
         assert_eq!(leases.len(), SWEEP_EVERY as usize + 1);
         // Past the key leases' expiry: a sweep comes within 4,096 lookups.
         for _ in 0..SWEEP_EVERY {

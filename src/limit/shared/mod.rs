@@ -12,6 +12,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -19,7 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{Bucket, Decision, RateLimit, RateLimiter};
 use crate::audit::AuditSink;
 use lease::Leases;
-use outage::Outage;
+use outage::{AfterFailure, Attempt, Outage};
 use script::Grant;
 
 /// How exactly a [`RedisLimiter`] shares a limit, against how often it
@@ -29,8 +30,10 @@ use script::Grant;
 pub enum Accuracy {
     /// Every decision is made in Redis, by one atomic script call: a
     /// fleet never admits more than a limit allows. Costs one Redis round
-    /// trip per request and limit (the key's limit, then the tenant's
-    /// quota). The default.
+    /// trip per admitted request and limit (the key's limit, then the
+    /// tenant's quota); a refusal is repeated locally, without Redis,
+    /// until its retry time (no request could pass before it). The
+    /// default.
     #[default]
     Exact,
     /// An instance leases up to `lease` requests of a bucket at a time
@@ -77,14 +80,21 @@ pub enum RedisLimiterError {
 /// [`Keyward`](crate::Keyward)'s): instances whose clocks differ by `d`
 /// can let a bucket refill up to `d` early.
 ///
-/// How exactly limits are shared is the [`Accuracy`]. When Redis is down,
-/// or slower than the [timeout](RedisLimiterBuilder::timeout) (50 ms by
-/// default), the limiter does what [`OnOutage`] says (by default, counts
-/// locally), logs the outage once and records an
+/// How exactly limits are shared is the [`Accuracy`]. A request Redis
+/// does not answer within the [timeout](RedisLimiterBuilder::timeout)
+/// (50 ms by default) is decided as [`OnOutage`] says (by default, counted
+/// locally). Three failed calls in a row start an outage: the limiter
+/// logs it once, records an
 /// [`AuditAction::LimiterOutage`](crate::AuditAction::LimiterOutage)
-/// event; one request per [retry interval](RedisLimiterBuilder::retry_every)
-/// tries Redis again, and the first answer ends the outage, with no
-/// restart.
+/// event and stops asking Redis, but for one request per
+/// [retry interval](RedisLimiterBuilder::retry_every) (250 ms), each on a
+/// fresh connection (a connection to a peer that went silent can hang for
+/// minutes). The first answer to a retry ends the outage, with no restart.
+///
+/// TLS (`rediss://`) needs the `redis` crate's TLS feature (e.g.
+/// `tokio-rustls-comp`), which a host enables in its own `Cargo.toml`.
+/// Give Redis `maxmemory-policy noeviction` (or enough memory): an evicted
+/// bucket starts afresh.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -103,7 +113,10 @@ pub struct RedisLimiter {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    /// The connection, replaced when an outage begins or a retry fails.
+    conn: ArcSwap<ConnectionManager>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     script: redis::Script,
     namespace: Box<str>,
     accuracy: Accuracy,
@@ -230,14 +243,15 @@ impl RedisLimiterBuilder {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
             .set_response_timeout(Some(self.timeout))
-            // Reconnecting keeps trying, at least every 200 ms, so that
-            // sharing resumes soon after Redis returns.
+            // A few quick reconnects; beyond, each retry of an outage
+            // starts a fresh connection (a socket to a peer that went
+            // silent would otherwise wait on TCP for many minutes).
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(200))
-            .set_number_of_retries(usize::MAX);
+            .set_number_of_retries(3);
         let conn = tokio::time::timeout(
             self.connect_timeout,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config.clone()),
         )
         .await
         .map_err(|_| {
@@ -259,7 +273,9 @@ impl RedisLimiterBuilder {
         .map_err(|e| RedisLimiterError::Connect(e.to_string()))?;
         Ok(RedisLimiter {
             inner: Arc::new(Inner {
-                conn,
+                conn: ArcSwap::from_pointee(conn),
+                client,
+                config,
                 script,
                 namespace: self.namespace.into(),
                 accuracy: self.accuracy,
@@ -294,19 +310,20 @@ impl RedisLimiter {
         !self.inner.outage.is_down()
     }
 
-    /// Asks Redis to count up to `want` requests (giving back `back`),
-    /// or `None` when it cannot be asked now: it is down, failed or did
-    /// not answer in time.
+    /// Asks Redis to count up to `want` requests (giving back `back_us`
+    /// of an unspent lease), or `None` when it cannot be asked now: it is
+    /// down, failed or did not answer in time.
     async fn ask(
         &self,
         bucket: Bucket<'_>,
         limit: RateLimit,
         now: DateTime<Utc>,
         want: u32,
-        back: u32,
+        back_us: u64,
     ) -> Option<Grant> {
         let inner = &*self.inner;
-        if !inner.outage.may_try() {
+        let attempt = inner.outage.enter();
+        if attempt == Attempt::Skip {
             return None;
         }
         let (emission, tolerance) = script::params(limit);
@@ -317,30 +334,53 @@ impl RedisLimiter {
             .arg(tolerance)
             .arg(now.timestamp_micros().max(0))
             .arg(want)
-            .arg(back);
-        let mut conn = inner.conn.clone();
-        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
-        match tokio::time::timeout(inner.timeout, call).await {
+            .arg(back_us);
+        let mut conn = ConnectionManager::clone(&inner.conn.load());
+        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
+        let failure = match tokio::time::timeout(inner.timeout, call).await {
             Ok(Ok(reply)) => {
-                inner.outage.answered(now);
-                Some(Grant::from_reply(reply))
+                inner.outage.answered(now, attempt);
+                let grant = Grant::from_reply(reply);
+                inner.outage.learnt(bucket, limit, grant.tat_us, now);
+                return Some(grant);
             }
-            Ok(Err(e)) => {
-                inner.outage.failed(now, &e);
-                None
-            }
+            Ok(Err(e)) => inner.outage.failed(now, &e, attempt),
             Err(_) => {
                 let why = format!("no answer within {:?}", inner.timeout);
-                inner.outage.failed(now, &why);
-                None
+                inner.outage.failed(now, &why, attempt)
+            }
+        };
+        if failure == AfterFailure::Reconnect {
+            self.reconnect();
+        }
+        None
+    }
+
+    /// A fresh connection in place of the current one; it connects on
+    /// first use.
+    fn reconnect(&self) {
+        let inner = &*self.inner;
+        match ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone()) {
+            Ok(fresh) => inner.conn.store(Arc::new(fresh)),
+            Err(e) => {
+                tracing::debug!(error = %e, "shared rate limiter: could not start a new Redis connection")
             }
         }
     }
 
-    /// One request, decided in Redis.
+    /// One request, decided in Redis. A refusal is remembered, and
+    /// repeated without Redis until its retry time (no request can pass
+    /// before it: states only grow) or the limit's period, whichever is
+    /// sooner.
     async fn exact(&self, bucket: Bucket<'_>, limit: RateLimit, now: DateTime<Utc>) -> Decision {
         match self.ask(bucket, limit, now, 1, 0).await {
-            Some(g) => decision(g),
+            Some(g) if g.granted > 0 => Decision::Allow,
+            Some(g) => {
+                let now_us = now.timestamp_micros();
+                let until = refused_until(now_us, g.wait_us, limit);
+                self.inner.leases.slot(bucket, now_us).denied(limit, until);
+                decision(g)
+            }
             None => self.inner.outage.decide(bucket, limit, now),
         }
     }
@@ -358,28 +398,38 @@ impl RedisLimiter {
         let now_us = now.timestamp_micros();
         let slot = inner.leases.slot(bucket, now_us);
         // One lease at a time per bucket: the requests that wait here
-        // share the lease the first one brings.
+        // share the lease the first one brings. One that waits too long
+        // is decided in Redis on its own.
         let Ok(_turn) = tokio::time::timeout(inner.timeout, slot.turn.lock()).await else {
-            return inner.outage.decide(bucket, limit, now);
+            return self.exact(bucket, limit, now).await;
         };
         if let Some(d) = slot.take(limit, now_us) {
             return d;
         }
         let want = lease.get().min(limit.max());
-        let back = slot.unused(limit);
+        let back = slot.unused(limit, script::params(limit).0, now_us);
         match self.ask(bucket, limit, now, want, back).await {
             Some(g) if g.granted > 0 => {
-                slot.granted(limit, g.granted, now_us.saturating_add(inner.lease_ttl_us));
+                let until = now_us.saturating_add(inner.lease_ttl_us);
+                slot.granted(limit, g.granted, until, g.tat_us);
                 Decision::Allow
             }
             Some(g) => {
-                let wait = i64::try_from(g.wait_us).unwrap_or(i64::MAX);
-                slot.denied(limit, now_us.saturating_add(wait));
+                slot.denied(limit, refused_until(now_us, g.wait_us, limit));
                 decision(g)
             }
             None => inner.outage.decide(bucket, limit, now),
         }
     }
+}
+
+/// Until when a refusal from Redis is repeated locally: its retry time,
+/// but no further than the limit's period (an instance whose clock runs
+/// ahead cannot make the others refuse for longer).
+fn refused_until(now_us: i64, wait_us: u64, limit: RateLimit) -> i64 {
+    let period_us = limit.per_ms.saturating_mul(1_000);
+    let wait = i64::try_from(wait_us.min(period_us)).unwrap_or(i64::MAX);
+    now_us.saturating_add(wait)
 }
 
 fn decision(g: Grant) -> Decision {
@@ -401,8 +451,9 @@ impl RateLimiter for RedisLimiter {
         }
     }
 
-    /// Answers without Redis from this instance's lease (batched), or by
-    /// the outage policy while Redis is down and not yet due for a retry.
+    /// Answers without Redis from this instance's lease (batched), from a
+    /// refusal Redis gave until its retry time, or by the outage policy
+    /// while Redis is down and not yet due for a retry.
     fn try_check(
         &self,
         bucket: Bucket<'_>,
@@ -413,13 +464,11 @@ impl RateLimiter for RedisLimiter {
         if inner.outage.waiting() {
             return Some(inner.outage.decide(bucket, limit, now));
         }
-        match inner.accuracy {
-            Accuracy::Exact => None,
-            Accuracy::Batched { .. } => inner
-                .leases
-                .get(bucket)?
-                .take(limit, now.timestamp_micros()),
-        }
+        // A lease (batched) or a refusal Redis gave (either mode).
+        inner
+            .leases
+            .get(bucket)?
+            .take(limit, now.timestamp_micros())
     }
 
     fn attach_audit(&self, audit: Arc<dyn AuditSink>) {

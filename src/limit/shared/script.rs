@@ -11,11 +11,12 @@ use super::super::{Bucket, RateLimit};
 ///
 /// `KEYS[1]`: the bucket's state, the theoretical arrival time. `ARGV`:
 /// the emission interval, the tolerance (`emission × (max − 1)`), the
-/// caller's time, how many requests to grant at most, and how many an
-/// earlier lease gives back unused. Returns `{granted, wait}`: `granted`
-/// requests were counted (at least 1, at most the count asked, or 0),
-/// and when none was, `wait` µs until one can be. The state expires
-/// once it has refilled, which is the same as no state.
+/// caller's time, how many requests to grant at most, and how much time
+/// an earlier lease gives back unused (µs, only the part of it still
+/// ahead). Returns `{granted, wait, tat}`: `granted` requests were
+/// counted (at least 1, at most the count asked, or 0), and when none
+/// was, `wait` µs until one can be; `tat` is the state after. The state
+/// expires once it has refilled, which is the same as no state.
 const GCRA: &str = r"
 local e = tonumber(ARGV[1])
 local tol = tonumber(ARGV[2])
@@ -23,18 +24,21 @@ local now = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
 local back = tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if back > 0 then
-  tat = math.max(tat - back * e, now)
-end
 if tat < now then
   tat = now
+end
+if back > 0 then
+  tat = math.max(tat - back, now)
+end
+local function keep()
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', string.format('%.0f', math.ceil((tat - now) / 1000)))
 end
 local earliest = tat - tol
 if now < earliest then
   if back > 0 then
-    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+    keep()
   end
-  return {0, earliest - now}
+  return {0, earliest - now, tat}
 end
 local granted = math.min(want, math.floor((now - earliest) / e) + 1)
 -- (The division is in doubles: never grant a request it rounded up to.)
@@ -42,8 +46,8 @@ if granted > 1 and tat + (granted - 1) * e - tol > now then
   granted = granted - 1
 end
 tat = tat + granted * e
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
-return {granted, 0}
+keep()
+return {granted, 0, tat}
 ";
 
 /// The script, hashed once; `EVALSHA` loads it on first use per server.
@@ -52,12 +56,13 @@ pub(super) fn gcra() -> redis::Script {
 }
 
 /// A limit as the script's integer parameters: the emission interval
-/// and the tolerance, in µs. The interval is at least 1 µs: a rate over
-/// a million a second per bucket is counted as a million.
+/// and the tolerance, in µs. The interval is rounded up, so a limit is
+/// never looser in Redis than written (a rate over a million a second
+/// per bucket is counted as a million).
 pub(super) fn params(limit: RateLimit) -> (u64, u64) {
     let per_us = limit.per_ms.saturating_mul(1_000);
     let max = u64::from(limit.max());
-    let emission = (per_us / max).max(1);
+    let emission = per_us.div_ceil(max).max(1);
     (emission, emission.saturating_mul(max - 1))
 }
 
@@ -87,13 +92,16 @@ pub(super) struct Grant {
     pub(super) granted: u32,
     /// When none was: µs until one can be.
     pub(super) wait_us: u64,
+    /// The bucket's state after (µs).
+    pub(super) tat_us: i64,
 }
 
 impl Grant {
-    pub(super) fn from_reply(reply: (i64, i64)) -> Self {
+    pub(super) fn from_reply(reply: (i64, i64, i64)) -> Self {
         Self {
             granted: u32::try_from(reply.0.max(0)).unwrap_or(u32::MAX),
             wait_us: u64::try_from(reply.1.max(0)).unwrap_or(0),
+            tat_us: reply.2,
         }
     }
 }
@@ -110,6 +118,12 @@ mod tests {
         assert_eq!(params(l), (300_000, 300_000 * 199));
         let fast = RateLimit::new(u32::MAX, Duration::milliseconds(1)).expect("valid");
         assert_eq!(params(fast), (1, u64::from(u32::MAX) - 1));
+        // 600 a millisecond is 1⅔ µs apart: 2 µs, never 1 (which would
+        // let 1,000 through).
+        let six_hundred = RateLimit::new(600, Duration::milliseconds(1)).expect("valid");
+        assert_eq!(params(six_hundred), (2, 2 * 599));
+        let seven = RateLimit::per_minute(7).expect("valid");
+        assert_eq!(params(seven).0, 8_571_429);
         let one = RateLimit::per_second(1).expect("valid");
         assert_eq!(params(one), (1_000_000, 0));
     }

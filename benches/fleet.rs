@@ -1,0 +1,198 @@
+//! A cached verify with limits shared through Redis, beside the built-in
+//! limiter and the bare Redis round trip, in one run.
+//!
+//! `cargo bench --bench fleet --features redis`. Redis is a throwaway
+//! `redis-server` on a random loopback port (as in the tests). Groups:
+//! - `fleet/verify/{local,redis_exact,redis_batched}`: a hot key (in the
+//!   verification cache, in-memory store) with a rate limit, counted by
+//!   the built-in limiter, by `RedisLimiter` in exact mode (one script
+//!   call per verify), and in batched mode (leases of 100);
+//! - `fleet/redis/{ping,script}`: the bare round trip (`PING` on the same
+//!   kind of connection) and one limiter decision (the script call).
+//!
+//! After the run, the ratios to `fleet/verify/local` and to the `PING`
+//! round trip are printed from criterion's estimates, with the CPU model.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkGroup, Criterion};
+use keyward::{
+    Accuracy, Actor, Bucket, Catalog, KeyId, Keyward, MemoryStore, NewKey, NoAudit, RateLimit,
+    RateLimiter, RedisLimiter,
+};
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+
+fn catalog() -> Catalog {
+    Catalog::builder()
+        .resource("contacts", ["read", "write"])
+        .build()
+        .expect("valid catalog")
+}
+
+/// A limit no bench run reaches: a million a second, bursts of a billion.
+fn roomy() -> RateLimit {
+    RateLimit::new(1_000_000_000, chrono::Duration::seconds(1000)).expect("valid")
+}
+
+/// An instance counting limits with `limiter` (or the built-in one), and
+/// a token of a key it has cached.
+async fn instance(limiter: Option<RedisLimiter>) -> (Keyward, String) {
+    let mut b = Keyward::builder(MemoryStore::new(), catalog()).audit(NoAudit);
+    if let Some(l) = limiter {
+        b = b.rate_limiter(l);
+    }
+    let keys = b.build().expect("valid config");
+    let admin = Actor::new("admin", "acme")
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let issued = keys
+        .create(
+            &admin,
+            NewKey::new("bench")
+                .permissions(["contacts:read"])
+                .rate_limit(roomy()),
+        )
+        .await
+        .expect("created");
+    let token = issued.token.expose_secret().to_string();
+    keys.verify(&token).await.expect("valid");
+    (keys, token)
+}
+
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Times `iters` runs of `f` inside one `block_on`.
+fn bench_async<F: AsyncFn()>(g: &mut Group<'_>, rt: &tokio::runtime::Runtime, name: &str, f: F) {
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    f().await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn estimate_ns(group: &str, name: &str) -> Option<f64> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target"));
+    let path = dir
+        .join("criterion")
+        .join(group)
+        .join(name)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| v["mean"]["point_estimate"].as_f64())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = common::redis_server::RedisServer::start().expect("redis-server is needed");
+    let url = server.url();
+    let exact = rt.block_on(RedisLimiter::connect(&url)).expect("Redis");
+    let batched = rt
+        .block_on(
+            RedisLimiter::builder()
+                .accuracy(Accuracy::Batched {
+                    lease: NonZeroU32::new(100).expect("non-zero"),
+                })
+                .connect(&url),
+        )
+        .expect("Redis");
+    let (local, local_token) = rt.block_on(instance(None));
+    let (shared, shared_token) = rt.block_on(instance(Some(exact.clone())));
+    let (leased, leased_token) = rt.block_on(instance(Some(batched)));
+    let mut conn = rt
+        .block_on(async {
+            let client = redis::Client::open(url.as_str())?;
+            redis::aio::ConnectionManager::new(client).await
+        })
+        .expect("Redis");
+    let id = KeyId::random().expect("entropy");
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    {
+        let mut g = c.benchmark_group("fleet/verify");
+        let verify = |keys: &Keyward, token: &str| {
+            let (keys, token) = (keys.clone(), token.to_string());
+            async move || {
+                black_box(keys.verify(black_box(&token)).await.expect("valid"));
+            }
+        };
+        bench_async(&mut g, &rt, "local", verify(&local, &local_token));
+        bench_async(&mut g, &rt, "redis_exact", verify(&shared, &shared_token));
+        bench_async(&mut g, &rt, "redis_batched", verify(&leased, &leased_token));
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group("fleet/redis");
+        let conn = &mut conn;
+        let ping = async || {
+            let mut c = conn.clone();
+            let pong: String = redis::cmd("PING").query_async(&mut c).await.expect("PONG");
+            black_box(pong);
+        };
+        bench_async(&mut g, &rt, "ping", ping);
+        let script = async || {
+            let now = chrono::Utc::now();
+            black_box(exact.check(Bucket::Key(id), roomy(), now).await);
+        };
+        bench_async(&mut g, &rt, "script", script);
+        g.finish();
+    }
+    c.final_summary();
+
+    println!(
+        "\nratios (criterion's estimates, this run, {}):",
+        cpu_model()
+    );
+    let local = estimate_ns("fleet_verify", "local");
+    let ping = estimate_ns("fleet_redis", "ping");
+    for name in ["local", "redis_exact", "redis_batched"] {
+        if let (Some(t), Some(base), Some(ping)) = (estimate_ns("fleet_verify", name), local, ping)
+        {
+            println!(
+                "  verify {name:<14} {t:>9.0} ns = {:>6.2}x local, {:>5.2}x a PING round trip",
+                t / base,
+                t / ping
+            );
+        }
+    }
+    if let (Some(script), Some(ping)) = (estimate_ns("fleet_redis", "script"), ping) {
+        println!(
+            "  script call    {script:>9.0} ns = {:.2}x a PING round trip ({ping:.0} ns)",
+            script / ping
+        );
+    }
+    drop(server);
+}
