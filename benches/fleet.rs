@@ -97,16 +97,23 @@ fn estimate_ns(group: &str, name: &str) -> Option<f64> {
         .or_else(|| v["mean"]["point_estimate"].as_f64())
 }
 
+/// The CPU, as /proc/cpuinfo names it (family and model too: a virtual
+/// machine's name is often generic).
 fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "{}, family {} model {}",
+        field("model name"),
+        field("cpu family"),
+        field("model")
+    )
 }
 
 fn main() {
@@ -182,7 +189,7 @@ fn main() {
         if let (Some(t), Some(base), Some(ping)) = (estimate_ns("fleet_verify", name), local, ping)
         {
             println!(
-                "  verify {name:<14} {t:>9.0} ns = {:>6.2}x local, {:>5.2}x a PING round trip",
+                "  verify {name:<14} {t:>9.0} ns = {:>7.1}x local = {:.3} PING round trips",
                 t / base,
                 t / ping
             );

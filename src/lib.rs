@@ -51,6 +51,7 @@
 //! | `sqlite` | no | `SqliteStore`: one SQLite file (bundled SQLite, WAL), via sqlx |
 //! | `postgres` | no | `PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
 //! | `axum` | no | `http`: a tower layer that authenticates every request, axum extractors, per-route permission layers, JSON errors |
+//! | `redis` | no | `RedisLimiter`: rate limits and tenant quotas shared by a fleet through Redis, exact or batched, with a fallback while Redis is down |
 //!
 //! # Where things are
 //!
