@@ -265,3 +265,49 @@ fn a_host_limiter_that_answers_at_once_keeps_verify_allocation_free() {
         "an awaited limiter boxes the rest of the verify"
     );
 }
+
+/// With limits shared through Redis in batched mode, verifies answered
+/// from the instance's lease allocate nothing either: only the call that
+/// takes a new lease goes through the client (and allocates).
+#[cfg(feature = "redis")]
+#[test]
+fn a_redis_lease_keeps_verify_allocation_free() {
+    use keyward::{Accuracy, RedisLimiter};
+    let Some(redis) = common::redis_server::RedisServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limiter = rt
+        .block_on(
+            RedisLimiter::builder()
+                .accuracy(Accuracy::Batched {
+                    lease: std::num::NonZeroU32::new(100_000).expect("non-zero"),
+                })
+                .lease_ttl(std::time::Duration::from_secs(600))
+                .connect(&redis.url()),
+        )
+        .expect("connect");
+    let catalog = Catalog::builder().resource("contacts", ["read"]).build();
+    let keys = Keyward::builder(MemoryStore::new(), catalog.expect("catalog"))
+        .rate_limit(RateLimit::per_second(1_000_000).expect("valid"))
+        .tenant_quota(RateLimit::per_second(1_000_000).expect("valid"))
+        .rate_limiter(limiter)
+        .build()
+        .expect("config");
+    let issued = run(keys.create(&admin(&keys, "acme"), NewKey::new("ci"))).expect("created");
+    let token = issued.token.expose_secret();
+    // The first verifies take a lease of the key's limit and one of the
+    // tenant's quota, over Redis.
+    for _ in 0..3 {
+        rt.block_on(keys.verify(token)).expect("valid");
+    }
+    let (count, ()) = allocations(|| {
+        for _ in 0..1_000 {
+            run(keys.verify(token)).expect("valid");
+        }
+    });
+    assert_eq!(count, 0, "allocations on a lease");
+}
