@@ -50,7 +50,10 @@ proptest! {
         let per_ms = per_ms - per_ms % u64::from(max);
         let limit = RateLimit::new(max, Duration::milliseconds(per_ms as i64)).expect("valid");
         let shared = rt
-            .block_on(RedisLimiter::builder().timeout(StdDuration::from_secs(2)).connect(&redis.url()))
+            .block_on(RedisLimiter::builder()
+                    .timeout(StdDuration::from_secs(2))
+                    .retry_every(StdDuration::from_secs(2))
+                    .connect(&redis.url()))
             .expect("connect");
         let clock = ManualClock::new(at(T0));
         let local = LocalLimiter::new(Arc::new(clock.clone()));
@@ -361,6 +364,8 @@ struct Proxy {
     accepted: Arc<AtomicUsize>,
     /// Connections numbered up to this are silent.
     silent_upto: Arc<AtomicUsize>,
+    /// How long a new connection waits before anything crosses it (ms).
+    delay_ms: Arc<AtomicUsize>,
 }
 
 /// Copies `r` to `w` until connection `me` is silenced; then swallows
@@ -389,23 +394,30 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let silent_upto = Arc::new(AtomicUsize::new(0));
-        let (count, silent) = (accepted.clone(), silent_upto.clone());
+        let delay_ms = Arc::new(AtomicUsize::new(0));
+        let (count, silent, delay) = (accepted.clone(), silent_upto.clone(), delay_ms.clone());
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let me = count.fetch_add(1, Ordering::SeqCst) + 1;
-                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
-                    continue;
-                };
-                let (ri, wi) = inbound.into_split();
-                let (ro, wo) = outbound.into_split();
-                tokio::spawn(pipe(me, silent.clone(), ri, wo));
-                tokio::spawn(pipe(me, silent.clone(), ro, wi));
+                let (silent, delay) = (silent.clone(), delay.load(Ordering::SeqCst));
+                tokio::spawn(async move {
+                    tokio::time::sleep(StdDuration::from_millis(delay as u64)).await;
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::spawn(pipe(me, silent.clone(), ri, wo));
+                    tokio::spawn(pipe(me, silent, ro, wi));
+                });
             }
         });
         Self {
             port,
             accepted,
             silent_upto,
+            delay_ms,
         }
     }
 
@@ -448,5 +460,79 @@ async fn a_connection_that_goes_silent_is_replaced() {
     println!(
         "shared again {:?} after the connection went silent",
         start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_outage_ends_even_when_connecting_takes_longer_than_the_timeout() {
+    // A retry has 50 ms; a new connection takes 150 ms to answer (TLS, a
+    // far zone, a busy host). It is made in the background, so retries
+    // find it ready.
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let proxy = Proxy::start(redis.port()).await;
+    let shared = RedisLimiter::connect(&format!("redis://127.0.0.1:{}", proxy.port))
+        .await
+        .expect("connect");
+    let limit = RateLimit::per_minute(1_000).expect("valid");
+    let bucket = Bucket::Tenant("acme");
+    let now = at(T0);
+    assert_eq!(shared.check(bucket, limit, now).await, Decision::Allow);
+    proxy.delay_ms.store(150, Ordering::SeqCst);
+    proxy.silence_existing();
+    for _ in 0..3 {
+        assert_eq!(shared.check(bucket, limit, now).await, Decision::Allow);
+    }
+    assert!(!shared.is_shared());
+    let start = std::time::Instant::now();
+    while !shared.is_shared() {
+        assert!(
+            start.elapsed() < StdDuration::from_secs(3),
+            "never shared again: each retry had to connect within its timeout"
+        );
+        let _ = shared.check(bucket, limit, now).await;
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    println!("shared again {:?} after connecting slowly", start.elapsed());
+}
+
+#[test]
+fn one_slow_call_is_decided_alone_and_starts_no_outage() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let shared = rt
+        .block_on(RedisLimiter::connect(&redis.url()))
+        .expect("connect");
+    let limit = RateLimit::per_minute(1_000).expect("valid");
+    let bucket = Bucket::Tenant("acme");
+    for i in 0..20 {
+        let now = at(T0 + i);
+        assert_eq!(
+            rt.block_on(shared.check(bucket, limit, now)),
+            Decision::Allow
+        );
+    }
+    // Redis stalls for 120 ms: the one call made meanwhile times out.
+    let stall = std::thread::spawn({
+        let port = redis.port();
+        move || {
+            let server = RedisServer::attach(port);
+            server.command("DEBUG SLEEP 0.12")
+        }
+    });
+    std::thread::sleep(StdDuration::from_millis(20));
+    let d = rt.block_on(shared.check(bucket, limit, at(T0 + 100)));
+    assert_eq!(d, Decision::Allow, "decided locally");
+    assert_eq!(stall.join().expect("no panic"), "+OK");
+    assert!(
+        shared.is_shared(),
+        "one failure among 21 calls is no outage"
+    );
+    assert_eq!(
+        rt.block_on(shared.check(bucket, limit, at(T0 + 200))),
+        Decision::Allow
     );
 }

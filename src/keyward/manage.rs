@@ -189,23 +189,28 @@ impl Keyward {
         }
         // Ids derived from the tenant, in turn: a collision with a key of
         // this tenant means another instance bootstrapped it; one with a
-        // key of another tenant (a name chosen to collide) moves on.
-        let mut last = None;
-        for attempt in 0..4u8 {
+        // key of another tenant (a name chosen to collide) moves on to
+        // the next id; one with a key deleted since tries the id again.
+        let mut attempt = 0u8;
+        for _ in 0..8 {
             let id = KeyId::derived(&[tenant.as_bytes(), &[0, attempt]].concat());
             match self.create_inner(actor, new.clone(), Some(id)).await {
                 Err(KeyError::Store(StoreError::Duplicate(_))) => {
                     match self.inner.store.get(&id).await? {
                         Some(held) if held.tenant == tenant => return Ok(None),
-                        _ => last = Some(id),
+                        Some(_) if attempt < 3 => attempt += 1,
+                        Some(_) => break,
+                        None => {}
                     }
                 }
                 other => return other.map(Some),
             }
         }
-        Err(KeyError::Store(StoreError::Duplicate(
-            last.unwrap_or(KeyId::MIN),
-        )))
+        // Every derived id is held by another tenant's key: made to
+        // collide. Bootstrapping goes on with a random id, exactly once
+        // no more against instances starting together.
+        tracing::warn!(target: "keyward", tenant = %tenant, "every bootstrap key id of this tenant is held by another tenant's key; creating the key with a random id");
+        self.create_inner(actor, new, None).await.map(Some)
     }
 
     async fn create_inner(

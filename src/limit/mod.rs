@@ -328,18 +328,23 @@ impl LocalLimiter {
 
     /// Raises the state of `bucket` under `limit` to at least `tat_ns`
     /// (a state learnt elsewhere, e.g. from a shared limiter), as of
-    /// `now_us`.
+    /// `now_us`. A new bucket is not taken in once 65,536 are held.
     #[cfg(feature = "redis")]
     pub(crate) fn seed(&self, bucket: Bucket<'_>, limit: RateLimit, tat_ns: u64, now_us: i64) {
+        const MAX_SEEDED: usize = 65_536;
         let now = gcra_now(now_us);
         if Gcra::idle(tat_ns, now) {
             return;
         }
         let mut state = self.lock();
         state.tick(now);
-        let key = owned(bucket);
-        let slot = state.tats.entry((key, limit)).or_default().get_mut();
-        *slot = (*slot).max(tat_ns);
+        let key = (owned(bucket), limit);
+        if let Some(slot) = state.tats.get_mut(&key) {
+            let slot = slot.get_mut();
+            *slot = (*slot).max(tat_ns);
+        } else if state.tats.len() < MAX_SEEDED {
+            state.tats.insert(key, AtomicU64::new(tat_ns));
+        }
     }
 
     /// Drops state that has fully refilled.

@@ -67,6 +67,7 @@ impl RedisServer {
         let child = Command::new(&self.bin)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -119,6 +120,17 @@ impl RedisServer {
             .and_then(|rest| rest.split(',').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// A handle on a server another handle started (for its commands;
+    /// it does not stop it).
+    pub fn attach(port: u16) -> Self {
+        Self {
+            child: None,
+            port,
+            bin: PathBuf::new(),
+            dir: TempDir::new("redis-attach"),
+        }
     }
 
     pub fn url(&self) -> String {

@@ -34,8 +34,10 @@ struct Lease {
     /// The bucket's state in Redis right after the lease was granted: the
     /// unspent requests are the time just before it.
     tat_us: i64,
-    /// Until when (caller µs) Redis said no request can pass.
+    /// Until when (caller µs) a refusal from Redis is repeated.
     denied_until_us: i64,
+    /// When (caller µs) Redis said a request can pass again.
+    retry_at_us: i64,
 }
 
 impl Slot {
@@ -56,7 +58,7 @@ impl Slot {
         }
         if now_us < lease.denied_until_us {
             return Some(Decision::Deny {
-                retry_after: Duration::microseconds(lease.denied_until_us - now_us),
+                retry_after: Duration::microseconds(lease.retry_at_us.saturating_sub(now_us)),
             });
         }
         None
@@ -67,14 +69,18 @@ impl Slot {
     /// were never handed out (`emission_us` apart), as far as they are
     /// still ahead of `now_us` (those behind it have refilled anyway, and
     /// giving them back would give back other instances' requests).
-    pub(super) fn unused(&self, limit: RateLimit, emission_us: u64, now_us: i64) -> u64 {
+    ///
+    /// Also the state the lease left the bucket at: Redis takes the time
+    /// back only from a state at least that far (one that lost the key,
+    /// restarted, started afresh, never counted it).
+    pub(super) fn unused(&self, limit: RateLimit, emission_us: u64, now_us: i64) -> (u64, i64) {
         let mut lease = self.lock();
         if lease.limit != Some(limit) {
-            return 0;
+            return (0, 0);
         }
         let left = u64::from(std::mem::take(&mut lease.left));
         let ahead = u64::try_from(lease.tat_us.saturating_sub(now_us)).unwrap_or(0);
-        left.saturating_mul(emission_us).min(ahead)
+        (left.saturating_mul(emission_us).min(ahead), lease.tat_us)
     }
 
     /// Redis granted `granted` requests (one of them for the request that
@@ -85,17 +91,21 @@ impl Slot {
             left: granted.saturating_sub(1),
             until_us,
             tat_us,
-            denied_until_us: 0,
+            ..Lease::default()
         };
     }
 
-    /// Redis refused: no request passes before `until_us`.
-    pub(super) fn denied(&self, limit: RateLimit, until_us: i64) {
-        *self.lock() = Lease {
-            limit: Some(limit),
-            denied_until_us: until_us,
-            ..Lease::default()
-        };
+    /// Redis refused until `retry_at_us`: the refusal is repeated until
+    /// `until_us` (no later), but for what is left of a lease under the
+    /// same limit (counted already).
+    pub(super) fn denied(&self, limit: RateLimit, until_us: i64, retry_at_us: i64) {
+        let mut lease = self.lock();
+        if lease.limit != Some(limit) {
+            *lease = Lease::default();
+            lease.limit = Some(limit);
+        }
+        lease.denied_until_us = until_us;
+        lease.retry_at_us = retry_at_us;
     }
 
     /// Whether the slot holds nothing worth keeping at `now_us`.
@@ -179,31 +189,42 @@ mod tests {
         // Two unspent, 600 µs apart, the state at 5,000 µs.
         slot.granted(limit, 3, 1_000, 5_000);
         assert_eq!(slot.take(limit, 1_000), None, "expired");
-        assert_eq!(slot.unused(limit, 600, 1_000), 1_200, "given back");
-        assert_eq!(slot.unused(limit, 600, 1_000), 0);
+        assert_eq!(slot.unused(limit, 600, 1_000), (1_200, 5_000), "given back");
+        assert_eq!(slot.unused(limit, 600, 1_000).0, 0);
         // Only the part still ahead goes back.
         slot.granted(limit, 3, 1_000, 5_000);
-        assert_eq!(slot.unused(limit, 600, 4_500), 500);
+        assert_eq!(slot.unused(limit, 600, 4_500).0, 500);
         slot.granted(limit, 3, 1_000, 5_000);
-        assert_eq!(slot.unused(limit, 600, 6_000), 0, "all refilled");
+        assert_eq!(slot.unused(limit, 600, 6_000).0, 0, "all refilled");
         let other = RateLimit::per_minute(5).expect("valid");
         slot.granted(limit, 3, 1_000, 5_000);
         assert_eq!(slot.take(other, 10), None, "another limit starts afresh");
-        assert_eq!(slot.unused(other, 600, 10), 0);
+        assert_eq!(slot.unused(other, 600, 10).0, 0);
+    }
+
+    #[test]
+    fn a_refusal_keeps_what_is_left_of_the_lease() {
+        let limit = RateLimit::per_minute(100).expect("valid");
+        let slot = Slot::default();
+        slot.granted(limit, 3, 1_000, 5_000);
+        slot.denied(limit, 500, 500);
+        assert_eq!(slot.take(limit, 10), Some(Decision::Allow));
+        assert_eq!(slot.take(limit, 10), Some(Decision::Allow));
+        assert!(matches!(slot.take(limit, 10), Some(Decision::Deny { .. })));
     }
 
     #[test]
     fn a_refusal_is_repeated_until_its_wait_is_over() {
         let limit = RateLimit::per_minute(100).expect("valid");
         let slot = Slot::default();
-        slot.denied(limit, 500);
+        slot.denied(limit, 500, 900);
         assert_eq!(
             slot.take(limit, 200),
             Some(Decision::Deny {
-                retry_after: Duration::microseconds(300)
+                retry_after: Duration::microseconds(700)
             })
         );
-        assert_eq!(slot.take(limit, 500), None);
+        assert_eq!(slot.take(limit, 500), None, "repeated until 500 only");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,7 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{Bucket, Decision, RateLimit, RateLimiter};
 use crate::audit::AuditSink;
 use lease::Leases;
-use outage::{AfterFailure, Attempt, Outage};
+use outage::{AfterFailure, Kind, Outage};
 use script::Grant;
 
 /// How exactly a [`RedisLimiter`] shares a limit, against how often it
@@ -32,8 +34,8 @@ pub enum Accuracy {
     /// fleet never admits more than a limit allows. Costs one Redis round
     /// trip per admitted request and limit (the key's limit, then the
     /// tenant's quota); a refusal is repeated locally, without Redis,
-    /// until its retry time (no request could pass before it). The
-    /// default.
+    /// until its retry time (no request could pass before it) or for a
+    /// second, whichever is sooner. The default.
     #[default]
     Exact,
     /// An instance leases up to `lease` requests of a bucket at a time
@@ -83,13 +85,14 @@ pub enum RedisLimiterError {
 /// How exactly limits are shared is the [`Accuracy`]. A request Redis
 /// does not answer within the [timeout](RedisLimiterBuilder::timeout)
 /// (50 ms by default) is decided as [`OnOutage`] says (by default, counted
-/// locally). Three failed calls in a row start an outage: the limiter
-/// logs it once, records an
+/// locally). Three failed calls within a second, at least half of that
+/// second's calls, start an outage: the limiter logs it once, records an
 /// [`AuditAction::LimiterOutage`](crate::AuditAction::LimiterOutage)
 /// event and stops asking Redis, but for one request per
-/// [retry interval](RedisLimiterBuilder::retry_every) (250 ms), each on a
-/// fresh connection (a connection to a peer that went silent can hang for
-/// minutes). The first answer to a retry ends the outage, with no restart.
+/// [retry interval](RedisLimiterBuilder::retry_every) (250 ms), while it
+/// makes a fresh connection in the background (a connection to a peer
+/// that went silent can hang for minutes). The first answer to a retry
+/// ends the outage, with no restart.
 ///
 /// TLS (`rediss://`) needs the `redis` crate's TLS feature (e.g.
 /// `tokio-rustls-comp`), which a host enables in its own `Cargo.toml`.
@@ -117,6 +120,9 @@ struct Inner {
     conn: ArcSwap<ConnectionManager>,
     client: redis::Client,
     config: ConnectionManagerConfig,
+    connect_timeout: Duration,
+    /// Whether a replacement connection is being made.
+    reconnecting: AtomicBool,
     script: redis::Script,
     namespace: Box<str>,
     accuracy: Accuracy,
@@ -201,7 +207,8 @@ impl RedisLimiterBuilder {
     }
 
     /// During an outage, how often one request tries Redis again (default
-    /// 250 ms); the others decide by the outage policy without waiting.
+    /// 250 ms, at least the [timeout](Self::timeout)); the others decide
+    /// by the outage policy without waiting.
     pub fn retry_every(mut self, interval: Duration) -> Self {
         self.retry_every = interval;
         self
@@ -235,6 +242,11 @@ impl RedisLimiterBuilder {
         if positive.iter().any(Duration::is_zero) {
             return Err(RedisLimiterError::Config(
                 "timeouts, the retry interval and the lease time must be positive",
+            ));
+        }
+        if self.retry_every < self.timeout {
+            return Err(RedisLimiterError::Config(
+                "the retry interval must be at least the timeout",
             ));
         }
         // The client's error names the URL's shape, never its password.
@@ -276,6 +288,8 @@ impl RedisLimiterBuilder {
                 conn: ArcSwap::from_pointee(conn),
                 client,
                 config,
+                connect_timeout: self.connect_timeout,
+                reconnecting: AtomicBool::new(false),
                 script,
                 namespace: self.namespace.into(),
                 accuracy: self.accuracy,
@@ -310,20 +324,21 @@ impl RedisLimiter {
         !self.inner.outage.is_down()
     }
 
-    /// Asks Redis to count up to `want` requests (giving back `back_us`
-    /// of an unspent lease), or `None` when it cannot be asked now: it is
-    /// down, failed or did not answer in time.
+    /// Asks Redis to count up to `want` requests (giving back `back.0` µs
+    /// of an unspent lease that left the state at `back.1`), or `None`
+    /// when it cannot be asked now: it is down, failed or did not answer
+    /// in time.
     async fn ask(
         &self,
         bucket: Bucket<'_>,
         limit: RateLimit,
         now: DateTime<Utc>,
         want: u32,
-        back_us: u64,
+        back: (u64, i64),
     ) -> Option<Grant> {
         let inner = &*self.inner;
         let attempt = inner.outage.enter();
-        if attempt == Attempt::Skip {
+        if attempt.kind == Kind::Skip {
             return None;
         }
         let (emission, tolerance) = script::params(limit);
@@ -334,7 +349,8 @@ impl RedisLimiter {
             .arg(tolerance)
             .arg(now.timestamp_micros().max(0))
             .arg(want)
-            .arg(back_us);
+            .arg(back.0)
+            .arg(back.1);
         let mut conn = ConnectionManager::clone(&inner.conn.load());
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
         let failure = match tokio::time::timeout(inner.timeout, call).await {
@@ -356,29 +372,45 @@ impl RedisLimiter {
         None
     }
 
-    /// A fresh connection in place of the current one; it connects on
-    /// first use.
+    /// Makes a fresh connection in the background and puts it in place of
+    /// the current one once it is up (within the connect timeout): calls
+    /// go on over the current one meanwhile. One at a time.
     fn reconnect(&self) {
-        let inner = &*self.inner;
-        match ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone()) {
-            Ok(fresh) => inner.conn.store(Arc::new(fresh)),
-            Err(e) => {
-                tracing::debug!(error = %e, "shared rate limiter: could not start a new Redis connection")
-            }
+        let inner = self.inner.clone();
+        if inner.reconnecting.swap(true, Ordering::AcqRel) {
+            return;
         }
+        tokio::spawn(async move {
+            let connect =
+                ConnectionManager::new_with_config(inner.client.clone(), inner.config.clone());
+            match tokio::time::timeout(inner.connect_timeout, connect).await {
+                Ok(Ok(fresh)) => inner.conn.store(Arc::new(fresh)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "shared rate limiter: no new Redis connection")
+                }
+                Err(_) => tracing::debug!(
+                    "shared rate limiter: no new Redis connection within the connect timeout"
+                ),
+            }
+            inner.reconnecting.store(false, Ordering::Release);
+        });
     }
 
     /// One request, decided in Redis. A refusal is remembered, and
     /// repeated without Redis until its retry time (no request can pass
-    /// before it: states only grow) or the limit's period, whichever is
+    /// before it: states only grow) or for a second, whichever is
     /// sooner.
     async fn exact(&self, bucket: Bucket<'_>, limit: RateLimit, now: DateTime<Utc>) -> Decision {
-        match self.ask(bucket, limit, now, 1, 0).await {
+        match self.ask(bucket, limit, now, 1, (0, 0)).await {
             Some(g) if g.granted > 0 => Decision::Allow,
             Some(g) => {
                 let now_us = now.timestamp_micros();
-                let until = refused_until(now_us, g.wait_us, limit);
-                self.inner.leases.slot(bucket, now_us).denied(limit, until);
+                remember(
+                    &self.inner.leases.slot(bucket, now_us),
+                    limit,
+                    now_us,
+                    g.wait_us,
+                );
                 decision(g)
             }
             None => self.inner.outage.decide(bucket, limit, now),
@@ -401,6 +433,9 @@ impl RedisLimiter {
         // share the lease the first one brings. One that waits too long
         // is decided in Redis on its own.
         let Ok(_turn) = tokio::time::timeout(inner.timeout, slot.turn.lock()).await else {
+            if let Some(d) = slot.take(limit, now_us) {
+                return d;
+            }
             return self.exact(bucket, limit, now).await;
         };
         if let Some(d) = slot.take(limit, now_us) {
@@ -415,7 +450,7 @@ impl RedisLimiter {
                 Decision::Allow
             }
             Some(g) => {
-                slot.denied(limit, refused_until(now_us, g.wait_us, limit));
+                remember(&slot, limit, now_us, g.wait_us);
                 decision(g)
             }
             None => inner.outage.decide(bucket, limit, now),
@@ -423,13 +458,19 @@ impl RedisLimiter {
     }
 }
 
-/// Until when a refusal from Redis is repeated locally: its retry time,
-/// but no further than the limit's period (an instance whose clock runs
-/// ahead cannot make the others refuse for longer).
-fn refused_until(now_us: i64, wait_us: u64, limit: RateLimit) -> i64 {
-    let period_us = limit.per_ms.saturating_mul(1_000);
-    let wait = i64::try_from(wait_us.min(period_us)).unwrap_or(i64::MAX);
-    now_us.saturating_add(wait)
+/// How long a refusal from Redis is repeated locally at most: a client
+/// hammering a spent key costs Redis one call a second per instance,
+/// and a reset in Redis (or a clock that ran ahead) reaches every
+/// instance within a second.
+const REFUSAL_MEMORY_US: u64 = 1_000_000;
+
+/// Remembers a refusal from Redis (`wait_us` until a retry) in `slot`:
+/// repeated locally until the retry time, or for a second, whichever is
+/// sooner.
+fn remember(slot: &lease::Slot, limit: RateLimit, now_us: i64, wait_us: u64) {
+    let micros = |us: u64| i64::try_from(us).unwrap_or(i64::MAX);
+    let until = now_us.saturating_add(micros(wait_us.min(REFUSAL_MEMORY_US)));
+    slot.denied(limit, until, now_us.saturating_add(micros(wait_us)));
 }
 
 fn decision(g: Grant) -> Decision {

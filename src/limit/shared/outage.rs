@@ -3,8 +3,8 @@
 //! in the meantime, and let one request at a time find out whether Redis
 //! is back.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -20,9 +20,10 @@ use crate::clock::SystemClock;
 pub enum OnOutage {
     /// Count each limit in this instance alone (the same algorithm, in
     /// memory) until the backend returns, starting from the state Redis
-    /// last gave this instance for the bucket: a fleet of N instances
-    /// then admits up to N times what each limit refills during the
-    /// outage, on top of what was left. The default.
+    /// last gave this instance for the bucket (a bucket it has not seen,
+    /// or one beyond the 65,536 it remembers, starts full): a fleet of N
+    /// instances then admits up to N times what each limit refills during
+    /// the outage, on top of what was left. The default.
     #[default]
     FallBackToLocal,
     /// Refuse every request that has a limit with
@@ -31,14 +32,30 @@ pub enum OnOutage {
     Refuse,
 }
 
-/// Consecutive failed calls that start an outage: one slow call is
-/// decided by the policy on its own, but does not stop the others from
-/// asking Redis.
+/// Failed calls in one window that start an outage, when they are at
+/// least half the calls of the window: one slow call is decided by the
+/// policy on its own, and a Redis that fails now and then is not taken
+/// to be down.
 const FAILURES_TO_TRIP: u32 = 3;
 
-/// How a call to Redis stands with the outage.
+/// The window over which calls and failures are counted.
+const WINDOW_MS: u64 = 1_000;
+
+/// How often failures outside an outage are logged, at most.
+const QUIET_LOG_MS: u64 = 60_000;
+
+/// A call to Redis, as it stands with the outage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Attempt {
+pub(super) struct Attempt {
+    pub(super) kind: Kind,
+    /// The outage generation the call started in: the answer of a call
+    /// that started before an outage began or ended says nothing of now.
+    generation: u64,
+}
+
+/// What a call may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
     /// Redis is up: ask it.
     Normal,
     /// Redis is down and this call is the one that tries it again.
@@ -52,8 +69,9 @@ pub(super) enum Attempt {
 pub(super) enum AfterFailure {
     /// Nothing more.
     Carry,
-    /// Replace the connection: an outage began or a retry failed, and the
-    /// old connection may be stuck on a dead peer that never answers.
+    /// Start a fresh connection beside the current one: an outage began
+    /// or a retry failed, and the connection may be stuck on a peer that
+    /// went silent.
     Reconnect,
 }
 
@@ -65,16 +83,36 @@ pub(super) struct Outage {
     /// bucket, so an outage does not start every instance afresh.
     local: LocalLimiter,
     down: AtomicBool,
-    /// Failed calls in a row.
-    failures: AtomicU32,
+    generation: AtomicU64,
     /// While down: when (ms after `epoch`) the next request may try Redis.
     next_try_ms: AtomicU64,
     epoch: Instant,
     retry_every: Duration,
     audit: OnceLock<Arc<dyn AuditSink>>,
-    /// Serialises the start and the end of an outage, so that their log
-    /// lines and audit events come in order.
-    turning: Mutex<()>,
+    /// Calls and failures of the current window; also serialises the
+    /// start and the end of an outage, so that their log lines and audit
+    /// events come in order.
+    health: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    window_start_ms: u64,
+    calls: u32,
+    failures: u32,
+    /// Failures outside an outage since they were last logged.
+    quiet_failures: u32,
+    quiet_logged_ms: Option<u64>,
+}
+
+impl Health {
+    fn roll(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.window_start_ms) >= WINDOW_MS {
+            self.window_start_ms = now_ms;
+            self.calls = 0;
+            self.failures = 0;
+        }
+    }
 }
 
 impl Outage {
@@ -83,12 +121,12 @@ impl Outage {
             policy,
             local: LocalLimiter::new(Arc::new(SystemClock)),
             down: AtomicBool::new(false),
-            failures: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
             next_try_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             retry_every,
             audit: OnceLock::new(),
-            turning: Mutex::new(()),
+            health: Mutex::default(),
         }
     }
 
@@ -110,6 +148,10 @@ impl Outage {
         u64::try_from(self.retry_every.as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn health(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether a request must decide without Redis now (it is down and
     /// it is not yet time to try it again). Does not claim the retry.
     pub(super) fn waiting(&self) -> bool {
@@ -120,52 +162,71 @@ impl Outage {
     /// it is down, one request per retry interval (the one that claims
     /// the retry).
     pub(super) fn enter(&self) -> Attempt {
-        if !self.is_down() {
-            return Attempt::Normal;
-        }
-        let now = self.elapsed_ms();
-        let next = self.next_try_ms.load(Ordering::Relaxed);
-        let claimed = now >= next
-            && self
-                .next_try_ms
-                .compare_exchange(
-                    next,
-                    now.saturating_add(self.retry_ms()),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        if claimed {
-            Attempt::Probe
+        let generation = self.generation.load(Ordering::Acquire);
+        let kind = if !self.is_down() {
+            Kind::Normal
         } else {
-            Attempt::Skip
-        }
+            let now = self.elapsed_ms();
+            let next = self.next_try_ms.load(Ordering::Relaxed);
+            let claimed = now >= next
+                && self
+                    .next_try_ms
+                    .compare_exchange(
+                        next,
+                        now.saturating_add(self.retry_ms()),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok();
+            if claimed {
+                Kind::Probe
+            } else {
+                Kind::Skip
+            }
+        };
+        Attempt { kind, generation }
     }
 
-    /// A call failed (`why` names no secret). The third failure in a row
-    /// starts an outage: logged and audited once.
+    /// A call failed (`why` names no secret). Three failures in a window
+    /// of a second, half its calls or more, start an outage: logged and
+    /// audited once. Failures short of that are logged once a minute.
     pub(super) fn failed(
         &self,
         at: DateTime<Utc>,
         why: &dyn std::fmt::Display,
         attempt: Attempt,
     ) -> AfterFailure {
-        let failures = self
-            .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        if attempt == Attempt::Probe {
+        let mut health = self.health();
+        if attempt.generation != self.generation.load(Ordering::Acquire) {
+            return AfterFailure::Carry;
+        }
+        if attempt.kind == Kind::Probe {
             return AfterFailure::Reconnect;
         }
-        if failures < FAILURES_TO_TRIP || self.is_down() {
+        let now = self.elapsed_ms();
+        health.roll(now);
+        health.calls = health.calls.saturating_add(1);
+        health.failures = health.failures.saturating_add(1);
+        if health.failures < FAILURES_TO_TRIP || health.failures.saturating_mul(2) < health.calls {
+            health.quiet_failures = health.quiet_failures.saturating_add(1);
+            let due = health
+                .quiet_logged_ms
+                .is_none_or(|t| now.saturating_sub(t) >= QUIET_LOG_MS);
+            if due {
+                tracing::warn!(error = %why, failed = health.quiet_failures, "shared rate limiter: calls to Redis failed; each was decided without it");
+                health.quiet_failures = 0;
+                health.quiet_logged_ms = Some(now);
+            }
             return AfterFailure::Carry;
         }
-        let _turning = self.turning.lock().unwrap_or_else(PoisonError::into_inner);
-        let next = self.elapsed_ms().saturating_add(self.retry_ms());
-        self.next_try_ms.store(next, Ordering::Relaxed);
-        if self.down.swap(true, Ordering::Relaxed) {
-            return AfterFailure::Carry;
-        }
+        *health = Health {
+            window_start_ms: now,
+            ..Health::default()
+        };
+        self.next_try_ms
+            .store(now.saturating_add(self.retry_ms()), Ordering::Relaxed);
+        self.down.store(true, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let fallback = match self.policy {
             OnOutage::FallBackToLocal => "limits are counted per instance until it returns",
             OnOutage::Refuse => "requests with a limit are refused until it returns",
@@ -182,15 +243,24 @@ impl Outage {
     /// Redis answered. An answer to a retry ends the outage (an answer to
     /// a call made before it began does not).
     pub(super) fn answered(&self, at: DateTime<Utc>, attempt: Attempt) {
-        self.failures.store(0, Ordering::Relaxed);
-        if attempt != Attempt::Probe {
+        let mut health = self.health();
+        if attempt.generation != self.generation.load(Ordering::Acquire) {
             return;
         }
-        let _turning = self.turning.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("shared rate limiter: Redis reachable again; limits are shared again");
-            self.record(at, AuditAction::LimiterRecovered, AuditOutcome::Success);
+        let now = self.elapsed_ms();
+        if attempt.kind != Kind::Probe {
+            health.roll(now);
+            health.calls = health.calls.saturating_add(1);
+            return;
         }
+        *health = Health {
+            window_start_ms: now,
+            ..Health::default()
+        };
+        self.down.store(false, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!("shared rate limiter: Redis reachable again; limits are shared again");
+        self.record(at, AuditAction::LimiterRecovered, AuditOutcome::Success);
     }
 
     fn record(&self, at: DateTime<Utc>, action: AuditAction, outcome: AuditOutcome) {

@@ -11,9 +11,10 @@ use super::super::{Bucket, RateLimit};
 ///
 /// `KEYS[1]`: the bucket's state, the theoretical arrival time. `ARGV`:
 /// the emission interval, the tolerance (`emission × (max − 1)`), the
-/// caller's time, how many requests to grant at most, and how much time
-/// an earlier lease gives back unused (µs, only the part of it still
-/// ahead). Returns `{granted, wait, tat}`: `granted` requests were
+/// caller's time, how many requests to grant at most, how much time an
+/// earlier lease gives back unused (µs, only the part of it still ahead),
+/// and the state that lease left (time is given back only from a state
+/// at least that far: one that lost the key never counted it). Returns `{granted, wait, tat}`: `granted` requests were
 /// counted (at least 1, at most the count asked, or 0), and when none
 /// was, `wait` µs until one can be; `tat` is the state after. The state
 /// expires once it has refilled, which is the same as no state.
@@ -23,12 +24,15 @@ local tol = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
 local back = tonumber(ARGV[5])
+local leased = tonumber(ARGV[6])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then
   tat = now
 end
-if back > 0 then
+if back > 0 and tat >= leased then
   tat = math.max(tat - back, now)
+else
+  back = 0
 end
 local function keep()
   redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', string.format('%.0f', math.ceil((tat - now) / 1000)))
