@@ -37,7 +37,14 @@ async fn fleet(
     let mut out = Vec::new();
     for _ in 0..n {
         let store = PostgresStore::connect(pg).await.expect("connect postgres");
-        let shared = limiter().connect(redis).await.expect("connect redis");
+        // These tests are about sharing, not timeouts: a loaded CI
+        // machine must not make a call late enough to be decided locally.
+        let shared = limiter()
+            .timeout(StdDuration::from_secs(1))
+            .retry_every(StdDuration::from_secs(1))
+            .connect(redis)
+            .await
+            .expect("connect redis");
         let b = Keyward::builder(store, catalog())
             .clock(clock.clone())
             .audit(audit.clone())
@@ -159,7 +166,12 @@ async fn on_the_real_clock_exact_mode_admits_the_limit_plus_what_refilled() {
     let mut keys = Vec::new();
     for _ in 0..3 {
         let store = PostgresStore::connect(&pg.url()).await.expect("connect");
-        let shared = RedisLimiter::connect(&redis.url()).await.expect("redis");
+        let shared = RedisLimiter::builder()
+            .timeout(StdDuration::from_secs(1))
+            .retry_every(StdDuration::from_secs(1))
+            .connect(&redis.url())
+            .await
+            .expect("redis");
         keys.push(
             Keyward::builder(store, catalog())
                 .audit(audit.clone())
