@@ -116,6 +116,32 @@ fn cpu_model() -> String {
     )
 }
 
+/// Prints the ratios of this run, from criterion's estimates.
+fn report() {
+    println!(
+        "\nratios (criterion's estimates, this run, {}):",
+        cpu_model()
+    );
+    let local = estimate_ns("fleet_verify", "local");
+    let ping = estimate_ns("fleet_redis", "ping");
+    for name in ["local", "redis_exact", "redis_batched"] {
+        if let (Some(t), Some(base), Some(ping)) = (estimate_ns("fleet_verify", name), local, ping)
+        {
+            println!(
+                "  verify {name:<14} {t:>9.0} ns = {:>7.1}x local = {:.3} PING round trips",
+                t / base,
+                t / ping
+            );
+        }
+    }
+    if let (Some(script), Some(ping)) = (estimate_ns("fleet_redis", "script"), ping) {
+        println!(
+            "  script call    {script:>9.0} ns = {:.2}x a PING round trip ({ping:.0} ns)",
+            script / ping
+        );
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -178,28 +204,6 @@ fn main() {
         g.finish();
     }
     c.final_summary();
-
-    println!(
-        "\nratios (criterion's estimates, this run, {}):",
-        cpu_model()
-    );
-    let local = estimate_ns("fleet_verify", "local");
-    let ping = estimate_ns("fleet_redis", "ping");
-    for name in ["local", "redis_exact", "redis_batched"] {
-        if let (Some(t), Some(base), Some(ping)) = (estimate_ns("fleet_verify", name), local, ping)
-        {
-            println!(
-                "  verify {name:<14} {t:>9.0} ns = {:>7.1}x local = {:.3} PING round trips",
-                t / base,
-                t / ping
-            );
-        }
-    }
-    if let (Some(script), Some(ping)) = (estimate_ns("fleet_redis", "script"), ping) {
-        println!(
-            "  script call    {script:>9.0} ns = {:.2}x a PING round trip ({ping:.0} ns)",
-            script / ping
-        );
-    }
+    report();
     drop(server);
 }
