@@ -94,7 +94,8 @@ pub enum RedisLimiterError {
 /// that went silent can hang for minutes). The first answer to a retry
 /// ends the outage, with no restart.
 ///
-/// TLS (`rediss://`) needs the `redis` crate's TLS feature (e.g.
+/// It runs on tokio (as redis-rs does): connect and verify inside a
+/// tokio runtime. TLS (`rediss://`) needs the `redis` crate's TLS feature (e.g.
 /// `tokio-rustls-comp`), which a host enables in its own `Cargo.toml`.
 /// Give Redis `maxmemory-policy noeviction` (or enough memory): an evicted
 /// bucket starts afresh.
@@ -318,8 +319,8 @@ impl RedisLimiter {
     }
 
     /// Whether limits are shared right now: `false` during an outage
-    /// (since a call to Redis failed, until one succeeds), e.g. for a
-    /// health check.
+    /// (from its start until a retry is answered), e.g. for a health
+    /// check.
     pub fn is_shared(&self) -> bool {
         !self.inner.outage.is_down()
     }
