@@ -9,11 +9,13 @@
 //!   cargo run --example server --features axum,sqlite,postgres,redis
 //! ```
 //!
-//! Environment: `PORT` (default 3000); `DATABASE_URL`, a `postgres://` URL
-//! for [`PostgresStore`](keyward::PostgresStore) or an SQLite file (also
-//! `KEYWARD_DB`; default `keyward-server.db`); `REDIS_URL`, when set,
-//! shares rate limits and tenant quotas through
-//! [`RedisLimiter`](keyward::RedisLimiter).
+//! Environment: `PORT` (default 3000; 0 picks a free one); `DATABASE_URL`,
+//! a `postgres://` URL for [`PostgresStore`](keyward::PostgresStore) or an
+//! SQLite file (also `KEYWARD_DB`; default `keyward-server.db`);
+//! `REDIS_URL`, when set, shares rate limits and tenant quotas through
+//! [`RedisLimiter`](keyward::RedisLimiter), waiting `REDIS_TIMEOUT_MS`
+//! (default 50) for each decision. A Redis that is down at start does not
+//! stop the service: limits are counted per instance until it answers.
 //!
 //! On first start it prints a bootstrap admin key, once (once per fleet:
 //! instances starting together create one key). Routes:
@@ -100,7 +102,11 @@ pub async fn bootstrap(keys: &Keyward) -> Result<Option<String>, keyward::KeyErr
 async fn store_from_env(
 ) -> Result<(Arc<dyn keyward::store::KeyStore>, String), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").ok();
-    if let Some(url) = url.as_deref().filter(|u| u.starts_with("postgres")) {
+    let scheme = url
+        .as_deref()
+        .and_then(|u| u.split_once(':'))
+        .map(|(s, _)| s.to_ascii_lowercase());
+    if let (Some(url), Some("postgres" | "postgresql")) = (url.as_deref(), scheme.as_deref()) {
         #[cfg(feature = "postgres")]
         {
             let store = keyward::PostgresStore::connect(url).await?;
@@ -114,16 +120,28 @@ async fn store_from_env(
             );
         }
     }
-    let path = match url {
-        Some(u) => u.strip_prefix("sqlite://").unwrap_or(&u).to_string(),
-        None => std::env::var("KEYWARD_DB").unwrap_or_else(|_| "keyward-server.db".into()),
+    let path = match (url, scheme.as_deref()) {
+        (Some(u), Some("sqlite")) => {
+            let rest = &u["sqlite:".len()..];
+            rest.strip_prefix("//").unwrap_or(rest).to_string()
+        }
+        (Some(u), _) if u.contains("://") => {
+            return Err(
+                "DATABASE_URL: give a postgres:// URL, a sqlite:// URL or a file path".into(),
+            )
+        }
+        (Some(path), _) => path,
+        (None, _) => std::env::var("KEYWARD_DB").unwrap_or_else(|_| "keyward-server.db".into()),
     };
     let store = SqliteStore::open(std::path::Path::new(&path)).await?;
     Ok((Arc::new(store), format!("keys in {path}")))
 }
 
 /// Shares rate limits and quotas through the Redis `REDIS_URL` names, if
-/// set (with the `redis` feature).
+/// set (with the `redis` feature), waiting `REDIS_TIMEOUT_MS` (default 50)
+/// for each decision. A Redis that is down at start does not stop the
+/// service: it starts with limits counted per instance, and shares them
+/// once Redis answers.
 async fn limits_from_env(
     builder: keyward::KeywardBuilder,
 ) -> Result<(keyward::KeywardBuilder, &'static str), Box<dyn std::error::Error>> {
@@ -132,7 +150,26 @@ async fn limits_from_env(
     };
     #[cfg(feature = "redis")]
     {
-        let limiter = keyward::RedisLimiter::connect(&url).await?;
+        let timeout = match std::env::var("REDIS_TIMEOUT_MS") {
+            Ok(ms) => ms
+                .parse()
+                .map_err(|_| format!("REDIS_TIMEOUT_MS={ms:?} is not a number of milliseconds"))?,
+            Err(_) => 50,
+        };
+        let timeout = std::time::Duration::from_millis(timeout);
+        let settings = || {
+            keyward::RedisLimiter::builder()
+                .timeout(timeout)
+                .retry_every(timeout.max(std::time::Duration::from_millis(250)))
+        };
+        let limiter = match settings().connect(&url).await {
+            Ok(limiter) => limiter,
+            Err(keyward::RedisLimiterError::Connect(why)) => {
+                tracing::warn!(error = %why, "Redis unavailable at start; limits are counted per instance until it answers");
+                settings().connect_lazy(&url)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok((builder.rate_limiter(limiter), "limits shared through Redis"))
     }
     #[cfg(not(feature = "redis"))]

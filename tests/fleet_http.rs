@@ -40,9 +40,12 @@ fn example_binary() -> Option<PathBuf> {
 /// One server process; killed on drop.
 struct Instance {
     child: Child,
+    /// Its URL, once it listens.
     base: String,
     /// Every line it printed, as it prints them.
     lines: mpsc::Receiver<String>,
+    /// Where its log goes, for a failure message.
+    log: common::TempDir,
 }
 
 impl Drop for Instance {
@@ -52,22 +55,19 @@ impl Drop for Instance {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 fn spawn(bin: &PathBuf, pg: &str, redis: &str) -> Instance {
-    let port = free_port();
+    let log = common::TempDir::new("fleet-http");
+    let stderr = std::fs::File::create(log.path().join("stderr")).expect("log file");
+    // PORT=0: the server binds a free port and says which.
     let mut child = Command::new(bin)
-        .env("PORT", port.to_string())
+        .env("PORT", "0")
         .env("DATABASE_URL", pg)
         .env("REDIS_URL", redis)
-        .env("RUST_LOG", "warn")
+        // About sharing, not timeouts: a loaded machine must not turn a
+        // late answer into a local decision.
+        .env("REDIS_TIMEOUT_MS", "1000")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start the example server");
     let stdout = child.stdout.take().expect("piped");
@@ -81,29 +81,37 @@ fn spawn(bin: &PathBuf, pg: &str, redis: &str) -> Instance {
     });
     Instance {
         child,
-        base: format!("http://127.0.0.1:{port}"),
+        base: String::new(),
         lines,
+        log,
     }
 }
 
 impl Instance {
-    /// Waits for "listening on"; the bootstrap token, if this instance
-    /// printed one.
-    fn started(&self) -> Option<String> {
+    /// Waits for "listening on http://…" and notes the URL; the
+    /// bootstrap token, if this instance printed one.
+    fn started(&mut self) -> Option<String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut token = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).expect("the server starts");
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                let log = std::fs::read_to_string(self.log.path().join("stderr"));
+                panic!(
+                    "the server did not start; it logged:\n{}",
+                    log.unwrap_or_default()
+                );
+            };
             let line = line.trim();
             if line.starts_with("sk_") {
                 token = Some(line.to_string());
             }
-            if line.starts_with("listening on") {
+            if let Some(rest) = line.strip_prefix("listening on ") {
                 assert!(
                     line.contains("PostgreSQL") && line.contains("Redis"),
                     "{line}"
                 );
+                self.base = rest.split_whitespace().next().expect("a URL").to_string();
                 return token;
             }
         }
@@ -127,8 +135,8 @@ async fn two_server_processes_share_limits_and_revocations() {
         return;
     };
     // Started together: one bootstrap key between them.
-    let a = spawn(&bin, &pg.url(), &redis.url());
-    let b = spawn(&bin, &pg.url(), &redis.url());
+    let mut a = spawn(&bin, &pg.url(), &redis.url());
+    let mut b = spawn(&bin, &pg.url(), &redis.url());
     let tokens: Vec<String> = [a.started(), b.started()].into_iter().flatten().collect();
     assert_eq!(
         tokens.len(),

@@ -120,7 +120,10 @@ impl Keyward {
     /// once: exactly one creates the key. (Its id is derived from the
     /// tenant, so a second instance's insert collides instead of adding
     /// another key. Ids are not secret: the bootstrap key of a tenant has
-    /// the same id in every deployment.)
+    /// the same id in every deployment. Should keys of other tenants hold
+    /// all four ids derived from it, names chosen to collide, the key is
+    /// created with a random id and a warning, and instances starting at
+    /// that very moment may each create one.)
     ///
     /// ```
     /// use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey};
@@ -206,9 +209,9 @@ impl Keyward {
                 other => return other.map(Some),
             }
         }
-        // Every derived id is held by another tenant's key: made to
-        // collide. Bootstrapping goes on with a random id, exactly once
-        // no more against instances starting together.
+        // Every derived id is held by another tenant's key, made to
+        // collide. The key is created with a random id rather than never:
+        // against instances starting together, no longer exactly once.
         tracing::warn!(target: "keyward", tenant = %tenant, "every bootstrap key id of this tenant is held by another tenant's key; creating the key with a random id");
         self.create_inner(actor, new, None).await.map(Some)
     }

@@ -174,7 +174,8 @@ pub enum Decision {
     /// The limiter could not decide (its backend is down) and fails
     /// closed: the request is refused with
     /// [`VerifyError::LimiterUnavailable`](crate::VerifyError::LimiterUnavailable)
-    /// (HTTP 503), neither admitted nor counted.
+    /// (HTTP 503). Limits counted before it (the key's, when a quota's
+    /// limiter is the one unavailable) stay counted.
     Unavailable,
 }
 

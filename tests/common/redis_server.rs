@@ -60,16 +60,20 @@ impl RedisServer {
                 return Some(server);
             }
         }
-        panic!("redis-server did not start after 5 attempts");
+        panic!(
+            "redis-server did not start after 5 attempts; its log:\n{}",
+            server.log()
+        );
     }
 
     fn spawn_on_port(&mut self) -> bool {
         let child = Command::new(&self.bin)
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -82,12 +86,33 @@ impl RedisServer {
                 return false;
             }
             if self.ping() {
-                return true;
+                // Ours, not another test's server that got the port first.
+                return self.is_ours() || {
+                    self.stop();
+                    false
+                };
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.stop();
         false
+    }
+
+    /// Whether the server on the port is the child this handle started.
+    fn is_ours(&self) -> bool {
+        let Some(child) = &self.child else {
+            return false;
+        };
+        let info = self.command("INFO server");
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("process_id:"))
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(child.id())
+    }
+
+    /// What the server logged (for a failure message).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
     /// Whether the server answers `PING`.
@@ -122,17 +147,6 @@ impl RedisServer {
             .unwrap_or(0)
     }
 
-    /// A handle on a server another handle started (for its commands;
-    /// it does not stop it).
-    pub fn attach(port: u16) -> Self {
-        Self {
-            child: None,
-            port,
-            bin: PathBuf::new(),
-            dir: TempDir::new("redis-attach"),
-        }
-    }
-
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -159,7 +173,11 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not restart on port {}", self.port);
+        panic!(
+            "redis-server did not restart on port {}; its log:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     pub fn stop(&mut self) {

@@ -30,8 +30,10 @@ use script::Grant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Accuracy {
-    /// Every decision is made in Redis, by one atomic script call: a
-    /// fleet never admits more than a limit allows. Costs one Redis round
+    /// Every decision is made in Redis, by one atomic script call: while
+    /// Redis answers within the timeout, a fleet never admits more than
+    /// a limit allows (a request it does not answer in time is decided as
+    /// [`OnOutage`] says). Costs one Redis round
     /// trip per admitted request and limit (the key's limit, then the
     /// tenant's quota); a refusal is repeated locally, without Redis,
     /// until its retry time (no request could pass before it) or for a
@@ -40,15 +42,17 @@ pub enum Accuracy {
     Exact,
     /// An instance leases up to `lease` requests of a bucket at a time
     /// with one script call and hands them out locally, without awaiting.
-    /// The fleet admits at most `instances × (lease − 1)` requests more
-    /// than a limit allows (the leases not yet spent), and makes at most
-    /// one Redis call per lease. A lease unspent after
+    /// While Redis answers within the timeout, the fleet admits at most
+    /// `instances × (lease − 1)` requests more than a limit allows (the
+    /// leases not yet spent). It makes one Redis call per lease, and one
+    /// for a refusal, which is then repeated locally until its retry time
+    /// or for a second, whichever is sooner. A lease unspent after
     /// [`RedisLimiterBuilder::lease_ttl`] goes back to Redis with the next
-    /// call for its bucket. A refusal from Redis is repeated locally until
-    /// its retry time.
+    /// call for its bucket.
     Batched {
-        /// Requests per lease; 1 behaves as [`Accuracy::Exact`] with local
-        /// refusals.
+        /// Requests per lease; 1 behaves as [`Accuracy::Exact`], but with
+        /// the requests of one bucket at one instance asking Redis one at
+        /// a time.
         lease: NonZeroU32,
     },
 }
@@ -61,7 +65,8 @@ pub enum RedisLimiterError {
     /// or `rediss://` for TLS where the client supports it).
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(String),
-    /// Redis did not answer within the connect timeout.
+    /// Redis did not answer within the connect timeout, or refused the
+    /// credentials or the script.
     #[error("could not connect to Redis: {0}")]
     Connect(String),
     /// A setting is out of range.
@@ -223,14 +228,62 @@ impl RedisLimiterBuilder {
     }
 
     /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`)
-    /// through one multiplexed connection that reconnects by itself.
+    /// through one multiplexed connection that reconnects by itself, and
+    /// loads the script.
     ///
     /// # Errors
     /// [`RedisLimiterError::InvalidUrl`] for a URL that is not Redis's;
     /// [`RedisLimiterError::Connect`] when Redis does not answer within
-    /// the connect timeout; [`RedisLimiterError::Config`] for an empty
-    /// namespace or a zero timeout, retry interval or lease time.
+    /// the connect timeout, refuses the credentials or the script;
+    /// [`RedisLimiterError::Config`] for an empty namespace, a zero
+    /// timeout, connect timeout, retry interval or lease time, or a retry
+    /// interval shorter than the timeout.
     pub async fn connect(self, url: &str) -> Result<RedisLimiter, RedisLimiterError> {
+        let (client, config) = self.client(url)?;
+        let connect_err = |e: &dyn std::fmt::Display| RedisLimiterError::Connect(e.to_string());
+        let wait = self.connect_timeout;
+        let late = || format!("no answer within {wait:?}");
+        let conn = tokio::time::timeout(
+            self.connect_timeout,
+            ConnectionManager::new_with_config(client.clone(), config.clone()),
+        )
+        .await
+        .map_err(|_| connect_err(&late()))?
+        .map_err(|e| connect_err(&e))?;
+        let limiter = self.assemble(client, config, conn);
+        // Loaded now, so that a first burst of requests does not each
+        // find it missing; a restarted Redis gets it again on first use.
+        let mut loading = ConnectionManager::clone(&limiter.inner.conn.load());
+        let invocation = limiter.inner.script.prepare_invoke();
+        let load = invocation.load_async(&mut loading);
+        tokio::time::timeout(wait, load)
+            .await
+            .map_err(|_| connect_err(&late()))?
+            .map_err(|e| connect_err(&e))?;
+        Ok(limiter)
+    }
+
+    /// As [`connect`](Self::connect), but without waiting for Redis: the
+    /// first requests connect. For an instance that must start while Redis
+    /// is down: it starts in what will be an outage (its requests decided
+    /// as [`OnOutage`] says), and shares limits once Redis answers. Call
+    /// it inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`RedisLimiterError::InvalidUrl`] and [`RedisLimiterError::Config`]
+    /// as [`connect`](Self::connect).
+    pub fn connect_lazy(self, url: &str) -> Result<RedisLimiter, RedisLimiterError> {
+        let (client, config) = self.client(url)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(|e| RedisLimiterError::Connect(e.to_string()))?;
+        Ok(self.assemble(client, config, conn))
+    }
+
+    /// Checks the settings; the client and connection settings for `url`.
+    fn client(
+        &self,
+        url: &str,
+    ) -> Result<(redis::Client, ConnectionManagerConfig), RedisLimiterError> {
         if self.namespace.is_empty() {
             return Err(RedisLimiterError::Config("the namespace must not be empty"));
         }
@@ -256,42 +309,29 @@ impl RedisLimiterBuilder {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(200))))
             .set_response_timeout(Some(self.timeout))
-            // A few quick reconnects; beyond, each retry of an outage
-            // starts a fresh connection (a socket to a peer that went
+            // A few quick reconnects; beyond, an outage makes a fresh
+            // connection in the background (a socket to a peer that went
             // silent would otherwise wait on TCP for many minutes).
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(200))
             .set_number_of_retries(3);
-        let conn = tokio::time::timeout(
-            self.connect_timeout,
-            ConnectionManager::new_with_config(client.clone(), config.clone()),
-        )
-        .await
-        .map_err(|_| {
-            RedisLimiterError::Connect(format!("no answer within {:?}", self.connect_timeout))
-        })?
-        .map_err(|e| RedisLimiterError::Connect(e.to_string()))?;
-        let script = script::gcra();
-        // Loaded now, so that a first burst of requests does not each
-        // find it missing; a restarted Redis gets it again on first use.
-        let mut loading = conn.clone();
-        tokio::time::timeout(
-            self.connect_timeout,
-            script.prepare_invoke().load_async(&mut loading),
-        )
-        .await
-        .map_err(|_| {
-            RedisLimiterError::Connect(format!("no answer within {:?}", self.connect_timeout))
-        })?
-        .map_err(|e| RedisLimiterError::Connect(e.to_string()))?;
-        Ok(RedisLimiter {
+        Ok((client, config))
+    }
+
+    fn assemble(
+        self,
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+        conn: ConnectionManager,
+    ) -> RedisLimiter {
+        RedisLimiter {
             inner: Arc::new(Inner {
                 conn: ArcSwap::from_pointee(conn),
                 client,
                 config,
                 connect_timeout: self.connect_timeout,
                 reconnecting: AtomicBool::new(false),
-                script,
+                script: script::gcra(),
                 namespace: self.namespace.into(),
                 accuracy: self.accuracy,
                 timeout: self.timeout,
@@ -299,7 +339,7 @@ impl RedisLimiterBuilder {
                 outage: Outage::new(self.on_outage, self.retry_every),
                 leases: Leases::default(),
             }),
-        })
+        }
     }
 }
 
@@ -494,7 +534,7 @@ impl RateLimiter for RedisLimiter {
     }
 
     /// Answers without Redis from this instance's lease (batched), from a
-    /// refusal Redis gave until its retry time, or by the outage policy
+    /// refusal Redis gave (for up to a second), or by the outage policy
     /// while Redis is down and not yet due for a retry.
     fn try_check(
         &self,
