@@ -103,7 +103,9 @@ pub use crate::keyward::{
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use crate::limit::{Accuracy, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError};
+pub use crate::limit::{
+    Accuracy, LimiterClock, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError,
+};
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{
     Catalog, CatalogBuilder, CatalogError, Permission, PermissionError, PermissionSet,

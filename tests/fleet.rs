@@ -13,7 +13,7 @@ use common::pg::PgServer;
 use common::redis_server::RedisServer;
 use common::{admin, capture_logs, catalog};
 use keyward::{
-    Accuracy, Actor, AuditAction, AuditOutcome, Keyward, KeywardBuilder, ManualClock,
+    Accuracy, Actor, AuditAction, AuditOutcome, Keyward, KeywardBuilder, LimiterClock, ManualClock,
     MemoryAuditSink, NewKey, OnOutage, PostgresStore, RateLimit, RedisLimiter, RedisLimiterBuilder,
     VerifyError,
 };
@@ -39,7 +39,9 @@ async fn fleet(
         let store = PostgresStore::connect(pg).await.expect("connect postgres");
         // These tests are about sharing, not timeouts: a loaded CI
         // machine must not make a call late enough to be decided locally.
+        // The instances share a frozen clock; the limiter decides by it.
         let shared = limiter()
+            .clock(LimiterClock::Instance)
             .timeout(StdDuration::from_secs(1))
             .retry_every(StdDuration::from_secs(1))
             .connect(redis)
@@ -401,6 +403,7 @@ async fn outage(policy: OnOutage) -> Option<Outage> {
         // blur the counts: 200 ms, still short of the one second within
         // which sharing must resume.
         let shared = RedisLimiter::builder()
+            .clock(LimiterClock::Instance)
             .on_outage(policy)
             .timeout(StdDuration::from_millis(200))
             .connect(&redis.url())

@@ -11,8 +11,8 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::redis_server::RedisServer;
 use keyward::{
-    Accuracy, Bucket, Decision, KeyId, LocalLimiter, ManualClock, RateLimit, RateLimiter,
-    RedisLimiter, RedisLimiterError,
+    Accuracy, Bucket, Decision, KeyId, LimiterClock, LocalLimiter, ManualClock, RateLimit,
+    RateLimiter, RedisLimiter, RedisLimiterError,
 };
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,8 +27,12 @@ const T0: i64 = 1_800_000_000_000_000;
 
 /// Settings for tests about what Redis decides, not about timeouts: a
 /// loaded machine must not turn a late answer into a local decision.
+///
+/// The tests name their times (`at(T0 + …)`): the limiter decides by
+/// them, not by Redis's clock.
 fn patient() -> keyward::RedisLimiterBuilder {
     RedisLimiter::builder()
+        .clock(LimiterClock::Instance)
         .timeout(StdDuration::from_secs(1))
         .retry_every(StdDuration::from_secs(1))
 }
@@ -59,6 +63,7 @@ proptest! {
         let limit = RateLimit::new(max, Duration::milliseconds(per_ms as i64)).expect("valid");
         let shared = rt
             .block_on(RedisLimiter::builder()
+                    .clock(LimiterClock::Instance)
                     .timeout(StdDuration::from_secs(2))
                     .retry_every(StdDuration::from_secs(2))
                     .connect(&redis.url()))
@@ -628,4 +633,47 @@ async fn a_limiter_made_while_redis_is_down_shares_once_it_is_up() {
         shared.check(Bucket::Tenant("other"), limit, now).await,
         Decision::Allow
     );
+}
+
+#[test]
+fn on_redis_clock_an_instance_whose_clock_is_off_changes_nothing() {
+    // Two instances, one an hour ahead. On Redis's clock they share one
+    // timeline: the one behind waits the limit's own time, not an hour;
+    // on the instances' clocks it would wait an hour.
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let rt = runtime();
+    let limit = RateLimit::per_minute(5).expect("valid");
+    let now = Utc::now();
+    let ahead = now + Duration::hours(1);
+    let url = redis.url();
+    for (clock, bucket) in [
+        (LimiterClock::Redis, Bucket::Tenant("shared")),
+        (LimiterClock::Instance, Bucket::Tenant("skewed")),
+    ] {
+        let connect = || {
+            RedisLimiter::builder()
+                .clock(clock)
+                .timeout(StdDuration::from_secs(1))
+                .retry_every(StdDuration::from_secs(1))
+                .connect(&url)
+        };
+        let fast = rt.block_on(connect()).expect("connect");
+        let slow = rt.block_on(connect()).expect("connect");
+        for _ in 0..5 {
+            assert_eq!(
+                rt.block_on(fast.check(bucket, limit, ahead)),
+                Decision::Allow
+            );
+        }
+        let Decision::Deny { retry_after } = rt.block_on(slow.check(bucket, limit, now)) else {
+            panic!("{clock:?}: the bucket is spent");
+        };
+        match clock {
+            LimiterClock::Redis => assert!(retry_after <= Duration::seconds(12), "{retry_after}"),
+            _ => assert!(retry_after > Duration::minutes(60), "{retry_after}"),
+        }
+        assert!(fast.is_shared() && slow.is_shared());
+    }
 }

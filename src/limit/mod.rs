@@ -22,7 +22,9 @@ mod tenants;
 pub(crate) use gcra::{gcra_now, wait, Gcra};
 pub(crate) use meter::{Counted, KeySlot, Limits, Refusal, Step, Subject};
 #[cfg(feature = "redis")]
-pub use shared::{Accuracy, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError};
+pub use shared::{
+    Accuracy, LimiterClock, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError,
+};
 pub(crate) use stash::Stash;
 pub(crate) use tenants::Tenant;
 use tenants::Tenants;

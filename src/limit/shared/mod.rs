@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -57,6 +57,22 @@ pub enum Accuracy {
     },
 }
 
+/// Whose clock a [`RedisLimiter`] decides by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LimiterClock {
+    /// Redis's (`TIME`), one clock for the whole fleet: an instance whose
+    /// clock is off neither refills buckets early nor makes the others
+    /// wait. The default.
+    #[default]
+    Redis,
+    /// Each instance's (the [`Keyward`](crate::Keyward)'s clock): for
+    /// tests on a [`ManualClock`](crate::ManualClock). Instances whose
+    /// clocks differ by *d* can see a bucket refill up to *d* early, and
+    /// one whose clock runs ahead makes the others wait up to *d* longer.
+    Instance,
+}
+
 /// A [`RedisLimiter`] could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -83,9 +99,8 @@ pub enum RedisLimiterError {
 /// `…:q:…:{tenant}`) that expires once it has refilled, so Redis holds
 /// only the buckets in use. Every decision is one call of one script,
 /// loaded once and called by its hash, so it is atomic however many
-/// instances ask at once. Times are the instances' clocks (the
-/// [`Keyward`](crate::Keyward)'s): instances whose clocks differ by `d`
-/// can let a bucket refill up to `d` early.
+/// instances ask at once. It decides by Redis's clock, one for the whole
+/// fleet ([`LimiterClock`]).
 ///
 /// How exactly limits are shared is the [`Accuracy`]. A request Redis
 /// does not answer within the [timeout](RedisLimiterBuilder::timeout)
@@ -133,6 +148,10 @@ struct Inner {
     namespace: Box<str>,
     accuracy: Accuracy,
     timeout: Duration,
+    clock: LimiterClock,
+    /// How far Redis's clock was ahead of the caller's at the last answer
+    /// (µs; 0 on the instance's clock).
+    offset_us: AtomicI64,
     lease_ttl_us: i64,
     outage: Outage,
     leases: Leases,
@@ -156,6 +175,7 @@ impl fmt::Debug for RedisLimiter {
 pub struct RedisLimiterBuilder {
     namespace: String,
     accuracy: Accuracy,
+    clock: LimiterClock,
     on_outage: OnOutage,
     timeout: Duration,
     connect_timeout: Duration,
@@ -168,6 +188,7 @@ impl Default for RedisLimiterBuilder {
         Self {
             namespace: "keyward".into(),
             accuracy: Accuracy::Exact,
+            clock: LimiterClock::Redis,
             on_outage: OnOutage::FallBackToLocal,
             timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(5),
@@ -188,6 +209,12 @@ impl RedisLimiterBuilder {
     /// [`Accuracy::Exact`] (the default) or [`Accuracy::Batched`].
     pub fn accuracy(mut self, accuracy: Accuracy) -> Self {
         self.accuracy = accuracy;
+        self
+    }
+
+    /// Whose clock decides (default [`LimiterClock::Redis`]).
+    pub fn clock(mut self, clock: LimiterClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -335,6 +362,8 @@ impl RedisLimiterBuilder {
                 namespace: self.namespace.into(),
                 accuracy: self.accuracy,
                 timeout: self.timeout,
+                clock: self.clock,
+                offset_us: AtomicI64::new(0),
                 lease_ttl_us: i64::try_from(self.lease_ttl.as_micros()).unwrap_or(i64::MAX),
                 outage: Outage::new(self.on_outage, self.retry_every),
                 leases: Leases::default(),
@@ -383,21 +412,32 @@ impl RedisLimiter {
             return None;
         }
         let (emission, tolerance) = script::params(limit);
+        let now_us = now.timestamp_micros().max(0);
+        let (script_now, leased) = match inner.clock {
+            LimiterClock::Instance => (now_us, back.1),
+            // The lease's state, onto Redis's clock as last seen.
+            _ => (
+                -1,
+                back.1
+                    .saturating_add(inner.offset_us.load(Ordering::Relaxed)),
+            ),
+        };
         let mut invocation = inner.script.prepare_invoke();
         invocation
             .key(script::key(&inner.namespace, bucket, limit))
             .arg(emission)
             .arg(tolerance)
-            .arg(now.timestamp_micros().max(0))
+            .arg(script_now)
             .arg(want)
             .arg(back.0)
-            .arg(back.1);
+            .arg(leased);
         let mut conn = ConnectionManager::clone(&inner.conn.load());
-        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
+        let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
         let failure = match tokio::time::timeout(inner.timeout, call).await {
             Ok(Ok(reply)) => {
                 inner.outage.answered(now, attempt);
-                let grant = Grant::from_reply(reply);
+                let (grant, offset) = Grant::from_reply(reply, now_us);
+                inner.offset_us.store(offset, Ordering::Relaxed);
                 inner.outage.learnt(bucket, limit, grant.tat_us, now);
                 return Some(grant);
             }

@@ -11,7 +11,7 @@ use super::super::{Bucket, RateLimit};
 ///
 /// `KEYS[1]`: the bucket's state, the theoretical arrival time. `ARGV`:
 /// the emission interval, the tolerance (`emission × (max − 1)`), the
-/// caller's time, how many requests to grant at most, how much time an
+/// caller's time (negative: Redis's own clock), how many requests to grant at most, how much time an
 /// earlier lease gives back unused (µs, only the part of it still ahead),
 /// and the state that lease left (time is given back only from a state
 /// at least that far: one that lost the key never counted it). Returns `{granted, wait, tat}`: `granted` requests were
@@ -22,6 +22,10 @@ const GCRA: &str = r"
 local e = tonumber(ARGV[1])
 local tol = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local want = tonumber(ARGV[4])
 local back = tonumber(ARGV[5])
 local leased = tonumber(ARGV[6])
@@ -42,7 +46,7 @@ if now < earliest then
   if back > 0 then
     keep()
   end
-  return {0, earliest - now, tat}
+  return {0, earliest - now, tat, now}
 end
 local granted = math.min(want, math.floor((now - earliest) / e) + 1)
 -- (The division is in doubles: never grant a request it rounded up to.)
@@ -51,7 +55,7 @@ if granted > 1 and tat + (granted - 1) * e - tol > now then
 end
 tat = tat + granted * e
 keep()
-return {granted, 0, tat}
+return {granted, 0, tat, now}
 ";
 
 /// The script, hashed once; `EVALSHA` loads it on first use per server.
@@ -96,17 +100,22 @@ pub(super) struct Grant {
     pub(super) granted: u32,
     /// When none was: µs until one can be.
     pub(super) wait_us: u64,
-    /// The bucket's state after (µs).
+    /// The bucket's state after (µs), on the caller's clock.
     pub(super) tat_us: i64,
 }
 
 impl Grant {
-    pub(super) fn from_reply(reply: (i64, i64, i64)) -> Self {
-        Self {
+    /// The script's answer to a caller whose clock read `caller_now_us`:
+    /// the state moved onto the caller's clock, and how far Redis's clock
+    /// (the one the script used) is ahead of it.
+    pub(super) fn from_reply(reply: (i64, i64, i64, i64), caller_now_us: i64) -> (Self, i64) {
+        let offset = reply.3.saturating_sub(caller_now_us);
+        let grant = Self {
             granted: u32::try_from(reply.0.max(0)).unwrap_or(u32::MAX),
             wait_us: u64::try_from(reply.1.max(0)).unwrap_or(0),
-            tat_us: reply.2,
-        }
+            tat_us: reply.2.saturating_sub(offset),
+        };
+        (grant, offset)
     }
 }
 
