@@ -7,8 +7,9 @@
 //!   verification cache, in-memory store) with a rate limit, counted by
 //!   the built-in limiter, by `RedisLimiter` in exact mode (one script
 //!   call per verify), and in batched mode (leases of 100);
-//! - `fleet/redis/{ping,script}`: the bare round trip (`PING` on the same
-//!   kind of connection) and one limiter decision (the script call).
+//! - `fleet/redis/{ping,script,script_instance_clock}`: the bare round
+//!   trip (`PING` on the same kind of connection) and one limiter
+//!   decision (the script call), on Redis's clock and on the instance's.
 //!
 //! After the run, the ratios to `fleet/verify/local` and to the `PING`
 //! round trip are printed from criterion's estimates, with the CPU model.
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion};
 use keyward::{
-    Accuracy, Actor, Bucket, Catalog, KeyId, Keyward, MemoryStore, NewKey, NoAudit, RateLimit,
-    RateLimiter, RedisLimiter,
+    Accuracy, Actor, Bucket, Catalog, KeyId, Keyward, LimiterClock, MemoryStore, NewKey, NoAudit,
+    RateLimit, RateLimiter, RedisLimiter,
 };
 
 #[path = "../tests/common/mod.rs"]
@@ -134,6 +135,12 @@ fn report() {
             );
         }
     }
+    if let (Some(t), Some(ping)) = (estimate_ns("fleet_redis", "script_instance_clock"), ping) {
+        println!(
+            "  script, instance clock {t:>9.0} ns = {:.2}x a PING round trip",
+            t / ping
+        );
+    }
     if let (Some(script), Some(ping)) = (estimate_ns("fleet_redis", "script"), ping) {
         println!(
             "  script call    {script:>9.0} ns = {:.2}x a PING round trip ({ping:.0} ns)",
@@ -156,6 +163,9 @@ fn main() {
             .retry_every(Duration::from_secs(1))
     };
     let exact = rt.block_on(patient().connect(&url)).expect("Redis");
+    let exact_instance_clock = rt
+        .block_on(patient().clock(LimiterClock::Instance).connect(&url))
+        .expect("Redis");
     let batched = rt
         .block_on(
             patient()
@@ -207,6 +217,15 @@ fn main() {
             black_box(exact.check(Bucket::Key(id), roomy(), now).await);
         };
         bench_async(&mut g, &rt, "script", script);
+        let instance_clock = async || {
+            let now = chrono::Utc::now();
+            black_box(
+                exact_instance_clock
+                    .check(Bucket::Key(id), roomy(), now)
+                    .await,
+            );
+        };
+        bench_async(&mut g, &rt, "script_instance_clock", instance_clock);
         g.finish();
     }
     c.final_summary();
