@@ -27,6 +27,8 @@ use keyward::{
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+#[path = "support/estimates.rs"]
+mod estimates;
 
 fn catalog() -> Catalog {
     Catalog::builder()
@@ -82,52 +84,20 @@ fn bench_async<F: AsyncFn()>(g: &mut Group<'_>, rt: &tokio::runtime::Runtime, na
     });
 }
 
-fn estimate_ns(group: &str, name: &str) -> Option<f64> {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target"));
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(name)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["slope"]["point_estimate"]
-        .as_f64()
-        .or_else(|| v["mean"]["point_estimate"].as_f64())
-}
-
-/// The CPU, as /proc/cpuinfo names it (family and model too: a virtual
-/// machine's name is often generic).
-fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.split(':').next().map(str::trim) == Some(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_else(|| "?".into())
-    };
-    format!(
-        "{}, family {} model {}",
-        field("model name"),
-        field("cpu family"),
-        field("model")
-    )
-}
-
 /// Prints the ratios of this run, from criterion's estimates.
 fn report() {
     println!(
         "\nratios (criterion's estimates, this run, {}):",
-        cpu_model()
+        estimates::cpu_model()
     );
-    let local = estimate_ns("fleet_verify", "local");
-    let ping = estimate_ns("fleet_redis", "ping");
+    let local = estimates::estimate_ns("fleet_verify/local");
+    let ping = estimates::estimate_ns("fleet_redis/ping");
     for name in ["local", "redis_exact", "redis_batched"] {
-        if let (Some(t), Some(base), Some(ping)) = (estimate_ns("fleet_verify", name), local, ping)
-        {
+        if let (Some(t), Some(base), Some(ping)) = (
+            estimates::estimate_ns(&format!("fleet_verify/{name}")),
+            local,
+            ping,
+        ) {
             println!(
                 "  verify {name:<14} {t:>9.0} ns = {:>7.1}x local = {:.3} PING round trips",
                 t / base,
@@ -135,13 +105,16 @@ fn report() {
             );
         }
     }
-    if let (Some(t), Some(ping)) = (estimate_ns("fleet_redis", "script_instance_clock"), ping) {
+    if let (Some(t), Some(ping)) = (
+        estimates::estimate_ns("fleet_redis/script_instance_clock"),
+        ping,
+    ) {
         println!(
             "  script, instance clock {t:>9.0} ns = {:.2}x a PING round trip",
             t / ping
         );
     }
-    if let (Some(script), Some(ping)) = (estimate_ns("fleet_redis", "script"), ping) {
+    if let (Some(script), Some(ping)) = (estimates::estimate_ns("fleet_redis/script"), ping) {
         println!(
             "  script call    {script:>9.0} ns = {:.2}x a PING round trip ({ping:.0} ns)",
             script / ping
@@ -150,6 +123,7 @@ fn report() {
 }
 
 fn main() {
+    estimates::begin();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -23,6 +23,8 @@ use keyward::{PostgresStore, SqliteStore};
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+#[path = "support/estimates.rs"]
+mod estimates;
 
 const KEYS: usize = 1_000;
 
@@ -87,24 +89,8 @@ fn bench_verify(
     });
 }
 
-fn estimate_ns(group: &str, name: &str) -> Option<f64> {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("target"));
-    let path = dir
-        .join("criterion")
-        .join(group)
-        .join(name)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    // The figure criterion prints: the slope when it fitted one, else the mean.
-    v["slope"]["point_estimate"]
-        .as_f64()
-        .or_else(|| v["mean"]["point_estimate"].as_f64())
-}
-
 fn main() {
+    estimates::begin();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -141,11 +127,14 @@ fn main() {
     }
     c.final_summary();
 
-    println!("\nratios (criterion's estimate, this run):");
-    let base = estimate_ns("stores_cached", "memory");
+    println!(
+        "\nratios (criterion's estimate, this run, {}):",
+        estimates::cpu_model()
+    );
+    let base = estimates::estimate_ns("stores_cached/memory");
     for store in ["memory", "sqlite", "postgres"] {
-        let cached = estimate_ns("stores_cached", store);
-        let cold = estimate_ns("stores_cold", store);
+        let cached = estimates::estimate_ns(&format!("stores_cached/{store}"));
+        let cold = estimates::estimate_ns(&format!("stores_cold/{store}"));
         if let (Some(base), Some(cached), Some(cold)) = (base, cached, cold) {
             println!(
                 "  {store:<8} cached {cached:>9.0} ns = {:.2}x memory (target <= 1.5x); cold {cold:>9.0} ns",

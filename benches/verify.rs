@@ -39,6 +39,8 @@ use keyward::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+#[path = "support/estimates.rs"]
+mod estimates;
 #[path = "../tests/common/forge.rs"]
 mod forge;
 
@@ -420,37 +422,8 @@ fn bench_threads(c: &mut Criterion) {
     g.finish();
 }
 
-/// When this run began.
-static START: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
-
-/// Criterion's figure for a bench (`group/function/id`) in nanoseconds, if
-/// this run measured it.
-fn estimate(id: &str) -> Option<f64> {
-    // Criterion's directory: the group, then the function id with `/`
-    // turned into `_`.
-    let (group, function) = id.split_once('/')?;
-    let path = std::path::Path::new(
-        &std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()),
-    )
-    .join("criterion")
-    .join(group)
-    .join(function.replace('/', "_"))
-    .join("new/estimates.json");
-    // Only estimates written by this process: a filtered run must not mix
-    // in figures from an earlier one.
-    let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
-    if written < *START.get()? {
-        return None;
-    }
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["slope"]["point_estimate"]
-        .as_f64()
-        .or_else(|| v["mean"]["point_estimate"].as_f64())
-}
-
 fn report(memory: &Memory) {
-    let ns = |id: &str| estimate(id).unwrap_or(f64::NAN);
+    let ns = |id: &str| estimates::estimate_ns(id).unwrap_or(f64::NAN);
     let mut rows: Vec<(String, f64, String, bool)> = Vec::new();
     let mut check = |name: String, value: f64, target: &str, ok: bool| {
         rows.push((name, value, target.to_string(), ok));
@@ -520,7 +493,10 @@ fn report(memory: &Memory) {
         excl <= 256.0,
     );
 
-    println!("\nkeyward verify targets (one run; ratios of criterion's estimates):");
+    println!(
+        "\nkeyward verify targets (one run; ratios of criterion's estimates; {}):",
+        estimates::cpu_model()
+    );
     for (name, value, target, ok) in &rows {
         if value.is_nan() {
             println!(
@@ -586,7 +562,7 @@ fn report(memory: &Memory) {
 }
 
 fn main() {
-    let _ = START.set(std::time::SystemTime::now());
+    estimates::begin();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
