@@ -15,7 +15,7 @@ use common::{admin, capture_logs, catalog};
 use keyward::{
     Accuracy, Actor, AuditAction, AuditOutcome, Keyward, KeywardBuilder, LimiterClock, ManualClock,
     MemoryAuditSink, NewKey, OnOutage, PostgresStore, RateLimit, RedisLimiter, RedisLimiterBuilder,
-    VerifyError,
+    SystemClock, VerifyError,
 };
 
 /// Both servers, or `None` to skip (never under `CI=true`).
@@ -23,37 +23,56 @@ fn servers() -> Option<(PgServer, RedisServer)> {
     Some((PgServer::start()?, RedisServer::start()?))
 }
 
-/// `n` instances on one database and one Redis, sharing `clock`: each
-/// its own store (pool) and limiter (connection).
+/// Instances on one database and one Redis.
+struct Fleet {
+    keys: Vec<Keyward>,
+    /// Each instance's limiter, as it was given to it.
+    limiters: Vec<RedisLimiter>,
+    /// The instances' clock (frozen unless a test moves it).
+    clock: ManualClock,
+    audit: MemoryAuditSink,
+}
+
+/// Limiter settings for tests that count what Redis decides: on the
+/// instances' (frozen) clock, and patient, so that a loaded CI machine
+/// cannot make a call late enough to be decided locally.
+fn counting() -> RedisLimiterBuilder {
+    RedisLimiter::builder()
+        .clock(LimiterClock::Instance)
+        .timeout(StdDuration::from_secs(1))
+        .retry_every(StdDuration::from_secs(1))
+}
+
+/// `n` instances on one database and one Redis, each with its own store
+/// (pool) and limiter (connection, from `limiter`), sharing one clock
+/// and one audit trail; `configure` adjusts each builder.
 async fn fleet(
     pg: &str,
     redis: &str,
     n: usize,
     limiter: impl Fn() -> RedisLimiterBuilder,
     configure: impl Fn(KeywardBuilder) -> KeywardBuilder,
-    clock: &ManualClock,
-    audit: &MemoryAuditSink,
-) -> Vec<Keyward> {
-    let mut out = Vec::new();
+) -> Fleet {
+    let clock = ManualClock::default();
+    let audit = MemoryAuditSink::default();
+    let mut keys = Vec::new();
+    let mut limiters = Vec::new();
     for _ in 0..n {
         let store = PostgresStore::connect(pg).await.expect("connect postgres");
-        // These tests are about sharing, not timeouts: a loaded CI
-        // machine must not make a call late enough to be decided locally.
-        // The instances share a frozen clock; the limiter decides by it.
-        let shared = limiter()
-            .clock(LimiterClock::Instance)
-            .timeout(StdDuration::from_secs(1))
-            .retry_every(StdDuration::from_secs(1))
-            .connect(redis)
-            .await
-            .expect("connect redis");
+        let shared = limiter().connect(redis).await.expect("connect redis");
+        limiters.push(shared.clone());
         let b = Keyward::builder(store, catalog())
             .clock(clock.clone())
             .audit(audit.clone())
             .rate_limiter(shared);
-        out.push(configure(b).build().expect("config"));
+        keys.push(configure(b).build().expect("config"));
     }
-    out
+    Fleet {
+        keys,
+        limiters,
+        clock,
+        audit,
+    }
 }
 
 /// Sends `total` verifications, round-robin over `instances` and
@@ -137,18 +156,7 @@ fn all_limited(refused: &[VerifyError], quota: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_one_key_limit_exactly() {
     let Some((pg, redis)) = servers() else { return };
-    let clock = ManualClock::default();
-    let audit = MemoryAuditSink::default();
-    let keys = fleet(
-        &pg.url(),
-        &redis.url(),
-        3,
-        RedisLimiter::builder,
-        |b| b,
-        &clock,
-        &audit,
-    )
-    .await;
+    let Fleet { keys, audit, .. } = fleet(&pg.url(), &redis.url(), 3, counting, |b| b).await;
     let token = key(&keys[0], "acme", Some(per_minute(200))).await;
     let start = Instant::now();
     let (admitted, refused) = spread(&keys, &[token], 1_000).await;
@@ -164,24 +172,12 @@ async fn three_instances_share_one_key_limit_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_real_clock_exact_mode_admits_the_limit_plus_what_refilled() {
     let Some((pg, redis)) = servers() else { return };
-    let audit = MemoryAuditSink::default();
-    let mut keys = Vec::new();
-    for _ in 0..3 {
-        let store = PostgresStore::connect(&pg.url()).await.expect("connect");
-        let shared = RedisLimiter::builder()
-            .timeout(StdDuration::from_secs(1))
-            .retry_every(StdDuration::from_secs(1))
-            .connect(&redis.url())
-            .await
-            .expect("redis");
-        keys.push(
-            Keyward::builder(store, catalog())
-                .audit(audit.clone())
-                .rate_limiter(shared)
-                .build()
-                .expect("config"),
-        );
-    }
+    // The system clock, and Redis's (the default) for the limiter.
+    let limiter = || counting().clock(LimiterClock::Redis);
+    let Fleet { keys, audit, .. } = fleet(&pg.url(), &redis.url(), 3, limiter, |b| {
+        b.clock(SystemClock)
+    })
+    .await;
     let token = key(&keys[0], "acme", Some(per_minute(200))).await;
     let start = Instant::now();
     let (admitted, refused) = spread(&keys, &[token], 1_000).await;
@@ -198,11 +194,9 @@ async fn on_the_real_clock_exact_mode_admits_the_limit_plus_what_refilled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_mode_over_admits_by_at_most_one_lease_per_instance() {
     let Some((pg, redis)) = servers() else { return };
-    let clock = ManualClock::default();
-    let audit = MemoryAuditSink::default();
     let lease = 10;
-    let limiter = || RedisLimiter::builder().accuracy(batched(lease));
-    let keys = fleet(&pg.url(), &redis.url(), 3, limiter, |b| b, &clock, &audit).await;
+    let limiter = || counting().accuracy(batched(lease));
+    let Fleet { keys, audit, .. } = fleet(&pg.url(), &redis.url(), 3, limiter, |b| b).await;
     let token = key(&keys[0], "acme", Some(per_minute(200))).await;
     let calls_before = redis.calls("evalsha");
     let (admitted, refused) = spread(&keys, &[token], 1_000).await;
@@ -226,19 +220,17 @@ async fn batched_mode_over_admits_by_at_most_one_lease_per_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_quota_is_shared_by_the_fleet() {
     let Some((pg, redis)) = servers() else { return };
-    let clock = ManualClock::default();
-    let audit = MemoryAuditSink::default();
     let quota = |b: KeywardBuilder| {
         b.tenant_quota(per_minute(200))
             .tenant_quota_for("small", per_minute(20))
     };
     for accuracy in [Accuracy::Exact, batched(10)] {
         let limiter = || {
-            RedisLimiter::builder()
+            counting()
                 .accuracy(accuracy)
                 .namespace(format!("{accuracy:?}"))
         };
-        let keys = fleet(&pg.url(), &redis.url(), 3, limiter, quota, &clock, &audit).await;
+        let Fleet { keys, audit, .. } = fleet(&pg.url(), &redis.url(), 3, limiter, quota).await;
         let tenant = format!("acme{}", u8::from(accuracy != Accuracy::Exact));
         let mut tokens = Vec::new();
         for _ in 0..3 {
@@ -267,18 +259,7 @@ async fn a_tenant_quota_is_shared_by_the_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_changed_on_one_instance_applies_on_all() {
     let Some((pg, redis)) = servers() else { return };
-    let clock = ManualClock::default();
-    let audit = MemoryAuditSink::default();
-    let keys = fleet(
-        &pg.url(),
-        &redis.url(),
-        3,
-        RedisLimiter::builder,
-        |b| b,
-        &clock,
-        &audit,
-    )
-    .await;
+    let Fleet { keys, clock, .. } = fleet(&pg.url(), &redis.url(), 3, counting, |b| b).await;
     let token = key(&keys[0], "acme", Some(per_minute(200))).await;
     // Every instance has the key cached, with its first limit.
     for k in &keys {
@@ -314,18 +295,7 @@ async fn a_limit_changed_on_one_instance_applies_on_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_stay_exact_across_three_instances() {
     let Some((pg, redis)) = servers() else { return };
-    let clock = ManualClock::default();
-    let audit = MemoryAuditSink::default();
-    let keys = fleet(
-        &pg.url(),
-        &redis.url(),
-        3,
-        RedisLimiter::builder,
-        |b| b,
-        &clock,
-        &audit,
-    )
-    .await;
+    let Fleet { keys, .. } = fleet(&pg.url(), &redis.url(), 3, counting, |b| b).await;
     let issued = keys[0]
         .create(
             &admin(&keys[0], "acme"),
@@ -393,32 +363,21 @@ struct Outage {
 
 async fn outage(policy: OnOutage) -> Option<Outage> {
     let (pg, redis) = servers()?;
-    let clock = ManualClock::default();
-    let audit = MemoryAuditSink::default();
-    let mut keys = Vec::new();
-    let mut limiters = Vec::new();
-    for _ in 0..2 {
-        let store = PostgresStore::connect(&pg.url()).await.expect("connect");
-        // A late answer before the kill would be decided locally and
-        // blur the counts: 200 ms, still short of the one second within
-        // which sharing must resume.
-        let shared = RedisLimiter::builder()
+    // A late answer before the kill would be decided locally and blur
+    // the counts: 200 ms, still short of the one second within which
+    // sharing must resume.
+    let limiter = || {
+        RedisLimiter::builder()
             .clock(LimiterClock::Instance)
             .on_outage(policy)
             .timeout(StdDuration::from_millis(200))
-            .connect(&redis.url())
-            .await
-            .expect("redis");
-        limiters.push(shared.clone());
-        keys.push(
-            Keyward::builder(store, catalog())
-                .clock(clock.clone())
-                .audit(audit.clone())
-                .rate_limiter(shared)
-                .build()
-                .expect("config"),
-        );
-    }
+    };
+    let Fleet {
+        keys,
+        limiters,
+        audit,
+        ..
+    } = fleet(&pg.url(), &redis.url(), 2, limiter, |b| b).await;
     let token = key(&keys[0], "acme", Some(per_minute(50))).await;
     let probe = key(&keys[0], "acme", Some(per_minute(1_000))).await;
     Some(Outage {

@@ -25,6 +25,13 @@ fn at(us: i64) -> DateTime<Utc> {
 
 const T0: i64 = 1_800_000_000_000_000;
 
+/// Batched mode with leases of `lease`.
+fn batched(lease: u32) -> Accuracy {
+    Accuracy::Batched {
+        lease: NonZeroU32::new(lease).expect("non-zero"),
+    }
+}
+
 /// Settings for tests about what Redis decides, not about timeouts: a
 /// loaded machine must not turn a late answer into a local decision.
 ///
@@ -146,9 +153,7 @@ fn a_slow_key_in_batched_mode_gets_its_whole_limit() {
     let shared = rt
         .block_on(
             patient()
-                .accuracy(Accuracy::Batched {
-                    lease: NonZeroU32::new(5).expect("non-zero"),
-                })
+                .accuracy(batched(5))
                 .lease_ttl(StdDuration::from_secs(1))
                 .connect(&redis.url()),
         )
@@ -173,13 +178,7 @@ fn a_lease_is_handed_out_without_redis_and_then_refused_locally() {
     };
     let rt = runtime();
     let shared = rt
-        .block_on(
-            patient()
-                .accuracy(Accuracy::Batched {
-                    lease: NonZeroU32::new(4).expect("non-zero"),
-                })
-                .connect(&redis.url()),
-        )
+        .block_on(patient().accuracy(batched(4)).connect(&redis.url()))
         .expect("connect");
     let limit = RateLimit::per_minute(6).expect("valid");
     let now = at(T0);
@@ -340,9 +339,7 @@ fn a_returned_lease_gives_back_only_what_is_still_ahead() {
     let rt = runtime();
     let lease = |n| {
         patient()
-            .accuracy(Accuracy::Batched {
-                lease: NonZeroU32::new(n).expect("non-zero"),
-            })
+            .accuracy(batched(n))
             .lease_ttl(StdDuration::from_millis(900))
     };
     let url = redis.url();
@@ -569,9 +566,7 @@ fn batched_mode_over_admits_by_one_lease_per_instance_at_most() {
         .map(|_| {
             rt.block_on(
                 patient()
-                    .accuracy(Accuracy::Batched {
-                        lease: NonZeroU32::new(10).expect("non-zero"),
-                    })
+                    .accuracy(batched(10))
                     .lease_ttl(StdDuration::from_secs(120))
                     .connect(&redis.url()),
             )
@@ -652,13 +647,7 @@ fn on_redis_clock_an_instance_whose_clock_is_off_changes_nothing() {
         (LimiterClock::Redis, Bucket::Tenant("shared")),
         (LimiterClock::Instance, Bucket::Tenant("skewed")),
     ] {
-        let connect = || {
-            RedisLimiter::builder()
-                .clock(clock)
-                .timeout(StdDuration::from_secs(1))
-                .retry_every(StdDuration::from_secs(1))
-                .connect(&url)
-        };
+        let connect = || patient().clock(clock).connect(&url);
         let fast = rt.block_on(connect()).expect("connect");
         let slow = rt.block_on(connect()).expect("connect");
         for _ in 0..5 {
