@@ -171,16 +171,8 @@ impl Keyward {
             .tenant
             .clone()
             .unwrap_or_else(|| actor.tenant().to_string());
-        ensure_manager(actor)?;
-        if !tenant::is_valid(&tenant) {
-            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
-        }
         // Whether another tenant holds keys is not the actor's to learn.
-        if !tenant::covers(actor.tenant(), &tenant, self.inner.nested) {
-            return Err(KeyError::Forbidden {
-                actor: actor.id().to_string(),
-            });
-        }
+        self.ensure_manages_tenant(actor, &tenant)?;
         if !self
             .inner
             .store
@@ -214,6 +206,21 @@ impl Keyward {
         // against instances starting together, no longer exactly once.
         tracing::warn!(target: "keyward", tenant = %tenant, "every bootstrap key id of this tenant is held by another tenant's key; creating the key with a random id");
         self.create_inner(actor, new, None).await.map(Some)
+    }
+
+    /// That `actor` may manage keys, and those of `tenant`: a canonical
+    /// tenant path at or (with nested tenants) below its own.
+    fn ensure_manages_tenant(&self, actor: &Actor, tenant: &str) -> Result<(), KeyError> {
+        ensure_manager(actor)?;
+        if !tenant::is_valid(tenant) {
+            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
+        }
+        if !tenant::covers(actor.tenant(), tenant, self.inner.nested) {
+            return Err(KeyError::Forbidden {
+                actor: actor.id().to_string(),
+            });
+        }
+        Ok(())
     }
 
     async fn create_inner(
@@ -513,15 +520,7 @@ impl Keyward {
     /// path; [`KeyError::Forbidden`] if the actor may not manage keys or
     /// may not act for `tenant`; [`KeyError::Store`].
     pub async fn list(&self, actor: &Actor, tenant: &str) -> Result<Vec<KeyInfo>, KeyError> {
-        ensure_manager(actor)?;
-        if !tenant::is_valid(tenant) {
-            return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
-        }
-        if !tenant::covers(actor.tenant(), tenant, self.inner.nested) {
-            return Err(KeyError::Forbidden {
-                actor: actor.id().to_string(),
-            });
-        }
+        self.ensure_manages_tenant(actor, tenant)?;
         let now = self.now();
         let mut out = Vec::new();
         let mut after = None;
