@@ -16,9 +16,9 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use criterion::{BenchmarkGroup, Criterion};
+use criterion::Criterion;
 use keyward::{
     Accuracy, Actor, Bucket, Catalog, KeyId, Keyward, LimiterClock, MemoryStore, NewKey, NoAudit,
     RateLimit, RateLimiter, RedisLimiter,
@@ -29,6 +29,8 @@ use keyward::{
 mod common;
 #[path = "support/estimates.rs"]
 mod estimates;
+#[path = "support/timing.rs"]
+mod timing;
 
 fn catalog() -> Catalog {
     Catalog::builder()
@@ -65,23 +67,6 @@ async fn instance(limiter: Option<RedisLimiter>) -> (Keyward, String) {
     let token = issued.token.expose_secret().to_string();
     keys.verify(&token).await.expect("valid");
     (keys, token)
-}
-
-type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
-
-/// Times `iters` runs of `f` inside one `block_on`.
-fn bench_async<F: AsyncFn()>(g: &mut Group<'_>, rt: &tokio::runtime::Runtime, name: &str, f: F) {
-    g.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    f().await;
-                }
-                start.elapsed()
-            })
-        })
-    });
 }
 
 /// Prints the ratios of this run, from criterion's estimates.
@@ -166,15 +151,9 @@ fn main() {
         .measurement_time(Duration::from_secs(3));
     {
         let mut g = c.benchmark_group("fleet/verify");
-        let verify = |keys: &Keyward, token: &str| {
-            let (keys, token) = (keys.clone(), token.to_string());
-            async move || {
-                black_box(keys.verify(black_box(&token)).await.expect("valid"));
-            }
-        };
-        bench_async(&mut g, &rt, "local", verify(&local, &local_token));
-        bench_async(&mut g, &rt, "redis_exact", verify(&shared, &shared_token));
-        bench_async(&mut g, &rt, "redis_batched", verify(&leased, &leased_token));
+        timing::bench_verify(&mut g, &rt, "local", &local, &local_token);
+        timing::bench_verify(&mut g, &rt, "redis_exact", &shared, &shared_token);
+        timing::bench_verify(&mut g, &rt, "redis_batched", &leased, &leased_token);
         g.finish();
     }
     {
@@ -185,12 +164,12 @@ fn main() {
             let pong: String = redis::cmd("PING").query_async(&mut c).await.expect("PONG");
             black_box(pong);
         };
-        bench_async(&mut g, &rt, "ping", ping);
+        timing::bench_async(&mut g, &rt, "ping", ping);
         let script = async || {
             let now = chrono::Utc::now();
             black_box(exact.check(Bucket::Key(id), roomy(), now).await);
         };
-        bench_async(&mut g, &rt, "script", script);
+        timing::bench_async(&mut g, &rt, "script", script);
         let instance_clock = async || {
             let now = chrono::Utc::now();
             black_box(
@@ -199,7 +178,7 @@ fn main() {
                     .await,
             );
         };
-        bench_async(&mut g, &rt, "script_instance_clock", instance_clock);
+        timing::bench_async(&mut g, &rt, "script_instance_clock", instance_clock);
         g.finish();
     }
     c.final_summary();

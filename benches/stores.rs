@@ -12,10 +12,9 @@
 //! Each store holds 1,000 keys. After the run, the ratios cached-store /
 //! cached-memory are printed from criterion's estimates.
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use criterion::{BenchmarkGroup, Criterion};
+use criterion::Criterion;
 use keyward::store::KeyStore;
 use keyward::{Actor, Catalog, Keyward, MemoryStore, NewKey, NoAudit};
 use keyward::{PostgresStore, SqliteStore};
@@ -25,6 +24,8 @@ use keyward::{PostgresStore, SqliteStore};
 mod common;
 #[path = "support/estimates.rs"]
 mod estimates;
+#[path = "support/timing.rs"]
+mod timing;
 
 const KEYS: usize = 1_000;
 
@@ -67,28 +68,6 @@ async fn setup(store: impl KeyStore + Clone) -> (Keyward, Keyward, String) {
     (cached, cold, token)
 }
 
-/// Times `iters` verifies inside one `block_on`, so the runtime's entry
-/// cost is not in the figure.
-fn bench_verify(
-    g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &tokio::runtime::Runtime,
-    name: &str,
-    keys: &Keyward,
-    token: &str,
-) {
-    g.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(keys.verify(black_box(token)).await.expect("valid"));
-                }
-                start.elapsed()
-            })
-        })
-    });
-}
-
 fn main() {
     estimates::begin();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -113,16 +92,16 @@ fn main() {
         .measurement_time(Duration::from_secs(3));
     {
         let mut g = c.benchmark_group("stores/cached");
-        bench_verify(&mut g, &rt, "memory", &mem, &mem_token);
-        bench_verify(&mut g, &rt, "sqlite", &lite, &lite_token);
-        bench_verify(&mut g, &rt, "postgres", &pg, &pg_token);
+        timing::bench_verify(&mut g, &rt, "memory", &mem, &mem_token);
+        timing::bench_verify(&mut g, &rt, "sqlite", &lite, &lite_token);
+        timing::bench_verify(&mut g, &rt, "postgres", &pg, &pg_token);
         g.finish();
     }
     {
         let mut g = c.benchmark_group("stores/cold");
-        bench_verify(&mut g, &rt, "memory", &mem_cold, &mem_token);
-        bench_verify(&mut g, &rt, "sqlite", &lite_cold, &lite_token);
-        bench_verify(&mut g, &rt, "postgres", &pg_cold, &pg_token);
+        timing::bench_verify(&mut g, &rt, "memory", &mem_cold, &mem_token);
+        timing::bench_verify(&mut g, &rt, "sqlite", &lite_cold, &lite_token);
+        timing::bench_verify(&mut g, &rt, "postgres", &pg_cold, &pg_token);
         g.finish();
     }
     c.final_summary();
