@@ -249,10 +249,7 @@ fn bad_settings_and_unreachable_servers_are_errors() {
         .expect_err("zero timeout");
     assert!(matches!(err, RedisLimiterError::Config(_)), "{err}");
     // A closed port: refused within the connect timeout.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = common::free_port();
     let start = std::time::Instant::now();
     let err = rt
         .block_on(

@@ -218,6 +218,15 @@ pub fn admin(keys: &Keyward, tenant: &str) -> Actor {
         .may_manage_keys(true)
 }
 
+/// A loopback port free at the time of asking (a server started on it
+/// may still find it taken: callers retry).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// A directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempDir(pub std::path::PathBuf);

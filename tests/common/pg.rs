@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::TempDir;
+use super::{free_port, TempDir};
 
 #[derive(Debug)]
 pub struct PgServer {
@@ -65,13 +65,6 @@ fn command(bin: &Path, name: &str, run_as: Option<(u32, u32)>) -> Command {
         }
         None => Command::new(bin.join(name)),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl PgServer {
