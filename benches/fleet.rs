@@ -11,6 +11,10 @@
 //!   trip (`PING` on the same kind of connection) and one limiter
 //!   decision (the script call), on Redis's clock and on the instance's.
 //!
+//! The limiters keep their defaults but a 1 s timeout and retry interval
+//! (not 50 and 250 ms): a slow answer must not be timed as a local
+//! decision, and the bench asserts that no outage began.
+//!
 //! After the run, the ratios to `fleet/verify/local` and to the `PING`
 //! round trip are printed from criterion's estimates, with the CPU model.
 
