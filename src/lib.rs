@@ -90,7 +90,8 @@ mod token;
 struct ReadmeDoctests;
 
 pub use crate::audit::{
-    AuditAction, AuditEvent, AuditOutcome, AuditSink, MemoryAuditSink, NoAudit, TracingAuditSink,
+    AuditAction, AuditEvent, AuditOutcome, AuditPage, AuditQuery, AuditRecord, AuditSink,
+    AuditTrail, MemoryAuditSink, NoAudit, TracingAuditSink, MAX_PAGE_EVENTS,
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{
@@ -98,8 +99,8 @@ pub use crate::error::{
 };
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyStatus, NewKey, MAX_USES};
 pub use crate::keyward::{
-    CacheStats, KeyUpdate, Keyward, KeywardBuilder, Verified, VerifyFuture, MAX_METADATA_BYTES,
-    MAX_NAME_CHARS, SWEEP_ACTOR,
+    CacheStats, InvalidCursor, KeyCursor, KeyPage, KeyQuery, KeyUpdate, Keyward, KeywardBuilder,
+    Verified, VerifyFuture, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PAGE_KEYS, SWEEP_ACTOR,
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -122,6 +123,9 @@ pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::store::sqlite::SqliteStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use crate::store::{AuditSettings, SqlAuditTrail};
 pub use crate::token::{
     DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyId, MalformedToken, ParsedToken,
     SecretToken, TokenFormat,

@@ -1,7 +1,7 @@
 //! The HTTP adapter and the example service over real HTTP: each test
 //! serves a router on a random loopback port and drives it with reqwest.
 
-#[path = "../examples/server.rs"]
+#[path = "../examples/server/main.rs"]
 #[allow(dead_code)]
 mod server;
 

@@ -10,6 +10,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
 use crate::error::{Forbidden, KeyError, VerifyError, STORE_UNAVAILABLE};
+use crate::key::KeyStatus;
 use crate::token::DisplayPrefix;
 
 /// The realm of the `WWW-Authenticate` challenge unless
@@ -57,7 +58,9 @@ pub struct ApiError {
     /// The display prefix of the presented key, when it was well-formed.
     pub key: Option<DisplayPrefix>,
     /// The request field at fault (for 422).
-    pub field: Option<&'static str>,
+    /// Borrowed for the fields keyward names, owned for a field the
+    /// client sent that does not exist.
+    pub field: Option<std::borrow::Cow<'static, str>>,
     /// The permission the key lacks (for 403). Boxed to keep the error
     /// small enough to return by value.
     pub permission: Option<Box<str>>,
@@ -105,7 +108,7 @@ impl ApiError {
     /// 422 naming the request field at fault.
     pub fn invalid(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            field: Some(field),
+            field: Some(field.into()),
             ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
         }
     }
@@ -134,7 +137,7 @@ impl ApiError {
                 "API key does not belong to this tenant.",
             ),
             VerifyError::InvalidTenant(why) => Self {
-                field: Some("tenant"),
+                field: Some("tenant".into()),
                 ..e(StatusCode::BAD_REQUEST, &format!("Invalid tenant: {why}."))
             },
             VerifyError::RateLimited { retry_after } => Self {
@@ -227,8 +230,19 @@ impl ApiError {
                 err.code(),
                 "The expiry must be in the future and no later than 9999-12-31.",
             ),
-            KeyError::NotActive { .. } => e(StatusCode::CONFLICT, err.to_string()),
-            KeyError::RolledAway { .. } => e(StatusCode::CONFLICT, err.to_string()),
+            KeyError::NotActive { status, .. } => e(
+                StatusCode::CONFLICT,
+                match status {
+                    KeyStatus::Expired => "This API key has expired: an expired key can be neither reactivated nor rolled. Create a new key instead.",
+                    KeyStatus::Revoked => "This API key is revoked: reactivate it first.",
+                    _ => "This API key is not active.",
+                }
+                .into(),
+            ),
+            KeyError::RolledAway { successor, .. } => e(
+                StatusCode::CONFLICT,
+                format!("This API key was rolled and replaced by {successor}: it can be neither reactivated nor rolled again. Use the new key."),
+            ),
             KeyError::Outranked { dimension, .. } => e(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -285,8 +299,8 @@ impl ApiError {
         if let Some(k) = &self.key {
             error.insert("key".into(), k.as_str().into());
         }
-        if let Some(f) = self.field {
-            error.insert("field".into(), f.into());
+        if let Some(f) = &self.field {
+            error.insert("field".into(), f.to_string().into());
         }
         if let Some(p) = &self.permission {
             error.insert("permission".into(), p.to_string().into());

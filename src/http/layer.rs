@@ -164,7 +164,14 @@ impl Gate for Authenticate {
     ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
         let (keys, config) = (self.keys.clone(), self.config.clone());
         async move {
-            match authenticate(&keys, &config, req.headers()).await {
+            match authenticate(
+                &keys,
+                &config.sources,
+                config.tenant_header.as_ref(),
+                req.headers(),
+            )
+            .await
+            {
                 Ok(verified) => {
                     let span = tracing::info_span!(
                         "api_key",
@@ -184,18 +191,22 @@ impl Gate for Authenticate {
     }
 }
 
-async fn authenticate(
+/// Verifies the key a request presents in one of `sources` (with the
+/// tenant in `tenant_header`, if any): the layer's check, and the
+/// management router's when no layer ran before it.
+pub(crate) async fn authenticate(
     keys: &Keyward,
-    config: &Config,
+    sources: &[KeySource],
+    tenant_header: Option<&HeaderName>,
     headers: &HeaderMap,
 ) -> Result<Verified, ApiError> {
-    let token = extract(headers, &config.sources)?;
+    let token = extract(headers, sources)?;
     let prefix = keys
         .token_format()
         .parse(token)
         .ok()
         .map(|p| p.display_prefix());
-    let result = match &config.tenant_header {
+    let result = match tenant_header {
         None => keys.verify(token).await,
         Some(name) => {
             let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix))?;

@@ -31,9 +31,11 @@
 //! the secret), with `Retry-After` where a time is known; a host can
 //! replace the rendering with [`KeywardLayer::error_renderer`].
 
+mod body;
 mod error;
 mod extract;
 mod layer;
+pub mod manage;
 mod require;
 mod service;
 #[cfg(test)]
@@ -45,6 +47,8 @@ use axum::response::{IntoResponse, Response};
 use http::header::HeaderName;
 use http::StatusCode;
 
+pub use body::JsonBody;
+pub(crate) use body::Query;
 pub use error::{ApiError, BearerError, DEFAULT_REALM};
 pub use extract::Authenticated;
 pub use layer::{Authenticate, KeywardLayer, KeywardService};

@@ -123,7 +123,7 @@ fn challenges_follow_rfc_6750() {
     );
     let e = ApiError::from_key_error(&KeyError::InvalidTenant("a/../b".into()));
     assert_eq!(
-        (e.status, e.code, e.field),
+        (e.status, e.code, e.field.as_deref()),
         (StatusCode::BAD_REQUEST, "invalid_tenant", Some("tenant"))
     );
 }

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
-use super::{latest, Keyward, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES, PAGE};
+use super::{latest, Keyward, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES};
 use crate::audit::AuditAction;
 use crate::authority::{authorize, carved_uses, ensure_manager, limit_within, Rules};
 use crate::error::{Dimension, KeyError, StoreError};
@@ -210,7 +210,11 @@ impl Keyward {
 
     /// That `actor` may manage keys, and those of `tenant`: a canonical
     /// tenant path at or (with nested tenants) below its own.
-    fn ensure_manages_tenant(&self, actor: &Actor, tenant: &str) -> Result<(), KeyError> {
+    pub(super) fn ensure_manages_tenant(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+    ) -> Result<(), KeyError> {
         ensure_manager(actor)?;
         if !tenant::is_valid(tenant) {
             return Err(KeyError::InvalidTenant(tenant.chars().take(200).collect()));
@@ -509,34 +513,6 @@ impl Keyward {
     pub async fn get(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
         let record = self.load_for(actor, id).await?;
         Ok(self.info(record, self.now()))
-    }
-
-    /// Every key of `tenant`, in id order, read from the store in pages.
-    /// With nested tenants, an actor may list a descendant tenant; the list
-    /// holds that tenant's own keys only.
-    ///
-    /// # Errors
-    /// [`KeyError::InvalidTenant`] if `tenant` is not a canonical tenant
-    /// path; [`KeyError::Forbidden`] if the actor may not manage keys or
-    /// may not act for `tenant`; [`KeyError::Store`].
-    pub async fn list(&self, actor: &Actor, tenant: &str) -> Result<Vec<KeyInfo>, KeyError> {
-        self.ensure_manages_tenant(actor, tenant)?;
-        let now = self.now();
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list_by_tenant(tenant, after.as_ref(), PAGE)
-                .await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|r| r.id);
-            out.extend(page.into_iter().map(|r| self.info(r, now)));
-            if !full {
-                return Ok(out);
-            }
-        }
     }
 
     /// The permissions `grant` names, parsed in this catalog. Whether the

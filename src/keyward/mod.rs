@@ -17,6 +17,7 @@ mod audit;
 mod builder;
 mod future;
 mod last_used;
+mod list;
 mod manage;
 mod roll;
 mod sweep;
@@ -26,6 +27,7 @@ mod write;
 
 pub use builder::KeywardBuilder;
 pub use future::VerifyFuture;
+pub use list::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, MAX_PAGE_KEYS};
 pub use manage::KeyUpdate;
 pub use sweep::SWEEP_ACTOR;
 pub use verified::Verified;

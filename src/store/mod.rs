@@ -25,6 +25,8 @@ pub(crate) mod memory;
 pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::{AuditSettings, SqlAuditTrail};
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 

@@ -70,6 +70,28 @@ const MIGRATIONS: &[(i64, &str)] = &[
             ORDER BY n.created_at DESC, n.id DESC LIMIT 1
         );",
     ),
+    // The audit trail (`SqliteStore::audit_trail`): `seq` is never
+    // reused, so a page cursor stays valid after pruning.
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS keyward_audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT,
+            actor TEXT,
+            tenant TEXT,
+            key_id TEXT,
+            key_prefix TEXT,
+            related_key_id TEXT
+        ) STRICT;
+        CREATE INDEX IF NOT EXISTS keyward_audit_tenant ON keyward_audit (tenant, seq);
+        CREATE INDEX IF NOT EXISTS keyward_audit_key ON keyward_audit (key_id, seq);
+        CREATE INDEX IF NOT EXISTS keyward_audit_related ON keyward_audit (related_key_id, seq)
+            WHERE related_key_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS keyward_audit_at ON keyward_audit (at);",
+    ),
 ];
 
 /// Keys in one SQLite file (WAL mode, `synchronous = FULL`: a key whose
@@ -146,6 +168,38 @@ impl SqliteStore {
         })
     }
 
+    /// An audit trail in this database (table `keyward_audit`): give it
+    /// to [`KeywardBuilder::audit`](crate::KeywardBuilder::audit), and to
+    /// the management router to read it back. Starts a background writer,
+    /// so it needs a tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use keyward::{AuditQuery, AuditSettings, AuditTrail, Catalog, Keyward, SqliteStore};
+    ///
+    /// let store = SqliteStore::in_memory().await?;
+    /// let trail = store.audit_trail(AuditSettings::default());
+    /// let catalog = Catalog::builder().resource("contacts", ["read", "write"]).build()?;
+    /// let keys = Keyward::builder(store, catalog).audit(trail.clone()).build()?;
+    /// let page = trail.query(&AuditQuery::new().tenant("acme")).await?;
+    /// assert!(page.events.is_empty());
+    /// # drop(keys);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn audit_trail(
+        &self,
+        settings: crate::store::AuditSettings,
+    ) -> crate::store::SqlAuditTrail {
+        crate::store::SqlAuditTrail::start(
+            Sqlite {
+                pool: self.pool.clone(),
+            },
+            settings,
+        )
+    }
+
     /// The underlying pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -196,6 +250,10 @@ fn time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
 impl Dialect for Sqlite {
     fn table(&self) -> String {
         "keyward_keys".into()
+    }
+
+    fn audit_table(&self) -> String {
+        "keyward_audit".into()
     }
 
     fn least(&self) -> &'static str {

@@ -77,6 +77,8 @@ pub struct PostgresStore {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    /// The schema, quoted.
+    schema: String,
     engine: SqlEngine,
     /// Dropping it stops the listener task.
     _stop: oneshot::Sender<()>,
@@ -122,6 +124,7 @@ impl PostgresStoreBuilder {
         let migrations: Vec<(i64, &str)> =
             migrations.iter().map(|(v, s)| (*v, s.as_str())).collect();
         migrate(&dialect, &migrations, "migrating the PostgreSQL schema").await?;
+        let schema = dialect.schema.clone();
         let engine = SqlEngine::new(dialect);
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(listen(
@@ -133,6 +136,7 @@ impl PostgresStoreBuilder {
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool: self.pool,
+                schema,
                 engine,
                 _stop: stop,
             }),
@@ -163,6 +167,25 @@ impl PostgresStore {
             pool,
             schema: "public".into(),
         }
+    }
+
+    /// An audit trail in this database (table `keyward_audit` in the
+    /// store's schema), shared by every instance of a fleet: give it to
+    /// [`KeywardBuilder::audit`](crate::KeywardBuilder::audit), and to the
+    /// management router to read it back. Starts a background writer, so
+    /// it needs a tokio runtime. Each instance prunes; pruning twice is
+    /// harmless.
+    pub fn audit_trail(
+        &self,
+        settings: crate::store::AuditSettings,
+    ) -> crate::store::SqlAuditTrail {
+        crate::store::SqlAuditTrail::start(
+            Postgres {
+                pool: self.inner.pool.clone(),
+                schema: self.inner.schema.clone(),
+            },
+            settings,
+        )
     }
 
     /// The underlying pool.
@@ -196,6 +219,10 @@ queries_over_pool!(
 impl Dialect for Postgres {
     fn table(&self) -> String {
         format!("{}.keyward_keys", self.schema)
+    }
+
+    fn audit_table(&self) -> String {
+        format!("{}.keyward_audit", self.schema)
     }
 
     fn placeholders(&self, sql: String) -> String {

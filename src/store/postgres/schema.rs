@@ -73,6 +73,27 @@ const MIGRATION_2: &str = r#"ALTER TABLE {s}.keyward_keys ADD COLUMN rolled_to T
         WHERE n.rolled_from = o.id;
     {notify}"#;
 
+/// The audit trail (`PostgresStore::audit_trail`): `seq` is never
+/// reused, so a page cursor stays valid after pruning. Not watched by the
+/// change feed: no cache holds it.
+const MIGRATION_3: &str = r#"CREATE TABLE {s}.keyward_audit (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at TIMESTAMPTZ NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        actor TEXT,
+        tenant TEXT,
+        key_id TEXT,
+        key_prefix TEXT,
+        related_key_id TEXT
+    );
+    CREATE INDEX keyward_audit_tenant ON {s}.keyward_audit (tenant, seq);
+    CREATE INDEX keyward_audit_key ON {s}.keyward_audit (key_id, seq);
+    CREATE INDEX keyward_audit_related ON {s}.keyward_audit (related_key_id, seq)
+        WHERE related_key_id IS NOT NULL;
+    CREATE INDEX keyward_audit_at ON {s}.keyward_audit (at);"#;
+
 /// The columns whose change a verify could see, as the notify trigger
 /// compares them, from the first to `last`: every column but the
 /// bookkeeping (`last_used_at`, `last_refill_at`, and the count in
@@ -99,6 +120,7 @@ pub(super) fn migrations(s: &str) -> Vec<(i64, String)> {
     [
         (1, MIGRATION_1, "rolled_from"),
         (2, MIGRATION_2, "rolled_to"),
+        (3, MIGRATION_3, "rolled_to"),
     ]
     .into_iter()
     .map(|(version, sql, last)| {

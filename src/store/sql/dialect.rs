@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::row::{Row, Value};
+use super::row::{Kind, Row, Value};
 use crate::token::KeyId;
 
 /// Running statements: written once for every dialect by
@@ -21,6 +21,14 @@ pub(crate) trait Queries: Send + Sync {
 
     /// Runs a `SELECT` of every column of the keys table.
     async fn fetch_rows(&self, sql: &Arc<str>, args: Vec<Value>) -> Result<Vec<Row>, sqlx::Error>;
+
+    /// Runs a `SELECT` whose columns are of `kinds`, in order.
+    async fn fetch_values(
+        &self,
+        sql: &Arc<str>,
+        args: Vec<Value>,
+        kinds: &'static [Kind],
+    ) -> Result<Vec<Vec<Value>>, sqlx::Error>;
 
     /// Runs `sql`, which answers at most one row of one integer column:
     /// `None` for no row, `Some(None)` for a `NULL`.
@@ -36,6 +44,9 @@ pub(crate) trait Queries: Send + Sync {
 pub(crate) trait Dialect: Queries + fmt::Debug + 'static {
     /// The keys table, qualified as the database needs.
     fn table(&self) -> String;
+
+    /// The audit table, qualified as the database needs.
+    fn audit_table(&self) -> String;
 
     /// Parameters are written `?1` in the engine's statements; a database
     /// that writes them otherwise (`$1`) rewrites them here.
@@ -98,11 +109,12 @@ macro_rules! queries_over_pool {
 
         fn decode(
             row: &<$db as sqlx::Database>::Row,
-        ) -> Result<$crate::store::sql::Row, sqlx::Error> {
+            kinds: impl Iterator<Item = $crate::store::sql::Kind>,
+        ) -> Result<Vec<$crate::store::sql::Value>, sqlx::Error> {
             use sqlx::Row as _;
-            use $crate::store::sql::{Kind, Value, COLUMNS};
-            let mut values = Vec::with_capacity(COLUMNS.len());
-            for (i, (_, kind)) in COLUMNS.iter().enumerate() {
+            use $crate::store::sql::{Kind, Value};
+            let mut values = Vec::new();
+            for (i, kind) in kinds.enumerate() {
                 values.push(match kind {
                     Kind::Text | Kind::Json => Value::Text(row.try_get(i)?),
                     Kind::Bytes => Value::Bytes(row.try_get(i)?),
@@ -110,7 +122,7 @@ macro_rules! queries_over_pool {
                     Kind::Time => Value::Time($read_time(row, i)?),
                 });
             }
-            Ok($crate::store::sql::Row::from_values(values))
+            Ok(values)
         }
 
         /// A statement the engine built once, from constants (and a
@@ -136,7 +148,22 @@ macro_rules! queries_over_pool {
                 args: Vec<$crate::store::sql::Value>,
             ) -> Result<Vec<$crate::store::sql::Row>, sqlx::Error> {
                 let rows = bind(q(sql), args).fetch_all(&self.pool).await?;
-                rows.iter().map(decode).collect()
+                let kinds = || $crate::store::sql::COLUMNS.iter().map(|(_, k)| *k);
+                rows.iter()
+                    .map(|r| decode(r, kinds()).map($crate::store::sql::Row::from_values))
+                    .collect()
+            }
+
+            async fn fetch_values(
+                &self,
+                sql: &std::sync::Arc<str>,
+                args: Vec<$crate::store::sql::Value>,
+                kinds: &'static [$crate::store::sql::Kind],
+            ) -> Result<Vec<Vec<$crate::store::sql::Value>>, sqlx::Error> {
+                let rows = bind(q(sql), args).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| decode(r, kinds.iter().copied()))
+                    .collect()
             }
 
             async fn fetch_int(

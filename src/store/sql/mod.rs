@@ -3,8 +3,11 @@
 //! list, the conversions, the migration runner and the mapping of driver
 //! errors live here; a dialect only says how its database differs.
 
+mod audit;
 mod dialect;
 mod row;
+
+pub use audit::{AuditSettings, SqlAuditTrail};
 
 pub(crate) use dialect::{queries_over_pool, Dialect, Migration, Queries};
 pub(crate) use row::{Kind, Row, Value, COLUMNS};

@@ -13,6 +13,10 @@ use serde::Serialize;
 
 use crate::token::{DisplayPrefix, KeyId};
 
+mod trail;
+
+pub use trail::{AuditPage, AuditQuery, AuditRecord, AuditTrail, MAX_PAGE_EVENTS};
+
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +54,28 @@ pub enum AuditAction {
     LimiterRecovered,
 }
 
+impl AuditAction {
+    /// The action's stable snake_case name, as serialized: `create`,
+    /// `revoke`, `set_permissions`, `limiter_outage`, …
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Revoke => "revoke",
+            Self::Reactivate => "reactivate",
+            Self::Delete => "delete",
+            Self::Rename => "rename",
+            Self::SetPermissions => "set_permissions",
+            Self::Verify => "verify",
+            Self::Roll => "roll",
+            Self::SetRateLimit => "set_rate_limit",
+            Self::Warn => "warn",
+            Self::Update => "update",
+            Self::LimiterOutage => "limiter_outage",
+            Self::LimiterRecovered => "limiter_recovered",
+        }
+    }
+}
+
 /// How it went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +88,25 @@ pub enum AuditOutcome {
     Denied(&'static str),
     /// Failed for a reason other than a refusal, e.g. the store was down.
     Failed(&'static str),
+}
+
+impl AuditOutcome {
+    /// `success`, `denied` or `failed`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Denied(_) => "denied",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    /// The reason code of a refusal or failure.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Success => None,
+            Self::Denied(r) | Self::Failed(r) => Some(r),
+        }
+    }
 }
 
 /// One entry of the audit trail.
@@ -148,34 +193,45 @@ pub trait AuditSink: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// Keeps the most recent events in memory, for tests and small admin views.
-/// Clones share the same buffer.
+/// Keeps the most recent events in memory, for tests and small admin views;
+/// also an [`AuditTrail`] that answers queries from them. Clones share the
+/// same buffer.
 #[derive(Debug, Clone)]
 pub struct MemoryAuditSink {
-    inner: Arc<Mutex<VecDeque<AuditEvent>>>,
+    inner: Arc<Mutex<Kept>>,
     capacity: usize,
+}
+
+/// The kept events, each with its sequence number, and the next number.
+#[derive(Debug, Default)]
+struct Kept {
+    events: VecDeque<(u64, AuditEvent)>,
+    next: u64,
 }
 
 impl MemoryAuditSink {
     /// A sink keeping at most `capacity` events, dropping the oldest.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(VecDeque::with_capacity(capacity.min(1024)))),
+            inner: Arc::new(Mutex::new(Kept {
+                events: VecDeque::with_capacity(capacity.min(1024)),
+                next: 1,
+            })),
             capacity: capacity.max(1),
         }
     }
 
     /// A copy of the kept events, oldest first.
     pub fn events(&self) -> Vec<AuditEvent> {
-        self.lock().iter().cloned().collect()
+        self.lock().events.iter().map(|(_, e)| e.clone()).collect()
     }
 
     /// Removes and returns the kept events, oldest first.
     pub fn take(&self) -> Vec<AuditEvent> {
-        self.lock().drain(..).collect()
+        self.lock().events.drain(..).map(|(_, e)| e).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<AuditEvent>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic elsewhere while holding the lock leaves a valid queue.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -190,11 +246,27 @@ impl Default for MemoryAuditSink {
 
 impl AuditSink for MemoryAuditSink {
     fn record(&self, event: &AuditEvent) {
-        let mut q = self.lock();
-        if q.len() >= self.capacity {
-            q.pop_front();
+        let mut kept = self.lock();
+        if kept.events.len() >= self.capacity {
+            kept.events.pop_front();
         }
-        q.push_back(event.clone());
+        let seq = kept.next;
+        kept.next += 1;
+        kept.events.push_back((seq, event.clone()));
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditTrail for MemoryAuditSink {
+    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, crate::error::StoreError> {
+        let kept = self.lock();
+        let found = kept
+            .events
+            .iter()
+            .rev()
+            .filter(|(seq, e)| query.matches(*seq, e))
+            .map(|(seq, e)| AuditRecord::of(*seq, e));
+        Ok(AuditPage::from_newest(found, query))
     }
 }
 
@@ -212,6 +284,7 @@ impl AuditSink for TracingAuditSink {
             tracing::Level::WARN,
             action,
             key,
+            related,
             actor,
             tenant,
             reason
@@ -222,6 +295,7 @@ impl AuditSink for TracingAuditSink {
         let prefix = e.key_prefix.as_ref().map(DisplayPrefix::as_str);
         let actor = e.actor.as_deref();
         let tenant = e.tenant.as_deref();
+        let related = e.related_key_id.as_ref().map(KeyId::as_str);
         let about = match e.action {
             AuditAction::LimiterOutage | AuditAction::LimiterRecovered => "shared rate limiter",
             _ => "api key",
@@ -229,17 +303,29 @@ impl AuditSink for TracingAuditSink {
         match e.outcome {
             AuditOutcome::Success => tracing::info!(
                 target: "keyward::audit",
-                action = ?e.action, key = prefix, actor, tenant, "{about} {:?} succeeded", e.action
+                action = e.action.as_str(), key = prefix, related, actor, tenant, "{about} {:?} succeeded", e.action
             ),
             AuditOutcome::Denied(reason) => tracing::warn!(
                 target: "keyward::audit",
-                action = ?e.action, key = prefix, actor, tenant, reason, "{about} {:?} refused: {reason}", e.action
+                action = e.action.as_str(), key = prefix, related, actor, tenant, reason, "{about} {:?} refused: {reason}", e.action
             ),
             AuditOutcome::Failed(reason) => tracing::warn!(
                 target: "keyward::audit",
-                action = ?e.action, key = prefix, actor, tenant, reason, "{about} {:?} failed: {reason}", e.action
+                action = e.action.as_str(), key = prefix, related, actor, tenant, reason, "{about} {:?} failed: {reason}", e.action
             ),
         }
+    }
+}
+
+/// Both sinks receive every event: e.g. the persisted trail and the log.
+impl<A: AuditSink, B: AuditSink> AuditSink for (A, B) {
+    fn record(&self, event: &AuditEvent) {
+        self.0.record(event);
+        self.1.record(event);
+    }
+
+    fn wants_refusals(&self) -> bool {
+        self.0.wants_refusals() || self.1.wants_refusals()
     }
 }
 

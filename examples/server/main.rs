@@ -20,16 +20,22 @@
 //! On first start it prints a bootstrap admin key, once (once per fleet:
 //! instances starting together create one key). Routes:
 //!
+//! - `/`: the key-settings page (plain HTML, CSS and JS from `page/`):
+//!   sign in with an admin key, then create, list, change, revoke,
+//!   reactivate, roll and delete keys.
 //! - `GET /v1/contacts` (`contacts:read`), `POST /v1/contacts`
 //!   (`contacts:write`): a small demo resource, per tenant.
-//! - `/api-keys` (`api_keys:read` to read, `api_keys:write` to change):
-//!   `POST` create (returns the token once, `Cache-Control: no-store`),
-//!   `GET` list, `GET /{id}`, `PATCH /{id}` (name, permissions, rate limit:
-//!   all or nothing), `POST /{id}/revoke`, `POST /{id}/reactivate`,
-//!   `POST /{id}/roll` (grace), `DELETE /{id}`.
+//! - `/api-keys`: keyward's management router
+//!   ([`Management`](keyward::http::manage::Management)); admin keys
+//!   holding `api_keys:read` read, `api_keys:write` change. Its OpenAPI
+//!   document is `/api-keys/openapi.json`. The audit trail is kept in the
+//!   key database.
 //!
-//! A key acting here is bounded by itself: what it creates or changes
-//! never holds more than it does (keyward's [`authority`](keyward::authority)).
+//! Lost every admin key? `cargo run --example server --features
+//! axum,sqlite -- --recover-admin` (or `KEYWARD_RECOVER_ADMIN=1`) mints a
+//! new one in the same database, prints it once, records it in the audit
+//! trail, and exits. It needs access to the database, which is the
+//! operator's proof of authority.
 //!
 //! It runs the maintenance sweep hourly (logging inactivity and expiry
 //! warnings) and, on Ctrl-C or SIGTERM, stops accepting requests, finishes
@@ -38,16 +44,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::header::CACHE_CONTROL;
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
-use axum::routing::{get, post};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Duration, Utc};
-use keyward::http::{require, ApiError, Authenticated, KeywardLayer};
-use keyward::{Actor, Catalog, KeyId, KeyInfo, KeyUpdate, Keyward, NewKey, RateLimit, SqliteStore};
-use serde::{Deserialize, Serialize};
+use keyward::http::manage::Management;
+use keyward::http::{require, ApiError, Authenticated, JsonBody, KeywardLayer};
+use keyward::{
+    Actor, AuditSettings, AuditTrail, Catalog, Keyward, NewKey, SqlAuditTrail, SqliteStore,
+    TracingAuditSink,
+};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The permissions of this service.
@@ -98,9 +107,9 @@ pub async fn bootstrap(keys: &Keyward) -> Result<Option<String>, keyward::KeyErr
 /// `postgres://` URL (with the `postgres` feature), or the SQLite file
 /// `DATABASE_URL` (a path or `sqlite://` URL) or `KEYWARD_DB` names,
 /// `keyward-server.db` by default. Also what to print about it (never the
-/// URL, which may hold a password).
-async fn store_from_env(
-) -> Result<(Arc<dyn keyward::store::KeyStore>, String), Box<dyn std::error::Error>> {
+/// URL, which may hold a password). The audit trail is kept in the same
+/// database.
+async fn store_from_env() -> Result<Store, Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").ok();
     let scheme = url
         .as_deref()
@@ -110,7 +119,8 @@ async fn store_from_env(
         #[cfg(feature = "postgres")]
         {
             let store = keyward::PostgresStore::connect(url).await?;
-            return Ok((Arc::new(store), "keys in PostgreSQL".into()));
+            let trail = store.audit_trail(AuditSettings::default());
+            return Ok((Arc::new(store), trail, "keys in PostgreSQL".into()));
         }
         #[cfg(not(feature = "postgres"))]
         {
@@ -134,8 +144,12 @@ async fn store_from_env(
         (None, _) => std::env::var("KEYWARD_DB").unwrap_or_else(|_| "keyward-server.db".into()),
     };
     let store = SqliteStore::open(std::path::Path::new(&path)).await?;
-    Ok((Arc::new(store), format!("keys in {path}")))
+    let trail = store.audit_trail(AuditSettings::default());
+    Ok((Arc::new(store), trail, format!("keys in {path}")))
 }
+
+/// A key store, its audit trail, and what to print about them.
+type Store = (Arc<dyn keyward::store::KeyStore>, SqlAuditTrail, String);
 
 /// Shares rate limits and quotas through the Redis `REDIS_URL` names, if
 /// set (with the `redis` feature), waiting `REDIS_TIMEOUT_MS` (default 50)
@@ -181,20 +195,19 @@ async fn limits_from_env(
 
 #[derive(Clone)]
 struct AppState {
-    keys: Keyward,
     contacts: Arc<Mutex<HashMap<String, Vec<Value>>>>,
 }
 
-/// The whole service: the demo resource and the management API, behind
-/// the keyward layer.
+/// The whole service: the key-settings page, the demo resource behind
+/// the keyward layer, and the management router at `/api-keys`, reading
+/// its audit events from `trail`.
 ///
 /// # Panics
 /// If `keys` was built with another catalog than [`catalog`].
-pub fn app(keys: Keyward) -> Router {
+pub fn app(keys: Keyward, trail: Option<Arc<dyn AuditTrail>>) -> Router {
     let catalog = keys.catalog().clone();
     let need = |p: &str| require(&catalog, p).expect("permission in the catalog");
     let state = AppState {
-        keys: keys.clone(),
         contacts: Arc::default(),
     };
     let contacts = Router::new()
@@ -204,29 +217,61 @@ pub fn app(keys: Keyward) -> Router {
         )
         .route(
             "/v1/contacts",
-            post(add_contact).route_layer(need("contacts:write")),
-        );
-    let read_keys = Router::new()
-        .route("/api-keys", get(list_keys))
-        .route("/api-keys/{id}", get(get_key))
-        .route_layer(need("api_keys:read"));
-    let write_keys = Router::new()
-        .route("/api-keys", post(create_key))
-        .route(
-            "/api-keys/{id}",
-            axum::routing::patch(update_key).delete(delete_key),
+            axum::routing::post(add_contact).route_layer(need("contacts:write")),
         )
-        .route("/api-keys/{id}/revoke", post(revoke_key))
-        .route("/api-keys/{id}/reactivate", post(reactivate_key))
-        .route("/api-keys/{id}/roll", post(roll_key))
-        .route_layer(need("api_keys:write"));
+        .layer(KeywardLayer::new(keys.clone()))
+        .with_state(state);
+    let mut manage = Management::new(keys).base_path("/api-keys");
+    if let Some(trail) = trail {
+        manage = manage.audit_trail(trail);
+    }
     Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
         .merge(contacts)
-        .merge(read_keys)
-        .merge(write_keys)
-        .layer(KeywardLayer::new(keys))
+        .nest(
+            "/api-keys",
+            manage.router().expect("api_keys:* in the catalog"),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route.") })
-        .with_state(state)
+}
+
+/// The key-settings page: three static files, compiled in.
+mod page {
+    use super::*;
+
+    /// Scripts and styles from this origin only; no inline script, no
+    /// framing: a page that handles admin keys.
+    const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+        img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; \
+        base-uri 'none'; form-action 'none'";
+
+    fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+        (
+            [
+                (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY)),
+                (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            body,
+        )
+    }
+
+    pub(super) async fn index() -> impl IntoResponse {
+        file("text/html; charset=utf-8", include_str!("page/index.html"))
+    }
+
+    pub(super) async fn script() -> impl IntoResponse {
+        file(
+            "text/javascript; charset=utf-8",
+            include_str!("page/app.js"),
+        )
+    }
+
+    pub(super) async fn style() -> impl IntoResponse {
+        file("text/css; charset=utf-8", include_str!("page/app.css"))
+    }
 }
 
 // ---- the demo resource ----
@@ -247,7 +292,7 @@ struct NewContact {
 async fn add_contact(
     State(s): State<AppState>,
     key: Authenticated,
-    Body(c): Body<NewContact>,
+    JsonBody(c): JsonBody<NewContact>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = c.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -271,267 +316,28 @@ async fn add_contact(
     Ok((StatusCode::CREATED, Json(contact)))
 }
 
-// ---- the management API ----
-
-/// The calling key as a key manager (the route layer checked its
-/// `api_keys:*` permission).
-fn manager(key: &Authenticated) -> Actor {
-    key.actor().may_manage_keys(true)
+/// Mints a new admin key for an operator who lost every admin key: in the
+/// admin tenant, holding every permission, recorded in the audit trail as
+/// made by `operator-recovery`. The token is returned once.
+///
+/// # Errors
+/// The store cannot be written.
+pub async fn recover_admin(keys: &Keyward) -> Result<String, keyward::KeyError> {
+    let operator = Actor::new("operator-recovery", ADMIN_TENANT)
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    let admin =
+        NewKey::new(format!("recovered admin ({stamp})")).permission_set(keys.catalog().all());
+    let issued = keys.create(&operator, admin).await?;
+    Ok(issued.token.expose_secret().to_string())
 }
 
-fn key_id(raw: &str) -> Result<KeyId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "No API key with this id.",
-        )
-    })
-}
-
-/// A JSON body whose errors are API errors: 415 without a JSON content
-/// type, 400 for broken JSON, 422 naming the field for the rest.
-struct Body<T>(T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Send a JSON body with Content-Type: application/json.",
-            )),
-            Err(JsonRejection::JsonDataError(e)) => {
-                let text = e.body_text();
-                let mut err = ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_body",
-                    text.clone(),
-                );
-                err.field = field_of(&text);
-                Err(err)
-            }
-            Err(e) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                e.body_text(),
-            )),
-        }
-    }
-}
-
-/// The field a deserialization error names, if it is one of ours.
-fn field_of(text: &str) -> Option<&'static str> {
-    const FIELDS: &[&str] = &[
-        "name",
-        "email",
-        "permissions",
-        "expires_at",
-        "expires_in_seconds",
-        "metadata",
-        "rate_limit_per_minute",
-        "grace_seconds",
-    ];
-    // "…target type: permissions[0]: invalid type…" or "missing field `name`".
-    let path = text
-        .split_once("target type: ")
-        .map(|(_, rest)| rest.split([':', '[', '.']).next().unwrap_or(""));
-    let quoted = text.split('`').nth(1);
-    FIELDS
-        .iter()
-        .copied()
-        .find(|f| quoted == Some(*f) || path == Some(*f))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    name: String,
-    #[serde(default)]
-    permissions: Vec<String>,
-    expires_at: Option<DateTime<Utc>>,
-    expires_in_seconds: Option<i64>,
-    metadata: Option<Value>,
-    rate_limit_per_minute: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct Created {
-    /// Shown once: store it now.
-    token: String,
-    key: KeyInfo,
-}
-
-/// A response carrying a plaintext token: 201, and never cached by a
-/// browser or proxy.
-fn issued(created: Created) -> impl axum::response::IntoResponse {
-    (
-        StatusCode::CREATED,
-        [(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Json(created),
-    )
-}
-
-async fn create_key(
-    State(s): State<AppState>,
-    key: Authenticated,
-    Body(body): Body<CreateKey>,
-) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let mut new = NewKey::new(body.name).permissions(body.permissions);
-    match (body.expires_at, body.expires_in_seconds) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "expires_at",
-                "invalid_expiry",
-                "Give expires_at or expires_in_seconds, not both.",
-            ))
-        }
-        (Some(at), None) => new = new.expires_at(at),
-        (None, Some(secs)) => {
-            let ttl = Duration::try_seconds(secs).ok_or_else(|| {
-                ApiError::invalid("expires_in_seconds", "invalid_expiry", "Out of range.")
-            })?;
-            new = new.expires_in(ttl);
-        }
-        (None, None) => {}
-    }
-    if let Some(m) = body.metadata {
-        new = new.metadata(m);
-    }
-    if let Some(n) = body.rate_limit_per_minute {
-        new = new.rate_limit(per_minute(n)?);
-    }
-    let created = s.keys.create(&manager(&key), new).await?;
-    Ok(issued(Created {
-        token: created.token.expose_secret().to_string(),
-        key: created.key,
-    }))
-}
-
-fn per_minute(n: u32) -> Result<RateLimit, ApiError> {
-    RateLimit::per_minute(n).map_err(|_| {
-        ApiError::invalid(
-            "rate_limit_per_minute",
-            "invalid_rate_limit",
-            "Must be at least 1.",
-        )
-    })
-}
-
-#[derive(Serialize)]
-struct KeyList {
-    data: Vec<KeyInfo>,
-}
-
-async fn list_keys(
-    State(s): State<AppState>,
-    key: Authenticated,
-) -> Result<Json<KeyList>, ApiError> {
-    let data = s.keys.list(&manager(&key), key.tenant()).await?;
-    Ok(Json(KeyList { data }))
-}
-
-async fn get_key(
-    State(s): State<AppState>,
-    key: Authenticated,
-    Path(id): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(s.keys.get(&manager(&key), &key_id(&id)?).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateKey {
-    name: Option<String>,
-    permissions: Option<Vec<String>>,
-    /// A number sets the key's limit; `null` goes back to the default.
-    #[serde(default, deserialize_with = "present")]
-    rate_limit_per_minute: Option<Option<u32>>,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
-    Option::<u32>::deserialize(d).map(Some)
-}
-
-async fn update_key(
-    State(s): State<AppState>,
-    key: Authenticated,
-    Path(id): Path<String>,
-    Body(body): Body<UpdateKey>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    let id = key_id(&id)?;
-    let mut update = KeyUpdate::new();
-    if let Some(name) = body.name {
-        update = update.name(name);
-    }
-    if let Some(permissions) = body.permissions {
-        update = update.permissions(permissions);
-    }
-    if let Some(limit) = body.rate_limit_per_minute {
-        update = update.rate_limit(limit.map(per_minute).transpose()?);
-    }
-    if update.is_empty() {
-        return Err(ApiError::invalid(
-            "name",
-            "empty_update",
-            "Give a name, permissions, a rate limit, or several.",
-        ));
-    }
-    // One call, one conditional write: all of it or none of it.
-    Ok(Json(s.keys.update(&manager(&key), &id, update).await?))
-}
-
-async fn revoke_key(
-    State(s): State<AppState>,
-    key: Authenticated,
-    Path(id): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(s.keys.revoke(&manager(&key), &key_id(&id)?).await?))
-}
-
-async fn reactivate_key(
-    State(s): State<AppState>,
-    key: Authenticated,
-    Path(id): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
-    Ok(Json(
-        s.keys.reactivate(&manager(&key), &key_id(&id)?).await?,
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Roll {
-    #[serde(default)]
-    grace_seconds: i64,
-}
-
-async fn roll_key(
-    State(s): State<AppState>,
-    key: Authenticated,
-    Path(id): Path<String>,
-    Body(body): Body<Roll>,
-) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let grace = Duration::try_seconds(body.grace_seconds)
-        .ok_or_else(|| ApiError::invalid("grace_seconds", "invalid_grace", "Out of range."))?;
-    let rolled = s.keys.roll(&manager(&key), &key_id(&id)?, grace).await?;
-    Ok(issued(Created {
-        token: rolled.token.expose_secret().to_string(),
-        key: rolled.key,
-    }))
-}
-
-async fn delete_key(
-    State(s): State<AppState>,
-    key: Authenticated,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    s.keys.delete(&manager(&key), &key_id(&id)?).await?;
-    Ok(StatusCode::NO_CONTENT)
+/// Whether the operator asked for a new admin key: `--recover-admin` or
+/// `KEYWARD_RECOVER_ADMIN=1`.
+fn recovery_asked() -> bool {
+    std::env::args().skip(1).any(|a| a == "--recover-admin")
+        || std::env::var("KEYWARD_RECOVER_ADMIN").is_ok_and(|v| v == "1" || v == "true")
 }
 
 async fn shutdown_signal() {
@@ -569,9 +375,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("PORT={p:?} is not a port number"))?,
         Err(_) => 3000,
     };
-    let (store, where_keys) = store_from_env().await?;
+    let (store, trail, where_keys) = store_from_env().await?;
     let (builder, how_limited) = limits_from_env(Keyward::builder(store, catalog())).await?;
-    let keys = builder.build()?;
+    let keys = builder.audit((trail.clone(), TracingAuditSink)).build()?;
+    if recovery_asked() {
+        let token = recover_admin(&keys).await?;
+        trail.flush().await;
+        println!("New admin key (shown once, store it now):\n\n    {token}\n");
+        println!("Revoke the lost admin keys on the key-settings page.");
+        return Ok(());
+    }
     if let Some(token) = bootstrap(&keys).await? {
         println!("Bootstrap admin key (shown once, store it now):\n\n    {token}\n");
     }
@@ -591,11 +404,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "listening on http://{} ({where_keys}, {how_limited})",
         listener.local_addr()?
     );
-    axum::serve(listener, app(keys.clone()))
+    axum::serve(listener, app(keys.clone(), Some(Arc::new(trail.clone()))))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     sweeper.abort();
     let flushed = keys.flush_last_used().await?;
+    trail.flush().await;
     println!("stopped; wrote {flushed} pending last-used times");
     Ok(())
 }
