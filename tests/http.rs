@@ -1,123 +1,18 @@
 //! The HTTP adapter and the example service over real HTTP: each test
 //! serves a router on a random loopback port and drives it with reqwest.
 
-#[path = "../examples/server/main.rs"]
-#[allow(dead_code)]
-mod server;
-
 mod common;
+
+use common::example::{code, example, serve, server};
 
 use axum::routing::get;
 use axum::Router;
 use chrono::Duration;
 use keyward::http::{require, ApiError, Authenticated, KeySource, KeywardLayer};
-use keyward::{Actor, Keyward, ManualClock, NewKey, RateLimit, SqliteStore};
+use keyward::{Actor, Keyward, NewKey};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-
-/// Serves `app` on 127.0.0.1 at a random port; the base URL.
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    format!("http://{addr}")
-}
-
-struct Service {
-    base: String,
-    keys: Keyward,
-    clock: ManualClock,
-    store: SqliteStore,
-    admin: String,
-    http: Client,
-}
-
-/// The example service over an in-memory SQLite store and a manual clock,
-/// with its bootstrap admin key.
-async fn example() -> Service {
-    let store = SqliteStore::in_memory().await.expect("sqlite");
-    let clock = ManualClock::default();
-    let keys = Keyward::builder(store.clone(), server::catalog())
-        .clock(clock.clone())
-        .tenant_quota_for("quota-tenant", RateLimit::per_minute(1).expect("valid"))
-        .build()
-        .expect("config");
-    let bootstrap = Actor::new("bootstrap", server::ADMIN_TENANT)
-        .permissions(keys.catalog().all())
-        .may_manage_keys(true);
-    let admin = keys
-        .create(
-            &bootstrap,
-            NewKey::new("admin").permission_set(keys.catalog().all()),
-        )
-        .await
-        .expect("admin key");
-    let base = serve(server::app(keys.clone())).await;
-    Service {
-        base,
-        keys,
-        clock,
-        store,
-        admin: admin.token.expose_secret().to_string(),
-        http: Client::new(),
-    }
-}
-
-impl Service {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, HeaderMap, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(k) = key {
-            req = req.header("x-api-key", k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let text = res.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text:?}"))
-        };
-        (status, headers, body)
-    }
-
-    async fn get(&self, path: &str, key: Option<&str>) -> (StatusCode, HeaderMap, Value) {
-        self.call(reqwest::Method::GET, path, key, None).await
-    }
-
-    async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, HeaderMap, Value) {
-        self.call(reqwest::Method::POST, path, Some(key), Some(body))
-            .await
-    }
-
-    /// Creates a key through the API; (token, id).
-    async fn create(&self, body: Value) -> (String, String) {
-        let (status, _, created) = self.post("/api-keys", &self.admin, body).await;
-        assert_eq!(status, StatusCode::CREATED, "{created}");
-        (
-            created["token"].as_str().expect("token").to_string(),
-            created["key"]["id"].as_str().expect("id").to_string(),
-        )
-    }
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_has_its_status_code_and_json_shape() {
@@ -764,13 +659,13 @@ async fn bad_requests_get_clear_4xx_never_a_500() {
         (
             s.http.post(&url).json(&json!({"permissions": []})),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            "missing_field",
             Some("name"),
         ),
         (
             s.http.post(&url).json(&json!({"name": 5})),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            "invalid_field",
             Some("name"),
         ),
         (
@@ -778,7 +673,7 @@ async fn bad_requests_get_clear_4xx_never_a_500() {
                 .post(&url)
                 .json(&json!({"name": "x", "permissions": "contacts:read"})),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            "invalid_field",
             Some("permissions"),
         ),
         (
@@ -786,8 +681,8 @@ async fn bad_requests_get_clear_4xx_never_a_500() {
                 .post(&url)
                 .json(&json!({"name": "x", "color": "red"})),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            None,
+            "unknown_field",
+            Some("color"),
         ),
         (
             s.http.post(&url).json(&json!({"name": ""})),
@@ -809,14 +704,14 @@ async fn bad_requests_get_clear_4xx_never_a_500() {
                 .json(&json!({"name": "x", "expires_in_seconds": -5})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_expiry",
-            Some("expires_at"),
+            Some("expires_in_seconds"),
         ),
         (
             s.http
                 .post(&url)
                 .json(&json!({"name": "x", "expires_at": "yesterday"})),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            "invalid_field",
             Some("expires_at"),
         ),
         (
@@ -869,7 +764,7 @@ async fn bad_requests_get_clear_4xx_never_a_500() {
             s.http.patch(format!("{url}/00000000")).json(&json!({})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "empty_update",
-            Some("name"),
+            None,
         ),
         (
             s.http.get(format!("{}/nowhere", s.base)),

@@ -1,6 +1,8 @@
 //! Shared set-up for the integration tests.
 #![allow(dead_code)]
 
+#[cfg(all(feature = "axum", feature = "sqlite"))]
+pub mod example;
 pub mod forge;
 #[cfg(feature = "postgres")]
 pub mod pg;
