@@ -8,8 +8,8 @@ mod common;
 use chrono::Duration;
 use common::catalog;
 use keyward::{
-    Actor, AuditQuery, AuditSettings, AuditTrail, Keyward, ManualClock,
-    NewKey, SqlAuditTrail, SqliteStore,
+    Actor, AuditQuery, AuditSettings, AuditTrail, Keyward, ManualClock, NewKey, SqlAuditTrail,
+    SqliteStore,
 };
 
 fn admin(keys: &Keyward, tenant: &str) -> Actor {
@@ -34,25 +34,51 @@ async fn records_and_reads_back(keys: &Keyward, trail: &SqlAuditTrail) {
     keys.revoke(&acme, &id).await.expect("revoke");
     assert!(keys.verify(key.token.expose_secret()).await.is_err());
     keys.reactivate(&acme, &id).await.expect("reactivate");
-    let rolled = keys.roll(&acme, &id, Duration::hours(1)).await.expect("roll");
-    keys.create(&other, NewKey::new("theirs")).await.expect("create");
+    let rolled = keys
+        .roll(&acme, &id, Duration::hours(1))
+        .await
+        .expect("roll");
+    keys.create(&other, NewKey::new("theirs"))
+        .await
+        .expect("create");
 
-    let page = trail.query(&AuditQuery::new().key(id)).await.expect("query");
-    assert_eq!(actions(&page), ["roll", "reactivate", "verify", "revoke", "create"]);
+    let page = trail
+        .query(&AuditQuery::new().key(id))
+        .await
+        .expect("query");
+    assert_eq!(
+        actions(&page),
+        ["roll", "reactivate", "verify", "revoke", "create"]
+    );
     let roll = &page.events[0];
     assert_eq!(roll.related_key_id.as_deref(), Some(rolled.key.id.as_str()));
     assert_eq!(roll.actor.as_deref(), Some("ops"));
     assert_eq!(roll.key_prefix.as_deref(), Some(key.key.prefix.as_str()));
     assert_eq!(page.events[2].outcome, "denied");
     assert_eq!(page.events[2].reason.as_deref(), Some("api_key_revoked"));
-    assert!(page.events.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    assert!(
+        page.events.windows(2).all(|w| w[0].seq > w[1].seq),
+        "newest first"
+    );
     // The new key's trail holds the roll that made it.
-    let new = trail.query(&AuditQuery::new().key(rolled.key.id)).await.expect("query");
+    let new = trail
+        .query(&AuditQuery::new().key(rolled.key.id))
+        .await
+        .expect("query");
     assert_eq!(actions(&new), ["roll"]);
     // Per tenant: only acme's.
-    let acme_page = trail.query(&AuditQuery::new().tenant("acme")).await.expect("query");
-    assert!(acme_page.events.iter().all(|e| e.tenant.as_deref() == Some("acme")));
-    let other_page = trail.query(&AuditQuery::new().tenant("other")).await.expect("query");
+    let acme_page = trail
+        .query(&AuditQuery::new().tenant("acme"))
+        .await
+        .expect("query");
+    assert!(acme_page
+        .events
+        .iter()
+        .all(|e| e.tenant.as_deref() == Some("acme")));
+    let other_page = trail
+        .query(&AuditQuery::new().tenant("other"))
+        .await
+        .expect("query");
     assert_eq!(actions(&other_page), ["create"]);
     // Paged: pages of two see the same events, once each.
     let mut seen = Vec::new();
@@ -98,7 +124,10 @@ async fn sqlite_keeps_the_trail_across_a_restart() {
     };
     let store = SqliteStore::open(&db).await.expect("reopen");
     let trail = store.audit_trail(AuditSettings::default());
-    let page = trail.query(&AuditQuery::new().key(id)).await.expect("query");
+    let page = trail
+        .query(&AuditQuery::new().key(id))
+        .await
+        .expect("query");
     assert_eq!(actions(&page), ["create"], "written before the restart");
 }
 
@@ -117,14 +146,27 @@ async fn events_past_the_retention_period_are_pruned() {
         .build()
         .expect("config");
     let acme = admin(&keys, "acme");
-    let old = keys.create(&acme, NewKey::new("old")).await.expect("create");
+    let old = keys
+        .create(&acme, NewKey::new("old"))
+        .await
+        .expect("create");
     clock.advance(Duration::days(6));
-    let young = keys.create(&acme, NewKey::new("young")).await.expect("create");
+    let young = keys
+        .create(&acme, NewKey::new("young"))
+        .await
+        .expect("create");
     trail.flush().await;
-    assert_eq!(trail.prune().await.expect("prune"), 0, "nothing is 7 days old yet");
+    assert_eq!(
+        trail.prune().await.expect("prune"),
+        0,
+        "nothing is 7 days old yet"
+    );
     clock.advance(Duration::days(1) + Duration::seconds(1));
     assert_eq!(trail.prune().await.expect("prune"), 1);
-    let page = trail.query(&AuditQuery::new().tenant("acme")).await.expect("query");
+    let page = trail
+        .query(&AuditQuery::new().tenant("acme"))
+        .await
+        .expect("query");
     let ids: Vec<_> = page.events.iter().map(|e| e.key_id.clone()).collect();
     assert_eq!(ids, [Some(young.key.id.to_string())]);
     assert!(!ids.contains(&Some(old.key.id.to_string())));
@@ -170,8 +212,12 @@ async fn postgres_shares_one_trail_across_a_fleet() {
     let Some(server) = PgServer::start() else {
         return;
     };
-    let a = keyward::PostgresStore::connect(&server.url()).await.expect("a");
-    let b = keyward::PostgresStore::connect(&server.url()).await.expect("b");
+    let a = keyward::PostgresStore::connect(&server.url())
+        .await
+        .expect("a");
+    let b = keyward::PostgresStore::connect(&server.url())
+        .await
+        .expect("b");
     let trail_a = a.audit_trail(AuditSettings::default());
     let trail_b = b.audit_trail(AuditSettings::default());
     let keys_a = Keyward::builder(a, catalog())

@@ -1,121 +1,31 @@
-//! Two processes of the example server (`examples/server.rs`, as built by
+//! Two processes of the example server (`examples/server`, as built by
 //! `cargo test --all-features`) on one throwaway PostgreSQL and one
 //! throwaway Redis, driven over HTTP: one bootstrap key between them, the
 //! shared 429, and a revoke on one refused by the other.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::pg::PgServer;
 use common::redis_server::RedisServer;
+use common::server_process::{example_binary, Instance};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
-/// The example binary next to this test's directory, or `None` (skip,
-/// but never under `CI=true`).
-fn example_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/fleet_http-… → target/<profile>/examples/server
-    let path = exe.parent()?.parent()?.join("examples").join("server");
-    if path.exists() {
-        return Some(path);
-    }
-    let reason = format!(
-        "{} is not built; `cargo test --all-features` builds it",
-        path.display()
-    );
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true and {reason}"
-    );
-    eprintln!("skipping: {reason}");
-    None
-}
-
-/// One server process; killed on drop.
-struct Instance {
-    child: Child,
-    /// Its URL, once it listens.
-    base: String,
-    /// Every line it printed, as it prints them.
-    lines: mpsc::Receiver<String>,
-    /// Where its log goes, for a failure message.
-    log: common::TempDir,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(bin: &PathBuf, pg: &str, redis: &str) -> Instance {
-    let log = common::TempDir::new("fleet-http");
-    let stderr = std::fs::File::create(log.path().join("stderr")).expect("log file");
-    // PORT=0: the server binds a free port and says which.
-    let mut child = Command::new(bin)
-        .env("PORT", "0")
-        .env("DATABASE_URL", pg)
-        .env("REDIS_URL", redis)
-        // About sharing, not timeouts: a loaded machine must not turn a
-        // late answer into a local decision.
-        .env("REDIS_TIMEOUT_MS", "1000")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("start the example server");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Instance {
-        child,
-        base: String::new(),
-        lines,
-        log,
-    }
-}
-
-impl Instance {
-    /// Waits for "listening on http://…" and notes the URL; the
-    /// bootstrap token, if this instance printed one.
-    fn started(&mut self) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut token = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                let log = std::fs::read_to_string(self.log.path().join("stderr"));
-                panic!(
-                    "the server did not start; it logged:\n{}",
-                    log.unwrap_or_default()
-                );
-            };
-            let line = line.trim();
-            if line.starts_with("sk_") {
-                token = Some(line.to_string());
-            }
-            if let Some(rest) = line.strip_prefix("listening on ") {
-                assert!(
-                    line.contains("PostgreSQL") && line.contains("Redis"),
-                    "{line}"
-                );
-                self.base = rest.split_whitespace().next().expect("a URL").to_string();
-                return token;
-            }
-        }
-    }
+fn spawn(bin: &Path, pg: &str, redis: &str) -> Instance {
+    Instance::spawn(
+        bin,
+        &[
+            ("DATABASE_URL", pg),
+            ("REDIS_URL", redis),
+            // About sharing, not timeouts: a loaded machine must not turn a
+            // late answer into a local decision.
+            ("REDIS_TIMEOUT_MS", "1000"),
+        ],
+        &[],
+    )
 }
 
 async fn get(http: &Client, base: &str, token: &str) -> StatusCode {
@@ -138,6 +48,13 @@ async fn two_server_processes_share_limits_and_revocations() {
     let mut a = spawn(&bin, &pg.url(), &redis.url());
     let mut b = spawn(&bin, &pg.url(), &redis.url());
     let tokens: Vec<String> = [a.started(), b.started()].into_iter().flatten().collect();
+    for instance in [&a, &b] {
+        let said = &instance.listening;
+        assert!(
+            said.contains("PostgreSQL") && said.contains("Redis"),
+            "{said}"
+        );
+    }
     assert_eq!(
         tokens.len(),
         1,

@@ -907,3 +907,113 @@ async fn the_served_openapi_document_validates() {
         Err(e) => eprintln!("SKIPPED the_served_openapi_document_validates: {validator} cannot run ({e}); install openapi-spec-validator"),
     }
 }
+
+/// Every admin key lost (here: revoked by mistake, and the admin tenant
+/// still holds keys, so no bootstrap key comes): the operator runs the
+/// example with `--recover-admin` against the same database and gets a
+/// new admin key, recorded in the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_recovers_admin_access() {
+    use common::server_process::{example_binary, Instance};
+    let Some(bin) = example_binary() else { return };
+    let dir = common::TempDir::new("recovery");
+    let db = dir.path().join("keys.db");
+    let db = db.to_str().expect("utf-8 path");
+    let http = reqwest::Client::new();
+    let mut server = Instance::spawn(&bin, &[("KEYWARD_DB", db)], &[]);
+    let admin = server.started().expect("a bootstrap key");
+    let list = |base: String, token: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}/api-keys"))
+                .header("x-api-key", token)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }
+    };
+    let me: Value = http
+        .get(format!("{}/api-keys/me", server.base))
+        .header("x-api-key", &admin)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let admin_id = me["actor"]
+        .as_str()
+        .expect("actor")
+        .trim_start_matches("key:")
+        .to_string();
+    let res = http
+        .post(format!("{}/api-keys/{admin_id}/revoke", server.base))
+        .header("x-api-key", &admin)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        list(server.base.clone(), admin.clone()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    drop(server);
+
+    for (env, args) in [
+        (vec![("KEYWARD_DB", db)], vec!["--recover-admin"]),
+        (
+            vec![("KEYWARD_DB", db), ("KEYWARD_RECOVER_ADMIN", "1")],
+            vec![],
+        ),
+    ] {
+        let out = std::process::Command::new(&bin)
+            .envs(env.iter().copied())
+            .args(&args)
+            .output()
+            .expect("run the recovery");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{printed}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !printed.contains("listening"),
+            "recovery mints and exits: {printed}"
+        );
+        let token = printed
+            .split_whitespace()
+            .find(|w| w.starts_with("sk_"))
+            .unwrap_or_else(|| panic!("a new key in {printed:?}"))
+            .to_string();
+        let mut server = Instance::spawn(&bin, &[("KEYWARD_DB", db)], &[]);
+        assert!(
+            server.started().is_none(),
+            "no bootstrap key: the tenant holds keys"
+        );
+        assert_eq!(
+            list(server.base.clone(), token.clone()).await,
+            StatusCode::OK
+        );
+        let events: Value = http
+            .get(format!("{}/api-keys/events", server.base))
+            .header("x-api-key", &token)
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(events["data"][0]["action"], "create", "{events}");
+        assert_eq!(events["data"][0]["actor"], "operator-recovery", "{events}");
+        // The recovered admin can bring the lost key back.
+        let res = http
+            .post(format!("{}/api-keys/{admin_id}/reactivate", server.base))
+            .header("x-api-key", &token)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}

@@ -8,6 +8,7 @@ pub mod forge;
 pub mod pg;
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod server_process;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
