@@ -245,7 +245,7 @@ async function loadKeys(fresh) {
   if (status) params.set("status", status);
   if (!fresh && state.cursor) params.set("cursor", state.cursor);
   try {
-    const page = await api("GET", "/?" + params);
+    const page = await api("GET", "?" + params);
     if (fresh) { $("key-rows").replaceChildren(); state.keys.clear(); }
     for (const key of page.data) {
       state.keys.set(key.id, key);
@@ -359,7 +359,7 @@ document.addEventListener("DOMContentLoaded", () => {
       body.expires_at = new Date(value).toISOString();
     }
     try {
-      const created = await api("POST", "/", body);
+      const created = await api("POST", "", body);
       showToken(created.token, `Your new API key: ${created.key.name}`);
       replaceRow(created.key);
       $("empty").hidden = true;
