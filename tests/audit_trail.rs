@@ -179,30 +179,95 @@ async fn events_past_the_retention_period_are_pruned() {
 }
 
 #[test]
-fn a_full_queue_drops_and_counts_instead_of_blocking() {
-    // One thread: the writer cannot run while the loop records, so the
-    // queue of one fills after the first event.
+fn refusals_are_bounded_and_made_up_tokens_cost_no_row() {
+    // One thread: the writer cannot run while the loops record, since
+    // nothing below waits on it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
+        let clock = ManualClock::default();
         let store = SqliteStore::in_memory().await.expect("sqlite");
-        let trail = store.audit_trail(AuditSettings::default().queue(1));
-        // Refusals of malformed tokens: audited, decided without a store
-        // read, so without yielding to the writer.
+        let trail = store.audit_trail(
+            AuditSettings::default()
+                .queue(3)
+                .refusals_per_second(1000)
+                .clock(clock.clone()),
+        );
         let keys = Keyward::builder(keyward::MemoryStore::new(), catalog())
+            .clock(clock.clone())
             .audit(trail.clone())
             .build()
             .expect("config");
+        // Made-up tokens and wrong secrets: no row, nothing counted.
         for _ in 0..100 {
             assert!(keys.verify("not a token").await.is_err());
+            assert!(keys
+                .verify("sk_abcdefgh_0000000000000000000000000000000000")
+                .await
+                .is_err());
         }
-        assert_eq!(trail.dropped(), 99);
-        trail.flush().await;
-        let page = trail.query(&AuditQuery::new()).await.expect("query");
-        assert_eq!(page.events.len(), 1, "the queued event was written");
+        assert_eq!(trail.dropped(), 0);
+        // A revoked key's refusals: three wait, the rest are dropped.
+        let acme = admin(&keys, "acme");
+        let key = keys.create(&acme, NewKey::new("k")).await.expect("create");
+        keys.revoke(&acme, &key.key.id).await.expect("revoke");
+        for _ in 0..100 {
+            assert!(keys.verify(key.token.expose_secret()).await.is_err());
+        }
+        assert_eq!(trail.dropped(), 97);
+        assert!(trail.flush().await);
+        let page = trail
+            .query(&AuditQuery::new().limit(200))
+            .await
+            .expect("query");
+        assert_eq!(
+            actions(&page),
+            ["verify", "verify", "verify", "revoke", "create"]
+        );
+        // Management events are never dropped for want of room.
+        for _ in 0..10 {
+            keys.create(&acme, NewKey::new("more"))
+                .await
+                .expect("create");
+        }
+        assert_eq!(trail.dropped(), 97);
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_past_the_per_second_cap_are_dropped() {
+    let clock = ManualClock::default();
+    let store = SqliteStore::in_memory().await.expect("sqlite");
+    let trail = store.audit_trail(
+        AuditSettings::default()
+            .refusals_per_second(5)
+            .clock(clock.clone()),
+    );
+    let keys = Keyward::builder(keyward::MemoryStore::new(), catalog())
+        .clock(clock.clone())
+        .audit(trail.clone())
+        .build()
+        .expect("config");
+    let acme = admin(&keys, "acme");
+    let key = keys.create(&acme, NewKey::new("k")).await.expect("create");
+    keys.revoke(&acme, &key.key.id).await.expect("revoke");
+    for _ in 0..20 {
+        assert!(keys.verify(key.token.expose_secret()).await.is_err());
+    }
+    clock.advance(Duration::seconds(1));
+    for _ in 0..20 {
+        assert!(keys.verify(key.token.expose_secret()).await.is_err());
+    }
+    assert!(trail.flush().await);
+    let page = trail
+        .query(&AuditQuery::new().key(key.key.id).limit(200))
+        .await
+        .expect("query");
+    let refusals = page.events.iter().filter(|e| e.action == "verify").count();
+    assert_eq!(refusals, 10, "five a second, over two seconds");
+    assert_eq!(trail.dropped(), 30);
 }
 
 #[cfg(feature = "postgres")]
@@ -235,5 +300,6 @@ async fn postgres_shares_one_trail_across_a_fleet() {
         .await
         .expect("query");
     assert_eq!(actions(&page), ["create"], "instance b reads what a wrote");
+    assert_eq!(trail_a.dropped(), 0);
     drop(b);
 }

@@ -46,7 +46,7 @@ fn driver() -> Option<Driver> {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true and {reason}"
             );
-            eprintln!("SKIPPED browser test: {reason}");
+            common::skip("the browser test", &reason);
             return None;
         }
     }

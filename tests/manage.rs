@@ -203,6 +203,14 @@ async fn every_refusal_is_the_json_error_shape() {
             "{path}"
         );
     }
+    // A path id that cannot even be decoded is a key that does not exist.
+    let (status, headers, body) = s.get("/api-keys/%FF%FE", Some(&s.admin)).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{body}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     // 415.
     let res = s
         .http
@@ -216,6 +224,19 @@ async fn every_refusal_is_the_json_error_shape() {
     assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let body: Value = res.json().await.expect("json");
     assert_eq!(code(&body), "unsupported_media_type");
+    // 413 past axum's 2 MB body limit.
+    let res = s
+        .http
+        .post(format!("{}/api-keys", s.base))
+        .header("x-api-key", &s.admin)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"name":"{}"}}"#, "x".repeat(3 << 20)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(code(&body), "body_too_large");
     // 401 without a key, before anything else is looked at.
     let (status, headers, body) = s
         .call(Method::POST, "/api-keys", None, Some(json!({"bogus": 1})))
@@ -841,7 +862,7 @@ fn the_openapi_document_lists_every_route_and_only_answerable_statuses() {
             (path, method),
             ("/", "post") | ("/{id}", "patch") | ("/{id}/roll", _)
         ) {
-            may.extend(["415", "422"]);
+            may.extend(["413", "415", "422"]);
         }
         if matches!(
             (path, method),
@@ -904,7 +925,10 @@ async fn the_served_openapi_document_validates() {
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{validator} cannot run under CI=true: {e}")
         }
-        Err(e) => eprintln!("SKIPPED the_served_openapi_document_validates: {validator} cannot run ({e}); install openapi-spec-validator"),
+        Err(e) => common::skip(
+            "the_served_openapi_document_validates",
+            &format!("{validator} cannot run ({e}); pip install openapi-spec-validator"),
+        ),
     }
 }
 
@@ -960,11 +984,13 @@ async fn an_operator_recovers_admin_access() {
     );
     drop(server);
 
+    // Twice: each run mints one more key. The environment variable that
+    // would mint at every restart does nothing.
     for (env, args) in [
         (vec![("KEYWARD_DB", db)], vec!["--recover-admin"]),
         (
             vec![("KEYWARD_DB", db), ("KEYWARD_RECOVER_ADMIN", "1")],
-            vec![],
+            vec!["--recover-admin"],
         ),
     ] {
         let out = std::process::Command::new(&bin)
@@ -1016,4 +1042,13 @@ async fn an_operator_recovers_admin_access() {
             .expect("send");
         assert_eq!(res.status(), StatusCode::OK);
     }
+    let mut server = Instance::spawn(
+        &bin,
+        &[("KEYWARD_DB", db), ("KEYWARD_RECOVER_ADMIN", "1")],
+        &[],
+    );
+    assert!(
+        server.started().is_none(),
+        "no key minted: the service just starts"
+    );
 }

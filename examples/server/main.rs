@@ -32,7 +32,7 @@
 //!   key database.
 //!
 //! Lost every admin key? `cargo run --example server --features
-//! axum,sqlite -- --recover-admin` (or `KEYWARD_RECOVER_ADMIN=1`) mints a
+//! axum,sqlite -- --recover-admin` mints a
 //! new one in the same database, prints it once, records it in the audit
 //! trail, and exits. It needs access to the database, which is the
 //! operator's proof of authority.
@@ -333,11 +333,11 @@ pub async fn recover_admin(keys: &Keyward) -> Result<String, keyward::KeyError> 
     Ok(issued.token.expose_secret().to_string())
 }
 
-/// Whether the operator asked for a new admin key: `--recover-admin` or
-/// `KEYWARD_RECOVER_ADMIN=1`.
+/// Whether the operator asked for a new admin key: `--recover-admin`.
+/// A flag, not an environment variable: one left set in a unit file would
+/// mint an admin key into the logs at every restart.
 fn recovery_asked() -> bool {
     std::env::args().skip(1).any(|a| a == "--recover-admin")
-        || std::env::var("KEYWARD_RECOVER_ADMIN").is_ok_and(|v| v == "1" || v == "true")
 }
 
 async fn shutdown_signal() {

@@ -1,8 +1,6 @@
 //! Reading requests: JSON bodies and query strings whose every fault is an
 //! [`ApiError`] naming the field.
 
-use std::borrow::Cow;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use http::header::CONTENT_TYPE;
@@ -43,12 +41,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "Send a JSON body with Content-Type: application/json.",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "The body is too large.",
-            )
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "The body is too large.",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    "The body could not be read.",
+                )
+            }
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(de) {
@@ -132,7 +138,7 @@ fn field_error(path: &str, message: &str) -> ApiError {
         _ => format!("Invalid `{field}`: {message}."),
     };
     ApiError {
-        field: (!field.is_empty() && field != "?").then_some(Cow::Owned(field)),
+        field: (!field.is_empty() && field != "?").then_some(field.into_boxed_str()),
         ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 }

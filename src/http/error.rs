@@ -58,9 +58,9 @@ pub struct ApiError {
     /// The display prefix of the presented key, when it was well-formed.
     pub key: Option<DisplayPrefix>,
     /// The request field at fault (for 422).
-    /// Borrowed for the fields keyward names, owned for a field the
-    /// client sent that does not exist.
-    pub field: Option<std::borrow::Cow<'static, str>>,
+    /// Boxed: a refusal may name a field the client sent that does not
+    /// exist, and the error stays small enough to return by value.
+    pub field: Option<Box<str>>,
     /// The permission the key lacks (for 403). Boxed to keep the error
     /// small enough to return by value.
     pub permission: Option<Box<str>>,

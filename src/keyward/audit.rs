@@ -41,12 +41,13 @@ impl Keyward {
         });
     }
 
-    /// Records a management call by `actor`.
+    /// Records a management call by `actor` on `key` (id, prefix and
+    /// tenant, when the call succeeded).
     pub(super) fn audit_manage<T>(
         &self,
         action: AuditAction,
         actor: &Actor,
-        key: Option<(KeyId, DisplayPrefix)>,
+        key: Option<(KeyId, DisplayPrefix, &str)>,
         result: &Result<T, KeyError>,
     ) {
         self.audit_manage_related(action, actor, key, None, result);
@@ -57,7 +58,7 @@ impl Keyward {
         &self,
         action: AuditAction,
         actor: &Actor,
-        key: Option<(KeyId, DisplayPrefix)>,
+        key: Option<(KeyId, DisplayPrefix, &str)>,
         related_key_id: Option<KeyId>,
         result: &Result<T, KeyError>,
     ) {
@@ -75,7 +76,10 @@ impl Keyward {
             action,
             outcome,
             actor: Some(actor.id().to_string()),
-            tenant: Some(actor.tenant().to_string()),
+            // The key's tenant, so that a parent tenant's change to a
+            // child's key is in the child's trail; the actor's when no key
+            // was reached.
+            tenant: Some(key.map_or(actor.tenant(), |k| k.2).to_string()),
             key_id,
             key_prefix: key.map(|k| k.1),
             related_key_id,

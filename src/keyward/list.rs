@@ -234,7 +234,7 @@ impl Keyward {
 
 /// Newest first: by creation time, then by id, both descending.
 fn newest_first(keys: &mut [KeyInfo]) {
-    keys.sort_unstable_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    keys.sort_unstable_by_key(|k| std::cmp::Reverse((k.created_at, k.id)));
 }
 
 #[cfg(test)]

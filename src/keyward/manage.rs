@@ -104,7 +104,10 @@ impl Keyward {
     /// [`KeyError::Store`].
     pub async fn create(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, KeyError> {
         let result = self.create_inner(actor, new, None).await;
-        let key = result.as_ref().ok().map(|k| (k.key.id, k.key.prefix));
+        let key = result
+            .as_ref()
+            .ok()
+            .map(|k| (k.key.id, k.key.prefix, k.key.tenant.as_str()));
         self.audit_manage(AuditAction::Create, actor, key, &result);
         result
     }
@@ -154,7 +157,7 @@ impl Keyward {
         // A creation or a refusal is audited; finding a key there is not.
         if !matches!(result, Ok(None)) {
             let key = match &result {
-                Ok(Some(k)) => Some((k.key.id, k.key.prefix)),
+                Ok(Some(k)) => Some((k.key.id, k.key.prefix, k.key.tenant.as_str())),
                 _ => None,
             };
             self.audit_manage(AuditAction::Create, actor, key, &result);
@@ -495,13 +498,13 @@ impl Keyward {
             let record = self.load_for(actor, id).await?;
             authorize(self.rules(), actor, Some(&record), None)?;
             if self.delete_key(id).await? {
-                Ok(record.prefix)
+                Ok((record.prefix, record.tenant))
             } else {
                 Err(KeyError::NotFound(*id))
             }
         }
         .await;
-        let key = result.as_ref().ok().map(|p| (*id, *p));
+        let key = result.as_ref().ok().map(|(p, t)| (*id, *p, t.as_str()));
         self.audit_manage(AuditAction::Delete, actor, key, &result);
         result.map(|_| ())
     }

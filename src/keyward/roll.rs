@@ -44,7 +44,7 @@ impl Keyward {
     ) -> Result<IssuedKey, KeyError> {
         let result = self.roll_inner(actor, id, grace).await;
         let (key, related) = match &result {
-            Ok((old, new)) => (Some((*id, *old)), Some(new.key.id)),
+            Ok((old, new)) => (Some((*id, *old, new.key.tenant.as_str())), Some(new.key.id)),
             Err(_) => (None, None),
         };
         self.audit_manage_related(AuditAction::Roll, actor, key, related, &result);

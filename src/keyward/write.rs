@@ -73,7 +73,10 @@ impl Keyward {
         change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
     ) -> Result<KeyInfo, KeyError> {
         let result = self.modify_unaudited(actor, id, change).await;
-        let key = result.as_ref().ok().map(|k| (k.id, k.prefix));
+        let key = result
+            .as_ref()
+            .ok()
+            .map(|k| (k.id, k.prefix, k.tenant.as_str()));
         self.audit_manage(action, actor, key, &result);
         result
     }

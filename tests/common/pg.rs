@@ -75,7 +75,7 @@ impl PgServer {
             let reason = "PostgreSQL server binaries (initdb, postgres) not found; \
                           install them with `apt-get install -y postgresql`";
             assert!(!ci, "CI=true and {reason}");
-            eprintln!("skipping: {reason}");
+            super::skip("a PostgreSQL test", reason);
             return None;
         };
         let root = std::fs::metadata("/proc/self")

@@ -37,7 +37,7 @@ impl RedisServer {
             let reason =
                 "redis-server not found; install it with `apt-get install -y redis-server`";
             assert!(!ci, "CI=true and {reason}");
-            eprintln!("skipping: {reason}");
+            super::skip("a Redis test", reason);
             return None;
         };
         let mut server = Self {

@@ -24,7 +24,7 @@ pub fn example_binary() -> Option<PathBuf> {
         std::env::var("CI").as_deref() != Ok("true"),
         "CI=true and {reason}"
     );
-    eprintln!("skipping: {reason}");
+    super::skip("an example-process test", &reason);
     None
 }
 

@@ -355,8 +355,12 @@ document.addEventListener("DOMContentLoaded", () => {
     if (expiry === "hour") body.expires_in_seconds = 3600;
     if (expiry === "date") {
       const value = $("create-expires").value;
-      if (!value) { showError(new ApiError(0, { message: "Choose the date and time the key expires.", field: "expires_at" })); return; }
-      body.expires_at = new Date(value).toISOString();
+      const at = new Date(value);
+      if (!value || Number.isNaN(at.getTime())) {
+        showError(new ApiError(0, { message: "Choose the date and time the key expires.", field: "expires_at" }));
+        return;
+      }
+      body.expires_at = at.toISOString();
     }
     try {
       const created = await api("POST", "", body);

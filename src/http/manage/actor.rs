@@ -29,7 +29,12 @@ pub enum Access {
 /// who created or last changed it.
 ///
 /// [`ApiKeyActors`] is the default. A host with its own sign-in (sessions,
-/// cookies, axum-login) implements this to turn its user into an actor:
+/// cookies, axum-login) implements this to turn its user into an actor.
+/// A resolver that trusts a cookie must also stop cross-site requests for
+/// [`Access::Write`] (check `Origin` or `Sec-Fetch-Site`, or require a
+/// header a form cannot send): revoke, reactivate and delete take no
+/// body, so a JSON content type does not protect them. API keys in a
+/// header need no such check.
 ///
 /// ```
 /// use async_trait::async_trait;

@@ -1,12 +1,11 @@
 //! The audit routes: a key's events and a tenant's, newest first.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use http::StatusCode;
 
-use super::key_id;
 use super::schema::{EventList, EventParams, KeyEventParams};
-use super::{Ctx, Reader};
+use super::{Ctx, KeyPath, Reader};
 use crate::audit::{AuditPage, AuditQuery, AuditTrail};
 use crate::http::ApiError;
 use crate::http::Query;
@@ -62,14 +61,15 @@ fn list(page: AuditPage) -> Json<EventList> {
 pub(super) async fn of_key(
     State(ctx): State<Ctx>,
     Reader(actor): Reader,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
     Query(params): Query<KeyEventParams>,
 ) -> Result<Json<EventList>, ApiError> {
-    let id = key_id(&id)?;
     // The key must be the actor's to see: a key of another tenant is not
-    // found, as everywhere.
-    ctx.keys.get(&actor, &id).await?;
-    let query = paged(AuditQuery::new().key(id), params.cursor, params.limit)?;
+    // found, as everywhere. Its events are those in its own tenant: an
+    // outsider's refused attempt on its id is in the outsider's trail.
+    let key = ctx.keys.get(&actor, &id).await?;
+    let query = AuditQuery::new().key(id).tenant(key.tenant);
+    let query = paged(query, params.cursor, params.limit)?;
     Ok(list(
         trail(&ctx)?
             .query(&query)

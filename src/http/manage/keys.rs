@@ -1,15 +1,14 @@
 //! The key routes: create, list, get, change, revoke, reactivate, roll,
 //! delete.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::Duration;
 use http::StatusCode;
 
-use super::key_id;
 use super::schema::{CreateKey, Created, KeyList, KeyView, ListParams, RollKey, UpdateKey};
-use super::{Ctx, Reader, Writer};
+use super::{Ctx, KeyPath, Reader, Writer};
 use crate::http::ApiError;
 use crate::http::{JsonBody as Body, Query};
 use crate::key::NewKey;
@@ -22,6 +21,7 @@ use crate::limit::RateLimit;
     request_body = CreateKey,
     responses(
         (status = 201, description = "Created. The token is in this response only.", body = Created),
+        (status = 413, description = "The body is over 2 MB.", body = super::schema::ErrorBody),
         (status = 415, description = "The body is not JSON.", body = super::schema::ErrorBody),
         (status = 422, description = "A field is unknown, missing or invalid: `field` names it.", body = super::schema::ErrorBody),
     )
@@ -141,9 +141,9 @@ pub(super) async fn list(
 pub(super) async fn get(
     State(ctx): State<Ctx>,
     Reader(actor): Reader,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
 ) -> Result<Json<KeyView>, ApiError> {
-    Ok(Json(ctx.keys.get(&actor, &key_id(&id)?).await?.into()))
+    Ok(Json(ctx.keys.get(&actor, &id).await?.into()))
 }
 
 /// Changes a key's name, permissions and rate limit: all or nothing.
@@ -154,6 +154,7 @@ pub(super) async fn get(
     responses(
         (status = 200, description = "The changed key.", body = KeyView),
         (status = 404, description = "No such key here.", body = super::schema::ErrorBody),
+        (status = 413, description = "The body is over 2 MB.", body = super::schema::ErrorBody),
         (status = 415, description = "The body is not JSON.", body = super::schema::ErrorBody),
         (status = 422, description = "A field is unknown or invalid, or the body changes nothing: nothing was changed.", body = super::schema::ErrorBody),
     )
@@ -161,10 +162,9 @@ pub(super) async fn get(
 pub(super) async fn update(
     State(ctx): State<Ctx>,
     Writer(actor): Writer,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
     Body(body): Body<UpdateKey>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let id = key_id(&id)?;
     let mut update = KeyUpdate::new();
     if let Some(name) = body.name {
         update = update.name(name);
@@ -197,9 +197,9 @@ pub(super) async fn update(
 pub(super) async fn revoke(
     State(ctx): State<Ctx>,
     Writer(actor): Writer,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
 ) -> Result<Json<KeyView>, ApiError> {
-    Ok(Json(ctx.keys.revoke(&actor, &key_id(&id)?).await?.into()))
+    Ok(Json(ctx.keys.revoke(&actor, &id).await?.into()))
 }
 
 /// Reactivates a revoked key.
@@ -215,11 +215,9 @@ pub(super) async fn revoke(
 pub(super) async fn reactivate(
     State(ctx): State<Ctx>,
     Writer(actor): Writer,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
 ) -> Result<Json<KeyView>, ApiError> {
-    Ok(Json(
-        ctx.keys.reactivate(&actor, &key_id(&id)?).await?.into(),
-    ))
+    Ok(Json(ctx.keys.reactivate(&actor, &id).await?.into()))
 }
 
 /// Rolls a key: a new key with the same settings, and the old one keeps
@@ -232,6 +230,7 @@ pub(super) async fn reactivate(
         (status = 201, description = "The new key. The token is in this response only.", body = Created),
         (status = 404, description = "No such key here.", body = super::schema::ErrorBody),
         (status = 409, description = "The key is revoked, expired or already rolled.", body = super::schema::ErrorBody),
+        (status = 413, description = "The body is over 2 MB.", body = super::schema::ErrorBody),
         (status = 415, description = "The body is not JSON.", body = super::schema::ErrorBody),
         (status = 422, description = "`grace_seconds` is missing or negative.", body = super::schema::ErrorBody),
     )
@@ -239,7 +238,7 @@ pub(super) async fn reactivate(
 pub(super) async fn roll(
     State(ctx): State<Ctx>,
     Writer(actor): Writer,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
     Body(body): Body<RollKey>,
 ) -> Result<impl IntoResponse, ApiError> {
     let grace = Duration::try_seconds(body.grace_seconds)
@@ -251,7 +250,7 @@ pub(super) async fn roll(
                 "grace_seconds must be zero or a positive number of seconds.",
             )
         })?;
-    let rolled = ctx.keys.roll(&actor, &key_id(&id)?, grace).await?;
+    let rolled = ctx.keys.roll(&actor, &id, grace).await?;
     Ok((
         StatusCode::CREATED,
         Json(Created {
@@ -273,8 +272,8 @@ pub(super) async fn roll(
 pub(super) async fn delete(
     State(ctx): State<Ctx>,
     Writer(actor): Writer,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
 ) -> Result<StatusCode, ApiError> {
-    ctx.keys.delete(&actor, &key_id(&id)?).await?;
+    ctx.keys.delete(&actor, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -37,7 +37,7 @@ mod schema;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -161,16 +161,26 @@ impl Management {
     }
 }
 
-/// A key id from the path; one that cannot be an id is a key that does
-/// not exist.
-fn key_id(raw: &str) -> Result<crate::token::KeyId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "No API key with this id.",
-        )
-    })
+/// The key id of the path: one that cannot be an id (or cannot even be
+/// decoded) is a key that does not exist, answered as the JSON 404.
+struct KeyPath(crate::token::KeyId);
+
+impl FromRequestParts<Ctx> for KeyPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No API key with this id.",
+            )
+        };
+        let Path(raw) = Path::<String>::from_request_parts(parts, ctx)
+            .await
+            .map_err(|_| not_found())?;
+        raw.parse().map(Self).map_err(|_| not_found())
+    }
 }
 
 /// What the handlers share.
@@ -243,8 +253,11 @@ async fn method_not_allowed() -> ApiError {
 /// Key lists, tokens and audit events are for the caller only: never kept
 /// by a browser or proxy cache.
 async fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
