@@ -651,9 +651,23 @@ async fn list_pages_through_many_keys() {
     let all = h.keys.list(&a, "acme").await.expect("listed");
     assert_eq!(all.len(), 1_203);
     assert!(
-        all.windows(2).all(|w| w[0].id < w[1].id),
-        "in id order, no repeats"
+        all.windows(2)
+            .all(|w| (w[0].created_at, w[0].id) > (w[1].created_at, w[1].id)),
+        "newest first, no repeats"
     );
+    // And page by page, 100 at a time, the same keys in the same order.
+    let mut paged = Vec::new();
+    let mut query = keyward::KeyQuery::new().limit(100);
+    loop {
+        let page = h.keys.list_page(&a, &query).await.expect("page");
+        assert!(page.keys.len() <= 100);
+        paged.extend(page.keys.into_iter().map(|k| k.id));
+        match page.next {
+            Some(next) => query = keyward::KeyQuery::new().limit(100).after(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all.iter().map(|k| k.id).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -116,15 +116,19 @@ fn watched(last: &str) -> Vec<String> {
 
 /// The migrations for the quoted schema `s`, in order.
 pub(super) fn migrations(s: &str) -> Vec<(i64, String)> {
-    // Each version's trigger watches the columns it had.
+    // Each version that changes the keys table rewrites the trigger to
+    // watch the columns it has; the audit table is not watched.
     [
-        (1, MIGRATION_1, "rolled_from"),
-        (2, MIGRATION_2, "rolled_to"),
-        (3, MIGRATION_3, "rolled_to"),
+        (1, MIGRATION_1, Some("rolled_from")),
+        (2, MIGRATION_2, Some("rolled_to")),
+        (3, MIGRATION_3, None),
     ]
     .into_iter()
     .map(|(version, sql, last)| {
-        let sql = sql.replace("{notify}", &notify_function(&watched(last)));
+        let sql = match last {
+            Some(last) => sql.replace("{notify}", &notify_function(&watched(last))),
+            None => sql.to_string(),
+        };
         (version, sql.replace("{s}", s))
     })
     .collect()
@@ -167,8 +171,13 @@ mod tests {
     #[test]
     fn each_schema_watches_its_own_columns() {
         let m = migrations("\"auth\"");
-        assert_eq!(m.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2]);
-        for (_, sql) in &m {
+        assert_eq!(m.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(!m[2].1.contains("{s}") && m[2].1.contains("\"auth\".keyward_audit"));
+        assert!(
+            !m[2].1.contains("keyward_notify"),
+            "the audit table is not watched"
+        );
+        for (_, sql) in &m[..2] {
             assert!(!sql.contains("{s}") && !sql.contains("{notify}"), "{sql}");
             assert!(sql.contains("\"auth\".keyward_notify()"));
             assert!(sql.contains("OLD.remaining IS NULL") && sql.contains("OLD.rolled_from"));
