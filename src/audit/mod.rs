@@ -258,7 +258,10 @@ impl AuditSink for MemoryAuditSink {
 
 #[async_trait::async_trait]
 impl AuditTrail for MemoryAuditSink {
-    async fn query(&self, query: &AuditQuery) -> Result<AuditPage, crate::error::StoreError> {
+    async fn query(
+        &self,
+        query: &AuditQuery,
+    ) -> Result<AuditPage, crate::error::store::StoreError> {
         let kept = self.lock();
         let found = kept
             .events

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::AuditEvent;
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::token::KeyId;
 
 /// Most events one page holds.

@@ -6,16 +6,16 @@
 //! that lacks a permission; [`ConfigError`] is a [`Keyward`](crate::Keyward)
 //! that cannot be built.
 
+pub(crate) mod store;
+
+pub use store::{BoxError, StoreError};
+
 use crate::permission::PermissionError;
 use crate::token::{EntropyError, InvalidPrefix, KeyId};
 
 /// The code of a store that cannot be asked: [`VerifyError::Store`], and
 /// the HTTP answer to a management call whose store failed.
 pub(crate) const STORE_UNAVAILABLE: &str = "store_unavailable";
-
-/// A boxed error from a store's backend, kept as the source of a
-/// [`StoreError`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a token was not accepted.
 ///
@@ -270,45 +270,6 @@ impl VerifyError {
             Self::UsageExceeded => "usage_exceeded",
             Self::Store(_) => STORE_UNAVAILABLE,
             Self::LimiterUnavailable => "limiter_unavailable",
-        }
-    }
-}
-
-/// What a [`KeyStore`](crate::store::KeyStore) reports. Kinds the core acts on are
-/// variants; a backend's own error is kept as the source.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// `insert` found a key with the same id.
-    #[error("a key with id {0} already exists")]
-    Duplicate(KeyId),
-    /// A conditional update lost a race: the record changed since it was
-    /// read. Read it again and retry.
-    #[error("key {0} was changed concurrently; read it again and retry")]
-    Conflict(KeyId),
-    /// The record to update does not exist (any more).
-    #[error("key {0} is not in the store")]
-    NotFound(KeyId),
-    /// The backend could not be reached or failed; retry later.
-    #[error("key store unavailable: {message}")]
-    Unavailable {
-        /// What failed, without secrets.
-        message: String,
-        /// The backend's error.
-        #[source]
-        source: Option<BoxError>,
-    },
-    /// The backend returned data keyward cannot read.
-    #[error("key store returned invalid data: {0}")]
-    Corrupt(String),
-}
-
-impl StoreError {
-    /// An [`StoreError::Unavailable`] wrapping a backend error.
-    pub fn unavailable(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Unavailable {
-            message: message.into(),
-            source: Some(source.into()),
         }
     }
 }
