@@ -50,7 +50,7 @@
 //! | `tokio` | no | `Keyward::spawn_sweeper`: the maintenance sweep on a tokio interval |
 //! | `sqlite` | no | `SqliteStore`: one SQLite file (bundled SQLite, WAL), via sqlx |
 //! | `postgres` | no | `PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
-//! | `axum` | no | `http`: a tower layer that authenticates every request, axum extractors, per-route permission layers, JSON errors |
+//! | `axum` | no | `http`: a tower layer that authenticates every request, axum extractors, per-route permission layers, JSON errors, and `http::manage`, the key-management router with its OpenAPI 3.1 document |
 //! | `redis` | no | `RedisLimiter`: rate limits and tenant quotas shared by a fleet through Redis, exact or batched, with a fallback while Redis is down |
 //!
 //! # Where things are
