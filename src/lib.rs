@@ -109,8 +109,8 @@ pub use crate::limit::{
 };
 pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
 pub use crate::permission::{
-    Catalog, CatalogBuilder, CatalogError, Permission, PermissionError, PermissionSet,
-    MAX_PERMISSIONS,
+    Catalog, CatalogBuilder, CatalogError, ExprError, Permission, PermissionError, PermissionExpr,
+    PermissionSet, MAX_ALTERNATIVES, MAX_PERMISSIONS,
 };
 pub use crate::policy::{
     ExpiryWarnings, InactivityPolicy, Refill, RemovalReason, Retention, SweepReport, SweepWarning,

@@ -133,6 +133,32 @@ fn verifying_a_cached_key_allocates_nothing() {
 }
 
 #[test]
+fn a_permission_expression_check_allocates_nothing() {
+    let (keys, token) = keyward_and_token();
+    let rule = keys
+        .catalog()
+        .expression("contacts:read and (contacts:write or contacts:read)")
+        .expect("compiles");
+    let stricter = keys
+        .catalog()
+        .require_all(["contacts:*"])
+        .expect("compiles");
+    for _ in 0..3 {
+        run(keys.verify(&token)).expect("valid");
+    }
+    let (count, ok) = allocations(|| {
+        let mut ok = 0;
+        for _ in 0..10_000 {
+            let v = run(keys.verify(&token)).expect("valid");
+            ok += usize::from(v.satisfies(&rule) && !v.satisfies(&stricter));
+        }
+        ok
+    });
+    assert_eq!(ok, 10_000);
+    assert_eq!(count, 0, "allocations on the hot path");
+}
+
+#[test]
 fn the_counter_sees_allocations() {
     // The test above can fail: an allocation on the watched thread counts.
     let (count, v) = allocations(|| vec![1u8; 16]);

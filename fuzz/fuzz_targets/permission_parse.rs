@@ -6,8 +6,12 @@
 //! the declared implications (checked against an independent closure), and
 //! survives its `Display` and serde forms.
 //!
+//! The same string is also compiled as a permission expression
+//! (`Catalog::expression`): it never panics, and what compiles holds for
+//! the whole catalog and stays within the alternatives' bound.
+//!
 //! Input: a string; one permission, then the same string split at commas
-//! and whitespace as a list.
+//! and whitespace as a list, then an expression.
 
 #![no_main]
 
@@ -151,6 +155,14 @@ fn check_set(c: &Catalog, items: &[&str]) {
 fuzz_target!(|data: &[u8]| {
     let c = catalog();
     let input = String::from_utf8_lossy(data);
+
+    if let Ok(expr) = c.expression(&input) {
+        assert!(
+            c.all().satisfies(&expr),
+            "{input:?}: everything satisfies it"
+        );
+        assert!(expr.alternatives() >= 1 && expr.alternatives() <= keyward::MAX_ALTERNATIVES);
+    }
 
     let parsed = c.parse(&input);
     let expected = model_one(&input);

@@ -52,7 +52,7 @@ pub(crate) use body::Query;
 pub use error::{ApiError, BearerError, DEFAULT_REALM};
 pub use extract::Authenticated;
 pub use layer::{Authenticate, KeywardLayer, KeywardService};
-pub use require::{require, RequirePermission, RequireService};
+pub use require::{require, require_expr, RequirePermission, RequireService};
 pub use service::{Authorize, Gate};
 
 /// Where a request may carry its key.

@@ -13,7 +13,7 @@ use super::service::{Authorize, Gate};
 use super::{missing_layer, render_with, ApiError};
 use crate::error::Forbidden;
 use crate::keyward::Verified;
-use crate::permission::{Catalog, Permission, PermissionError};
+use crate::permission::{Catalog, ExprError, Permission, PermissionError, PermissionExpr};
 
 /// A layer that lets a request through only if its key holds one
 /// permission: `router.route_layer(require(keys.catalog(), "contacts:write")?)`.
@@ -25,16 +25,49 @@ use crate::permission::{Catalog, Permission, PermissionError};
 pub fn require(catalog: &Catalog, permission: &str) -> Result<RequirePermission, PermissionError> {
     let p = catalog.parse(permission)?;
     Ok(RequirePermission {
-        permission: p,
+        need: Need::One(p),
         name: Arc::from(catalog.name(p).unwrap_or(permission)),
     })
 }
 
-/// See [`require`](super::require).
+/// A layer that lets a request through only if its key satisfies a
+/// permission expression, compiled here once:
+/// `require_expr(keys.catalog(), "contacts:read and (tickets:write or admin:*)")?`.
+/// The check is a few bit tests and allocates nothing. A refusal is 403
+/// `forbidden` whose `permission` is the expression. Needs
+/// [`KeywardLayer`](super::KeywardLayer) outside it.
+///
+/// # Errors
+/// [`ExprError`] at start-up: a syntax error or an unknown permission.
+pub fn require_expr(catalog: &Catalog, expression: &str) -> Result<RequirePermission, ExprError> {
+    let expr = catalog.expression(expression)?;
+    Ok(RequirePermission {
+        name: Arc::from(expr.to_string()),
+        need: Need::Expr(expr),
+    })
+}
+
+/// See [`require`](super::require) and [`require_expr`](super::require_expr).
 #[derive(Debug, Clone)]
 pub struct RequirePermission {
-    permission: Permission,
+    need: Need,
     name: Arc<str>,
+}
+
+/// What a route needs.
+#[derive(Debug, Clone)]
+enum Need {
+    One(Permission),
+    Expr(PermissionExpr),
+}
+
+impl Need {
+    fn met_by(&self, key: &Verified) -> bool {
+        match self {
+            Self::One(p) => key.allows(*p),
+            Self::Expr(e) => key.satisfies(e),
+        }
+    }
 }
 
 impl<S> Layer<S> for RequirePermission {
@@ -54,7 +87,7 @@ impl Gate for RequirePermission {
         req: Request<B>,
     ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
         let refusal = match req.extensions().get::<Verified>() {
-            Some(v) if v.allows(self.permission) => None,
+            Some(v) if self.need.met_by(v) => None,
             Some(v) => Some(
                 ApiError::from_forbidden(&Forbidden::Missing(self.name.to_string()))
                     .with_key(Some(v.display_prefix())),

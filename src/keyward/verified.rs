@@ -88,6 +88,13 @@ impl Verified {
         self.key.permissions.allows(permission)
     }
 
+    /// Whether the key satisfies a compiled permission expression
+    /// ([`Catalog::expression`](crate::Catalog::expression),
+    /// `require_any`, `require_all`). No allocation.
+    pub fn satisfies(&self, expr: &crate::permission::PermissionExpr) -> bool {
+        self.key.permissions.satisfies(expr)
+    }
+
     /// Requires a permission given as a string, e.g. `contacts:write`.
     ///
     /// # Errors

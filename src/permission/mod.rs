@@ -27,8 +27,10 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
 mod builder;
+mod expr;
 
 pub use builder::CatalogBuilder;
+pub use expr::{ExprError, PermissionExpr, MAX_ALTERNATIVES};
 
 /// The most permissions (resource–action pairs) one catalog may declare.
 pub const MAX_PERMISSIONS: usize = 256;
