@@ -11,8 +11,10 @@
 //! ```
 //!
 //! A permission is any written form [`Catalog::parse_set`] reads:
-//! `contacts:write`, `write:contacts`, `contacts:*` (every action of the
-//! resource) or `*` (everything).
+//! `contacts:write`, `write:contacts`, `contacts:*` (every action the
+//! catalog declares for the resource when the expression is compiled: a
+//! catalog that later gains an action makes the rule stricter) or `*`
+//! (everything).
 
 use std::fmt;
 use std::sync::Arc;
@@ -40,7 +42,8 @@ pub enum ExprError {
     /// Parentheses nested deeper than 32.
     #[error("permission expression nested deeper than 32 parentheses")]
     TooDeep,
-    /// It expands to more than [`MAX_ALTERNATIVES`] alternatives.
+    /// It expands to more than [`MAX_ALTERNATIVES`] alternatives, or an
+    /// operand of `and` does.
     #[error(
         "permission expression too complex: it expands to more than 64 alternatives; factor it"
     )]
@@ -148,7 +151,7 @@ impl Catalog {
         if let Some(&(at, token)) = parser.tokens.get(parser.next) {
             return Err(syntax(at, "`and`, `or` or the end", token));
         }
-        Ok(self.compiled(alternatives, text.trim()))
+        self.compiled(alternatives, text.trim())
     }
 
     /// An expression that holds when every permission named holds.
@@ -169,7 +172,7 @@ impl Catalog {
         if names.is_empty() {
             return Err(ExprError::Empty);
         }
-        Ok(self.compiled(vec![need], &names.join(" and ")))
+        self.compiled(vec![need], &names.join(" and "))
     }
 
     /// An expression that holds when any permission named holds.
@@ -185,13 +188,13 @@ impl Catalog {
         let mut alternatives = Vec::new();
         let mut names = Vec::new();
         for p in permissions {
-            alternatives = or(alternatives, vec![self.mask(p.as_ref())?])?;
+            alternatives = or(alternatives, vec![self.mask(p.as_ref())?]);
             names.push(p.as_ref().trim().to_string());
         }
         if names.is_empty() {
             return Err(ExprError::Empty);
         }
-        Ok(self.compiled(alternatives, &names.join(" or ")))
+        self.compiled(alternatives, &names.join(" or "))
     }
 
     /// The bits one written permission needs.
@@ -206,18 +209,25 @@ impl Catalog {
         })
     }
 
-    fn compiled(&self, alternatives: Vec<Bits>, text: &str) -> PermissionExpr {
-        PermissionExpr {
+    /// The expression, once the whole of it is known: only the final
+    /// alternatives count against the bound, since a later alternative
+    /// may absorb many earlier ones.
+    fn compiled(&self, alternatives: Vec<Bits>, text: &str) -> Result<PermissionExpr, ExprError> {
+        if alternatives.len() > MAX_ALTERNATIVES {
+            return Err(ExprError::TooComplex);
+        }
+        Ok(PermissionExpr {
             alternatives: alternatives.into(),
             text: text.into(),
             catalog: self.clone(),
-        }
+        })
     }
 }
 
 /// `a or b`: both lists of alternatives, without those another makes
-/// redundant.
-fn or(mut a: Vec<Bits>, b: Vec<Bits>) -> Result<Vec<Bits>, ExprError> {
+/// redundant. Unbounded here: the text's length bounds it, and the bound
+/// applies to the final list.
+fn or(mut a: Vec<Bits>, b: Vec<Bits>) -> Vec<Bits> {
     for term in b {
         // A term needing everything another needs, and more, adds nothing.
         if a.iter().any(|t| subset(t, &term)) {
@@ -226,15 +236,14 @@ fn or(mut a: Vec<Bits>, b: Vec<Bits>) -> Result<Vec<Bits>, ExprError> {
         a.retain(|t| !subset(&term, t));
         a.push(term);
     }
-    if a.len() > MAX_ALTERNATIVES {
-        return Err(ExprError::TooComplex);
-    }
-    Ok(a)
+    a
 }
 
-/// `a and b`: every pairing of an alternative of each.
+/// `a and b`: every pairing of an alternative of each. Each side may
+/// have at most [`MAX_ALTERNATIVES`]: that bounds the pairings, and so
+/// the cost of compiling.
 fn and(a: &[Bits], b: &[Bits]) -> Result<Vec<Bits>, ExprError> {
-    if a.len().saturating_mul(b.len()) > MAX_ALTERNATIVES * MAX_ALTERNATIVES {
+    if a.len() > MAX_ALTERNATIVES || b.len() > MAX_ALTERNATIVES {
         return Err(ExprError::TooComplex);
     }
     let mut out = Vec::new();
@@ -242,7 +251,7 @@ fn and(a: &[Bits], b: &[Bits]) -> Result<Vec<Bits>, ExprError> {
         for y in b {
             let mut both = *x;
             or_into(&mut both, y);
-            out = or(out, vec![both])?;
+            out = or(out, vec![both]);
         }
     }
     Ok(out)
@@ -274,7 +283,7 @@ fn tokens(text: &str) -> Vec<(usize, &str)> {
             if let Some(s) = start.take() {
                 out.push((s, &text[s..i]));
             }
-            if c != ' ' && !c.is_whitespace() {
+            if !c.is_whitespace() {
                 out.push((i, &text[i..i + 1]));
             }
         } else if start.is_none() {
@@ -316,7 +325,7 @@ impl<'a> Parser<'a> {
     fn expr(&mut self, depth: usize) -> Result<Vec<Bits>, ExprError> {
         let mut alternatives = self.term(depth)?;
         while self.keyword("or") {
-            alternatives = or(alternatives, self.term(depth)?)?;
+            alternatives = or(alternatives, self.term(depth)?);
         }
         Ok(alternatives)
     }
