@@ -13,7 +13,8 @@ use tracing::Span;
 use super::extract::{extract, tenant_of};
 use super::service::{Authorize, Gate};
 use super::{
-    default_renderer, render, ApiError, ErrorRenderer, KeySource, Renderer, DEFAULT_REALM,
+    default_renderer, default_sources, render, ApiError, ErrorRenderer, KeySource, Renderer,
+    DEFAULT_REALM,
 };
 use crate::keyward::Keyward;
 use crate::keyward::Verified;
@@ -54,10 +55,7 @@ impl KeywardLayer {
         Self {
             keys,
             config: Arc::new(Config {
-                sources: vec![
-                    KeySource::Header(HeaderName::from_static("x-api-key")),
-                    KeySource::Bearer,
-                ],
+                sources: default_sources(),
                 tenant_header: None,
                 render: default_renderer(),
                 realm: Arc::from(DEFAULT_REALM),

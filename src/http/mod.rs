@@ -65,6 +65,16 @@ pub enum KeySource {
     Bearer,
 }
 
+/// Where a key is read unless configured otherwise: `x-api-key`, then
+/// `Authorization: Bearer`. The layer's default and the management
+/// router's.
+pub(crate) fn default_sources() -> Vec<KeySource> {
+    vec![
+        KeySource::Header(HeaderName::from_static("x-api-key")),
+        KeySource::Bearer,
+    ]
+}
+
 /// Turns an [`ApiError`] into a response: see
 /// [`KeywardLayer::error_renderer`].
 pub type ErrorRenderer = Arc<dyn Fn(ApiError) -> Response + Send + Sync>;

@@ -2,20 +2,26 @@
 //! and who they are.
 
 use axum::extract::State;
+use axum::response::Response;
 use axum::Json;
 
 use super::schema::{CatalogView, MeView, PermissionView, ResourceView};
-use super::{Ctx, Reader};
+use super::{json, Ctx, Reader};
 use crate::http::ApiError;
+use crate::permission::Catalog;
 
 /// The permissions keys can hold, and what each implies (`write` implies
-/// `read`).
+/// `read`): rendered once, when the router is built.
 #[utoipa::path(
     get, path = "/catalog", tag = "catalog", operation_id = "catalog",
     responses((status = 200, description = "The catalog.", body = CatalogView))
 )]
-pub(super) async fn catalog(State(ctx): State<Ctx>, Reader(_): Reader) -> Json<CatalogView> {
-    let catalog = ctx.keys.catalog();
+pub(super) async fn catalog(State(ctx): State<Ctx>, Reader(_): Reader) -> Response {
+    json(&ctx.catalog)
+}
+
+/// The catalog as [`catalog`] serves it.
+pub(super) fn catalog_view(catalog: &Catalog) -> CatalogView {
     let resources = catalog
         .resources()
         .map(|(resource, actions)| ResourceView {
@@ -41,7 +47,7 @@ pub(super) async fn catalog(State(ctx): State<Ctx>, Reader(_): Reader) -> Json<C
                 .collect(),
         })
         .collect();
-    Json(CatalogView { resources })
+    CatalogView { resources }
 }
 
 /// Who the caller is: their tenant and what they hold.

@@ -4,11 +4,11 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use http::header::HeaderName;
 use http::request::Parts;
 
+use crate::error::Forbidden;
 use crate::http::layer::authenticate;
-use crate::http::{ApiError, KeySource};
+use crate::http::{default_sources, ApiError, KeySource};
 use crate::key::Actor;
 use crate::keyward::{Keyward, Verified};
 use crate::permission::{Permission, PermissionError};
@@ -110,10 +110,7 @@ impl ApiKeyActors {
             keys,
             read,
             write,
-            sources: vec![
-                KeySource::Header(HeaderName::from_static("x-api-key")),
-                KeySource::Bearer,
-            ],
+            sources: default_sources(),
         })
     }
 
@@ -133,9 +130,11 @@ impl ResolveActor for ApiKeyActors {
             Access::Read => self.read,
             Access::Write => self.write,
         };
-        let name = self.keys.catalog().name(need).unwrap_or_default();
-        key.require(name)
-            .map_err(|e| ApiError::from_forbidden(&e).with_key(Some(key.display_prefix())))?;
+        if !key.allows(need) {
+            let name = self.keys.catalog().name(need).unwrap_or_default();
+            let lacks = Forbidden::Missing(name.to_string());
+            return Err(ApiError::from_forbidden(&lacks).with_key(Some(key.display_prefix())));
+        }
         Ok(key.actor().may_manage_keys(true))
     }
 }

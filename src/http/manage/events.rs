@@ -5,7 +5,7 @@ use axum::Json;
 use http::StatusCode;
 
 use super::schema::{EventList, EventParams, KeyEventParams};
-use super::{Ctx, KeyPath, Reader};
+use super::{invalid_cursor, Ctx, KeyPath, Reader};
 use crate::audit::{AuditPage, AuditQuery, AuditTrail};
 use crate::http::ApiError;
 use crate::http::Query;
@@ -28,13 +28,7 @@ fn paged(
     limit: Option<usize>,
 ) -> Result<AuditQuery, ApiError> {
     if let Some(cursor) = cursor {
-        let before: u64 = cursor.parse().map_err(|_| {
-            ApiError::invalid(
-                "cursor",
-                "invalid_cursor",
-                "invalid cursor: pass back the `next_cursor` of the previous page unchanged",
-            )
-        })?;
+        let before: u64 = cursor.parse().map_err(|_| invalid_cursor())?;
         query = query.before(before);
     }
     Ok(query.limit(limit.unwrap_or(50)))

@@ -8,7 +8,7 @@ use chrono::Duration;
 use http::StatusCode;
 
 use super::schema::{CreateKey, Created, KeyList, KeyView, ListParams, RollKey, UpdateKey};
-use super::{Ctx, KeyPath, Reader, Writer};
+use super::{invalid_cursor, Ctx, KeyPath, Reader, Writer};
 use crate::http::ApiError;
 use crate::http::{JsonBody as Body, Query};
 use crate::key::NewKey;
@@ -108,9 +108,7 @@ pub(super) async fn list(
 ) -> Result<Json<KeyList>, ApiError> {
     let mut query = KeyQuery::new().limit(params.limit.unwrap_or(20));
     if let Some(cursor) = params.cursor {
-        let cursor: KeyCursor = cursor.parse().map_err(|e: crate::keyward::InvalidCursor| {
-            ApiError::invalid("cursor", "invalid_cursor", e.to_string())
-        })?;
+        let cursor: KeyCursor = cursor.parse().map_err(|_| invalid_cursor())?;
         query = query.after(cursor);
     }
     if let Some(status) = params.status {

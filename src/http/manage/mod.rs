@@ -37,6 +37,7 @@ mod schema;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
@@ -134,11 +135,14 @@ impl Management {
         let document = openapi::document(&self.base_path)
             .to_json()
             .unwrap_or_else(|_| "{}".into());
+        let catalog = serde_json::to_string(&about::catalog_view(self.keys.catalog()))
+            .unwrap_or_else(|_| "{}".into());
         let ctx = Ctx(Arc::new(Inner {
             keys: self.keys,
             actors,
             trail: self.trail,
             document: document.into(),
+            catalog: catalog.into(),
         }));
         Ok(Router::new()
             .route("/", post(keys::create).get(keys::list))
@@ -191,7 +195,9 @@ struct Inner {
     keys: Keyward,
     actors: Arc<dyn ResolveActor>,
     trail: Option<Arc<dyn AuditTrail>>,
-    document: Arc<str>,
+    /// The OpenAPI document and the catalog, rendered once.
+    document: Bytes,
+    catalog: Bytes,
 }
 
 impl std::ops::Deref for Ctx {
@@ -231,11 +237,25 @@ impl FromRequestParts<Ctx> for Writer {
     responses((status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json"))
 )]
 async fn serve_document(State(ctx): State<Ctx>) -> Response {
+    json(&ctx.document)
+}
+
+/// A JSON body rendered before: a reference count, not a copy.
+fn json(body: &Bytes) -> Response {
     (
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        ctx.document.to_string(),
+        body.clone(),
     )
         .into_response()
+}
+
+/// The refusal of a `cursor` no page of this API handed out.
+fn invalid_cursor() -> ApiError {
+    ApiError::invalid(
+        "cursor",
+        "invalid_cursor",
+        "Invalid cursor: pass back the `next_cursor` of the previous page unchanged.",
+    )
 }
 
 async fn not_found() -> ApiError {
