@@ -4,13 +4,18 @@
 //! The order is part of the security contract, and [`admit`] is the only
 //! place it is written:
 //!
-//! 1. **status**: revoked, then expired;
-//! 2. **tenant**: the request's tenant must be the key's own or, with
+//! 1. **status**: revoked, then expired, then not valid yet
+//!    (`not_before`);
+//! 2. **address**: a key with an IP allowlist needs the request's client
+//!    address on it;
+//! 3. **tenant**: the request's tenant must be the key's own or, with
 //!    nested tenants, below it;
-//! 3. **inactivity**: a key unused for the inactivity period is refused;
-//! 4. **limits**: the key's rate limit, its tenant's quota, the quota of
-//!    the tenant it acts for (see [`Limits`]);
-//! 5. **credits**: one use of a usage-limited key, taken from the store.
+//! 4. **inactivity**: a key unused for the inactivity period is refused;
+//! 5. **limits**: the key's rate limit, its named limits (the request's
+//!    cost, all or none), its tenant's quota, the quota of the tenant it
+//!    acts for (see [`Limits`]);
+//! 6. **credits**: the request's cost in uses of a usage-limited key,
+//!    taken from the store.
 //!
 //! Nothing is counted for a request an earlier step refuses, and, with the
 //! built-in limiter, a request a quota refuses is given back to the key's
@@ -22,14 +27,16 @@
 use crate::cache::CachedKey;
 use crate::error::VerifyError;
 use crate::key::KeyStatus;
-use crate::limit::{Counted, Limits, Refusal, Step};
+use crate::limit::{Costs, Counted, Limits, Refusal, Step};
 use crate::tenant;
 
 /// A step of the decision, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Gate {
-    /// Revoked or expired.
+    /// Revoked, expired, or not valid yet.
     Status,
+    /// The client address, against the key's allowlist.
+    Address,
     /// The request's tenant.
     Tenant,
     /// Unused for too long.
@@ -69,6 +76,10 @@ pub(crate) struct Request<'a> {
     pub(crate) idle: Idle,
     /// Tenants are paths: an ancestor's key acts for its descendants.
     pub(crate) nested: bool,
+    /// The client's address, if the caller gave one.
+    pub(crate) client_ip: Option<std::net::IpAddr>,
+    /// What the request costs.
+    pub(crate) costs: Costs<'a>,
 }
 
 /// The outcome of [`admit`].
@@ -93,6 +104,16 @@ pub(crate) fn admit(entry: &CachedKey, req: &Request<'_>, limits: &Limits, from:
             KeyStatus::Revoked => return Verdict::Refuse(VerifyError::Revoked),
             KeyStatus::Expired => return Verdict::Refuse(VerifyError::Expired),
         }
+        if entry.not_before_us > req.now_us {
+            return Verdict::Refuse(VerifyError::NotYetValid);
+        }
+    }
+    if from <= Gate::Address {
+        if let Some(list) = &entry.allowed_ips {
+            if !req.client_ip.is_some_and(|ip| list.allows(ip)) {
+                return Verdict::Refuse(VerifyError::IpNotAllowed);
+            }
+        }
     }
     if from <= Gate::Tenant {
         // Both are canonical already: the request's tenant was validated
@@ -115,7 +136,7 @@ pub(crate) fn admit(entry: &CachedKey, req: &Request<'_>, limits: &Limits, from:
             Gate::Limits(step) => step,
             _ => Step::Key,
         };
-        let who = entry.subject(req.tenant, req.now_us);
+        let who = entry.subject(req.tenant, req.now_us, req.costs);
         match limits.try_count(&who, step) {
             Counted::Passed => {}
             Counted::Refused(r) => return Verdict::Refuse(refused(r)),
@@ -132,6 +153,7 @@ pub(crate) fn admit(entry: &CachedKey, req: &Request<'_>, limits: &Limits, from:
 pub(crate) fn refused(refusal: Refusal) -> VerifyError {
     match refusal {
         Refusal::Key(retry_after) => VerifyError::RateLimited { retry_after },
+        Refusal::Named(limit, retry_after) => VerifyError::LimitExceeded { limit, retry_after },
         Refusal::Quota(retry_after) => VerifyError::QuotaExceeded { retry_after },
         Refusal::Unavailable => VerifyError::LimiterUnavailable,
     }

@@ -13,6 +13,10 @@
 //! | expiry | the actor has no expiry, or the key expires no later |
 //! | rate limit | the actor has no limit, or the key's (its own or the instance default) [is within](crate::RateLimit::is_within) it |
 //! | usage | the actor is not usage-limited, or the key has no more uses left and no more generous refill |
+//! | IP allowlist | the actor has no allowlist, or the key has one and every network on it is within the actor's |
+//!
+//! A key's permissions are its own and those of the roles it holds, as
+//! the roles are defined when the call is made.
 //!
 //! and applies two checks:
 //!
@@ -55,8 +59,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::access::IpAllowlist;
 use crate::error::{Dimension, KeyError};
 use crate::key::{Actor, KeyRecord};
+use crate::keyward::RoleMap;
 use crate::limit::RateLimit;
 use crate::permission::{Catalog, PermissionSet};
 use crate::policy::Refill;
@@ -67,12 +73,14 @@ use crate::token::KeyId;
 const MAX_ACTOR_CHARS: usize = 256;
 
 /// What the rule needs of the instance.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rules<'a> {
     pub(crate) catalog: &'a Catalog,
     pub(crate) nested: bool,
     /// The rate limit of keys without their own.
     pub(crate) default_limit: Option<RateLimit>,
+    /// The roles in force.
+    pub(crate) roles: std::sync::Arc<RoleMap>,
 }
 
 /// The actor may manage keys at all: the host said so, its id can be
@@ -125,7 +133,7 @@ pub(crate) fn held(catalog: &Catalog, actor: &Actor) -> Result<PermissionSet, Ke
 /// [`KeyError::BoundExceeded`] for a result that would;
 /// [`KeyError::CatalogMismatch`] for an actor of another catalog.
 pub(crate) fn authorize(
-    rules: Rules<'_>,
+    rules: &Rules<'_>,
     actor: &Actor,
     target: Option<&KeyRecord>,
     result: Option<&KeyRecord>,
@@ -153,7 +161,7 @@ pub(crate) fn authorize(
             Ok(()) => {}
             Err(Dimension::Permissions) => {
                 return Err(KeyError::PermissionEscalation {
-                    missing: stored(rules.catalog, key).missing_from(&held),
+                    missing: stored(rules, key).missing_from(&held),
                 })
             }
             Err(dimension) => return Err(KeyError::BoundExceeded { dimension }),
@@ -196,12 +204,12 @@ pub(crate) fn carved_uses(
 /// but the tenant (checked by the caller, with its own error); the first
 /// dimension that fails otherwise.
 fn dominates(
-    rules: Rules<'_>,
+    rules: &Rules<'_>,
     actor: &Actor,
     held: &PermissionSet,
     key: &KeyRecord,
 ) -> Result<(), Dimension> {
-    if !stored(rules.catalog, key).is_subset_of(held) {
+    if !stored(rules, key).is_subset_of(held) {
         return Err(Dimension::Permissions);
     }
     if !expiry_within(key.expires_at, actor.expires_at) {
@@ -213,15 +221,30 @@ fn dominates(
     if !usage_within(key.remaining, key.refill, actor.uses, actor.refill) {
         return Err(Dimension::Usage);
     }
+    if !allowlist_within(key.allowed_ips.as_ref(), actor.allowed_ips.as_ref()) {
+        return Err(Dimension::Network);
+    }
     Ok(())
 }
 
-/// The permissions a stored key holds (names the catalog no longer has
-/// are held by nobody, so they are no obstacle).
-fn stored(catalog: &Catalog, key: &KeyRecord) -> PermissionSet {
-    catalog
+/// The permissions a stored key holds, its roles' included (names the
+/// catalog no longer has are held by nobody, so they are no obstacle).
+pub(crate) fn stored(rules: &Rules<'_>, key: &KeyRecord) -> PermissionSet {
+    let own = rules
+        .catalog
         .parse_stored(key.permissions.iter().map(String::as_str))
-        .0
+        .0;
+    let (roles, _) = crate::keyward::granted(rules.catalog, &rules.roles, key);
+    own.union(&roles)
+}
+
+/// `None` is "any address".
+pub(crate) fn allowlist_within(key: Option<&IpAllowlist>, bound: Option<&IpAllowlist>) -> bool {
+    match (key, bound) {
+        (_, None) => true,
+        (Some(k), Some(b)) => k.is_within(b),
+        (None, Some(_)) => false,
+    }
 }
 
 /// `None` is "never".

@@ -7,7 +7,8 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::limit::RateLimit;
+use crate::access::IpAllowlist;
+use crate::limit::{NamedLimit, RateLimit};
 use crate::permission::PermissionSet;
 use crate::policy::{Refill, WarningMark};
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
@@ -41,6 +42,7 @@ pub struct Actor {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) uses: Option<u64>,
     pub(crate) refill: Option<Refill>,
+    pub(crate) allowed_ips: Option<IpAllowlist>,
     pub(crate) key: Option<KeyId>,
     /// Made from a key that was rolled away: it manages nothing.
     pub(crate) retired: bool,
@@ -59,6 +61,7 @@ impl Actor {
             rate_limit: None,
             uses: None,
             refill: None,
+            allowed_ips: None,
             key: None,
             retired: false,
         }
@@ -127,6 +130,24 @@ impl Actor {
         self
     }
 
+    /// The networks the actor may let keys be used from: the keys it
+    /// creates or changes need an allowlist within this one (and get this
+    /// one when created without). Defaults to none (any allowlist, or
+    /// none). On an actor made from a key, a list not within the key's
+    /// own is ignored.
+    #[must_use]
+    pub fn allowed_ips(mut self, allowlist: IpAllowlist) -> Self {
+        if self.key.is_none()
+            || self
+                .allowed_ips
+                .as_ref()
+                .is_none_or(|own| allowlist.is_within(own))
+        {
+            self.allowed_ips = Some(allowlist);
+        }
+        self
+    }
+
     /// The actor's id, as recorded in audit events and `created_by`.
     pub fn id(&self) -> &str {
         &self.id
@@ -185,6 +206,10 @@ pub struct NewKey {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) remaining: Option<u64>,
     pub(crate) refill: Option<Refill>,
+    pub(crate) allowed_ips: Option<IpAllowlist>,
+    pub(crate) not_before: Option<DateTime<Utc>>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) limits: Vec<NamedLimit>,
 }
 
 impl NewKey {
@@ -200,7 +225,53 @@ impl NewKey {
             rate_limit: None,
             remaining: None,
             refill: None,
+            allowed_ips: None,
+            not_before: None,
+            roles: Vec::new(),
+            limits: Vec::new(),
         }
+    }
+
+    /// The networks the key accepts requests from (see [`IpAllowlist`]);
+    /// by default any address, or the creator's allowlist if it has one.
+    pub fn allowed_ips(mut self, allowlist: IpAllowlist) -> Self {
+        self.allowed_ips = Some(allowlist);
+        self
+    }
+
+    /// The key is refused with
+    /// [`VerifyError::NotYetValid`](crate::VerifyError::NotYetValid) before
+    /// `at` (Cloudflare's `not_before`).
+    pub fn not_before(mut self, at: DateTime<Utc>) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// Roles of the catalog (see
+    /// [`CatalogBuilder::role`](crate::CatalogBuilder::role)) the key
+    /// holds, besides its own permissions. A role's permissions are
+    /// resolved on every load, so changing a role
+    /// ([`Keyward::set_role`](crate::Keyward::set_role)) reaches every key
+    /// holding it.
+    pub fn roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A named rate limit (`requests` at 200/min, `tokens` at 100,000 a
+    /// day, …), counted with each verify's cost (see
+    /// [`VerifyRequest::cost`](crate::VerifyRequest::cost)). A key's named
+    /// limits are checked together: a request passes them all or is
+    /// charged to none. Setting a name twice keeps the last.
+    pub fn limit(mut self, name: impl Into<String>, limit: RateLimit) -> Self {
+        let name = name.into();
+        self.limits.retain(|l| l.name != name);
+        self.limits.push(NamedLimit { name, limit });
+        self
     }
 
     /// Creates the key in `tenant` instead of the actor's own: allowed for
@@ -338,6 +409,23 @@ pub struct KeyRecord {
     /// and while its grace lasts its uses come from its successor's.
     #[serde(default)]
     pub rolled_to: Option<KeyId>,
+    /// The networks the key accepts requests from; `None`: any.
+    #[serde(default)]
+    pub allowed_ips: Option<IpAllowlist>,
+    /// Before this instant the key is refused.
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    /// Catalog roles the key holds, by name, besides `permissions`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Named rate limits, sorted by name.
+    #[serde(default)]
+    pub limits: Vec<NamedLimit>,
+    /// Credits (uses) this usage-limited key spent in all, the cost of
+    /// every verify that took some: bookkeeping owned by
+    /// [`KeyStore::consume_credit`](crate::store::KeyStore::consume_credit).
+    #[serde(default)]
+    pub credits_spent: u64,
 }
 
 /// Where a key stands.
@@ -387,7 +475,7 @@ pub struct KeyInfo {
     pub tenant: String,
     /// The label its owner gave it.
     pub name: String,
-    /// What the key may do.
+    /// What the key may do: its own permissions and its roles'.
     pub permissions: PermissionSet,
     /// Active, expired or revoked, as of the call.
     pub status: KeyStatus,
@@ -413,6 +501,16 @@ pub struct KeyInfo {
     pub rolled_from: Option<KeyId>,
     /// The key that replaced this one, if it was rolled.
     pub rolled_to: Option<KeyId>,
+    /// The networks it accepts requests from; `None`: any.
+    pub allowed_ips: Option<IpAllowlist>,
+    /// Before this instant it is refused.
+    pub not_before: Option<DateTime<Utc>>,
+    /// The catalog roles it holds.
+    pub roles: Vec<String>,
+    /// Its named rate limits.
+    pub limits: Vec<NamedLimit>,
+    /// Credits a usage-limited key spent in all, as of the last read.
+    pub credits_spent: u64,
 }
 
 /// A newly created key: the token, shown once, and the key's details.
@@ -458,5 +556,10 @@ pub(crate) fn sample_record(tenant: &str) -> KeyRecord {
         expiry_warning: None,
         rolled_from: None,
         rolled_to: None,
+        allowed_ips: None,
+        not_before: None,
+        roles: vec![],
+        limits: vec![],
+        credits_spent: 0,
     }
 }

@@ -64,6 +64,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod access;
 mod admission;
 mod audit;
 pub mod authority;
@@ -81,6 +82,7 @@ mod permission;
 mod policy;
 pub mod store;
 pub mod tenant;
+mod tenant_policy;
 mod token;
 
 /// The README's examples run as doctests too (they use the SQLite store
@@ -89,6 +91,7 @@ mod token;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub use crate::access::{InvalidAllowlist, IpAllowlist, MAX_NETWORKS};
 pub use crate::audit::{
     AuditAction, AuditEvent, AuditOutcome, AuditPage, AuditQuery, AuditRecord, AuditSink,
     AuditTrail, MemoryAuditSink, NoAudit, TracingAuditSink, MAX_PAGE_EVENTS,
@@ -100,14 +103,18 @@ pub use crate::error::{
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyStatus, NewKey, MAX_USES};
 pub use crate::keyward::{
     CacheStats, InvalidCursor, KeyCursor, KeyPage, KeyQuery, KeyUpdate, Keyward, KeywardBuilder,
-    Verified, VerifyFuture, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PAGE_KEYS, SWEEP_ACTOR,
+    Verified, VerifyFuture, VerifyRequest, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PAGE_KEYS,
+    SWEEP_ACTOR,
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::limit::{
     Accuracy, LimiterClock, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError,
 };
-pub use crate::limit::{Bucket, Decision, InvalidRateLimit, LocalLimiter, RateLimit, RateLimiter};
+pub use crate::limit::{
+    Bucket, Charge, Decision, InvalidNamedLimit, InvalidRateLimit, LocalLimiter, NamedLimit,
+    RateLimit, RateLimiter, MAX_NAMED_LIMITS,
+};
 pub use crate::permission::{
     Catalog, CatalogBuilder, CatalogError, ExprError, Permission, PermissionError, PermissionExpr,
     PermissionSet, MAX_ALTERNATIVES, MAX_PERMISSIONS,
@@ -123,9 +130,11 @@ pub use crate::store::postgres::{PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::store::sqlite::SqliteStore;
+pub use crate::store::RoleDefinition;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use crate::store::{AuditSettings, SqlAuditTrail};
+pub use crate::tenant_policy::{PolicyRule, TenantPolicy};
 pub use crate::token::{
     DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyId, MalformedToken, ParsedToken,
     SecretToken, TokenFormat,

@@ -781,9 +781,16 @@ impl keyward::store::KeyStore for Interfering {
     async fn consume_credit(
         &self,
         id: &KeyId,
+        cost: u64,
         refill: Option<keyward::store::RefillDue>,
     ) -> Result<keyward::store::Credit, keyward::StoreError> {
-        self.inner.consume_credit(id, refill).await
+        self.inner.consume_credit(id, cost, refill).await
+    }
+    async fn roles(&self) -> Result<Vec<keyward::RoleDefinition>, keyward::StoreError> {
+        self.inner.roles().await
+    }
+    async fn put_role(&self, role: &keyward::RoleDefinition) -> Result<(), keyward::StoreError> {
+        self.inner.put_role(role).await
     }
     async fn adjust_credits(
         &self,

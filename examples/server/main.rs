@@ -404,7 +404,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "listening on http://{} ({where_keys}, {how_limited})",
         listener.local_addr()?
     );
-    axum::serve(listener, app(keys.clone(), Some(Arc::new(trail.clone()))))
+    // Peer addresses reach the layer: keys with an IP allowlist need them.
+    let service = app(keys.clone(), Some(Arc::new(trail.clone())))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     sweeper.abort();

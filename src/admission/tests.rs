@@ -45,7 +45,13 @@ fn req(tenant: Option<&str>, idle: Idle) -> Request<'_> {
         now_us: NOW,
         idle,
         nested: true,
+        client_ip: None,
+        costs: Costs::ONE,
     }
+}
+
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().expect("address")
 }
 
 fn code(v: Verdict) -> &'static str {
@@ -269,7 +275,118 @@ async fn a_host_limiter_is_awaited_only_where_it_cannot_answer_at_once() {
     };
     assert_eq!(step, Step::OwnQuota);
     assert!(host.checked.lock().expect("lock").is_empty());
-    let counted = limits.count(&e.subject(None, NOW), step).await;
+    let counted = limits.count(&e.subject(None, NOW, Costs::ONE), step).await;
     assert_eq!(counted, Err(Refusal::Quota(Duration::seconds(3))));
     assert_eq!(*host.checked.lock().expect("lock"), ["Tenant(\"acme\")"]);
+}
+
+#[test]
+fn not_before_is_part_of_status_and_counts_nothing() {
+    let (limits, cache) = limits(None, None);
+    let mut r = record("acme");
+    r.not_before = DateTime::from_timestamp_micros(NOW + 1);
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    let wrong = req(Some("globex"), Idle::Yes);
+    assert_eq!(
+        code(admit(&e, &wrong, &limits, Gate::FIRST)),
+        "api_key_not_yet_valid"
+    );
+    // Revoked still comes first.
+    r.revoked_at = Some(DateTime::UNIX_EPOCH);
+    let revoked = cached(&r, &limits, &cache);
+    assert_eq!(plain(&revoked, &limits), "api_key_revoked");
+    // From the instant itself, it works; nothing was counted before.
+    r.revoked_at = None;
+    r.not_before = DateTime::from_timestamp_micros(NOW);
+    let e = cached(&r, &limits, &cache);
+    assert_eq!(plain(&e, &limits), "admit");
+}
+
+#[test]
+fn the_address_comes_after_status_and_before_the_tenant() {
+    let (limits, cache) = limits(None, None);
+    let mut r = record("acme");
+    r.allowed_ips = Some("10.0.0.0/8, 2001:db8::/32".parse().expect("list"));
+    r.rate_limit = Some(per_minute(1));
+    let e = cached(&r, &limits, &cache);
+    // No address at all: refused (fails closed).
+    assert_eq!(plain(&e, &limits), "ip_not_allowed");
+    let at = |addr: &str, tenant| Request {
+        client_ip: Some(ip(addr)),
+        ..req(tenant, Idle::No)
+    };
+    // Outside the list, even for the wrong tenant: the address is told first.
+    assert_eq!(
+        code(admit(
+            &e,
+            &at("192.0.2.1", Some("globex")),
+            &limits,
+            Gate::FIRST
+        )),
+        "ip_not_allowed"
+    );
+    assert_eq!(
+        code(admit(
+            &e,
+            &at("10.9.9.9", Some("globex")),
+            &limits,
+            Gate::FIRST
+        )),
+        "wrong_tenant"
+    );
+    // Nothing was counted by the refusals: the one request a minute is there.
+    assert_eq!(
+        code(admit(
+            &e,
+            &at("::ffff:10.1.2.3", None),
+            &limits,
+            Gate::FIRST
+        )),
+        "admit"
+    );
+    r.revoked_at = Some(DateTime::UNIX_EPOCH);
+    let revoked = cached(&r, &limits, &cache);
+    assert_eq!(
+        code(admit(
+            &revoked,
+            &at("192.0.2.1", None),
+            &limits,
+            Gate::FIRST
+        )),
+        "api_key_revoked"
+    );
+}
+
+#[test]
+fn named_limits_charge_the_cost_all_or_nothing_and_quotas_give_back() {
+    let (limits, cache) = limits(Some(per_minute(3)), None);
+    let mut r = record("acme");
+    r.limits = vec![
+        crate::limit::NamedLimit::new("requests", per_minute(10)).expect("name"),
+        crate::limit::NamedLimit::new("tokens", per_minute(100)).expect("name"),
+    ];
+    let e = cached(&r, &limits, &cache);
+    let costly = |cost| Request {
+        costs: Costs {
+            cost: 1,
+            by_name: &[],
+            one: Some(("tokens", cost)),
+        },
+        ..req(None, Idle::No)
+    };
+    assert_eq!(code(admit(&e, &costly(90), &limits, Gate::FIRST)), "admit");
+    // 10 tokens left: 11 is refused, and `requests` is not charged for it.
+    assert_eq!(
+        code(admit(&e, &costly(11), &limits, Gate::FIRST)),
+        "limit_exceeded"
+    );
+    assert_eq!(code(admit(&e, &costly(5), &limits, Gate::FIRST)), "admit");
+    assert_eq!(code(admit(&e, &costly(5), &limits, Gate::FIRST)), "admit");
+    // The tenant's quota of 3 refuses the fourth request: the 0 tokens it
+    // would take are given back, as is its request.
+    assert_eq!(
+        code(admit(&e, &costly(0), &limits, Gate::FIRST)),
+        "quota_exceeded"
+    );
 }

@@ -52,6 +52,9 @@ pub enum AuditAction {
     /// A shared rate limiter reached its backend again: limits are shared
     /// once more (outcome `Success`).
     LimiterRecovered,
+    /// A role was defined or redefined
+    /// ([`Keyward::set_role`](crate::Keyward::set_role)).
+    SetRole,
 }
 
 impl AuditAction {
@@ -72,6 +75,7 @@ impl AuditAction {
             Self::Update => "update",
             Self::LimiterOutage => "limiter_outage",
             Self::LimiterRecovered => "limiter_recovered",
+            Self::SetRole => "set_role",
         }
     }
 }

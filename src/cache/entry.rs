@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::access::IpAllowlist;
 use crate::key::KeyStatus;
-use crate::limit::{KeySlot, RateLimit, Subject, Tenant};
+use crate::limit::{Costs, KeySlot, NamedSlot, RateLimit, Subject, Tenant};
 use crate::permission::PermissionSet;
 use crate::policy::Refill;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
@@ -29,6 +30,8 @@ pub(crate) struct CachedKey {
     /// by this instance's verifies.
     pub(crate) last_used_us: AtomicI64,
     pub(crate) created_us: i64,
+    /// `i64::MIN`: no `not_before`.
+    pub(crate) not_before_us: i64,
     pub(crate) revoked: bool,
     /// Usage-limited: every verify asks the store for a credit.
     pub(crate) metered: bool,
@@ -40,6 +43,10 @@ pub(crate) struct CachedKey {
     /// as GCRA parameters, and its state: read by every verify ...
     pub(crate) slot: KeySlot,
     pub(crate) permissions: PermissionSet,
+    /// Where the key may be used from, if it is restricted.
+    pub(crate) allowed_ips: Option<IpAllowlist>,
+    /// The key's named limits (state in [`Limits`](crate::limit::Limits)).
+    pub(crate) named: Box<[NamedSlot]>,
     pub(crate) name: Box<str>,
     /// ... and as written, for a host's limiter.
     pub(crate) limit: Option<RateLimit>,
@@ -77,6 +84,9 @@ impl CachedKey {
             ),
             expires_us: record.expires_at.map_or(i64::MAX, |e| e.timestamp_micros()),
             created_us: record.created_at.timestamp_micros(),
+            not_before_us: record.not_before.map_or(i64::MIN, |t| t.timestamp_micros()),
+            allowed_ips: record.allowed_ips.clone(),
+            named: NamedSlot::of(&record.limits),
             loaded_at: 0,
             revoked: record.revoked_at.is_some(),
             metered: record.remaining.is_some() || record.refill.is_some(),
@@ -106,6 +116,9 @@ impl CachedKey {
             last_used_us: AtomicI64::new(i64::MIN),
             expires_us: i64::MIN,
             created_us: 0,
+            not_before_us: i64::MIN,
+            allowed_ips: None,
+            named: Box::new([]),
             loaded_at: i64::MIN,
             revoked: true,
             metered: false,
@@ -121,7 +134,12 @@ impl CachedKey {
     /// What a request by this key, for `acting_for` at `now_us`, is
     /// counted against.
     #[inline]
-    pub(crate) fn subject<'a>(&'a self, acting_for: Option<&'a str>, now_us: i64) -> Subject<'a> {
+    pub(crate) fn subject<'a>(
+        &'a self,
+        acting_for: Option<&'a str>,
+        now_us: i64,
+        costs: Costs<'a>,
+    ) -> Subject<'a> {
         Subject {
             id: self.id,
             slot: &self.slot,
@@ -130,6 +148,8 @@ impl CachedKey {
             tenant: &self.tenant,
             acting_for,
             now_us,
+            named: &self.named,
+            costs,
         }
     }
 

@@ -50,6 +50,23 @@ pub enum VerifyError {
     /// a sweep will delete it.
     #[error("API key is inactive: it was not used for too long; create a new key")]
     Inactive,
+    /// The key's `not_before` is still ahead: it works from then on.
+    #[error("API key is not valid yet")]
+    NotYetValid,
+    /// The key has an IP allowlist and the request's client address is
+    /// not on it (or the request gave no address). Answer 403.
+    #[error("API key may not be used from this address")]
+    IpNotAllowed,
+    /// One of the key's named limits is exhausted. Answer 429 with
+    /// `Retry-After`.
+    #[error("API key limit `{limit}` exceeded; retry in {} ms", .retry_after.num_milliseconds())]
+    LimitExceeded {
+        /// The limit's name.
+        limit: std::sync::Arc<str>,
+        /// The earliest a retry can succeed (a request costing more than
+        /// the limit's whole burst never can).
+        retry_after: chrono::Duration,
+    },
     /// The key's own rate limit is exhausted. Answer 429 with `Retry-After`.
     #[error("API key rate limit exceeded; retry in {} ms", .retry_after.num_milliseconds())]
     RateLimited {
@@ -104,11 +121,13 @@ pub enum Dimension {
     RateLimit,
     /// How many times the key may be used (uses left and refills).
     Usage,
+    /// Where the key may be used from (its IP allowlist).
+    Network,
 }
 
 impl Dimension {
     /// A stable snake_case name: `permissions`, `tenant`, `expiry`,
-    /// `rate_limit`, `usage`.
+    /// `rate_limit`, `usage`, `allowed_ips`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Permissions => "permissions",
@@ -116,6 +135,7 @@ impl Dimension {
             Self::Expiry => "expiry",
             Self::RateLimit => "rate_limit",
             Self::Usage => "usage",
+            Self::Network => "allowed_ips",
         }
     }
 }
@@ -128,6 +148,7 @@ impl std::fmt::Display for Dimension {
             Self::Expiry => "expiry",
             Self::RateLimit => "rate limit",
             Self::Usage => "usage limit",
+            Self::Network => "IP allowlist",
         })
     }
 }
@@ -215,6 +236,30 @@ pub enum KeyError {
     /// The OS random generator failed; no key was issued.
     #[error(transparent)]
     Entropy(#[from] EntropyError),
+    /// The key names a role that is neither declared in the catalog nor
+    /// set with [`Keyward::set_role`](crate::Keyward::set_role).
+    #[error("unknown role `{0}`")]
+    UnknownRole(String),
+    /// A role name is empty, too long, or uses other characters than
+    /// `a-z 0-9 _ - .`.
+    #[error("invalid role name {0:?}: use 1 to 64 of a-z, 0-9, '_', '-' or '.'")]
+    InvalidRole(String),
+    /// A named limit has an invalid name, or there are too many.
+    #[error(transparent)]
+    InvalidLimit(#[from] crate::limit::InvalidNamedLimit),
+    /// `not_before` is at or after the key's expiry, or after the year
+    /// 9999.
+    #[error("invalid not_before: it must be before the key expires and no later than 9999-12-31")]
+    InvalidNotBefore,
+    /// The key would break a policy of its tenant (or of a tenant above
+    /// it): the policy is named.
+    #[error("tenant `{tenant}` policy: {rule}")]
+    PolicyViolation {
+        /// The tenant whose policy applies (the key's).
+        tenant: String,
+        /// The rule broken.
+        rule: crate::tenant_policy::PolicyRule,
+    },
     /// The store failed.
     #[error("the key store failed")]
     Store(#[from] StoreError),
@@ -226,7 +271,8 @@ impl KeyError {
     /// `permission_escalation`, `unknown_permission`, `catalog_mismatch`,
     /// `invalid_expiry`, `not_active`, `bound_exceeded`,
     /// `key_outranks_actor`, `rolled_away`, `invalid_grace`, `invalid_tenant`,
-    /// `invalid_metadata`, `entropy`, `store`.
+    /// `invalid_metadata`, `entropy`, `unknown_role`, `invalid_role`,
+    /// `invalid_limit`, `invalid_not_before`, `policy_violation`, `store`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Forbidden { .. } => "forbidden",
@@ -244,6 +290,11 @@ impl KeyError {
             Self::InvalidTenant(_) => "invalid_tenant",
             Self::InvalidMetadata(_) => "invalid_metadata",
             Self::Entropy(_) => "entropy",
+            Self::UnknownRole(_) => "unknown_role",
+            Self::InvalidRole(_) => "invalid_role",
+            Self::InvalidLimit(_) => "invalid_limit",
+            Self::InvalidNotBefore => "invalid_not_before",
+            Self::PolicyViolation { .. } => "policy_violation",
             Self::Store(_) => "store",
         }
     }
@@ -252,7 +303,9 @@ impl KeyError {
 impl VerifyError {
     /// A stable snake_case code for the error, for API responses:
     /// `malformed`, `invalid`, `api_key_expired`, `api_key_revoked`,
-    /// `wrong_tenant`, `invalid_tenant`, `api_key_inactive`, `rate_limited`, `quota_exceeded`,
+    /// `wrong_tenant`, `invalid_tenant`, `api_key_inactive`,
+    /// `api_key_not_yet_valid`, `ip_not_allowed`, `limit_exceeded`,
+    /// `rate_limited`, `quota_exceeded`,
     /// `usage_exceeded`, `store_unavailable`, `limiter_unavailable`. The HTTP layer answers
     /// `unauthorized` for the first two, so that an unknown key and a
     /// malformed one look alike, and these codes for the rest.
@@ -265,6 +318,9 @@ impl VerifyError {
             Self::WrongTenant => "wrong_tenant",
             Self::InvalidTenant(_) => "invalid_tenant",
             Self::Inactive => "api_key_inactive",
+            Self::NotYetValid => "api_key_not_yet_valid",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::LimitExceeded { .. } => "limit_exceeded",
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::UsageExceeded => "usage_exceeded",

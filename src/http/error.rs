@@ -157,6 +157,21 @@ impl ApiError {
             VerifyError::UsageExceeded => {
                 e(StatusCode::TOO_MANY_REQUESTS, "API key has no uses left.")
             }
+            VerifyError::NotYetValid => e(
+                StatusCode::UNAUTHORIZED,
+                "API key is not valid yet; it works from its not_before time.",
+            ),
+            VerifyError::IpNotAllowed => e(
+                StatusCode::FORBIDDEN,
+                "API key may not be used from this IP address.",
+            ),
+            VerifyError::LimitExceeded { limit, retry_after } => Self {
+                retry_after: Some(positive(*retry_after)),
+                ..e(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Limit `{limit}` exceeded for this API key."),
+                )
+            },
             _ => Self {
                 retry_after: Some(Duration::from_secs(1)),
                 ..e(
@@ -271,6 +286,17 @@ impl ApiError {
                 err.code(),
                 format!("Invalid metadata: {why}."),
             ),
+            KeyError::UnknownRole(_) | KeyError::InvalidRole(_) => {
+                Self::invalid("roles", err.code(), err.to_string())
+            }
+            KeyError::InvalidLimit(_) => Self::invalid("limits", err.code(), err.to_string()),
+            KeyError::InvalidNotBefore => Self::invalid("not_before", err.code(), err.to_string()),
+            // The policy is named in the code's companion field and the
+            // message: `policy_violation`, e.g. "max_lifetime: ...".
+            KeyError::PolicyViolation { rule, .. } => Self {
+                field: Some(rule.as_str().into()),
+                ..e(StatusCode::FORBIDDEN, err.to_string())
+            },
             KeyError::Store(_) | KeyError::Entropy(_) => Self {
                 retry_after: Some(Duration::from_secs(1)),
                 ..Self::new(

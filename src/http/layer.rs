@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::response::Response;
@@ -10,25 +11,28 @@ use http::{HeaderMap, Request};
 use tower::Layer;
 use tracing::Span;
 
+use super::client::ClientAddress;
 use super::extract::{extract, tenant_of};
 use super::service::{Authorize, Gate};
 use super::{
     default_renderer, default_sources, render, ApiError, ErrorRenderer, KeySource, Renderer,
     DEFAULT_REALM,
 };
-use crate::keyward::Keyward;
 use crate::keyward::Verified;
+use crate::keyward::{Keyward, VerifyRequest};
 
 /// The layer's settings, shared by its services.
 struct Config {
     sources: Vec<KeySource>,
     tenant_header: Option<HeaderName>,
+    client: ClientAddress,
     render: ErrorRenderer,
     realm: Arc<str>,
 }
 
 /// Authenticates every request with a [`Keyward`]: reads the key, verifies
-/// it (with the tenant from a header, if configured), and either refuses
+/// it (with the tenant from a header, if configured, and the client
+/// address, see [`KeywardLayer::client_address`]), and either refuses
 /// with an [`ApiError`] or passes the request on with the [`Verified`] key
 /// in its extensions (read it with [`Authenticated`](super::Authenticated)) and a `tracing` span
 /// `api_key` carrying the key's display prefix and tenant.
@@ -57,6 +61,7 @@ impl KeywardLayer {
             config: Arc::new(Config {
                 sources: default_sources(),
                 tenant_header: None,
+                client: ClientAddress::peer(),
                 render: default_renderer(),
                 realm: Arc::from(DEFAULT_REALM),
             }),
@@ -68,6 +73,7 @@ impl KeywardLayer {
         let mut config = Config {
             sources: old.sources.clone(),
             tenant_header: old.tenant_header.clone(),
+            client: old.client.clone(),
             render: old.render.clone(),
             realm: old.realm.clone(),
         };
@@ -88,6 +94,16 @@ impl KeywardLayer {
     /// with nested tenants, to an ancestor).
     pub fn tenant_header(self, name: HeaderName) -> Self {
         self.config(|c| c.tenant_header = Some(name))
+    }
+
+    /// Where the client address checked against keys' IP allowlists
+    /// comes from: by default the connection's peer (serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; without it
+    /// there is no address and keys with an allowlist are refused), or,
+    /// behind trusted proxies, the forwarding header they write (see
+    /// [`ClientAddress`]).
+    pub fn client_address(self, client: ClientAddress) -> Self {
+        self.config(|c| c.client = client)
     }
 
     /// The realm of the `WWW-Authenticate: Bearer` challenge on 401s, 403s
@@ -162,11 +178,13 @@ impl Gate for Authenticate {
     ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
         let (keys, config) = (self.keys.clone(), self.config.clone());
         async move {
+            let client_ip = config.client.of(req.extensions(), req.headers());
             match authenticate(
                 &keys,
                 &config.sources,
                 config.tenant_header.as_ref(),
                 req.headers(),
+                client_ip,
             )
             .await
             {
@@ -197,6 +215,7 @@ pub(crate) async fn authenticate(
     sources: &[KeySource],
     tenant_header: Option<&HeaderName>,
     headers: &HeaderMap,
+    client_ip: Option<IpAddr>,
 ) -> Result<Verified, ApiError> {
     let token = extract(headers, sources)?;
     let prefix = keys
@@ -204,12 +223,14 @@ pub(crate) async fn authenticate(
         .parse(token)
         .ok()
         .map(|p| p.display_prefix());
-    let result = match tenant_header {
-        None => keys.verify(token).await,
-        Some(name) => {
-            let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix))?;
-            keys.verify_for_tenant(token, tenant).await
-        }
-    };
+    let mut req = VerifyRequest::new();
+    if let Some(ip) = client_ip {
+        req = req.client_ip(ip);
+    }
+    if let Some(name) = tenant_header {
+        let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix))?;
+        req = req.tenant(tenant);
+    }
+    let result = keys.verify_with(token, req).await;
     result.map_err(|e| ApiError::from_verify(&e).with_key(prefix))
 }

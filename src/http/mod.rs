@@ -32,6 +32,7 @@
 //! replace the rendering with [`KeywardLayer::error_renderer`].
 
 mod body;
+mod client;
 mod error;
 mod extract;
 mod layer;
@@ -49,6 +50,7 @@ use http::StatusCode;
 
 pub use body::JsonBody;
 pub(crate) use body::Query;
+pub use client::{ClientAddress, ProxyHeader};
 pub use error::{ApiError, BearerError, DEFAULT_REALM};
 pub use extract::Authenticated;
 pub use layer::{Authenticate, KeywardLayer, KeywardService};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use chrono::Duration;
 
 use super::last_used::LastUsed;
-use super::{Inner, Keyward, Lifecycle};
+use super::{Inner, Keyward, Lifecycle, RoleBook};
 use crate::audit::{AuditSink, TracingAuditSink};
 use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
@@ -18,6 +18,7 @@ use crate::permission::Catalog;
 use crate::policy::{ExpiryWarnings, InactivityPolicy, Retention};
 use crate::store::{ChangeListener, KeyStore};
 use crate::tenant;
+use crate::tenant_policy::{Policies, TenantPolicy};
 use crate::token::TokenFormat;
 
 /// The largest `cache_capacity` and `unknown_cache_capacity` accepted.
@@ -36,6 +37,7 @@ pub struct KeywardBuilder {
     key_limit: Option<RateLimit>,
     tenant_quota: Option<RateLimit>,
     tenant_quotas: HashMap<String, RateLimit>,
+    tenant_policies: HashMap<String, TenantPolicy>,
     limiter: Option<Arc<dyn RateLimiter>>,
     inactivity: InactivityPolicy,
     expiry_warnings: ExpiryWarnings,
@@ -149,6 +151,15 @@ impl KeywardBuilder {
         self
     }
 
+    /// The key policy of `tenant` (see [`TenantPolicy`]): every key
+    /// created, changed or reactivated in it, or (with nested tenants) in
+    /// a tenant below it, must obey it. Replaces an earlier policy of the
+    /// same tenant.
+    pub fn tenant_policy(mut self, tenant: impl Into<String>, policy: TenantPolicy) -> Self {
+        self.tenant_policies.insert(tenant.into(), policy);
+        self
+    }
+
     /// Tenants as paths: a key or actor of `agency` also acts for
     /// `agency/location` (never the reverse, never siblings). Defaults to
     /// `false`: tenants are flat and must match exactly.
@@ -217,7 +228,8 @@ impl KeywardBuilder {
             ttl_us,
             stash.clone(),
         ));
-        let listener: Weak<Cache> = Arc::downgrade(&cache);
+        let roles = Arc::new(RoleBook::new(self.catalog.clone(), cache.clone()));
+        let listener: Weak<RoleBook> = Arc::downgrade(&roles);
         let feed = self.store.subscribe(listener as Weak<dyn ChangeListener>);
         if let Some(limiter) = &self.limiter {
             limiter.attach_audit(self.audit.clone());
@@ -246,6 +258,8 @@ impl KeywardBuilder {
                     retention: self.retention,
                 },
                 last_used: LastUsed::new(self.last_used_interval),
+                roles,
+                policies: Policies::new(self.tenant_policies, self.nested_tenants),
             }),
         })
     }
@@ -254,6 +268,22 @@ impl KeywardBuilder {
     /// and the cache time limit in microseconds.
     fn check(&self) -> Result<(std::time::Duration, i64), ConfigError> {
         let invalid = |setting, reason| Err(ConfigError::Invalid { setting, reason });
+        if self.tenant_policies.keys().any(|t| !tenant::is_valid(t)) {
+            return invalid(
+                "tenant_policy",
+                "the tenant is not a canonical tenant path (see keyward::tenant)",
+            );
+        }
+        if self
+            .tenant_policies
+            .values()
+            .any(|p| p.ceiling_catalog().is_some_and(|c| *c != self.catalog))
+        {
+            return invalid(
+                "tenant_policy",
+                "a permission ceiling was parsed in another catalog",
+            );
+        }
         if self.tenant_quotas.keys().any(|t| !tenant::is_valid(t)) {
             return invalid(
                 "tenant_quota_for",
@@ -317,6 +347,7 @@ impl Keyward {
             key_limit: None,
             tenant_quota: None,
             tenant_quotas: HashMap::new(),
+            tenant_policies: HashMap::new(),
             limiter: None,
             inactivity: InactivityPolicy::default(),
             expiry_warnings: ExpiryWarnings::default(),

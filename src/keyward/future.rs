@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::request::VerifyRequest;
 use super::verified::Verified;
 use super::Keyward;
 use crate::admission::Gate;
@@ -13,7 +14,8 @@ use crate::cache::Held;
 use crate::deadline::Within;
 use crate::error::VerifyError;
 
-/// The future of [`Keyward::verify`] and [`Keyward::verify_for_tenant`].
+/// The future of [`Keyward::verify`], [`Keyward::verify_for_tenant`] and
+/// [`Keyward::verify_with`].
 ///
 /// Small and allocation-free when the key is cached: its first poll runs
 /// the whole check without awaiting. Only a check that needs the store (or
@@ -22,7 +24,7 @@ use crate::error::VerifyError;
 pub struct VerifyFuture<'a> {
     keys: &'a Keyward,
     token: &'a str,
-    tenant: Option<&'a str>,
+    req: VerifyRequest<'a>,
     /// The rest of a check that had to await the store, within the store
     /// timeout.
     slow: Option<Within<Boxed<'a, Result<Verified, VerifyError>>>>,
@@ -32,11 +34,11 @@ pub struct VerifyFuture<'a> {
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl<'a> VerifyFuture<'a> {
-    pub(super) fn new(keys: &'a Keyward, token: &'a str, tenant: Option<&'a str>) -> Self {
+    pub(super) fn new(keys: &'a Keyward, token: &'a str, req: VerifyRequest<'a>) -> Self {
         Self {
             keys,
             token,
-            tenant,
+            req,
             slow: None,
             done: false,
         }
@@ -62,13 +64,13 @@ impl Future for VerifyFuture<'_> {
         }
         let slow = match &mut this.slow {
             Some(slow) => slow,
-            None => match this.keys.verify_cached(this.token, this.tenant) {
+            None => match this.keys.verify_cached(this.token, &this.req) {
                 Fast::Done(result) => {
                     this.done = true;
                     return Poll::Ready(result);
                 }
                 Fast::Slow(resume) => {
-                    let slow = slow_boxed(this.keys, this.token, this.tenant, resume);
+                    let slow = slow_boxed(this.keys, this.token, this.req, resume);
                     this.slow.insert(slow)
                 }
             },
@@ -92,10 +94,10 @@ impl Future for VerifyFuture<'_> {
 fn slow_boxed<'a>(
     keys: &'a Keyward,
     token: &'a str,
-    tenant: Option<&'a str>,
+    req: VerifyRequest<'a>,
     resume: Option<(Held, Gate)>,
 ) -> Within<Boxed<'a, Result<Verified, VerifyError>>> {
-    let work: Boxed<'a, _> = Box::pin(keys.verify_slow(token, tenant, resume));
+    let work: Boxed<'a, _> = Box::pin(keys.verify_slow(token, req, resume));
     crate::deadline::within(keys.inner.store_timeout, work)
 }
 

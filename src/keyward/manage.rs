@@ -5,16 +5,18 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
-use super::{latest, Keyward, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES};
+use super::{latest, Keyward, RoleMap, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES};
+use crate::access::IpAllowlist;
 use crate::audit::AuditAction;
 use crate::authority::{authorize, carved_uses, ensure_manager, limit_within, Rules};
 use crate::error::{Dimension, KeyError, StoreError};
 use crate::key::{Actor, Expiry, Grant, IssuedKey, KeyInfo, KeyRecord, KeyStatus, NewKey};
-use crate::limit::RateLimit;
+use crate::limit::{checked_limits, NamedLimit, RateLimit};
 use crate::permission::PermissionSet;
 use crate::policy::Refill;
 use crate::store::Credit;
 use crate::tenant;
+use crate::tenant_policy::Scope;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
 
 /// A change to a key's name, permissions and rate limit, applied all or
@@ -30,6 +32,10 @@ pub struct KeyUpdate {
     name: Option<String>,
     permissions: Option<Grant>,
     rate_limit: Option<Option<RateLimit>>,
+    allowed_ips: Option<Option<IpAllowlist>>,
+    not_before: Option<Option<DateTime<Utc>>>,
+    roles: Option<Vec<String>>,
+    limits: Option<Vec<NamedLimit>>,
 }
 
 impl KeyUpdate {
@@ -68,9 +74,46 @@ impl KeyUpdate {
         self
     }
 
+    /// A new IP allowlist; `None` lets the key be used from any address
+    /// (refused when the actor has an allowlist, or a tenant policy
+    /// requires one).
+    pub fn allowed_ips(mut self, allowlist: Option<IpAllowlist>) -> Self {
+        self.allowed_ips = Some(allowlist);
+        self
+    }
+
+    /// A new `not_before`; `None` lets the key work at once.
+    pub fn not_before(mut self, at: Option<DateTime<Utc>>) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// New roles, replacing the old ones.
+    pub fn roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles = Some(roles.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// New named limits, replacing the old ones (an empty list removes
+    /// them all).
+    pub fn limits(mut self, limits: impl IntoIterator<Item = NamedLimit>) -> Self {
+        self.limits = Some(limits.into_iter().collect());
+        self
+    }
+
     /// Whether the update changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.permissions.is_none() && self.rate_limit.is_none()
+        self.name.is_none()
+            && self.permissions.is_none()
+            && self.rate_limit.is_none()
+            && self.allowed_ips.is_none()
+            && self.not_before.is_none()
+            && self.roles.is_none()
+            && self.limits.is_none()
     }
 }
 
@@ -81,7 +124,15 @@ impl Keyward {
             catalog: &self.inner.catalog,
             nested: self.inner.nested,
             default_limit: self.inner.key_limit,
+            roles: self.inner.roles.current(),
         }
+    }
+
+    /// [`Keyward::rules`] with the roles read again if they may have
+    /// changed.
+    pub(super) async fn fresh_rules(&self) -> Result<Rules<'_>, KeyError> {
+        self.inner.roles.fresh(&*self.inner.store).await?;
+        Ok(self.rules())
     }
 
     /// Creates a key in the actor's tenant (or, with nested tenants, in a
@@ -257,6 +308,10 @@ impl Keyward {
             .or(refill.map(|r| r.amount))
             .or(inherited)
             .map(|n| n.min(MAX_USES));
+        let rules = self.fresh_rules().await?;
+        let roles = check_roles(new.roles, &rules.roles)?;
+        let limits = checked_limits(new.limits)?;
+        let not_before = check_not_before(new.not_before, expires_at)?;
         let draft = KeyRecord {
             id: KeyId::NONE,
             prefix: DisplayPrefix::default(),
@@ -279,8 +334,14 @@ impl Keyward {
             expiry_warning: None,
             rolled_from: None,
             rolled_to: None,
+            allowed_ips: new.allowed_ips.or_else(|| actor.allowed_ips.clone()),
+            not_before,
+            roles,
+            limits,
+            credits_spent: 0,
         };
-        authorize(self.rules(), actor, None, Some(&draft))?;
+        authorize(&rules, actor, None, Some(&draft))?;
+        self.obey_policy(&rules, &draft, Scope::Create).await?;
         let carved = match carved_uses(actor, &draft)? {
             Some((from, uses)) => self.take_uses(&from, uses).await?.map(|n| (from, n)),
             None => None,
@@ -364,6 +425,12 @@ impl Keyward {
     /// rolled away never comes back), [`KeyError::Outranked`],
     /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
     pub async fn reactivate(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
+        // A revoked key coming back counts against its tenant's cap.
+        if let Err(e) = self.obey_count_for(actor, id).await {
+            let result = Err(e);
+            self.audit_manage(AuditAction::Reactivate, actor, None, &result);
+            return result;
+        }
         self.modify(actor, id, AuditAction::Reactivate, |r, now| {
             if let Some(successor) = r.rolled_to {
                 return Err(KeyError::RolledAway {
@@ -462,9 +529,10 @@ impl Keyward {
                 .map(|g| self.grant_set(g))
                 .transpose()?
                 .map(|set| set.names().map(str::to_string).collect::<Vec<_>>());
-            Ok((name, permissions))
+            let limits = update.limits.map(checked_limits).transpose()?;
+            Ok((name, permissions, limits))
         })();
-        let (name, permissions) = match checked {
+        let (name, permissions, limits) = match checked {
             Ok(checked) => checked,
             Err(e) => {
                 let result = Err(e);
@@ -472,6 +540,8 @@ impl Keyward {
                 return result;
             }
         };
+        let rules = self.rules();
+        let policy = self.policy_check(Scope::Update);
         self.modify(actor, id, action, |r, _| {
             if let Some(name) = &name {
                 r.name.clone_from(name);
@@ -482,7 +552,19 @@ impl Keyward {
             if let Some(limit) = update.rate_limit {
                 r.rate_limit = limit;
             }
-            Ok(())
+            if let Some(allowed) = &update.allowed_ips {
+                r.allowed_ips.clone_from(allowed);
+            }
+            if let Some(not_before) = update.not_before {
+                r.not_before = check_not_before(not_before, r.expires_at)?;
+            }
+            if let Some(roles) = &update.roles {
+                r.roles = check_roles(roles.clone(), &self.inner.roles.current())?;
+            }
+            if let Some(limits) = &limits {
+                r.limits.clone_from(limits);
+            }
+            policy(&rules, r)
         })
         .await
     }
@@ -496,7 +578,7 @@ impl Keyward {
     pub async fn delete(&self, actor: &Actor, id: &KeyId) -> Result<(), KeyError> {
         let result = async {
             let record = self.load_for(actor, id).await?;
-            authorize(self.rules(), actor, Some(&record), None)?;
+            authorize(&self.rules(), actor, Some(&record), None)?;
             if self.delete_key(id).await? {
                 Ok((record.prefix, record.tenant))
             } else {
@@ -528,6 +610,29 @@ impl Keyward {
             Grant::Set(_) => Err(KeyError::CatalogMismatch),
         }
     }
+}
+
+/// The roles a key will hold: each defined, sorted, without duplicates.
+fn check_roles(mut roles: Vec<String>, defined: &RoleMap) -> Result<Vec<String>, KeyError> {
+    roles.sort();
+    roles.dedup();
+    match roles.iter().find(|r| !defined.contains_key(r.as_str())) {
+        Some(unknown) => Err(KeyError::UnknownRole(unknown.chars().take(80).collect())),
+        None => Ok(roles),
+    }
+}
+
+/// A key's `not_before`, to the microsecond: before its expiry, no later
+/// than the year 9999.
+fn check_not_before(
+    at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<Option<DateTime<Utc>>, KeyError> {
+    let at = at.map(|t| t.trunc_subsecs(6));
+    if at.is_some_and(|t| t > latest() || expires_at.is_some_and(|e| t >= e)) {
+        return Err(KeyError::InvalidNotBefore);
+    }
+    Ok(at)
 }
 
 /// When a new key expires: as asked, or as its creator does; to the

@@ -19,6 +19,9 @@ mod future;
 mod last_used;
 mod list;
 mod manage;
+mod policies;
+mod request;
+mod roles;
 mod roll;
 mod sweep;
 mod verified;
@@ -29,6 +32,8 @@ pub use builder::KeywardBuilder;
 pub use future::VerifyFuture;
 pub use list::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, MAX_PAGE_KEYS};
 pub use manage::KeyUpdate;
+pub use request::VerifyRequest;
+pub(crate) use roles::{granted, RoleBook, RoleMap};
 pub use sweep::SWEEP_ACTOR;
 pub use verified::Verified;
 
@@ -99,6 +104,10 @@ struct Inner {
     /// The sweep's policies.
     lifecycle: Lifecycle,
     last_used: LastUsed,
+    /// The roles in force; the store's change listener.
+    roles: Arc<RoleBook>,
+    /// Every tenant's key policy.
+    policies: crate::tenant_policy::Policies,
 }
 
 /// What the sweep enforces.
@@ -128,10 +137,14 @@ impl Keyward {
     /// The permissions a stored key holds in this catalog; names the
     /// catalog no longer has are dropped (and logged).
     pub(crate) fn stored_permissions(&self, record: &KeyRecord) -> PermissionSet {
-        let (set, unknown) = self
-            .inner
-            .catalog
-            .parse_stored(record.permissions.iter().map(String::as_str));
+        self.permissions_with(record, &self.inner.roles.current())
+    }
+
+    /// The permissions `record` holds with `roles` in force: its own and
+    /// its roles'.
+    pub(crate) fn permissions_with(&self, record: &KeyRecord, roles: &RoleMap) -> PermissionSet {
+        let catalog = &self.inner.catalog;
+        let (set, unknown) = catalog.parse_stored(record.permissions.iter().map(String::as_str));
         if !unknown.is_empty() {
             tracing::warn!(
                 target: "keyward",
@@ -140,7 +153,14 @@ impl Keyward {
                 "stored permissions are no longer in the catalog; the key does not hold them"
             );
         }
-        set
+        if record.roles.is_empty() {
+            return set;
+        }
+        let (granted, unknown) = granted(catalog, roles, record);
+        if !unknown.is_empty() {
+            tracing::warn!(target: "keyward", key = %record.prefix, ?unknown, "the key holds roles that are not defined; they grant nothing");
+        }
+        set.union(&granted)
     }
     /// A stored key as the management API shows it, with its pending
     /// last use.
@@ -168,6 +188,11 @@ impl Keyward {
             refill: record.refill,
             rolled_from: record.rolled_from,
             rolled_to: record.rolled_to,
+            allowed_ips: record.allowed_ips,
+            not_before: record.not_before,
+            roles: record.roles,
+            limits: record.limits,
+            credits_spent: record.credits_spent,
         }
     }
 

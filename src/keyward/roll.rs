@@ -61,7 +61,7 @@ impl Keyward {
             return Err(KeyError::InvalidGrace);
         }
         let old = self.load_for(actor, id).await?;
-        authorize(self.rules(), actor, Some(&old), None)?;
+        authorize(&self.rules(), actor, Some(&old), None)?;
         let now = self.now();
         rollable(&old, now)?;
         let draft = KeyRecord {
@@ -81,7 +81,7 @@ impl Keyward {
             rolled_to: None,
             ..old.clone()
         };
-        authorize(self.rules(), actor, None, Some(&draft))?;
+        authorize(&self.rules(), actor, None, Some(&draft))?;
         let successor = KeyId::random()?;
         let token = self.inner.format.generate(successor)?;
         let ended = self.end_for_roll(actor, &old, successor, grace).await?;
@@ -110,7 +110,7 @@ impl Keyward {
             ..draft
         };
         // What is stored is what is authorized, not only the draft.
-        let stored = match authorize(self.rules(), actor, None, Some(&record)) {
+        let stored = match authorize(&self.rules(), actor, None, Some(&record)) {
             Ok(()) => self.insert_key(&record).await.map_err(KeyError::from),
             Err(e) => Err(e),
         };

@@ -13,6 +13,7 @@ use crate::tenant;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
 
 use super::future::{Fast, VerifyFuture};
+use super::request::VerifyRequest;
 use super::verified::Verified;
 use super::{earliest, Keyward};
 
@@ -30,7 +31,7 @@ impl Keyward {
     /// [`VerifyError::QuotaExceeded`], [`VerifyError::UsageExceeded`];
     /// [`VerifyError::Store`] when the store cannot be asked.
     pub fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
-        VerifyFuture::new(self, token, None)
+        VerifyFuture::new(self, token, VerifyRequest::new())
     }
 
     /// [`Keyward::verify`], and the key must belong to `tenant` (e.g. from
@@ -44,16 +45,50 @@ impl Keyward {
     /// key is looked at) when `tenant` is not a canonical tenant path, and
     /// [`VerifyError::WrongTenant`].
     pub fn verify_for_tenant<'a>(&'a self, token: &'a str, tenant: &'a str) -> VerifyFuture<'a> {
-        VerifyFuture::new(self, token, Some(tenant))
+        VerifyFuture::new(self, token, VerifyRequest::new().tenant(tenant))
+    }
+
+    /// [`Keyward::verify`] for a request described by `req`: the tenant
+    /// it names (as [`Keyward::verify_for_tenant`]), the client address
+    /// (checked against the key's [`IpAllowlist`](crate::IpAllowlist)
+    /// after the secret is proven) and its cost (uses of a usage-limited
+    /// key, and the key's named limits). Allocation-free for a cached key,
+    /// like [`Keyward::verify`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use keyward::{Actor, Catalog, IpAllowlist, Keyward, MemoryStore, NewKey, VerifyError, VerifyRequest};
+    ///
+    /// let catalog = Catalog::builder().resource("contacts", ["read"]).build()?;
+    /// let keys = Keyward::builder(MemoryStore::new(), catalog.clone()).build()?;
+    /// let admin = Actor::new("u1", "acme").permissions(catalog.all()).may_manage_keys(true);
+    /// let office: IpAllowlist = "203.0.113.0/24".parse()?;
+    /// let issued = keys.create(&admin, NewKey::new("Office").allowed_ips(office)).await?;
+    /// let token = issued.token.expose_secret();
+    ///
+    /// let inside = VerifyRequest::new().client_ip("203.0.113.9".parse()?);
+    /// assert!(keys.verify_with(token, inside).await.is_ok());
+    /// let outside = VerifyRequest::new().client_ip("198.51.100.1".parse()?);
+    /// assert!(matches!(keys.verify_with(token, outside).await, Err(VerifyError::IpNotAllowed)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Keyward::verify_for_tenant`]; [`VerifyError::NotYetValid`],
+    /// [`VerifyError::IpNotAllowed`] and [`VerifyError::LimitExceeded`].
+    pub fn verify_with<'a>(&'a self, token: &'a str, req: VerifyRequest<'a>) -> VerifyFuture<'a> {
+        VerifyFuture::new(self, token, req)
     }
 
     /// Verification from the cache alone, without awaiting anything: a
     /// known key whose every check can be decided here. Anything else
     /// goes on in [`Keyward::verify_slow`], from the step where it
     /// stopped, so nothing is counted twice.
-    pub(super) fn verify_cached(&self, token: &str, tenant: Option<&str>) -> Fast {
+    pub(super) fn verify_cached(&self, token: &str, req: &VerifyRequest<'_>) -> Fast {
         let inner = &*self.inner;
-        if let Some(Err(e)) = tenant.map(tenant::validate) {
+        if let Some(Err(e)) = req.tenant.map(tenant::validate) {
             return Fast::Done(Err(self.refuse(None, VerifyError::InvalidTenant(e))));
         }
         // Shape and checksum first: typos and made-up strings (the usual
@@ -84,7 +119,7 @@ impl Keyward {
                 self.refuse(Some((id, entry.prefix)), VerifyError::Invalid)
             ));
         }
-        let req = self.request(tenant, now_us, self.idleness(&entry, now_us, false));
+        let req = self.request(req, now_us, self.idleness(&entry, now_us, false));
         match admit(&entry, &req, &inner.limits, Gate::FIRST) {
             Verdict::Admit => Fast::Done(Ok(self.admitted(entry, now_us, None))),
             Verdict::Refuse(err) => Fast::Done(Err(self.refuse_proven(&entry, err))),
@@ -93,12 +128,14 @@ impl Keyward {
     }
 
     /// What [`admit`] needs of this request.
-    fn request<'t>(&self, tenant: Option<&'t str>, now_us: i64, idle: Idle) -> Request<'t> {
+    fn request<'t>(&self, req: &VerifyRequest<'t>, now_us: i64, idle: Idle) -> Request<'t> {
         Request {
-            tenant,
+            tenant: req.tenant,
             now_us,
             idle,
             nested: self.inner.nested,
+            client_ip: req.client_ip,
+            costs: req.costs(),
         }
     }
 
@@ -121,7 +158,7 @@ impl Keyward {
     pub(super) async fn verify_slow(
         &self,
         token: &str,
-        tenant: Option<&str>,
+        req: VerifyRequest<'_>,
         resume: Option<(Held, Gate)>,
     ) -> Result<Verified, VerifyError> {
         let now_us = self.now_us();
@@ -133,8 +170,8 @@ impl Keyward {
             }
         };
         loop {
-            let req = self.request(tenant, now_us, self.idleness(&entry, now_us, fresh));
-            let err = match admit(&entry, &req, &self.inner.limits, from) {
+            let request = self.request(&req, now_us, self.idleness(&entry, now_us, fresh));
+            let err = match admit(&entry, &request, &self.inner.limits, from) {
                 Verdict::Admit => return Ok(self.admitted(entry, now_us, None)),
                 Verdict::Refuse(err) => err,
                 Verdict::Await(Gate::Inactivity) => {
@@ -143,7 +180,7 @@ impl Keyward {
                     continue;
                 }
                 Verdict::Await(Gate::Limits(step)) => {
-                    let who = entry.subject(tenant, now_us);
+                    let who = entry.subject(req.tenant, now_us, req.costs());
                     match self.inner.limits.count(&who, step).await {
                         Ok(()) => {
                             from = Gate::Credit;
@@ -152,7 +189,7 @@ impl Keyward {
                         Err(r) => refused(r),
                     }
                 }
-                Verdict::Await(_) => match self.take_credit(&entry, now_us).await {
+                Verdict::Await(_) => match self.take_credit(&entry, now_us, req.cost).await {
                     Ok(remaining) => return Ok(self.admitted(entry, now_us, remaining)),
                     Err(err) => err,
                 },
@@ -241,8 +278,9 @@ impl Keyward {
         &self,
         entry: &CachedKey,
         now_us: i64,
+        cost: u32,
     ) -> Result<Option<u64>, VerifyError> {
-        match self.consume_credit(entry, now_us).await {
+        match self.consume_credit(entry, now_us, cost).await {
             Ok(Credit::Consumed { remaining }) => Ok(Some(remaining)),
             Ok(Credit::Unlimited) => Ok(None),
             Ok(Credit::Exhausted) => Err(VerifyError::UsageExceeded),
@@ -258,7 +296,12 @@ impl Keyward {
         }
     }
 
-    async fn consume_credit(&self, entry: &CachedKey, now_us: i64) -> Result<Credit, StoreError> {
+    async fn consume_credit(
+        &self,
+        entry: &CachedKey,
+        now_us: i64,
+        cost: u32,
+    ) -> Result<Credit, StoreError> {
         let now = micros_to_time(now_us);
         let refill = entry.refill().map(|r| RefillDue {
             amount: r.amount,
@@ -272,7 +315,10 @@ impl Keyward {
         // refills come with the successor's own uses.
         let refill = refill.filter(|_| entry.rolled_to().is_none());
         let from = entry.rolled_to().unwrap_or(entry.id);
-        self.inner.store.consume_credit(&from, refill).await
+        self.inner
+            .store
+            .consume_credit(&from, u64::from(cost), refill)
+            .await
     }
     pub(super) fn timed_out(&self) -> StoreError {
         StoreError::Unavailable {
@@ -324,11 +370,17 @@ impl Keyward {
             }
             canonical
         });
+        // Roles are read again after a reset (a role changed): before
+        // the entry is cached, so that it holds the role as it is now.
+        let roles = match &record {
+            Some(r) if !r.roles.is_empty() => self.inner.roles.fresh(&*self.inner.store).await?,
+            _ => self.inner.roles.current(),
+        };
         let key = record.map(|r| {
             let tenant = self.inner.limits.tenant(&r.tenant);
             CachedKey::new(
                 &r,
-                self.stored_permissions(&r),
+                self.permissions_with(&r, &roles),
                 tenant,
                 self.inner.key_limit,
             )

@@ -105,10 +105,11 @@ impl Keyward {
         loop {
             attempt += 1;
             let mut record = self.load_for(actor, id).await?;
-            authorize(self.rules(), actor, Some(&record), None)?;
+            let rules = self.fresh_rules().await?;
+            authorize(&rules, actor, Some(&record), None)?;
             let now = self.now();
             change(&mut record, now)?;
-            authorize(self.rules(), actor, None, Some(&record))?;
+            authorize(&rules, actor, None, Some(&record))?;
             match self.update_key(&record).await {
                 Ok(version) => {
                     record.version = version;

@@ -43,6 +43,29 @@ impl Gcra {
         });
     }
 
+    /// Counts a request of weight `cost` at `now_ns` against the state
+    /// `tat` held under a lock: the new state, or the wait in nanoseconds
+    /// until a request of that weight can pass (one heavier than the
+    /// whole burst never can; its wait is the time to refill fully).
+    #[inline]
+    pub(crate) fn charge(&self, tat: u64, now_ns: u64, cost: u32) -> Result<u64, u64> {
+        let window = self.tolerance_ns.saturating_add(self.emission_ns.get());
+        let next = tat
+            .max(now_ns)
+            .saturating_add(self.emission_ns.get().saturating_mul(u64::from(cost)));
+        let limit = now_ns.saturating_add(window);
+        if next <= limit {
+            Ok(next)
+        } else {
+            Err((next - limit).min(window.max(1)).max(1))
+        }
+    }
+
+    /// Gives back what [`Gcra::charge`] took.
+    pub(crate) fn uncharge(&self, tat: u64, cost: u32) -> u64 {
+        tat.saturating_sub(self.emission_ns.get().saturating_mul(u64::from(cost)))
+    }
+
     /// Whether a state has fully refilled by `now_ns` (is the same as no
     /// state at all).
     pub(crate) fn idle(state: u64, now_ns: u64) -> bool {

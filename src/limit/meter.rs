@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::Duration;
 
 use super::{
-    gcra_now, wait, Bucket, Decision, Gcra, RateLimit, RateLimiter, Stash, Tenant, Tenants,
+    gcra_now, wait, Bucket, Charge, Costs, Decision, Gcra, NamedSlot, NamedStates, RateLimit,
+    RateLimiter, Stash, Tenant, Tenants,
 };
 use crate::clock::micros_to_time;
 use crate::token::KeyId;
@@ -76,13 +77,19 @@ pub(crate) struct Subject<'a> {
     pub(crate) acting_for: Option<&'a str>,
     /// The clock, in microseconds.
     pub(crate) now_us: i64,
+    /// The key's named limits.
+    pub(crate) named: &'a [NamedSlot],
+    /// What the request costs them.
+    pub(crate) costs: Costs<'a>,
 }
 
 /// Why a limit refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// The key's own rate limit, with the wait until a retry can pass.
     Key(Duration),
+    /// One of the key's named limits, and the wait.
+    Named(Arc<str>, Duration),
     /// A tenant's quota.
     Quota(Duration),
     /// A host's limiter could not decide and fails closed.
@@ -94,6 +101,8 @@ pub(crate) enum Refusal {
 pub(crate) enum Step {
     /// The key's own rate limit.
     Key,
+    /// The key's named limits, together.
+    Named,
     /// The quota of the key's tenant.
     OwnQuota,
     /// The quota of the tenant the key acts for, if another.
@@ -101,7 +110,7 @@ pub(crate) enum Step {
 }
 
 /// Where counting stands when it cannot go on without awaiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Counted {
     /// Every limit let the request through.
     Passed,
@@ -120,6 +129,7 @@ pub(crate) struct Limits {
     quota: Option<RateLimit>,
     quotas: HashMap<String, RateLimit>,
     stash: Arc<Mutex<Stash>>,
+    named: NamedStates,
 }
 
 impl Limits {
@@ -137,6 +147,7 @@ impl Limits {
             quota,
             quotas,
             stash,
+            named: NamedStates::default(),
         }
     }
 
@@ -180,10 +191,17 @@ impl Limits {
                 Counted::Await(step) => step,
             };
             // Only a host's limiter defers, and only for a bucket it has.
-            let bucket = self.bucket(who, step)?;
-            if let (Some(host), Some((bucket, limit))) = (&self.host, bucket) {
-                let now = micros_to_time(who.now_us);
-                decided(step, host.check(bucket, limit, now).await)?;
+            let now = micros_to_time(who.now_us);
+            if step == Step::Named {
+                if let Some(host) = &self.host {
+                    let charges = charges(who);
+                    named_decided(who, host.check_named(who.id, &charges, now).await)?;
+                }
+            } else {
+                let bucket = self.bucket(who, step)?;
+                if let (Some(host), Some((bucket, limit))) = (&self.host, bucket) {
+                    decided(step, host.check(bucket, limit, now).await)?;
+                }
             }
             match next(step) {
                 Some(n) => from = n,
@@ -198,6 +216,20 @@ impl Limits {
         let now = micros_to_time(who.now_us);
         let mut step = Some(from);
         while let Some(s) = step {
+            if s == Step::Named {
+                if !who.named.is_empty() {
+                    match host.try_check_named(who.id, &charges(who), now) {
+                        None => return Counted::Await(s),
+                        Some(d) => {
+                            if let Err(r) = named_decided(who, d) {
+                                return Counted::Refused(r);
+                            }
+                        }
+                    }
+                }
+                step = next(s);
+                continue;
+            }
             match self.bucket(who, s) {
                 Err(r) => return Counted::Refused(r),
                 Ok(None) => {}
@@ -224,6 +256,8 @@ impl Limits {
     ) -> Result<Option<(Bucket<'a>, RateLimit)>, Refusal> {
         Ok(match step {
             Step::Key => who.limit.map(|l| (Bucket::Key(who.id), l)),
+            // Counted through `check_named`, never as one bucket.
+            Step::Named => None,
             Step::OwnQuota => {
                 // A tenant acted for that cannot be tracked is refused
                 // before any quota counts the request.
@@ -262,9 +296,21 @@ impl Limits {
             };
             checked.map_err(|ns| Refusal::Key(wait(ns)))?;
         }
+        let named_counted = from <= Step::Named && !who.named.is_empty();
+        if named_counted {
+            if let Err((name, ns)) = self.named.charge(&who.id, who.named, &who.costs, now_ns) {
+                if key_counted {
+                    refund_key(who);
+                }
+                return Err(Refusal::Named(name, wait(ns)));
+            }
+        }
         let refund = |who: &Subject<'_>| {
             if key_counted {
                 refund_key(who);
+            }
+            if named_counted {
+                self.named.refund(&who.id, who.named, &who.costs);
             }
         };
         if who.acting_for.is_some_and(|t| t != &*who.tenant.name) {
@@ -341,7 +387,8 @@ impl Limits {
 /// The step after `step`, if any.
 fn next(step: Step) -> Option<Step> {
     match step {
-        Step::Key => Some(Step::OwnQuota),
+        Step::Key => Some(Step::Named),
+        Step::Named => Some(Step::OwnQuota),
         Step::OwnQuota => Some(Step::ActingQuota),
         Step::ActingQuota => None,
     }
@@ -352,11 +399,38 @@ fn decided(step: Step, decision: Decision) -> Result<(), Refusal> {
     match decision {
         Decision::Allow => Ok(()),
         Decision::Deny { retry_after } => Err(match step {
-            Step::Key => Refusal::Key(retry_after),
+            Step::Key | Step::Named => Refusal::Key(retry_after),
             Step::OwnQuota | Step::ActingQuota => Refusal::Quota(retry_after),
         }),
         Decision::Unavailable => Err(Refusal::Unavailable),
     }
+}
+
+/// A host limiter's decision on a key's named limits.
+fn named_decided(who: &Subject<'_>, decision: Decision) -> Result<(), Refusal> {
+    match decision {
+        Decision::Allow => Ok(()),
+        // The host says not which limit refused: the first is named.
+        Decision::Deny { retry_after } => Err(Refusal::Named(
+            who.named
+                .first()
+                .map_or_else(|| "".into(), |s| s.name.clone()),
+            retry_after,
+        )),
+        Decision::Unavailable => Err(Refusal::Unavailable),
+    }
+}
+
+/// A key's named limits as a host limiter is asked them.
+fn charges<'a>(who: &'a Subject<'_>) -> Vec<Charge<'a>> {
+    who.named
+        .iter()
+        .map(|s| Charge {
+            name: &s.name,
+            limit: s.limit,
+            cost: who.costs.of(&s.name),
+        })
+        .collect()
 }
 
 /// Gives back the request a key's own limit counted, when a quota
@@ -420,6 +494,8 @@ mod tests {
             tenant: &tenant,
             acting_for: Some("agency/new"),
             now_us,
+            named: &[],
+            costs: Costs::ONE,
         };
         let counted = limits.try_count(&who, Step::Key);
         assert_eq!(

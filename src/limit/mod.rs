@@ -14,6 +14,7 @@
 
 mod gcra;
 mod meter;
+mod named;
 #[cfg(feature = "redis")]
 mod shared;
 mod stash;
@@ -21,6 +22,8 @@ mod tenants;
 
 pub(crate) use gcra::{gcra_now, wait, Gcra};
 pub(crate) use meter::{Counted, KeySlot, Limits, Refusal, Step, Subject};
+pub(crate) use named::{checked as checked_limits, Costs, NamedSlot, NamedStates};
+pub use named::{Charge, InvalidNamedLimit, NamedLimit, MAX_NAMED_LIMITS};
 #[cfg(feature = "redis")]
 pub use shared::{
     Accuracy, LimiterClock, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError,
@@ -239,6 +242,35 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
     fn attach_audit(&self, audit: Arc<dyn AuditSink>) {
         let _ = audit;
     }
+
+    /// Counts a request against every named limit of `key` in `charges`
+    /// (each with its own cost), atomically: all pass and are charged, or
+    /// none is charged and the first that refused answers
+    /// [`Decision::Deny`]. [`LocalLimiter`] and `RedisLimiter` implement
+    /// it; the default answers [`Decision::Unavailable`], so a limiter
+    /// that cannot count named limits fails closed for keys that carry
+    /// them rather than letting them through unlimited.
+    async fn check_named(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        now: DateTime<Utc>,
+    ) -> Decision {
+        let _ = (key, charges, now);
+        Decision::Unavailable
+    }
+
+    /// [`RateLimiter::check_named`] without awaiting, when the limiter
+    /// can answer from local state; as [`RateLimiter::try_check`].
+    fn try_check_named(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        now: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let _ = (key, charges, now);
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -262,6 +294,7 @@ const EVICT_EVERY: u64 = 4096;
 pub struct LocalLimiter {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    named: NamedStates,
 }
 
 #[derive(Default)]
@@ -301,6 +334,41 @@ impl LocalLimiter {
         Self {
             clock,
             state: Mutex::default(),
+            named: NamedStates::default(),
+        }
+    }
+
+    /// Counts a request against named limits of `key`, all or none; see
+    /// [`RateLimiter::check_named`].
+    pub fn check_named_now(&self, key: KeyId, charges: &[Charge<'_>]) -> Decision {
+        self.check_named_at(key, charges, self.clock.now_micros())
+    }
+
+    pub(crate) fn check_named_at(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        now_us: i64,
+    ) -> Decision {
+        let slots: Vec<NamedSlot> = charges
+            .iter()
+            .map(|c| NamedSlot {
+                name: c.name.into(),
+                limit: c.limit,
+                gcra: c.limit.gcra(),
+            })
+            .collect();
+        let by_name: Vec<(&str, u32)> = charges.iter().map(|c| (c.name, c.cost)).collect();
+        let costs = Costs {
+            cost: 0,
+            by_name: &by_name,
+            one: None,
+        };
+        match self.named.charge(&key, &slots, &costs, gcra_now(now_us)) {
+            Ok(()) => Decision::Allow,
+            Err((_, ns)) => Decision::Deny {
+                retry_after: wait(ns),
+            },
         }
     }
 
@@ -377,6 +445,19 @@ impl RateLimiter for LocalLimiter {
         _now: DateTime<Utc>,
     ) -> Option<Decision> {
         Some(self.check_now(bucket, limit))
+    }
+
+    async fn check_named(&self, key: KeyId, charges: &[Charge<'_>], _: DateTime<Utc>) -> Decision {
+        self.check_named_now(key, charges)
+    }
+
+    fn try_check_named(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        _: DateTime<Utc>,
+    ) -> Option<Decision> {
+        Some(self.check_named_now(key, charges))
     }
 }
 

@@ -13,6 +13,7 @@ pub struct CatalogBuilder {
     resources: Vec<(String, Vec<String>)>,
     implications: Vec<(String, String)>,
     write_implies_read: bool,
+    roles: Vec<(String, Vec<String>)>,
 }
 
 impl CatalogBuilder {
@@ -21,7 +22,26 @@ impl CatalogBuilder {
             resources: Vec::new(),
             implications: Vec::new(),
             write_implies_read: true,
+            roles: Vec::new(),
         }
+    }
+
+    /// Declares a role: a named bundle of permissions (any written form,
+    /// `tickets:*` included) that keys can hold by name, e.g.
+    /// `.role("support", ["contacts:read", "tickets:*"])`. A key holding a
+    /// role holds its permissions as they are when the key is loaded, so
+    /// redefining the role ([`Keyward::set_role`](crate::Keyward::set_role))
+    /// reaches every key that holds it.
+    pub fn role<I, S>(mut self, name: impl Into<String>, permissions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles.push((
+            name.into(),
+            permissions.into_iter().map(Into::into).collect(),
+        ));
+        self
     }
 
     /// Declares a resource and the actions it supports, in display order.
@@ -65,13 +85,33 @@ impl CatalogBuilder {
         let (resources, names) = bits(self.resources, total)?;
         check_unambiguous(&resources)?;
         let (closure, all, read_only) = closures(&resources, &graph, names.len());
-        Ok(Catalog(Arc::new(CatalogInner {
+        let plain = Catalog(Arc::new(CatalogInner {
             resources,
             names,
             closure,
             all,
             read_only,
-        })))
+            roles: Vec::new(),
+        }));
+        let mut roles: Vec<(Box<str>, Bits)> = Vec::with_capacity(self.roles.len());
+        for (name, permissions) in self.roles {
+            check_role_name(&name)?;
+            if roles.iter().any(|(n, _)| **n == *name) {
+                return Err(CatalogError::DuplicateRole(name));
+            }
+            let set = plain
+                .parse_set(&permissions)
+                .map_err(|error| CatalogError::Role {
+                    role: name.clone(),
+                    error,
+                })?;
+            roles.push((name.into(), set.bits));
+        }
+        let Ok(mut inner) = Arc::try_unwrap(plain.0) else {
+            unreachable!("the catalog was not shared yet")
+        };
+        inner.roles = roles;
+        Ok(Catalog(Arc::new(inner)))
     }
 
     /// The implication edges, with valid names.
@@ -201,6 +241,22 @@ fn check_name(name: &str) -> Result<(), CatalogError> {
         Ok(())
     } else {
         Err(CatalogError::InvalidName(name.chars().take(80).collect()))
+    }
+}
+
+/// A role name: 1–64 of `a-z 0-9 _ - .` (no `:` or `*`, so a role never
+/// reads as a permission).
+pub(crate) fn check_role_name(name: &str) -> Result<(), CatalogError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError::InvalidRoleName(
+            name.chars().take(80).collect(),
+        ))
     }
 }
 

@@ -29,6 +29,7 @@ use serde::Serialize;
 mod builder;
 mod expr;
 
+pub(crate) use builder::check_role_name;
 pub use builder::CatalogBuilder;
 pub use expr::{ExprError, PermissionExpr, MAX_ALTERNATIVES};
 
@@ -69,6 +70,21 @@ pub enum CatalogError {
     /// More than [`MAX_PERMISSIONS`] resource–action pairs.
     #[error("the catalog declares {0} permissions; at most 256 are supported")]
     TooManyPermissions(usize),
+    /// A role name is empty, too long, or uses other characters than
+    /// `a-z 0-9 _ - .`.
+    #[error("invalid role name {0:?}: use 1 to 64 of a-z, 0-9, '_', '-' or '.'")]
+    InvalidRoleName(String),
+    /// The same role was declared twice.
+    #[error("role `{0}` is declared twice")]
+    DuplicateRole(String),
+    /// A role names a permission the catalog does not have.
+    #[error("role `{role}`: {error}")]
+    Role {
+        /// The role.
+        role: String,
+        /// What is wrong with its permissions.
+        error: PermissionError,
+    },
 }
 
 /// A permission string that does not name anything in the catalog.
@@ -121,6 +137,8 @@ struct CatalogInner {
     closure: Vec<Bits>,
     all: Bits,
     read_only: Bits,
+    /// The roles declared, in declaration order, with their closed bits.
+    roles: Vec<(Box<str>, Bits)>,
 }
 
 /// The resources and actions an application's keys can be granted. Cheap to
@@ -184,7 +202,34 @@ impl Catalog {
             closure: Vec::new(),
             all: [0; WORDS],
             read_only: [0; WORDS],
+            roles: Vec::new(),
         }))
+    }
+
+    /// The permissions of the role `name` as declared in the catalog
+    /// ([`CatalogBuilder::role`]); `None` if no such role is declared.
+    pub fn role(&self, name: &str) -> Option<PermissionSet> {
+        self.0
+            .roles
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, bits)| PermissionSet {
+                bits: *bits,
+                catalog: self.clone(),
+            })
+    }
+
+    /// The roles declared, in declaration order, with their permissions.
+    pub fn roles(&self) -> impl Iterator<Item = (&str, PermissionSet)> {
+        self.0.roles.iter().map(|(n, bits)| {
+            (
+                &**n,
+                PermissionSet {
+                    bits: *bits,
+                    catalog: self.clone(),
+                },
+            )
+        })
     }
 
     /// Starts declaring a catalog. `write` implies `read` unless

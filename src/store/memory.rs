@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     apply_adjust, apply_credit, apply_update, ChangeListener, Credit, KeyStore, RefillDue,
-    Subscribers,
+    RoleDefinition, Subscribers,
 };
 use crate::error::StoreError;
 use crate::key::KeyRecord;
@@ -18,6 +18,7 @@ use crate::token::KeyId;
 #[derive(Debug, Default)]
 struct Maps {
     by_id: HashMap<KeyId, KeyRecord>,
+    roles: std::collections::BTreeMap<String, RoleDefinition>,
     // Ordered indexes for paging; kept in step with `by_id`.
     order: BTreeSet<KeyId>,
     by_tenant: BTreeSet<(String, KeyId)>,
@@ -155,12 +156,23 @@ impl KeyStore for MemoryStore {
     async fn consume_credit(
         &self,
         id: &KeyId,
+        cost: u64,
         refill: Option<RefillDue>,
     ) -> Result<Credit, StoreError> {
         let mut m = self.write();
         Ok(m.by_id
             .get_mut(id)
-            .map_or(Credit::Missing, |r| apply_credit(r, refill)))
+            .map_or(Credit::Missing, |r| apply_credit(r, cost, refill)))
+    }
+
+    async fn roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+        Ok(self.read().roles.values().cloned().collect())
+    }
+
+    async fn put_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
+        self.write().roles.insert(role.name.clone(), role.clone());
+        self.subscribers.reset();
+        Ok(())
     }
 
     async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {

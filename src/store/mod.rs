@@ -141,6 +141,16 @@ impl Subscribers {
     }
 }
 
+/// A role defined at run time: a name and the permissions it bundles, as
+/// written (see [`Keyward::set_role`](crate::Keyward::set_role)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoleDefinition {
+    /// The role's name.
+    pub name: String,
+    /// Its permissions, canonical names.
+    pub permissions: Vec<String>,
+}
+
 /// A refill to apply before consuming a use: see
 /// [`KeyStore::consume_credit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,12 +170,12 @@ pub struct RefillDue {
 pub enum Credit {
     /// The key has no usage limit; nothing changed.
     Unlimited,
-    /// One use was taken; this many are left.
+    /// The uses asked for were taken; this many are left.
     Consumed {
-        /// Uses left after this one.
+        /// Uses left after them.
         remaining: u64,
     },
-    /// No uses left; nothing taken.
+    /// Fewer uses left than asked for; nothing taken.
     Exhausted,
     /// No such key.
     Missing,
@@ -173,7 +183,7 @@ pub enum Credit {
 
 /// Applies [`KeyStore::consume_credit`]'s rule to one record in memory:
 /// for stores that lock a record and then decide in Rust.
-pub fn apply_credit(record: &mut KeyRecord, refill: Option<RefillDue>) -> Credit {
+pub fn apply_credit(record: &mut KeyRecord, cost: u64, refill: Option<RefillDue>) -> Credit {
     let Some(remaining) = record.remaining else {
         return Credit::Unlimited;
     };
@@ -189,11 +199,13 @@ pub fn apply_credit(record: &mut KeyRecord, refill: Option<RefillDue>) -> Credit
             record.last_refill_at = Some(r.now);
         }
     }
-    let result = if remaining == 0 {
-        Credit::Exhausted
-    } else {
-        remaining -= 1;
-        Credit::Consumed { remaining }
+    let result = match remaining.checked_sub(cost) {
+        None => Credit::Exhausted,
+        Some(left) => {
+            remaining = left;
+            record.credits_spent = record.credits_spent.saturating_add(cost);
+            Credit::Consumed { remaining }
+        }
     };
     record.remaining = Some(remaining);
     result
@@ -230,6 +242,10 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
     into.inactivity_warning = from.inactivity_warning;
     into.expiry_warning = from.expiry_warning;
     into.rolled_to = from.rolled_to;
+    into.allowed_ips.clone_from(&from.allowed_ips);
+    into.not_before = from.not_before;
+    into.roles.clone_from(&from.roles);
+    into.limits.clone_from(&from.limits);
     into.version += 1;
     into.version
 }
@@ -250,14 +266,18 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
 /// use keyward::{KeyId, StoreError};
 /// use keyward::store::{
 ///     apply_adjust, apply_credit, apply_update, Credit, KeyRecord, KeyStore, RefillDue,
+///     RoleDefinition,
 /// };
 ///
 /// #[derive(Debug, Default)]
-/// struct MapStore(Mutex<BTreeMap<KeyId, KeyRecord>>);
+/// struct MapStore {
+///     keys: Mutex<BTreeMap<KeyId, KeyRecord>>,
+///     roles: Mutex<BTreeMap<String, RoleDefinition>>,
+/// }
 ///
 /// impl MapStore {
 ///     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<KeyId, KeyRecord>> {
-///         self.0.lock().unwrap_or_else(|e| e.into_inner())
+///         self.keys.lock().unwrap_or_else(|e| e.into_inner())
 ///     }
 /// }
 ///
@@ -308,12 +328,19 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
 ///         }
 ///         Ok(())
 ///     }
-///     async fn consume_credit(&self, id: &KeyId, refill: Option<RefillDue>)
+///     async fn consume_credit(&self, id: &KeyId, cost: u64, refill: Option<RefillDue>)
 ///         -> Result<Credit, StoreError> {
-///         Ok(self.map().get_mut(id).map_or(Credit::Missing, |r| apply_credit(r, refill)))
+///         Ok(self.map().get_mut(id).map_or(Credit::Missing, |r| apply_credit(r, cost, refill)))
 ///     }
 ///     async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
 ///         Ok(self.map().get_mut(id).map_or(Credit::Missing, |r| apply_adjust(r, delta)))
+///     }
+///     async fn roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+///         Ok(self.roles.lock().unwrap().values().cloned().collect())
+///     }
+///     async fn put_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
+///         self.roles.lock().unwrap().insert(role.name.clone(), role.clone());
+///         Ok(()) // no subscribers: this store reports no changes
 ///     }
 /// }
 /// ```
@@ -412,20 +439,22 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// [`StoreError::Unavailable`].
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError>;
 
-    /// Takes one use of a usage-limited key, atomically: first, if
+    /// Takes `cost` uses of a usage-limited key, atomically: first, if
     /// `refill` is given, the stored key has a refill, and it was last
     /// refilled at or before
     /// `refill.if_refilled_before` (or never), sets `remaining` to
-    /// `refill.amount` and `last_refill_at` to `refill.now`; then takes one
-    /// use if any is left. Concurrent calls never take more uses than there
-    /// are ([`apply_credit`] is the rule for one locked record). Does not
-    /// bump `version`.
+    /// `refill.amount` and `last_refill_at` to `refill.now`; then takes
+    /// `cost` uses if at least that many are left (and adds `cost` to
+    /// `credits_spent`), or nothing ([`Credit::Exhausted`]). Concurrent
+    /// calls never take more uses than there are ([`apply_credit`] is the
+    /// rule for one locked record). Does not bump `version`.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
     async fn consume_credit(
         &self,
         id: &KeyId,
+        cost: u64,
         refill: Option<RefillDue>,
     ) -> Result<Credit, StoreError>;
 
@@ -445,6 +474,22 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError>;
+
+    /// Every role defined at run time, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    async fn roles(&self) -> Result<Vec<RoleDefinition>, StoreError>;
+
+    /// Defines role `role.name`, or redefines it, and then tells every
+    /// subscriber to forget everything ([`ChangeListener::reset`]): any
+    /// cached key may hold the role. A store shared by several processes
+    /// tells theirs too, if it can (PostgreSQL does, through its change
+    /// feed).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn put_role(&self, role: &RoleDefinition) -> Result<(), StoreError>;
 
     /// Asks the store to tell `listener` whenever a key changes, including
     /// changes made by other processes if the store can see them; returns
@@ -525,10 +570,24 @@ macro_rules! forward_store {
             async fn consume_credit(
                 &self,
                 id: &$crate::token::KeyId,
+                cost: u64,
                 refill: Option<$crate::store::RefillDue>,
             ) -> Result<$crate::store::Credit, $crate::error::StoreError> {
                 let $this = self;
-                ($target).consume_credit(id, refill).await
+                ($target).consume_credit(id, cost, refill).await
+            }
+            async fn roles(
+                &self,
+            ) -> Result<Vec<$crate::store::RoleDefinition>, $crate::error::StoreError> {
+                let $this = self;
+                ($target).roles().await
+            }
+            async fn put_role(
+                &self,
+                role: &$crate::store::RoleDefinition,
+            ) -> Result<(), $crate::error::StoreError> {
+                let $this = self;
+                ($target).put_role(role).await
             }
             async fn adjust_credits(
                 &self,

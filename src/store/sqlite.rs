@@ -92,6 +92,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
             WHERE related_key_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS keyward_audit_at ON keyward_audit (at);",
     ),
+    // Access rules (IP allowlists, not_before, roles, named limits), the
+    // credits a key spent, and the roles defined at run time.
+    (
+        4,
+        "ALTER TABLE keyward_keys ADD COLUMN allowed_ips TEXT;
+        ALTER TABLE keyward_keys ADD COLUMN not_before INTEGER;
+        ALTER TABLE keyward_keys ADD COLUMN roles TEXT;
+        ALTER TABLE keyward_keys ADD COLUMN limits TEXT;
+        ALTER TABLE keyward_keys ADD COLUMN credits_spent INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE IF NOT EXISTS keyward_roles (
+            name TEXT PRIMARY KEY NOT NULL,
+            permissions TEXT NOT NULL
+        ) STRICT;",
+    ),
 ];
 
 /// Keys in one SQLite file (WAL mode, `synchronous = FULL`: a key whose
@@ -254,6 +268,10 @@ impl Dialect for Sqlite {
 
     fn audit_table(&self) -> String {
         "keyward_audit".into()
+    }
+
+    fn roles_table(&self) -> String {
+        "keyward_roles".into()
     }
 
     fn least(&self) -> &'static str {

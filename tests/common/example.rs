@@ -19,6 +19,7 @@ pub async fn serve(app: Router) -> String {
         .expect("bind loopback");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app).await.expect("serve");
     });
     format!("http://{addr}")

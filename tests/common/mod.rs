@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use keyward::store::{Credit, KeyRecord, KeyStore, RefillDue};
+use keyward::store::{Credit, KeyRecord, KeyStore, RefillDue, RoleDefinition};
 use keyward::{
     Actor, Catalog, KeyId, Keyward, KeywardBuilder, ManualClock, MemoryAuditSink, MemoryStore,
     StoreError,
@@ -113,14 +113,23 @@ impl KeyStore for CountingStore {
     async fn consume_credit(
         &self,
         id: &KeyId,
+        cost: u64,
         refill: Option<RefillDue>,
     ) -> Result<Credit, StoreError> {
         self.tick();
-        self.inner.consume_credit(id, refill).await
+        self.inner.consume_credit(id, cost, refill).await
     }
     async fn adjust_credits(&self, id: &KeyId, delta: i64) -> Result<Credit, StoreError> {
         self.tick();
         self.inner.adjust_credits(id, delta).await
+    }
+    async fn roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+        self.tick();
+        self.inner.roles().await
+    }
+    async fn put_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.put_role(role).await
     }
 }
 
@@ -163,10 +172,21 @@ impl KeyStore for DownStore {
     async fn record_last_used(&self, _: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
         Err(down())
     }
-    async fn consume_credit(&self, _: &KeyId, _: Option<RefillDue>) -> Result<Credit, StoreError> {
+    async fn consume_credit(
+        &self,
+        _: &KeyId,
+        _: u64,
+        _: Option<RefillDue>,
+    ) -> Result<Credit, StoreError> {
         Err(down())
     }
     async fn adjust_credits(&self, _: &KeyId, _: i64) -> Result<Credit, StoreError> {
+        Err(down())
+    }
+    async fn roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+        Err(down())
+    }
+    async fn put_role(&self, _: &RoleDefinition) -> Result<(), StoreError> {
         Err(down())
     }
 }

@@ -8,7 +8,7 @@ use http::request::Parts;
 
 use crate::error::Forbidden;
 use crate::http::layer::authenticate;
-use crate::http::{default_sources, ApiError, KeySource};
+use crate::http::{default_sources, ApiError, ClientAddress, KeySource};
 use crate::key::Actor;
 use crate::keyward::{Keyward, Verified};
 use crate::permission::{Permission, PermissionError};
@@ -84,6 +84,7 @@ pub struct ApiKeyActors {
     read: Permission,
     write: Permission,
     sources: Vec<KeySource>,
+    client: ClientAddress,
 }
 
 impl fmt::Debug for ApiKeyActors {
@@ -111,13 +112,26 @@ impl ApiKeyActors {
             read,
             write,
             sources: default_sources(),
+            client: ClientAddress::peer(),
         })
+    }
+
+    /// Where the client address of a key verified here (with no
+    /// [`KeywardLayer`](crate::http::KeywardLayer) in front) comes from;
+    /// see [`KeywardLayer::client_address`](crate::http::KeywardLayer::client_address).
+    #[must_use]
+    pub fn client_address(mut self, client: ClientAddress) -> Self {
+        self.client = client;
+        self
     }
 
     async fn verified(&self, parts: &Parts) -> Result<Verified, ApiError> {
         match parts.extensions.get::<Verified>() {
             Some(v) => Ok(v.clone()),
-            None => authenticate(&self.keys, &self.sources, None, &parts.headers).await,
+            None => {
+                let ip = self.client.of(&parts.extensions, &parts.headers);
+                authenticate(&self.keys, &self.sources, None, &parts.headers, ip).await
+            }
         }
     }
 }

@@ -7,12 +7,16 @@ use axum::Json;
 use chrono::Duration;
 use http::StatusCode;
 
-use super::schema::{CreateKey, Created, KeyList, KeyView, ListParams, RollKey, UpdateKey};
+use super::schema::{
+    CreateKey, Created, KeyList, KeyView, LimitView, ListParams, RollKey, UpdateKey,
+};
 use super::{invalid_cursor, Ctx, KeyPath, Reader, Writer};
+use crate::access::IpAllowlist;
 use crate::http::ApiError;
 use crate::http::{JsonBody as Body, Query};
 use crate::key::NewKey;
 use crate::keyward::{KeyCursor, KeyQuery, KeyUpdate};
+use crate::limit::NamedLimit;
 use crate::limit::RateLimit;
 
 /// Creates a key and returns its token, once.
@@ -64,6 +68,16 @@ pub(super) async fn create(
     if let Some(n) = body.rate_limit_per_minute {
         new = new.rate_limit(per_minute(n)?);
     }
+    if let Some(nets) = body.allowed_ips {
+        new = new.allowed_ips(allowlist(nets)?);
+    }
+    if let Some(at) = body.not_before {
+        new = new.not_before(at);
+    }
+    new = new.roles(body.roles);
+    for l in named(body.limits)? {
+        new = new.limit(l.name, l.limit);
+    }
     let in_seconds = body.expires_in_seconds.is_some();
     let issued = ctx.keys.create(&actor, new).await.map_err(|e| {
         let mut err = ApiError::from(e);
@@ -80,6 +94,27 @@ pub(super) async fn create(
             key: issued.key.into(),
         }),
     ))
+}
+
+/// An allowlist as sent; 422 naming `allowed_ips` when it cannot be read.
+fn allowlist(nets: Vec<String>) -> Result<IpAllowlist, ApiError> {
+    IpAllowlist::new(nets)
+        .map_err(|e| ApiError::invalid("allowed_ips", "invalid_allowed_ips", e.to_string()))
+}
+
+/// Named limits as sent; 422 naming `limits` when one is invalid.
+fn named(limits: Vec<LimitView>) -> Result<Vec<NamedLimit>, ApiError> {
+    let bad = |msg: String| ApiError::invalid("limits", "invalid_limit", msg);
+    limits
+        .into_iter()
+        .map(|l| {
+            let per = Duration::try_milliseconds((l.per_seconds * 1000.0).round() as i64)
+                .filter(|_| l.per_seconds.is_finite())
+                .ok_or_else(|| bad("per_seconds is out of range.".into()))?;
+            let limit = RateLimit::new(l.max, per).map_err(|e| bad(e.to_string()))?;
+            NamedLimit::new(l.name, limit).map_err(|e| bad(e.to_string()))
+        })
+        .collect()
 }
 
 fn per_minute(n: u32) -> Result<RateLimit, ApiError> {
@@ -173,11 +208,23 @@ pub(super) async fn update(
     if let Some(limit) = body.rate_limit_per_minute {
         update = update.rate_limit(limit.map(per_minute).transpose()?);
     }
+    if let Some(nets) = body.allowed_ips {
+        update = update.allowed_ips(nets.map(allowlist).transpose()?);
+    }
+    if let Some(at) = body.not_before {
+        update = update.not_before(at);
+    }
+    if let Some(roles) = body.roles {
+        update = update.roles(roles);
+    }
+    if let Some(limits) = body.limits {
+        update = update.limits(named(limits)?);
+    }
     if update.is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "empty_update",
-            "Give a name, permissions, a rate limit, or several.",
+            "Give a name, permissions, a rate limit, an allowlist, not_before, roles, limits, or several.",
         ));
     }
     Ok(Json(ctx.keys.update(&actor, &id, update).await?.into()))

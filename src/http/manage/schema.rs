@@ -97,6 +97,29 @@ pub(super) struct KeyView {
     rolled_from: Option<String>,
     /// The key that replaced it by a roll.
     rolled_to: Option<String>,
+    /// The networks it accepts requests from (CIDRs); `null`: any.
+    allowed_ips: Option<Vec<String>>,
+    /// Before this instant it is refused.
+    not_before: Option<DateTime<Utc>>,
+    /// The roles it holds; `permissions` includes theirs.
+    roles: Vec<String>,
+    /// Its named rate limits.
+    limits: Vec<LimitView>,
+    /// Uses a usage-limited key spent in all (each verify's cost).
+    credits_spent: u64,
+}
+
+/// A named rate limit: `max` per `per_seconds`, charged each request's
+/// cost.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LimitView {
+    /// 1 to 32 of `a-z 0-9 _ - .`, e.g. `tokens`.
+    pub(super) name: String,
+    /// Units allowed per period (and the largest burst).
+    pub(super) max: u32,
+    /// The period, in seconds: 60 for a minute, 86400 for a day.
+    pub(super) per_seconds: f64,
 }
 
 impl From<KeyInfo> for KeyView {
@@ -118,6 +141,21 @@ impl From<KeyInfo> for KeyView {
             remaining: k.remaining,
             rolled_from: k.rolled_from.map(|i| i.as_str().to_string()),
             rolled_to: k.rolled_to.map(|i| i.as_str().to_string()),
+            allowed_ips: k
+                .allowed_ips
+                .map(|a| a.networks().iter().map(ToString::to_string).collect()),
+            not_before: k.not_before,
+            roles: k.roles,
+            limits: k
+                .limits
+                .into_iter()
+                .map(|l| LimitView {
+                    name: l.name,
+                    max: l.limit.max(),
+                    per_seconds: l.limit.per().as_seconds_f64(),
+                })
+                .collect(),
+            credits_spent: k.credits_spent,
         }
     }
 }
@@ -145,6 +183,17 @@ pub(super) struct CreateKey {
     pub(super) metadata: Option<Value>,
     /// Its own limit, in requests per minute; no looser than the caller's.
     pub(super) rate_limit_per_minute: Option<u32>,
+    /// Networks (CIDRs or single addresses, IPv4 or IPv6) it accepts
+    /// requests from; within the caller's own, if it has one.
+    pub(super) allowed_ips: Option<Vec<String>>,
+    /// Refused before this instant.
+    pub(super) not_before: Option<DateTime<Utc>>,
+    /// Roles of the catalog it holds.
+    #[serde(default)]
+    pub(super) roles: Vec<String>,
+    /// Named rate limits, charged each request's cost.
+    #[serde(default)]
+    pub(super) limits: Vec<LimitView>,
 }
 
 /// A change to a key, applied all or nothing: fields left out stay as
@@ -161,11 +210,26 @@ pub(super) struct UpdateKey {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>)]
     pub(super) rate_limit_per_minute: Option<Option<u32>>,
+    /// A list sets the networks it accepts requests from; `null` lets it
+    /// be used from anywhere.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub(super) allowed_ips: Option<Option<Vec<String>>>,
+    /// An instant sets `not_before`; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub(super) not_before: Option<Option<DateTime<Utc>>>,
+    /// New roles, replacing the old.
+    pub(super) roles: Option<Vec<String>>,
+    /// New named limits, replacing the old (`[]` removes them).
+    pub(super) limits: Option<Vec<LimitView>>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
-    Option::<u32>::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// How to roll a key.

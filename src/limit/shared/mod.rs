@@ -19,8 +19,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Bucket, Decision, RateLimit, RateLimiter};
+use super::{Bucket, Charge, Decision, RateLimit, RateLimiter};
 use crate::audit::AuditSink;
+use crate::token::KeyId;
 use lease::Leases;
 use outage::{AfterFailure, Kind, Outage};
 use script::Grant;
@@ -145,6 +146,7 @@ struct Inner {
     /// Whether a replacement connection is being made.
     reconnecting: AtomicBool,
     script: redis::Script,
+    named_script: redis::Script,
     namespace: Box<str>,
     accuracy: Accuracy,
     timeout: Duration,
@@ -359,6 +361,7 @@ impl RedisLimiterBuilder {
                 connect_timeout: self.connect_timeout,
                 reconnecting: AtomicBool::new(false),
                 script: script::gcra(),
+                named_script: script::named(),
                 namespace: self.namespace.into(),
                 accuracy: self.accuracy,
                 timeout: self.timeout,
@@ -440,6 +443,63 @@ impl RedisLimiter {
                 inner.offset_us.store(offset, Ordering::Relaxed);
                 inner.outage.learnt(bucket, limit, grant.tat_us, now);
                 return Some(grant);
+            }
+            Ok(Err(e)) => inner.outage.failed(now, &e, attempt),
+            Err(_) => {
+                let why = format!("no answer within {:?}", inner.timeout);
+                inner.outage.failed(now, &why, attempt)
+            }
+        };
+        if failure == AfterFailure::Reconnect {
+            self.reconnect();
+        }
+        None
+    }
+
+    /// A key's named limits in Redis, all or none (never leased: each
+    /// call is one script run); `None` when Redis did not answer.
+    async fn ask_named(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        now: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let inner = &*self.inner;
+        let attempt = inner.outage.enter();
+        if attempt.kind == Kind::Skip {
+            return None;
+        }
+        let script_now = match inner.clock {
+            LimiterClock::Instance => now.timestamp_micros().max(0),
+            _ => -1,
+        };
+        let mut invocation = inner.named_script.prepare_invoke();
+        invocation.arg(script_now);
+        for c in charges {
+            let (emission, tolerance) = script::params(c.limit);
+            invocation
+                .key(script::named_key(
+                    &inner.namespace,
+                    key.as_str(),
+                    c.name,
+                    c.limit,
+                ))
+                .arg(emission)
+                .arg(tolerance)
+                .arg(c.cost);
+        }
+        let mut conn = ConnectionManager::clone(&inner.conn.load());
+        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+        let failure = match tokio::time::timeout(inner.timeout, call).await {
+            Ok(Ok((allowed, wait_us))) => {
+                inner.outage.answered(now, attempt);
+                return Some(if allowed == 1 {
+                    Decision::Allow
+                } else {
+                    Decision::Deny {
+                        retry_after: chrono::Duration::microseconds(wait_us.max(1)),
+                    }
+                });
             }
             Ok(Err(e)) => inner.outage.failed(now, &e, attempt),
             Err(_) => {
@@ -595,5 +655,33 @@ impl RateLimiter for RedisLimiter {
 
     fn attach_audit(&self, audit: Arc<dyn AuditSink>) {
         self.inner.outage.attach(audit);
+    }
+
+    /// One script run checks and charges every named limit of the key
+    /// together, in Redis; while Redis is down, the outage policy decides
+    /// (the local fallback counts them together too).
+    async fn check_named(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        now: DateTime<Utc>,
+    ) -> Decision {
+        match self.ask_named(key, charges, now).await {
+            Some(d) => d,
+            None => self.inner.outage.decide_named(key, charges, now),
+        }
+    }
+
+    fn try_check_named(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        now: DateTime<Utc>,
+    ) -> Option<Decision> {
+        let inner = &*self.inner;
+        inner
+            .outage
+            .waiting()
+            .then(|| inner.outage.decide_named(key, charges, now))
     }
 }

@@ -294,6 +294,23 @@ impl Outage {
         }
     }
 
+    /// The decision on a key's named limits without Redis, as the policy
+    /// says.
+    pub(super) fn decide_named(
+        &self,
+        key: crate::token::KeyId,
+        charges: &[super::super::Charge<'_>],
+        now: DateTime<Utc>,
+    ) -> Decision {
+        match self.policy {
+            OnOutage::FallBackToLocal => {
+                self.local
+                    .check_named_at(key, charges, now.timestamp_micros())
+            }
+            OnOutage::Refuse => Decision::Unavailable,
+        }
+    }
+
     /// The decision without Redis, as the policy says.
     pub(super) fn decide(
         &self,

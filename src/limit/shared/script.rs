@@ -58,6 +58,53 @@ keep()
 return {granted, 0, tat, now}
 ";
 
+/// A key's named limits in Redis, all or none, in integer microseconds.
+///
+/// `KEYS`: each limit's state. `ARGV[1]`: the caller's time (negative:
+/// Redis's own clock); then, per key, the emission interval, the
+/// tolerance and the request's cost for it. Every limit is checked
+/// before any is charged: returns `{1, 0}` when all were charged, or
+/// `{0, wait}` (µs until the first limit that refused has room) and
+/// nothing changed.
+const NAMED: &str = r"
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local next = {}
+for i = 1, #KEYS do
+  local e = tonumber(ARGV[3 * i - 1])
+  local tol = tonumber(ARGV[3 * i])
+  local cost = tonumber(ARGV[3 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then
+    tat = now
+  end
+  local n = tat + cost * e
+  local limit = now + tol + e
+  if n > limit then
+    return {0, math.min(n - limit, tol + e)}
+  end
+  next[i] = n
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.0f', next[i]), 'PX', string.format('%.0f', math.max(1, math.ceil((next[i] - now) / 1000))))
+end
+return {1, 0}
+";
+
+/// The named-limits script, hashed once.
+pub(super) fn named() -> redis::Script {
+    redis::Script::new(NAMED)
+}
+
+/// The Redis key of key `id`'s named limit `name` under `limit`. Names
+/// hold no `:`; the id comes last.
+pub(super) fn named_key(namespace: &str, id: &str, name: &str, limit: RateLimit) -> String {
+    format!("{namespace}:n:{name}:{}/{}:{id}", limit.max(), limit.per_ms)
+}
+
 /// The script, hashed once; `EVALSHA` loads it on first use per server.
 pub(super) fn gcra() -> redis::Script {
     redis::Script::new(GCRA)

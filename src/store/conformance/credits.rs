@@ -14,7 +14,7 @@ pub(super) async fn unlimited_and_missing_keys_have_no_credits<S: KeyStore>(stor
     store.insert(&unlimited).await.expect("insert must succeed");
     assert_eq!(
         store
-            .consume_credit(&unlimited.id, None)
+            .consume_credit(&unlimited.id, 1, None)
             .await
             .expect("consume"),
         Credit::Unlimited,
@@ -23,7 +23,10 @@ pub(super) async fn unlimited_and_missing_keys_have_no_credits<S: KeyStore>(stor
     assert_eq!(get(&*store, &unlimited.id).await.remaining, None);
     let missing = KeyId::random().expect("OS randomness");
     assert_eq!(
-        store.consume_credit(&missing, None).await.expect("consume"),
+        store
+            .consume_credit(&missing, 1, None)
+            .await
+            .expect("consume"),
         Credit::Missing
     );
 }
@@ -41,7 +44,7 @@ pub(super) async fn credits_are_consumed_and_refilled<S: KeyStore>(store: Arc<S>
     };
     assert_eq!(
         store
-            .consume_credit(&plain.id, Some(due_anyway))
+            .consume_credit(&plain.id, 1, Some(due_anyway))
             .await
             .expect("consume"),
         Credit::Exhausted,
@@ -60,7 +63,7 @@ pub(super) async fn credits_are_consumed_and_refilled<S: KeyStore>(store: Arc<S>
         let store = store.clone();
         async move {
             store
-                .consume_credit(&r.id, refill)
+                .consume_credit(&r.id, 1, refill)
                 .await
                 .expect("consume must succeed")
         }
@@ -107,7 +110,7 @@ pub(super) async fn concurrent_credits_never_overspend<S: KeyStore>(store: Arc<S
             tokio::spawn(async move {
                 let mut won = 0;
                 for _ in 0..25 {
-                    match store.consume_credit(&r.id, None).await.expect("consume") {
+                    match store.consume_credit(&r.id, 1, None).await.expect("consume") {
                         Credit::Consumed { .. } => won += 1,
                         Credit::Exhausted => {}
                         other => panic!("unexpected {other:?}"),
@@ -205,7 +208,7 @@ pub(super) async fn credits_and_updates_do_not_lose_each_other<S: KeyStore>(stor
     store.insert(&r).await.expect("insert must succeed");
     let stale = get(&*store, &r.id).await;
     for _ in 0..3 {
-        store.consume_credit(&r.id, None).await.expect("consume");
+        store.consume_credit(&r.id, 1, None).await.expect("consume");
     }
     let mut renamed = stale;
     renamed.name = "renamed".into();

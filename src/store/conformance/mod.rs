@@ -21,10 +21,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
+mod access;
 mod credits;
 mod records;
 mod sweep;
 
+use access::*;
 use credits::*;
 use records::*;
 use sweep::*;
@@ -62,6 +64,9 @@ where
     credits_and_updates_do_not_lose_each_other(Arc::new(new_store().await)).await;
     changes_are_reported_to_subscribers(Arc::new(new_store().await)).await;
     scan_due_selects_exactly_the_due_keys(Arc::new(new_store().await)).await;
+    access_rules_are_updated_and_kept(Arc::new(new_store().await)).await;
+    credits_are_spent_by_cost(Arc::new(new_store().await)).await;
+    roles_are_defined_and_announced(Arc::new(new_store().await)).await;
 }
 
 #[derive(Default)]
@@ -141,6 +146,14 @@ fn record(tenant: &str) -> KeyRecord {
         metadata: Some(serde_json::json!({"integration": "zapier", "n": 1})),
         rate_limit: Some(RateLimit::per_minute(200).expect("valid")),
         rolled_from: Some(KeyId::random().expect("OS randomness")),
+        allowed_ips: Some("10.0.0.0/8, 2001:db8::/32".parse().expect("allowlist")),
+        not_before: Some(t0() - Duration::days(1)),
+        roles: vec!["support".into()],
+        limits: vec![crate::limit::NamedLimit::new(
+            "tokens",
+            RateLimit::per_hour(100_000).expect("valid"),
+        )
+        .expect("name")],
         ..sample_record(tenant)
     }
 }

@@ -225,6 +225,10 @@ impl Dialect for Postgres {
         format!("{}.keyward_audit", self.schema)
     }
 
+    fn roles_table(&self) -> String {
+        format!("{}.keyward_roles", self.schema)
+    }
+
     fn placeholders(&self, sql: String) -> String {
         sql.replace('?', "$")
     }

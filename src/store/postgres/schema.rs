@@ -94,6 +94,32 @@ const MIGRATION_3: &str = r#"CREATE TABLE {s}.keyward_audit (
         WHERE related_key_id IS NOT NULL;
     CREATE INDEX keyward_audit_at ON {s}.keyward_audit (at);"#;
 
+/// Access rules and spent credits on keys; the roles defined at run
+/// time, whose every change is announced as `schema:*` (any cached key
+/// may hold a role). `credits_spent` is bookkeeping, not watched.
+const MIGRATION_4: &str = r#"ALTER TABLE {s}.keyward_keys
+        ADD COLUMN allowed_ips TEXT,
+        ADD COLUMN not_before TIMESTAMPTZ,
+        ADD COLUMN roles TEXT,
+        ADD COLUMN limits TEXT,
+        ADD COLUMN credits_spent BIGINT NOT NULL DEFAULT 0,
+        ADD CONSTRAINT keyward_keys_not_before CHECK (
+            coalesce(not_before, created_at) BETWEEN '0001-01-01Z' AND '9999-12-31 23:59:59.999999Z'
+        );
+    CREATE TABLE {s}.keyward_roles (
+        name TEXT PRIMARY KEY,
+        permissions TEXT NOT NULL
+    );
+    CREATE OR REPLACE FUNCTION {s}.keyward_roles_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('keyward_keys', TG_TABLE_SCHEMA || ':*');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER keyward_roles_notify
+        AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {s}.keyward_roles
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.keyward_roles_notify();
+    {notify}"#;
+
 /// The columns whose change a verify could see, as the notify trigger
 /// compares them, from the first to `last`: every column but the
 /// bookkeeping (`last_used_at`, `last_refill_at`, and the count in
@@ -122,6 +148,7 @@ pub(super) fn migrations(s: &str) -> Vec<(i64, String)> {
         (1, MIGRATION_1, Some("rolled_from")),
         (2, MIGRATION_2, Some("rolled_to")),
         (3, MIGRATION_3, None),
+        (4, MIGRATION_4, Some("limits")),
     ]
     .into_iter()
     .map(|(version, sql, last)| {
@@ -171,7 +198,9 @@ mod tests {
     #[test]
     fn each_schema_watches_its_own_columns() {
         let m = migrations("\"auth\"");
-        assert_eq!(m.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(m.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert!(m[3].1.contains("NEW.allowed_ips") && m[3].1.contains("OLD.limits"));
+        assert!(!m[3].1.contains("credits_spent IS") && !m[3].1.contains("OLD.credits_spent"));
         assert!(!m[2].1.contains("{s}") && m[2].1.contains("\"auth\".keyward_audit"));
         assert!(
             !m[2].1.contains("keyward_notify"),

@@ -48,6 +48,9 @@ pub(crate) trait Dialect: Queries + fmt::Debug + 'static {
     /// The audit table, qualified as the database needs.
     fn audit_table(&self) -> String;
 
+    /// The roles table, qualified as the database needs.
+    fn roles_table(&self) -> String;
+
     /// Parameters are written `?1` in the engine's statements; a database
     /// that writes them otherwise (`$1`) rewrites them here.
     fn placeholders(&self, sql: String) -> String {

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
 
-use super::{ChangeListener, Credit, KeyStore, RefillDue, Subscribers, SweepDue};
+use super::{ChangeListener, Credit, KeyStore, RefillDue, RoleDefinition, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -56,6 +56,8 @@ struct Statements {
     take: Arc<str>,
     remaining: Arc<str>,
     adjust: Arc<str>,
+    roles: Arc<str>,
+    put_role: Arc<str>,
 }
 
 impl Statements {
@@ -110,8 +112,18 @@ impl Statements {
                  AND (last_refill_at IS NULL OR last_refill_at <= ?4)"
             )),
             take: s(format!(
-                "UPDATE {t} SET remaining = remaining - 1 \
-                 WHERE id = ?1 AND remaining > 0 RETURNING remaining"
+                "UPDATE {t} SET remaining = remaining - ?2, \
+                 credits_spent = credits_spent + ?2 \
+                 WHERE id = ?1 AND remaining >= ?2 RETURNING remaining"
+            )),
+            roles: s(format!(
+                "SELECT name, permissions FROM {r} ORDER BY name",
+                r = d.roles_table()
+            )),
+            put_role: s(format!(
+                "INSERT INTO {r} (name, permissions) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET permissions = excluded.permissions",
+                r = d.roles_table()
             )),
             remaining: s(format!("SELECT remaining FROM {t} WHERE id = ?1")),
             adjust: s(format!(
@@ -300,6 +312,7 @@ impl KeyStore for SqlEngine {
     async fn consume_credit(
         &self,
         id: &KeyId,
+        cost: u64,
         refill: Option<RefillDue>,
     ) -> Result<Credit, StoreError> {
         let err = map_err("consuming a use");
@@ -320,7 +333,7 @@ impl KeyStore for SqlEngine {
         }
         let left = self
             .dialect
-            .fetch_int(&self.sql.take, vec![text(id.as_str())]);
+            .fetch_int(&self.sql.take, vec![text(id.as_str()), int(to_sql(cost))]);
         let left = left.await.map_err(&err)?.flatten();
         self.credit_after(id, left).await
     }
@@ -330,6 +343,37 @@ impl KeyStore for SqlEngine {
         let left = self.dialect.fetch_int(&self.sql.adjust, args).await;
         let left = left.map_err(map_err("moving uses"))?.flatten();
         self.credit_after(id, left).await
+    }
+
+    async fn roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+        let kinds: &'static [Kind] = &[Kind::Text, Kind::Text];
+        let rows = self.dialect.fetch_values(&self.sql.roles, vec![], kinds);
+        let rows = rows.await.map_err(map_err("reading roles"))?;
+        rows.into_iter()
+            .map(|row| match row.as_slice() {
+                [Value::Text(Some(name)), Value::Text(Some(perms))] => {
+                    let permissions = serde_json::from_str(perms).map_err(|_| {
+                        StoreError::Corrupt(format!("role {name:?}: invalid permissions"))
+                    })?;
+                    Ok(RoleDefinition {
+                        name: name.clone(),
+                        permissions,
+                    })
+                }
+                _ => Err(StoreError::Corrupt("invalid role row".into())),
+            })
+            .collect()
+    }
+
+    async fn put_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
+        let perms = serde_json::to_string(&role.permissions)
+            .map_err(|_| StoreError::Corrupt("cannot encode role permissions".into()))?;
+        let args = vec![text(&role.name), text(&perms)];
+        let done = self.dialect.execute(&self.sql.put_role, args).await;
+        done.map_err(map_err("writing a role"))?;
+        // Any cached key may hold the role.
+        self.subscribers.reset();
+        Ok(())
     }
 
     fn subscribe(&self, listener: std::sync::Weak<dyn ChangeListener>) -> bool {

@@ -24,7 +24,7 @@ pub(crate) enum Kind {
 
 /// The columns of `keyward_keys`, in the order every statement names and
 /// binds them.
-pub(crate) const COLUMNS: [(&str, Kind); 25] = [
+pub(crate) const COLUMNS: [(&str, Kind); 30] = [
     ("id", Kind::Text),
     ("prefix", Kind::Text),
     ("hash", Kind::Bytes),
@@ -50,11 +50,16 @@ pub(crate) const COLUMNS: [(&str, Kind); 25] = [
     ("expiry_before_secs", Kind::Int),
     ("rolled_from", Kind::Text),
     ("rolled_to", Kind::Text),
+    ("allowed_ips", Kind::Text),
+    ("not_before", Kind::Time),
+    ("roles", Kind::Text),
+    ("limits", Kind::Text),
+    ("credits_spent", Kind::Int),
 ];
 
 /// The columns an update writes; the others never change after insert
 /// (`version` is bumped, the bookkeeping columns have their own writes).
-pub(crate) const UPDATED: [&str; 14] = [
+pub(crate) const UPDATED: [&str; 18] = [
     "name",
     "permissions",
     "expires_at",
@@ -69,6 +74,10 @@ pub(crate) const UPDATED: [&str; 14] = [
     "expiry_deadline",
     "expiry_before_secs",
     "rolled_to",
+    "allowed_ips",
+    "not_before",
+    "roles",
+    "limits",
 ];
 
 /// One value, in driver-neutral form. No `Debug`: it may hold the hash.
@@ -192,6 +201,20 @@ impl Row {
         let id_text = |id: Option<KeyId>| Value::Text(id.map(|id| id.as_str().to_string()));
         row.set("rolled_from", id_text(r.rolled_from));
         row.set("rolled_to", id_text(r.rolled_to));
+        let allowed = r.allowed_ips.as_ref().map(serde_json::to_string);
+        let allowed = allowed.transpose().map_err(json("allowed_ips"))?;
+        row.set("allowed_ips", Value::Text(allowed));
+        row.set("not_before", time(r.not_before));
+        let list = |v: &[String]| {
+            (!v.is_empty())
+                .then(|| serde_json::to_string(v))
+                .transpose()
+        };
+        row.set("roles", Value::Text(list(&r.roles).map_err(json("roles"))?));
+        let limits = (!r.limits.is_empty()).then(|| serde_json::to_string(&r.limits));
+        let limits = limits.transpose().map_err(json("limits"))?;
+        row.set("limits", Value::Text(limits));
+        row.set("credits_spent", int(Some(to_sql(r.credits_spent))));
         Ok(row)
     }
 
@@ -219,6 +242,9 @@ impl Row {
             _ => return Err(bad("hash")),
         };
         let metadata = self.text("metadata").map(|m| serde_json::from_str(&m));
+        let allowed_ips = self.text("allowed_ips").map(|a| serde_json::from_str(&a));
+        let roles = self.text("roles").map(|a| serde_json::from_str(&a));
+        let limits = self.text("limits").map(|a| serde_json::from_str(&a));
         Ok(KeyRecord {
             id: id_text.parse().map_err(|_| bad("id"))?,
             prefix: required("prefix")?.parse().map_err(|_| bad("prefix"))?,
@@ -250,6 +276,17 @@ impl Row {
                 .map_err(|()| bad("expiry warning"))?,
             rolled_from: key_id("rolled_from")?,
             rolled_to: key_id("rolled_to")?,
+            allowed_ips: allowed_ips.transpose().map_err(|_| bad("allowed_ips"))?,
+            not_before: self.time("not_before"),
+            roles: roles
+                .transpose()
+                .map_err(|_| bad("roles"))?
+                .unwrap_or_default(),
+            limits: limits
+                .transpose()
+                .map_err(|_| bad("limits"))?
+                .unwrap_or_default(),
+            credits_spent: count("credits_spent")?.unwrap_or(0),
         })
     }
 
@@ -330,6 +367,15 @@ mod tests {
             expiry_warning: Some(mark(6)),
             rolled_from: Some(KeyId::random().expect("OS randomness")),
             rolled_to: Some(KeyId::random().expect("OS randomness")),
+            allowed_ips: Some("10.0.0.0/8, ::1".parse().expect("list")),
+            not_before: Some(at(4)),
+            roles: vec!["support".into()],
+            limits: vec![crate::limit::NamedLimit::new(
+                "tokens",
+                RateLimit::per_hour(1000).expect("valid"),
+            )
+            .expect("name")],
+            credits_spent: 12,
         };
         let row = Row::from_record(&record).expect("encodes");
         for ((name, kind), value) in COLUMNS.iter().zip(row.0.iter()) {

@@ -1,0 +1,260 @@
+//! Tenant key policies: rules a tenant sets for every key in it and in
+//! the tenants below it, checked whenever a key is created, changed or
+//! reactivated. Each refusal names the rule it broke
+//! ([`KeyError::PolicyViolation`]).
+//!
+//! | rule | GitHub / GitLab / OpenAI / Cloudflare |
+//! |---|---|
+//! | [`TenantPolicy::max_lifetime`] | organisation token lifetime cap (366 days by default), GitLab's maximum lifetime, OpenAI's one year |
+//! | [`TenantPolicy::require_expiry`] | "require expiration" |
+//! | [`TenantPolicy::max_active_keys`] | per-organisation key caps |
+//! | [`TenantPolicy::permission_ceiling`] | fine-grained token permission limits |
+//! | [`TenantPolicy::require_ip_allowlist`] | IP restrictions required on live keys (Stripe's recommendation) |
+//!
+//! Policies are inherited: a key of `agency/loc1` obeys the policy of
+//! `agency` and its own, the tightest of each rule (the shortest lifetime,
+//! the smallest ceiling, …). With flat tenants, a tenant's policy is its
+//! own alone.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::error::KeyError;
+use crate::key::KeyRecord;
+use crate::permission::PermissionSet;
+use crate::tenant;
+
+/// The rules a tenant sets for its keys; set with
+/// [`KeywardBuilder::tenant_policy`](crate::KeywardBuilder::tenant_policy).
+/// Every rule is off by default.
+///
+/// ```
+/// use chrono::Duration;
+/// use keyward::TenantPolicy;
+///
+/// // GitHub's default for organisations: tokens live at most 366 days.
+/// let policy = TenantPolicy::new().max_lifetime(Duration::days(366)).require_expiry();
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct TenantPolicy {
+    max_lifetime: Option<Duration>,
+    require_expiry: bool,
+    max_active_keys: Option<u64>,
+    permission_ceiling: Option<PermissionSet>,
+    require_ip_allowlist: bool,
+}
+
+impl TenantPolicy {
+    /// A policy with no rules.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keys live at most `lifetime` from creation: a key with a later
+    /// expiry, or with none, is refused.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Every key needs an expiry.
+    pub fn require_expiry(mut self) -> Self {
+        self.require_expiry = true;
+        self
+    }
+
+    /// At most `max` active keys (neither revoked nor expired) in the
+    /// tenant, counted per tenant: each tenant below one with this rule
+    /// may hold as many of its own.
+    pub fn max_active_keys(mut self, max: u64) -> Self {
+        self.max_active_keys = Some(max);
+        self
+    }
+
+    /// Keys hold at most these permissions (roles included), whoever
+    /// creates them.
+    pub fn permission_ceiling(mut self, ceiling: PermissionSet) -> Self {
+        self.permission_ceiling = Some(ceiling);
+        self
+    }
+
+    /// Every key needs an IP allowlist.
+    pub fn require_ip_allowlist(mut self) -> Self {
+        self.require_ip_allowlist = true;
+        self
+    }
+
+    /// The catalog of the permission ceiling, if there is one.
+    pub(crate) fn ceiling_catalog(&self) -> Option<&crate::permission::Catalog> {
+        self.permission_ceiling.as_ref().map(PermissionSet::catalog)
+    }
+
+    /// The tightest of `self` and `other`, rule by rule.
+    fn tightest(mut self, other: &TenantPolicy) -> Self {
+        self.max_lifetime = min_some(self.max_lifetime, other.max_lifetime);
+        self.require_expiry |= other.require_expiry;
+        self.max_active_keys = min_some(self.max_active_keys, other.max_active_keys);
+        self.permission_ceiling = match (self.permission_ceiling, &other.permission_ceiling) {
+            (Some(a), Some(b)) => Some(a.intersection(b)),
+            (a, b) => a.or_else(|| b.clone()),
+        };
+        self.require_ip_allowlist |= other.require_ip_allowlist;
+        self
+    }
+}
+
+fn min_some<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The rule a key broke: what [`KeyError::PolicyViolation`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyRule {
+    /// The key would live longer than this (or forever).
+    MaxLifetime(Duration),
+    /// The key has no expiry.
+    ExpiryRequired,
+    /// The tenant holds this many active keys already.
+    MaxActiveKeys(u64),
+    /// The key would hold these permissions, above the ceiling.
+    PermissionCeiling(Vec<String>),
+    /// The key has no IP allowlist.
+    IpAllowlistRequired,
+}
+
+impl PolicyRule {
+    /// A stable snake_case name: `max_lifetime`, `expiry_required`,
+    /// `max_active_keys`, `permission_ceiling`, `ip_allowlist_required`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::MaxLifetime(_) => "max_lifetime",
+            Self::ExpiryRequired => "expiry_required",
+            Self::MaxActiveKeys(_) => "max_active_keys",
+            Self::PermissionCeiling(_) => "permission_ceiling",
+            Self::IpAllowlistRequired => "ip_allowlist_required",
+        }
+    }
+}
+
+impl fmt::Display for PolicyRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MaxLifetime(d) => write!(
+                f,
+                "max_lifetime: keys must expire within {} days of creation",
+                d.num_days()
+            ),
+            Self::ExpiryRequired => f.write_str("expiry_required: keys must have an expiry"),
+            Self::MaxActiveKeys(n) => write!(
+                f,
+                "max_active_keys: the tenant may hold at most {n} active keys; revoke or delete one first"
+            ),
+            Self::PermissionCeiling(p) => write!(
+                f,
+                "permission_ceiling: keys may not hold {}",
+                p.join(", ")
+            ),
+            Self::IpAllowlistRequired => {
+                f.write_str("ip_allowlist_required: keys must have an IP allowlist")
+            }
+        }
+    }
+}
+
+/// What call a policy check is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// A new key (created or rolled).
+    Create,
+    /// A change to a key's settings.
+    Update,
+}
+
+/// Every tenant's policy, as configured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Policies {
+    by_tenant: HashMap<String, TenantPolicy>,
+    nested: bool,
+}
+
+impl Policies {
+    pub(crate) fn new(by_tenant: HashMap<String, TenantPolicy>, nested: bool) -> Self {
+        Self { by_tenant, nested }
+    }
+
+    /// The policy a key of `tenant` obeys: its own and, with nested
+    /// tenants, every ancestor's, tightest first. `None`: no rules.
+    pub(crate) fn for_tenant(&self, t: &str) -> Option<TenantPolicy> {
+        if self.by_tenant.is_empty() {
+            return None;
+        }
+        let mut found: Option<TenantPolicy> = None;
+        for (name, policy) in &self.by_tenant {
+            if tenant::covers(name, t, self.nested) {
+                found = Some(match found {
+                    Some(f) => f.tightest(policy),
+                    None => policy.clone(),
+                });
+            }
+        }
+        found
+    }
+
+    /// Checks `key`, as a call would leave it, against its tenant's
+    /// policy, except the active-key count. On an update, the rules on
+    /// expiry (fixed at creation) are not checked again: a key created
+    /// before a policy keeps working and can still be renamed.
+    pub(crate) fn check(
+        &self,
+        key: &KeyRecord,
+        effective: &PermissionSet,
+        scope: Scope,
+    ) -> Result<(), KeyError> {
+        let created_at: DateTime<Utc> = key.created_at;
+        let Some(p) = self.for_tenant(&key.tenant) else {
+            return Ok(());
+        };
+        let refuse = |rule| {
+            Err(KeyError::PolicyViolation {
+                tenant: key.tenant.clone(),
+                rule,
+            })
+        };
+        if let (Some(max), Scope::Create) = (p.max_lifetime, scope) {
+            let latest = created_at.checked_add_signed(max);
+            if key.expires_at.is_none_or(|e| latest.is_some_and(|l| e > l)) {
+                return refuse(PolicyRule::MaxLifetime(max));
+            }
+        }
+        if p.require_expiry && scope == Scope::Create && key.expires_at.is_none() {
+            return refuse(PolicyRule::ExpiryRequired);
+        }
+        if let Some(ceiling) = &p.permission_ceiling {
+            if ceiling.catalog() != effective.catalog() {
+                return Err(KeyError::CatalogMismatch);
+            }
+            if !effective.is_subset_of(ceiling) {
+                return refuse(PolicyRule::PermissionCeiling(
+                    effective.missing_from(ceiling),
+                ));
+            }
+        }
+        if p.require_ip_allowlist && key.allowed_ips.is_none() {
+            return refuse(PolicyRule::IpAllowlistRequired);
+        }
+        Ok(())
+    }
+
+    /// The active-key cap of `tenant`, if any.
+    pub(crate) fn max_active(&self, tenant: &str) -> Option<u64> {
+        self.for_tenant(tenant)?.max_active_keys
+    }
+}
