@@ -112,8 +112,8 @@ pub use crate::limit::{
     Accuracy, LimiterClock, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError,
 };
 pub use crate::limit::{
-    Bucket, Charge, Decision, InvalidNamedLimit, InvalidRateLimit, LocalLimiter, NamedLimit,
-    RateLimit, RateLimiter, MAX_NAMED_LIMITS,
+    Bucket, Charge, Decision, InvalidNamedLimit, InvalidRateLimit, LocalLimiter, NamedDecision,
+    NamedLimit, RateLimit, RateLimiter, MAX_NAMED_LIMITS,
 };
 pub use crate::permission::{
     Catalog, CatalogBuilder, CatalogError, ExprError, Permission, PermissionError, PermissionExpr,

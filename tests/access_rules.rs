@@ -467,14 +467,17 @@ async fn named_limits_are_all_or_nothing_under_concurrency() {
             keys.verify_with(&t, req)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.code())
+                .map_err(|e| match e {
+                    VerifyError::LimitExceeded { limit, .. } => format!("limit_exceeded {limit}"),
+                    other => other.code().to_string(),
+                })
         }));
     }
     let mut passed = 0;
     for task in tasks {
         match task.await.expect("task") {
             Ok(()) => passed += 1,
-            Err(code) => assert_eq!(code, "limit_exceeded"),
+            Err(code) => assert_eq!(code, "limit_exceeded tokens"),
         }
     }
     assert_eq!(passed, 33);

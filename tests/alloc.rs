@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use common::admin;
 use common::forge::{same_id_other_secret, unknown_token};
 use keyward::{
-    Bucket, Catalog, Decision, Keyward, MemoryStore, NewKey, RateLimit, RateLimiter, VerifyError,
+    Bucket, Catalog, Decision, IpAllowlist, Keyward, MemoryStore, NewKey, RateLimit, RateLimiter,
+    VerifyError, VerifyRequest,
 };
 
 /// Counts allocations made on threads that asked to be watched, so other
@@ -143,6 +144,52 @@ fn verifying_a_cached_key_allocates_nothing() {
         ok
     });
     assert_eq!(ok, 20_000, "every verify succeeded");
+    assert_eq!(count, 0, "allocations on the hot path");
+}
+
+#[test]
+fn a_cached_verify_with_an_allowlist_an_expression_and_a_cost_allocates_nothing() {
+    let (keys, _) = keyward_and_token();
+    let per_second = |n| RateLimit::per_second(n).expect("valid");
+    // Ten networks, the client's in the last; two named limits charged
+    // the request's cost.
+    let nets: Vec<String> = (0..9)
+        .map(|i| format!("10.{i}.0.0/16"))
+        .chain(["2001:db8::/32".to_string()])
+        .collect();
+    let new = NewKey::new("llm")
+        .permissions(["contacts:read"])
+        .allowed_ips(IpAllowlist::new(&nets).expect("allowlist"))
+        .limit("requests", per_second(1_000_000))
+        .limit("tokens", per_second(4_000_000));
+    let issued = run(keys.create(&admin(&keys, "acme"), new)).expect("created");
+    let token = issued.token.expose_secret().to_string();
+    let rule = keys
+        .catalog()
+        .expression("contacts:read and (contacts:write or contacts:read)")
+        .expect("compiles");
+    let client: std::net::IpAddr = "2001:db8::42".parse().expect("address");
+    let outside: std::net::IpAddr = "192.0.2.1".parse().expect("address");
+    let costs = [("requests", 1)];
+    let req = VerifyRequest::new()
+        .tenant("acme")
+        .client_ip(client)
+        .cost(3)
+        .limit_costs(&costs);
+    for _ in 0..3 {
+        run(keys.verify_with(&token, req)).expect("valid");
+    }
+    let (count, ok) = allocations(|| {
+        let mut ok = 0;
+        for _ in 0..10_000 {
+            let v = run(keys.verify_with(&token, req)).expect("valid");
+            ok += usize::from(v.satisfies(&rule));
+            let refused = run(keys.verify_with(&token, req.client_ip(outside)));
+            ok += usize::from(matches!(refused, Err(VerifyError::IpNotAllowed)));
+        }
+        ok
+    });
+    assert_eq!(ok, 20_000, "every verify decided as expected");
     assert_eq!(count, 0, "allocations on the hot path");
 }
 

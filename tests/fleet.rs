@@ -293,6 +293,103 @@ async fn a_limit_changed_on_one_instance_applies_on_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_change_reaches_a_cached_key_on_another_instance() {
+    let Some((pg, redis)) = servers() else { return };
+    let Fleet { keys, .. } = fleet(&pg.url(), &redis.url(), 2, counting, |b| b).await;
+    let ops = admin(&keys[0], "acme");
+    keys[0]
+        .set_role(&ops, "support", ["contacts:read"])
+        .await
+        .expect("defined");
+    let issued = keys[0]
+        .create(&ops, NewKey::new("helpdesk").roles(["support"]))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret().to_string();
+    // Cached on the other instance, with the role as it was.
+    let v = keys[1].verify(&token).await.expect("admitted");
+    assert!(v.require("contacts:read").is_ok() && v.require("contacts:write").is_err());
+    keys[0]
+        .set_role(&ops, "support", ["contacts:write", "leads:read"])
+        .await
+        .expect("redefined");
+    // The change feed tells the other instance; nothing waits for a TTL.
+    let start = Instant::now();
+    let mut seen = false;
+    while start.elapsed() < StdDuration::from_secs(5) {
+        let v = keys[1].verify(&token).await.expect("admitted");
+        if v.require("contacts:write").is_ok() {
+            assert!(v.require("leads:read").is_ok());
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    println!(
+        "role change seen on the other instance after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        seen,
+        "the role change did not reach the other instance's cache"
+    );
+    let roles = keys[1].roles().await.expect("roles");
+    assert!(roles
+        .iter()
+        .any(|(n, p)| n == "support" && p.names().any(|x| x == "leads:read")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_limits_are_all_or_nothing_across_the_fleet() {
+    let Some((pg, redis)) = servers() else { return };
+    let Fleet { keys, audit, .. } = fleet(&pg.url(), &redis.url(), 3, counting, |b| b).await;
+    let issued = keys[0]
+        .create(
+            &admin(&keys[0], "acme"),
+            NewKey::new("llm")
+                .limit("requests", per_minute(40))
+                .limit("tokens", per_minute(1_000)),
+        )
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret().to_string();
+    // 150 requests of 30 tokens race over three instances: 33 fit.
+    let mut tasks = Vec::new();
+    for i in 0..150 {
+        let k = keys[i % 3].clone();
+        let t = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = keyward::VerifyRequest::new().limit_cost("tokens", 30);
+            k.verify_with(&t, req).await.map(|_| ())
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        match t.await.expect("no panic") {
+            Ok(()) => admitted += 1,
+            Err(e) => assert!(
+                matches!(e, VerifyError::LimitExceeded { ref limit, .. } if &**limit == "tokens"),
+                "{e:?}"
+            ),
+        }
+    }
+    no_outage(&audit);
+    assert_eq!(admitted, 33, "exactly what the tokens allow, fleet-wide");
+    // The refused were charged nothing: 7 one-token requests still fit
+    // the requests limit (33 + 7 = 40), then none.
+    let light = keyward::VerifyRequest::new().limit_cost("tokens", 1);
+    for i in 0..7 {
+        let r = keys[i % 3].verify_with(&token, light).await;
+        assert!(r.is_ok(), "request {i}: {r:?}");
+    }
+    let over = keys[1].verify_with(&token, light).await;
+    assert!(
+        matches!(over, Err(VerifyError::LimitExceeded { ref limit, .. }) if &**limit == "requests"),
+        "{over:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_stay_exact_across_three_instances() {
     let Some((pg, redis)) = servers() else { return };
     let Fleet { keys, .. } = fleet(&pg.url(), &redis.url(), 3, counting, |b| b).await;

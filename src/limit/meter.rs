@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::Duration;
 
 use super::{
-    gcra_now, wait, Bucket, Charge, Costs, Decision, Gcra, NamedSlot, NamedStates, RateLimit,
-    RateLimiter, Stash, Tenant, Tenants,
+    gcra_now, wait, Bucket, Charge, Costs, Decision, Gcra, NamedDecision, NamedSlot, NamedStates,
+    RateLimit, RateLimiter, Stash, Tenant, Tenants,
 };
 use crate::clock::micros_to_time;
 use crate::token::KeyId;
@@ -298,11 +298,11 @@ impl Limits {
         }
         let named_counted = from <= Step::Named && !who.named.is_empty();
         if named_counted {
-            if let Err((name, ns)) = self.named.charge(&who.id, who.named, &who.costs, now_ns) {
+            if let Err((i, ns)) = self.named.charge(&who.id, who.named, &who.costs, now_ns) {
                 if key_counted {
                     refund_key(who);
                 }
-                return Err(Refusal::Named(name, wait(ns)));
+                return Err(Refusal::Named(who.named[i].name.clone(), wait(ns)));
             }
         }
         let refund = |who: &Subject<'_>| {
@@ -407,17 +407,16 @@ fn decided(step: Step, decision: Decision) -> Result<(), Refusal> {
 }
 
 /// A host limiter's decision on a key's named limits.
-fn named_decided(who: &Subject<'_>, decision: Decision) -> Result<(), Refusal> {
+fn named_decided(who: &Subject<'_>, decision: NamedDecision) -> Result<(), Refusal> {
     match decision {
-        Decision::Allow => Ok(()),
-        // The host says not which limit refused: the first is named.
-        Decision::Deny { retry_after } => Err(Refusal::Named(
-            who.named
-                .first()
-                .map_or_else(|| "".into(), |s| s.name.clone()),
-            retry_after,
-        )),
-        Decision::Unavailable => Err(Refusal::Unavailable),
+        NamedDecision::Allow => Ok(()),
+        NamedDecision::Deny { limit, retry_after } => {
+            // A host naming no limit of the key's: its first is named.
+            let slot = who.named.get(limit).or(who.named.first());
+            let name = slot.map_or_else(|| "".into(), |s| s.name.clone());
+            Err(Refusal::Named(name, retry_after))
+        }
+        _ => Err(Refusal::Unavailable),
     }
 }
 

@@ -23,7 +23,7 @@ mod tenants;
 pub(crate) use gcra::{gcra_now, wait, Gcra};
 pub(crate) use meter::{Counted, KeySlot, Limits, Refusal, Step, Subject};
 pub(crate) use named::{checked as checked_limits, Costs, NamedSlot, NamedStates};
-pub use named::{Charge, InvalidNamedLimit, NamedLimit, MAX_NAMED_LIMITS};
+pub use named::{Charge, InvalidNamedLimit, NamedDecision, NamedLimit, MAX_NAMED_LIMITS};
 #[cfg(feature = "redis")]
 pub use shared::{
     Accuracy, LimiterClock, OnOutage, RedisLimiter, RedisLimiterBuilder, RedisLimiterError,
@@ -245,19 +245,19 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
 
     /// Counts a request against every named limit of `key` in `charges`
     /// (each with its own cost), atomically: all pass and are charged, or
-    /// none is charged and the first that refused answers
-    /// [`Decision::Deny`]. [`LocalLimiter`] and `RedisLimiter` implement
-    /// it; the default answers [`Decision::Unavailable`], so a limiter
-    /// that cannot count named limits fails closed for keys that carry
-    /// them rather than letting them through unlimited.
+    /// none is charged and [`NamedDecision::Deny`] names the one that
+    /// refused. [`LocalLimiter`] and `RedisLimiter` implement it; the
+    /// default answers [`NamedDecision::Unavailable`], so a limiter that
+    /// cannot count named limits fails closed for keys that carry them
+    /// rather than letting them through unlimited.
     async fn check_named(
         &self,
         key: KeyId,
         charges: &[Charge<'_>],
         now: DateTime<Utc>,
-    ) -> Decision {
+    ) -> NamedDecision {
         let _ = (key, charges, now);
-        Decision::Unavailable
+        NamedDecision::Unavailable
     }
 
     /// [`RateLimiter::check_named`] without awaiting, when the limiter
@@ -267,7 +267,7 @@ pub trait RateLimiter: fmt::Debug + Send + Sync + 'static {
         key: KeyId,
         charges: &[Charge<'_>],
         now: DateTime<Utc>,
-    ) -> Option<Decision> {
+    ) -> Option<NamedDecision> {
         let _ = (key, charges, now);
         None
     }
@@ -340,7 +340,7 @@ impl LocalLimiter {
 
     /// Counts a request against named limits of `key`, all or none; see
     /// [`RateLimiter::check_named`].
-    pub fn check_named_now(&self, key: KeyId, charges: &[Charge<'_>]) -> Decision {
+    pub fn check_named_now(&self, key: KeyId, charges: &[Charge<'_>]) -> NamedDecision {
         self.check_named_at(key, charges, self.clock.now_micros())
     }
 
@@ -349,7 +349,7 @@ impl LocalLimiter {
         key: KeyId,
         charges: &[Charge<'_>],
         now_us: i64,
-    ) -> Decision {
+    ) -> NamedDecision {
         let slots: Vec<NamedSlot> = charges
             .iter()
             .map(|c| NamedSlot {
@@ -365,8 +365,9 @@ impl LocalLimiter {
             one: None,
         };
         match self.named.charge(&key, &slots, &costs, gcra_now(now_us)) {
-            Ok(()) => Decision::Allow,
-            Err((_, ns)) => Decision::Deny {
+            Ok(()) => NamedDecision::Allow,
+            Err((limit, ns)) => NamedDecision::Deny {
+                limit,
                 retry_after: wait(ns),
             },
         }
@@ -447,7 +448,12 @@ impl RateLimiter for LocalLimiter {
         Some(self.check_now(bucket, limit))
     }
 
-    async fn check_named(&self, key: KeyId, charges: &[Charge<'_>], _: DateTime<Utc>) -> Decision {
+    async fn check_named(
+        &self,
+        key: KeyId,
+        charges: &[Charge<'_>],
+        _: DateTime<Utc>,
+    ) -> NamedDecision {
         self.check_named_now(key, charges)
     }
 
@@ -456,7 +462,7 @@ impl RateLimiter for LocalLimiter {
         key: KeyId,
         charges: &[Charge<'_>],
         _: DateTime<Utc>,
-    ) -> Option<Decision> {
+    ) -> Option<NamedDecision> {
         Some(self.check_named_now(key, charges))
     }
 }

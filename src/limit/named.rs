@@ -97,6 +97,24 @@ pub struct Charge<'a> {
     pub cost: u32,
 }
 
+/// The answer of [`RateLimiter::check_named`](super::RateLimiter::check_named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NamedDecision {
+    /// Every limit had room; each was charged its cost.
+    Allow,
+    /// A limit had no room; none was charged.
+    Deny {
+        /// Which one: its index in the charges asked.
+        limit: usize,
+        /// The earliest time a retry of the same cost can pass it.
+        retry_after: chrono::Duration,
+    },
+    /// The limiter could not decide and fails closed, as
+    /// [`Decision::Unavailable`](super::Decision::Unavailable).
+    Unavailable,
+}
+
 /// A named limit as a cached key holds it.
 #[derive(Debug, Clone)]
 pub(crate) struct NamedSlot {
@@ -172,8 +190,8 @@ struct Shard {
     checks: u64,
 }
 
-/// A named limit refused a request: its name and the wait in ns.
-pub(crate) type Over = (Arc<str>, u64);
+/// A named limit refused a request: its index and the wait in ns.
+pub(crate) type Over = (usize, u64);
 
 impl NamedStates {
     fn shard(&self, id: &KeyId) -> std::sync::MutexGuard<'_, Shard> {
@@ -211,7 +229,7 @@ impl NamedStates {
             next[i] = slot
                 .gcra
                 .charge(tats[i], now_ns, costs.of(&slot.name))
-                .map_err(|wait| (slot.name.clone(), wait))?;
+                .map_err(|wait| (i, wait))?;
         }
         tats.copy_from_slice(&next[..slots.len()]);
         Ok(())
@@ -253,8 +271,8 @@ mod tests {
         };
         states.charge(&id, &slots, &big, now).expect("first fits");
         // 40 tokens left: the second is refused, and `requests` keeps its 9.
-        let (name, _) = states.charge(&id, &slots, &big, now).expect_err("over");
-        assert_eq!(&*name, "tokens");
+        let (limit, _) = states.charge(&id, &slots, &big, now).expect_err("over");
+        assert_eq!(&*slots[limit].name, "tokens");
         let small = Costs {
             cost: 1,
             by_name: &[],
@@ -265,8 +283,8 @@ mod tests {
                 .charge(&id, &slots, &small, now)
                 .expect("requests left");
         }
-        let (name, _) = states.charge(&id, &slots, &small, now).expect_err("over");
-        assert_eq!(&*name, "requests");
+        let (limit, _) = states.charge(&id, &slots, &small, now).expect_err("over");
+        assert_eq!(&*slots[limit].name, "requests");
         states.refund(&id, &slots, &small);
         states.charge(&id, &slots, &small, now).expect("refunded");
     }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Bucket, Charge, Decision, RateLimit, RateLimiter};
+use super::{Bucket, Charge, Decision, NamedDecision, RateLimit, RateLimiter};
 use crate::audit::AuditSink;
 use crate::token::KeyId;
 use lease::Leases;
@@ -463,7 +463,7 @@ impl RedisLimiter {
         key: KeyId,
         charges: &[Charge<'_>],
         now: DateTime<Utc>,
-    ) -> Option<Decision> {
+    ) -> Option<NamedDecision> {
         let inner = &*self.inner;
         let attempt = inner.outage.enter();
         if attempt.kind == Kind::Skip {
@@ -489,14 +489,15 @@ impl RedisLimiter {
                 .arg(c.cost);
         }
         let mut conn = ConnectionManager::clone(&inner.conn.load());
-        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
         let failure = match tokio::time::timeout(inner.timeout, call).await {
-            Ok(Ok((allowed, wait_us))) => {
+            Ok(Ok((allowed, wait_us, which))) => {
                 inner.outage.answered(now, attempt);
                 return Some(if allowed == 1 {
-                    Decision::Allow
+                    NamedDecision::Allow
                 } else {
-                    Decision::Deny {
+                    NamedDecision::Deny {
+                        limit: usize::try_from(which.saturating_sub(1)).unwrap_or(0),
                         retry_after: chrono::Duration::microseconds(wait_us.max(1)),
                     }
                 });
@@ -665,7 +666,7 @@ impl RateLimiter for RedisLimiter {
         key: KeyId,
         charges: &[Charge<'_>],
         now: DateTime<Utc>,
-    ) -> Decision {
+    ) -> NamedDecision {
         match self.ask_named(key, charges, now).await {
             Some(d) => d,
             None => self.inner.outage.decide_named(key, charges, now),
@@ -677,7 +678,7 @@ impl RateLimiter for RedisLimiter {
         key: KeyId,
         charges: &[Charge<'_>],
         now: DateTime<Utc>,
-    ) -> Option<Decision> {
+    ) -> Option<NamedDecision> {
         let inner = &*self.inner;
         inner
             .outage

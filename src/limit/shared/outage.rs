@@ -301,13 +301,13 @@ impl Outage {
         key: crate::token::KeyId,
         charges: &[super::super::Charge<'_>],
         now: DateTime<Utc>,
-    ) -> Decision {
+    ) -> super::super::NamedDecision {
         match self.policy {
             OnOutage::FallBackToLocal => {
                 self.local
                     .check_named_at(key, charges, now.timestamp_micros())
             }
-            OnOutage::Refuse => Decision::Unavailable,
+            OnOutage::Refuse => super::super::NamedDecision::Unavailable,
         }
     }
 

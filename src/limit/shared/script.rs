@@ -63,9 +63,9 @@ return {granted, 0, tat, now}
 /// `KEYS`: each limit's state. `ARGV[1]`: the caller's time (negative:
 /// Redis's own clock); then, per key, the emission interval, the
 /// tolerance and the request's cost for it. Every limit is checked
-/// before any is charged: returns `{1, 0}` when all were charged, or
-/// `{0, wait}` (µs until the first limit that refused has room) and
-/// nothing changed.
+/// before any is charged: returns `{1, 0, 0}` when all were charged, or
+/// `{0, wait, i}` (µs until limit `i`, 1-based, the first that refused,
+/// has room) and nothing changed.
 const NAMED: &str = r"
 local now = tonumber(ARGV[1])
 if now < 0 then
@@ -84,14 +84,14 @@ for i = 1, #KEYS do
   local n = tat + cost * e
   local limit = now + tol + e
   if n > limit then
-    return {0, math.min(n - limit, tol + e)}
+    return {0, math.min(n - limit, tol + e), i}
   end
   next[i] = n
 end
 for i = 1, #KEYS do
   redis.call('SET', KEYS[i], string.format('%.0f', next[i]), 'PX', string.format('%.0f', math.max(1, math.ceil((next[i] - now) / 1000))))
 end
-return {1, 0}
+return {1, 0, 0}
 ";
 
 /// The named-limits script, hashed once.
