@@ -16,6 +16,10 @@
 //! - `reject/{accept,wrong_secret,unknown_id,malformed,malformed_checksum,
 //!   malformed_typo}`: 1,000 keys stored, one token repeated;
 //!   `reject/floor` is the harness alone (a ready future, polled).
+//! - `access/{none,allowlist10,named2_cost}`: a cached key verified with
+//!   a client address (`Keyward::verify_with`): without an allowlist, with
+//!   one of 10 networks (the client's matched last), and with two named
+//!   limits charged a cost of 3.
 //! - `threads/{one,two}/{different,same}`: one iteration is one verify
 //!   per thread, so throughput(two) / throughput(one) = 2 × t(one) / t(two).
 
@@ -34,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use keyward::{
-    Actor, Catalog, Clock, Keyward, MemoryStore, NewKey, Permission, RateLimit, SystemClock,
+    Actor, Catalog, Clock, IpAllowlist, Keyward, MemoryStore, NewKey, Permission, RateLimit,
+    SystemClock, VerifyRequest,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -382,6 +387,45 @@ fn bench_rejections(c: &mut Criterion) {
     g.finish();
 }
 
+/// The cost of access rules on a cached verify: a key with an allowlist
+/// of 10 networks (the client's checked last) beside one without, both
+/// given the client address; and named limits charged a cost.
+fn bench_access(c: &mut Criterion) {
+    let s = setup(1_000);
+    let admin = Actor::new("admin", "acme")
+        .permissions(s.keys.catalog().all())
+        .may_manage_keys(true);
+    let nets: Vec<String> = (0..10).map(|i| format!("10.{i}.0.0/16")).collect();
+    let mut issue = |new: NewKey| {
+        let k = run(s.keys.create(&admin, new.permissions(["contacts:read"]))).expect("created");
+        k.token.expose_secret().to_string()
+    };
+    let plain = issue(NewKey::new("plain"));
+    let listed = issue(NewKey::new("listed").allowed_ips(IpAllowlist::new(&nets).expect("list")));
+    let named = issue(
+        NewKey::new("named")
+            .limit("requests", unreachable_limit())
+            .limit("tokens", unreachable_limit()),
+    );
+    let client: std::net::IpAddr = "10.9.1.2".parse().expect("address");
+    let req = VerifyRequest::new().client_ip(client);
+    for t in [&plain, &listed, &named] {
+        run(s.keys.verify_with(t, req)).expect("valid");
+    }
+    let mut g = c.benchmark_group("access");
+    g.bench_function("none", |b| {
+        b.iter(|| run(s.keys.verify_with(black_box(&plain), black_box(req))).expect("valid"))
+    });
+    g.bench_function("allowlist10", |b| {
+        b.iter(|| run(s.keys.verify_with(black_box(&listed), black_box(req))).expect("valid"))
+    });
+    let costly = req.cost(3);
+    g.bench_function("named2_cost", |b| {
+        b.iter(|| run(s.keys.verify_with(black_box(&named), black_box(costly))).expect("valid"))
+    });
+    g.finish();
+}
+
 /// `threads` threads, each verifying `iters` times its token.
 fn concurrent(keys: &Keyward, tokens: &[&str], iters: u64) -> Duration {
     let barrier = Barrier::new(tokens.len() + 1);
@@ -485,6 +529,20 @@ fn report(memory: &Memory) {
             t - floor < 20.0,
         );
     }
+    let allow = ns("access/allowlist10") / ns("access/none");
+    check(
+        "allowlist of 10 / none, cached verify".into(),
+        allow,
+        "<= 1.2",
+        allow <= 1.2,
+    );
+    let named = ns("access/named2_cost") / ns("access/none");
+    check(
+        "2 named limits + cost / none".into(),
+        named,
+        "<= 1.5",
+        named <= 1.5,
+    );
     let excl = memory.per_key - memory.name_bytes;
     check(
         format!("bytes per cached key, {} keys, name excluded", memory.keys),
@@ -542,6 +600,11 @@ fn report(memory: &Memory) {
             "malformed_checksum": ns("reject/malformed_checksum"),
             "malformed_typo": ns("reject/malformed_typo"),
         },
+        "access_ns": {
+            "none": ns("access/none"),
+            "allowlist10": ns("access/allowlist10"),
+            "named2_cost": ns("access/named2_cost"),
+        },
         "threads_ns": {
             "one_different": ns("threads/one/different"),
             "two_different": ns("threads/two/different"),
@@ -570,6 +633,7 @@ fn main() {
     let mut memory = Memory::default();
     bench_sizes(&mut c, &mut memory);
     bench_rejections(&mut c);
+    bench_access(&mut c);
     bench_threads(&mut c);
     c.final_summary();
     report(&memory);

@@ -38,6 +38,10 @@ pub const MAX_NETWORKS: usize = 100;
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct IpAllowlist {
     nets: Box<[IpNet]>,
+    /// The same networks as `(network, mask)` words, per family, for the
+    /// check a verify makes: a mask and a compare each.
+    v4: Box<[(u32, u32)]>,
+    v6: Box<[(u128, u128)]>,
 }
 
 /// An allowlist that cannot be read.
@@ -91,14 +95,41 @@ impl IpAllowlist {
         if nets.len() > MAX_NETWORKS {
             return Err(InvalidAllowlist::TooLong);
         }
-        Ok(Self { nets: nets.into() })
+        let v4 = nets
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V4(n) => Some((u32::from(n.network()), u32::from(n.netmask()))),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        let v6 = nets
+            .iter()
+            .filter_map(|n| match n {
+                IpNet::V6(n) => Some((u128::from(n.network()), u128::from(n.netmask()))),
+                IpNet::V4(_) => None,
+            })
+            .collect();
+        Ok(Self {
+            nets: nets.into(),
+            v4,
+            v6,
+        })
     }
 
-    /// Whether a request from `addr` is allowed. Allocation-free.
+    /// Whether a request from `addr` is allowed. Allocation-free: one
+    /// mask and compare per network of the address's family.
     #[inline]
     pub fn allows(&self, addr: IpAddr) -> bool {
-        let addr = addr.to_canonical();
-        self.nets.iter().any(|n| n.contains(&addr))
+        match addr.to_canonical() {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4.iter().any(|&(net, mask)| a & mask == net)
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6.iter().any(|&(net, mask)| a & mask == net)
+            }
+        }
     }
 
     /// Whether every address this list allows, `bound` allows too: what
@@ -226,6 +257,32 @@ mod tests {
     }
 
     #[test]
+    fn the_mask_check_agrees_with_ipnet() {
+        let list: IpAllowlist = "0.0.0.0/0, ::/0, 10.0.0.0/8, 192.0.2.7, 2001:db8::/127"
+            .parse()
+            .expect("list");
+        let only6: IpAllowlist = "::/0".parse().expect("list");
+        let only4: IpAllowlist = "0.0.0.0/0".parse().expect("list");
+        for a in [
+            "10.1.2.3",
+            "192.0.2.7",
+            "192.0.2.8",
+            "::",
+            "2001:db8::1",
+            "2001:db8::2",
+            "::1",
+            "255.255.255.255",
+            "::ffff:1.2.3.4",
+        ] {
+            let a = ip(a);
+            for l in [&list, &only6, &only4] {
+                let model = l.networks().iter().any(|n| n.contains(&a.to_canonical()));
+                assert_eq!(l.allows(a), model, "{l} / {a}");
+            }
+        }
+    }
+
+    #[test]
     fn within_is_containment_of_every_network() {
         let wide: IpAllowlist = "10.0.0.0/8, 2001:db8::/32".parse().expect("list");
         let narrow: IpAllowlist = "10.1.0.0/16, 2001:db8:5::/48".parse().expect("list");
@@ -243,5 +300,48 @@ mod tests {
         let back: IpAllowlist = serde_json::from_str(&json).expect("back");
         assert_eq!(back, list);
         assert!(serde_json::from_str::<IpAllowlist>(r#"["nope"]"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32).prop_map(|(a, p)| {
+                IpNet::V4(ipnet::Ipv4Net::new(a.into(), p).expect("prefix"))
+            }),
+            (any::<u128>(), 0u8..=128).prop_map(|(a, p)| {
+                IpNet::V6(ipnet::Ipv6Net::new(a.into(), p).expect("prefix"))
+            }),
+        ]
+    }
+
+    fn addr() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::V4(a.into())),
+            any::<u128>().prop_map(|a| IpAddr::V6(a.into())),
+            any::<u32>().prop_map(|a| IpAddr::V6(std::net::Ipv4Addr::from(a).to_ipv6_mapped())),
+        ]
+    }
+
+    proptest! {
+        /// The mask check agrees with `ipnet`'s containment of the
+        /// canonical address, for any networks, including addresses
+        /// inside them.
+        #[test]
+        fn allows_agrees_with_ipnet(nets in prop::collection::vec(net(), 1..12), a in addr(), pick in any::<prop::sample::Index>()) {
+            let list = IpAllowlist::from_nets(nets.clone()).expect("list");
+            let model = |a: IpAddr| list.networks().iter().any(|n| n.contains(&a.to_canonical()));
+            prop_assert_eq!(list.allows(a), model(a));
+            // An address inside one of the networks is allowed.
+            let inside = list.networks()[pick.index(list.networks().len())].network();
+            prop_assert!(list.allows(inside));
+            // A list is within itself and within ::/0 + 0.0.0.0/0.
+            let all: IpAllowlist = "0.0.0.0/0, ::/0".parse().expect("list");
+            prop_assert!(list.is_within(&list) && list.is_within(&all));
+        }
     }
 }

@@ -104,12 +104,12 @@ pub(crate) fn admit(entry: &CachedKey, req: &Request<'_>, limits: &Limits, from:
             KeyStatus::Revoked => return Verdict::Refuse(VerifyError::Revoked),
             KeyStatus::Expired => return Verdict::Refuse(VerifyError::Expired),
         }
-        if entry.not_before_us > req.now_us {
+        if entry.not_before_us() > req.now_us {
             return Verdict::Refuse(VerifyError::NotYetValid);
         }
     }
     if from <= Gate::Address {
-        if let Some(list) = &entry.allowed_ips {
+        if let Some(list) = entry.allowed_ips() {
             if !req.client_ip.is_some_and(|ip| list.allows(ip)) {
                 return Verdict::Refuse(VerifyError::IpNotAllowed);
             }

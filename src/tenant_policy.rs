@@ -258,3 +258,87 @@ impl Policies {
         self.for_tenant(tenant)?.max_active_keys
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::sample_record;
+    use crate::permission::Catalog;
+
+    fn catalog() -> Catalog {
+        Catalog::builder()
+            .resource("contacts", ["read", "write"])
+            .resource("leads", ["read"])
+            .build()
+            .expect("catalog")
+    }
+
+    fn policies(nested: bool) -> Policies {
+        let c = catalog();
+        let mut by = HashMap::new();
+        by.insert(
+            "agency".to_string(),
+            TenantPolicy::new()
+                .max_lifetime(Duration::days(366))
+                .max_active_keys(10)
+                .permission_ceiling(c.parse_set(["contacts:*"]).expect("set")),
+        );
+        by.insert(
+            "agency/loc1".to_string(),
+            TenantPolicy::new()
+                .max_lifetime(Duration::days(30))
+                .max_active_keys(50)
+                .require_ip_allowlist()
+                .permission_ceiling(c.parse_set(["contacts:read", "leads:read"]).expect("set")),
+        );
+        Policies::new(by, nested)
+    }
+
+    #[test]
+    fn the_tightest_of_each_rule_applies_below() {
+        let p = policies(true).for_tenant("agency/loc1").expect("a policy");
+        assert_eq!(p.max_lifetime, Some(Duration::days(30)));
+        assert_eq!(p.max_active_keys, Some(10));
+        assert!(p.require_ip_allowlist && !p.require_expiry);
+        let ceiling = p.permission_ceiling.expect("ceiling");
+        assert_eq!(ceiling.names().collect::<Vec<_>>(), ["contacts:read"]);
+        // The parent is not bound by its child's rules.
+        let parent = policies(true).for_tenant("agency").expect("a policy");
+        assert_eq!(parent.max_lifetime, Some(Duration::days(366)));
+        assert!(!parent.require_ip_allowlist);
+        // Flat tenants: each its own; unrelated tenants: none.
+        let flat = policies(false).for_tenant("agency/loc1").expect("a policy");
+        assert_eq!(flat.max_active_keys, Some(50));
+        assert!(policies(true).for_tenant("agencyx").is_none());
+        assert!(policies(true).for_tenant("globex/agency").is_none());
+    }
+
+    #[test]
+    fn lifetime_counts_from_creation_and_only_on_create() {
+        let c = catalog();
+        let p = policies(true);
+        let mut key = sample_record("agency");
+        key.created_at = DateTime::UNIX_EPOCH;
+        key.expires_at = Some(key.created_at + Duration::days(366));
+        assert!(p.check(&key, &c.none(), Scope::Create).is_ok());
+        key.expires_at = Some(key.created_at + Duration::days(366) + Duration::seconds(1));
+        let err = p
+            .check(&key, &c.none(), Scope::Create)
+            .expect_err("too long");
+        assert!(err.to_string().contains("max_lifetime"), "{err}");
+        assert!(p.check(&key, &c.none(), Scope::Update).is_ok());
+        key.expires_at = None;
+        assert!(p.check(&key, &c.none(), Scope::Create).is_err());
+        // The ceiling applies on update too.
+        let all = c.all();
+        match p.check(&key, &all, Scope::Update) {
+            Err(KeyError::PolicyViolation {
+                rule: PolicyRule::PermissionCeiling(missing),
+                ..
+            }) => {
+                assert_eq!(missing, ["leads:read"]);
+            }
+            other => panic!("expected the ceiling, got {other:?}"),
+        }
+    }
+}

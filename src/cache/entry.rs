@@ -30,8 +30,6 @@ pub(crate) struct CachedKey {
     /// by this instance's verifies.
     pub(crate) last_used_us: AtomicI64,
     pub(crate) created_us: i64,
-    /// `i64::MIN`: no `not_before`.
-    pub(crate) not_before_us: i64,
     pub(crate) revoked: bool,
     /// Usage-limited: every verify asks the store for a credit.
     pub(crate) metered: bool,
@@ -43,16 +41,13 @@ pub(crate) struct CachedKey {
     /// as GCRA parameters, and its state: read by every verify ...
     pub(crate) slot: KeySlot,
     pub(crate) permissions: PermissionSet,
-    /// Where the key may be used from, if it is restricted.
-    pub(crate) allowed_ips: Option<IpAllowlist>,
-    /// The key's named limits (state in [`Limits`](crate::limit::Limits)).
-    pub(crate) named: Box<[NamedSlot]>,
     pub(crate) name: Box<str>,
     /// ... and as written, for a host's limiter.
     pub(crate) limit: Option<RateLimit>,
     pub(crate) prefix: DisplayPrefix,
-    /// What only usage-limited or rolled keys have, which verify reads
-    /// only off the hot path: boxed, and absent for most keys.
+    /// What only some keys have (a refill, a successor, access rules):
+    /// boxed, and absent for most keys, whose verify reads only that it
+    /// is absent.
     cold: Option<Box<Cold>>,
 }
 
@@ -63,6 +58,30 @@ struct Cold {
     /// The key that replaced this one by a roll: a usage-limited key in
     /// its grace period draws on its successor's uses.
     rolled_to: Option<KeyId>,
+    /// `i64::MIN`: no `not_before`.
+    not_before_us: i64,
+    /// Where the key may be used from, if it is restricted.
+    allowed_ips: Option<IpAllowlist>,
+    /// The key's named limits (state in [`Limits`](crate::limit::Limits)).
+    named: Box<[NamedSlot]>,
+}
+
+impl Cold {
+    /// The rarely set part of `record`, if it has any.
+    fn of(record: &crate::key::KeyRecord) -> Option<Self> {
+        let any = record.refill.is_some()
+            || record.rolled_to.is_some()
+            || record.not_before.is_some()
+            || record.allowed_ips.is_some()
+            || !record.limits.is_empty();
+        any.then(|| Self {
+            refill: record.refill,
+            rolled_to: record.rolled_to,
+            not_before_us: record.not_before.map_or(i64::MIN, |t| t.timestamp_micros()),
+            allowed_ips: record.allowed_ips.clone(),
+            named: NamedSlot::of(&record.limits),
+        })
+    }
 }
 
 impl CachedKey {
@@ -84,9 +103,6 @@ impl CachedKey {
             ),
             expires_us: record.expires_at.map_or(i64::MAX, |e| e.timestamp_micros()),
             created_us: record.created_at.timestamp_micros(),
-            not_before_us: record.not_before.map_or(i64::MIN, |t| t.timestamp_micros()),
-            allowed_ips: record.allowed_ips.clone(),
-            named: NamedSlot::of(&record.limits),
             loaded_at: 0,
             revoked: record.revoked_at.is_some(),
             metered: record.remaining.is_some() || record.refill.is_some(),
@@ -96,12 +112,7 @@ impl CachedKey {
             name: record.name.as_str().into(),
             limit,
             prefix: record.prefix,
-            cold: (record.refill.is_some() || record.rolled_to.is_some()).then(|| {
-                Box::new(Cold {
-                    refill: record.refill,
-                    rolled_to: record.rolled_to,
-                })
-            }),
+            cold: Cold::of(record).map(Box::new),
         }
     }
 
@@ -116,9 +127,6 @@ impl CachedKey {
             last_used_us: AtomicI64::new(i64::MIN),
             expires_us: i64::MIN,
             created_us: 0,
-            not_before_us: i64::MIN,
-            allowed_ips: None,
-            named: Box::new([]),
             loaded_at: i64::MIN,
             revoked: true,
             metered: false,
@@ -148,9 +156,28 @@ impl CachedKey {
             tenant: &self.tenant,
             acting_for,
             now_us,
-            named: &self.named,
+            named: self.named(),
             costs,
         }
+    }
+
+    /// Before this instant (microseconds) the key is refused; `i64::MIN`:
+    /// no such rule.
+    #[inline]
+    pub(crate) fn not_before_us(&self) -> i64 {
+        self.cold.as_ref().map_or(i64::MIN, |c| c.not_before_us)
+    }
+
+    /// Where the key may be used from, if it is restricted.
+    #[inline]
+    pub(crate) fn allowed_ips(&self) -> Option<&IpAllowlist> {
+        self.cold.as_ref()?.allowed_ips.as_ref()
+    }
+
+    /// The key's named limits.
+    #[inline]
+    pub(crate) fn named(&self) -> &[NamedSlot] {
+        self.cold.as_ref().map_or(&[], |c| &c.named)
     }
 
     /// How a usage-limited key refills, if it does.

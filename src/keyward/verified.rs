@@ -126,7 +126,7 @@ impl Verified {
             .permissions(self.permissions().clone());
         actor.expires_at = self.expires_at();
         actor.rate_limit = self.key.limit;
-        actor.allowed_ips.clone_from(&self.key.allowed_ips);
+        actor.allowed_ips = self.key.allowed_ips().cloned();
         actor.key = Some(self.id());
         actor.retired = self.key.rolled_to().is_some();
         if self.key.metered {
