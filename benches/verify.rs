@@ -396,7 +396,7 @@ fn bench_access(c: &mut Criterion) {
         .permissions(s.keys.catalog().all())
         .may_manage_keys(true);
     let nets: Vec<String> = (0..10).map(|i| format!("10.{i}.0.0/16")).collect();
-    let mut issue = |new: NewKey| {
+    let issue = |new: NewKey| {
         let k = run(s.keys.create(&admin, new.permissions(["contacts:read"]))).expect("created");
         k.token.expose_secret().to_string()
     };

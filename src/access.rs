@@ -159,7 +159,7 @@ fn parse_net(s: &str) -> Result<IpNet, InvalidAllowlist> {
 
 /// `net` with host bits cleared, and an IPv4-mapped IPv6 network as the
 /// IPv4 network it carries.
-fn canonical_net(net: IpNet) -> IpNet {
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
     let net = net.trunc();
     if let IpNet::V6(v6) = net {
         let mapped_prefix = 96;

@@ -14,6 +14,7 @@
 //! | rate limit | the actor has no limit, or the key's (its own or the instance default) [is within](crate::RateLimit::is_within) it |
 //! | usage | the actor is not usage-limited, or the key has no more uses left and no more generous refill |
 //! | IP allowlist | the actor has no allowlist, or the key has one and every network on it is within the actor's |
+//! | named limits | every named limit of the actor is on the key, by name, [within](crate::RateLimit::is_within) the actor's |
 //!
 //! A key's permissions are its own and those of the roles it holds, as
 //! the roles are defined when the call is made.
@@ -62,10 +63,10 @@ use chrono::{DateTime, Utc};
 use crate::access::IpAllowlist;
 use crate::error::{Dimension, KeyError};
 use crate::key::{Actor, KeyRecord};
-use crate::keyward::RoleMap;
-use crate::limit::RateLimit;
+use crate::limit::{NamedLimit, RateLimit};
 use crate::permission::{Catalog, PermissionSet};
 use crate::policy::Refill;
+use crate::role::{granted, RoleMap};
 use crate::tenant;
 use crate::token::KeyId;
 
@@ -224,7 +225,18 @@ fn dominates(
     if !allowlist_within(key.allowed_ips.as_ref(), actor.allowed_ips.as_ref()) {
         return Err(Dimension::Network);
     }
+    if !named_within(&key.limits, &actor.limits) {
+        return Err(Dimension::NamedLimits);
+    }
     Ok(())
+}
+
+/// Every limit of `bound` is on `key`, by name, and no looser.
+pub(crate) fn named_within(key: &[NamedLimit], bound: &[NamedLimit]) -> bool {
+    bound.iter().all(|b| {
+        key.iter()
+            .any(|k| k.name == b.name && k.limit.is_within(&b.limit))
+    })
 }
 
 /// The permissions a stored key holds, its roles' included (names the
@@ -234,7 +246,7 @@ pub(crate) fn stored(rules: &Rules<'_>, key: &KeyRecord) -> PermissionSet {
         .catalog
         .parse_stored(key.permissions.iter().map(String::as_str))
         .0;
-    let (roles, _) = crate::keyward::granted(rules.catalog, &rules.roles, key);
+    let (roles, _) = granted(rules.catalog, &rules.roles, key);
     own.union(&roles)
 }
 

@@ -38,11 +38,15 @@ pub struct Actor {
     tenant: String,
     permissions: Option<PermissionSet>,
     may_manage_keys: bool,
+    may_manage_roles: bool,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) uses: Option<u64>,
     pub(crate) refill: Option<Refill>,
     pub(crate) allowed_ips: Option<IpAllowlist>,
+    /// A key actor's named limits: the keys it manages carry each, no
+    /// looser.
+    pub(crate) limits: Vec<NamedLimit>,
     pub(crate) key: Option<KeyId>,
     /// Made from a key that was rolled away: it manages nothing.
     pub(crate) retired: bool,
@@ -57,11 +61,13 @@ impl Actor {
             tenant: tenant.into(),
             permissions: None,
             may_manage_keys: false,
+            may_manage_roles: false,
             expires_at: None,
             rate_limit: None,
             uses: None,
             refill: None,
             allowed_ips: None,
+            limits: Vec::new(),
             key: None,
             retired: false,
         }
@@ -86,6 +92,21 @@ impl Actor {
     pub fn may_manage_keys(mut self, allowed: bool) -> Self {
         self.may_manage_keys = allowed;
         self
+    }
+
+    /// Whether the actor may define and redefine roles
+    /// ([`Keyward::set_role`](crate::Keyward::set_role)). Roles are global,
+    /// shared by every tenant's keys, so this is an operator's right,
+    /// never given to a tenant's manager; an actor made from a key never
+    /// has it. Defaults to `false`.
+    #[must_use]
+    pub fn may_manage_roles(mut self, allowed: bool) -> Self {
+        self.may_manage_roles = allowed && self.key.is_none();
+        self
+    }
+
+    pub(crate) fn can_manage_roles(&self) -> bool {
+        self.may_manage_roles && self.key.is_none()
     }
 
     /// The latest expiry the actor may give a key, and the expiry a key it

@@ -80,6 +80,7 @@ mod keyward;
 mod limit;
 mod permission;
 mod policy;
+mod role;
 pub mod store;
 pub mod tenant;
 mod tenant_policy;
@@ -139,3 +140,7 @@ pub use crate::token::{
     DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyId, MalformedToken, ParsedToken,
     SecretToken, TokenFormat,
 };
+/// A network (`10.0.0.0/8`, `2001:db8::/32`), from the `ipnet` crate: what
+/// [`IpAllowlist::networks`] holds and
+/// [`ClientAddress::behind_proxies`](crate::http::ClientAddress::behind_proxies) takes.
+pub use ipnet::IpNet;

@@ -172,10 +172,12 @@ impl fmt::Display for PolicyRule {
 /// What call a policy check is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
-    /// A new key (created or rolled).
+    /// A new key: every rule.
     Create,
-    /// A change to a key's settings.
-    Update,
+    /// A key rolled, reactivated, or given new permissions, roles or
+    /// allowlist: the rules on what it holds (ceiling, allowlist), not
+    /// those on expiry, which was fixed when it was made.
+    Change,
 }
 
 /// Every tenant's policy, as configured.
@@ -209,9 +211,8 @@ impl Policies {
     }
 
     /// Checks `key`, as a call would leave it, against its tenant's
-    /// policy, except the active-key count. On an update, the rules on
-    /// expiry (fixed at creation) are not checked again: a key created
-    /// before a policy keeps working and can still be renamed.
+    /// policy, except the active-key count. On a change, the rules on
+    /// expiry (fixed at creation) are not checked again.
     pub(crate) fn check(
         &self,
         key: &KeyRecord,
@@ -251,6 +252,13 @@ impl Policies {
             return refuse(PolicyRule::IpAllowlistRequired);
         }
         Ok(())
+    }
+
+    /// The permission ceiling of `tenant`, if any: applied again when a
+    /// key is loaded, so that a role redefined later cannot lift a key
+    /// above it.
+    pub(crate) fn ceiling(&self, tenant: &str) -> Option<PermissionSet> {
+        self.for_tenant(tenant)?.permission_ceiling
     }
 
     /// The active-key cap of `tenant`, if any.
@@ -326,12 +334,12 @@ mod tests {
             .check(&key, &c.none(), Scope::Create)
             .expect_err("too long");
         assert!(err.to_string().contains("max_lifetime"), "{err}");
-        assert!(p.check(&key, &c.none(), Scope::Update).is_ok());
+        assert!(p.check(&key, &c.none(), Scope::Change).is_ok());
         key.expires_at = None;
         assert!(p.check(&key, &c.none(), Scope::Create).is_err());
         // The ceiling applies on update too.
         let all = c.all();
-        match p.check(&key, &all, Scope::Update) {
+        match p.check(&key, &all, Scope::Change) {
             Err(KeyError::PolicyViolation {
                 rule: PolicyRule::PermissionCeiling(missing),
                 ..

@@ -364,7 +364,7 @@ async fn required_expiry_active_key_cap_ceiling_and_allowlist_each_name_their_ru
 #[tokio::test]
 async fn roles_grant_their_permissions_and_a_change_reaches_cached_keys() {
     let s = setup(|b| b);
-    let ops = admin(&s.keys, "acme");
+    let ops = admin(&s.keys, "acme").may_manage_roles(true);
     let issued = s
         .keys
         .create(&ops, NewKey::new("helpdesk").roles(["support"]))
@@ -374,7 +374,7 @@ async fn roles_grant_their_permissions_and_a_change_reaches_cached_keys() {
     let t = issued.token.expose_secret();
     let v = s.keys.verify(t).await.expect("verifies");
     assert!(v.require("tickets:write").is_ok() && v.require("contacts:read").is_ok());
-    assert!(!v.require("contacts:write").is_ok());
+    assert!(v.require("contacts:write").is_err());
     let gets = s.store.gets();
     s.keys
         .set_role(&ops, "support", ["tickets:read"])
@@ -382,10 +382,10 @@ async fn roles_grant_their_permissions_and_a_change_reaches_cached_keys() {
         .expect("redefined");
     let v = s.keys.verify(t).await.expect("verifies");
     assert!(
-        !v.require("tickets:write").is_ok(),
+        v.require("tickets:write").is_err(),
         "the cached key changed"
     );
-    assert!(!v.require("contacts:read").is_ok());
+    assert!(v.require("contacts:read").is_err());
     assert!(s.store.gets() > gets, "the key was read again");
     // A new role, defined at run time, can be given.
     s.keys
@@ -419,7 +419,8 @@ async fn roles_obey_the_authority_rule() {
     let s = setup(|b| b);
     let weak = Actor::new("u2", "acme")
         .permissions(s.keys.catalog().parse_set(["contacts:read"]).expect("set"))
-        .may_manage_keys(true);
+        .may_manage_keys(true)
+        .may_manage_roles(true);
     let err = s
         .keys
         .create(&weak, NewKey::new("x").roles(["support"]))
@@ -553,4 +554,213 @@ async fn bad_named_limits_are_refused() {
         .expect_err("bad name");
     assert_eq!(err.code(), "invalid_limit");
     assert!(NamedLimit::new("ok_name", l).is_ok());
+}
+
+// Findings of the step-10 security review: each fails on the code
+// before its fix.
+
+#[tokio::test]
+async fn a_key_cannot_strip_or_loosen_its_own_named_limits() {
+    let s = setup(|b| b);
+    let per_minute = |n| RateLimit::per_minute(n).expect("valid");
+    let parent = s
+        .keys
+        .create(
+            &admin(&s.keys, "acme"),
+            NewKey::new("customer")
+                .permission_set(s.keys.catalog().all())
+                .limit("tokens", per_minute(100)),
+        )
+        .await
+        .expect("created");
+    let v = s
+        .keys
+        .verify(parent.token.expose_secret())
+        .await
+        .expect("verifies");
+    let actor = v.actor().may_manage_keys(true);
+    let err = s
+        .keys
+        .update(&actor, &parent.key.id, KeyUpdate::new().limits([]))
+        .await
+        .expect_err("stripping its own limit");
+    assert!(
+        matches!(
+            err,
+            KeyError::BoundExceeded {
+                dimension: Dimension::NamedLimits
+            }
+        ),
+        "{err:?}"
+    );
+    let looser = NamedLimit::new("tokens", per_minute(1_000)).expect("name");
+    let err = s
+        .keys
+        .update(&actor, &parent.key.id, KeyUpdate::new().limits([looser]))
+        .await
+        .expect_err("loosening its own limit");
+    assert!(
+        matches!(
+            err,
+            KeyError::BoundExceeded {
+                dimension: Dimension::NamedLimits
+            }
+        ),
+        "{err:?}"
+    );
+    // A child inherits the limit; a tighter one is fine.
+    let child = s
+        .keys
+        .create(&actor, NewKey::new("child"))
+        .await
+        .expect("child");
+    assert_eq!(child.key.limits.len(), 1);
+    assert_eq!(child.key.limits[0].limit, per_minute(100));
+    let tighter = NewKey::new("tight").limit("tokens", per_minute(10));
+    assert!(s.keys.create(&actor, tighter).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_rolled_key_keeps_its_roles_as_roles_and_its_access_rules() {
+    let s = setup(|b| b);
+    let ops = admin(&s.keys, "acme").may_manage_roles(true);
+    let old = s
+        .keys
+        .create(
+            &ops,
+            NewKey::new("helpdesk")
+                .roles(["support"])
+                .allowed_ips(list("10.0.0.0/8")),
+        )
+        .await
+        .expect("created");
+    let rolled = s
+        .keys
+        .roll(&ops, &old.key.id, Duration::zero())
+        .await
+        .expect("rolled");
+    assert_eq!(rolled.key.roles, ["support"]);
+    assert_eq!(rolled.key.allowed_ips, Some(list("10.0.0.0/8")));
+    s.keys
+        .set_role(&ops, "support", ["contacts:read"])
+        .await
+        .expect("narrowed");
+    let v = s
+        .keys
+        .verify_with(rolled.token.expose_secret(), from("10.0.0.1"))
+        .await
+        .expect("verifies");
+    assert!(
+        v.require("tickets:write").is_err(),
+        "the role's old grant was copied"
+    );
+    assert!(v.require("contacts:read").is_ok());
+}
+
+#[tokio::test]
+async fn only_an_operator_sets_roles_and_a_ceiling_bounds_what_roles_grant() {
+    let s = setup(|b| {
+        let ceiling = catalog().parse_set(["contacts:*"]).expect("set");
+        b.tenant_policy("capped", TenantPolicy::new().permission_ceiling(ceiling))
+    });
+    let manager = admin(&s.keys, "acme");
+    let err = s
+        .keys
+        .set_role(&manager, "support", ["contacts:read"])
+        .await
+        .expect_err("not an operator");
+    assert!(matches!(err, KeyError::Forbidden { .. }), "{err:?}");
+    // A key actor is never an operator, whatever it asks.
+    let k = s
+        .keys
+        .create(
+            &manager,
+            NewKey::new("k").permission_set(s.keys.catalog().all()),
+        )
+        .await
+        .expect("k");
+    let v = s
+        .keys
+        .verify(k.token.expose_secret())
+        .await
+        .expect("verifies");
+    let key_actor = v.actor().may_manage_keys(true).may_manage_roles(true);
+    assert!(s
+        .keys
+        .set_role(&key_actor, "support", ["contacts:read"])
+        .await
+        .is_err());
+    // The capped tenant's key holds a role within the ceiling; the role
+    // widens later: the key still holds no more than the ceiling.
+    let ops = admin(&s.keys, "capped").may_manage_roles(true);
+    s.keys
+        .set_role(&ops, "helper", ["contacts:read"])
+        .await
+        .expect("defined");
+    let capped = s
+        .keys
+        .create(&ops, NewKey::new("c").roles(["helper"]))
+        .await
+        .expect("within");
+    s.keys
+        .set_role(&ops, "helper", ["contacts:read", "admin:write"])
+        .await
+        .expect("widened");
+    let v = s
+        .keys
+        .verify(capped.token.expose_secret())
+        .await
+        .expect("verifies");
+    assert!(v.require("contacts:read").is_ok());
+    assert!(
+        v.require("admin:write").is_err(),
+        "above the tenant's ceiling"
+    );
+}
+
+#[tokio::test]
+async fn roll_and_reactivate_obey_a_policy_tightened_since() {
+    let store = CountingStore::default();
+    let clock = ManualClock::default();
+    let build = |policy: Option<TenantPolicy>| {
+        let b = Keyward::builder(store.clone(), catalog()).clock(clock.clone());
+        match policy {
+            Some(p) => b.tenant_policy("acme", p),
+            None => b,
+        }
+        .build()
+        .expect("config")
+    };
+    let before = build(None);
+    let ops = admin(&before, "acme");
+    let a = before.create(&ops, NewKey::new("a")).await.expect("a");
+    let b = before.create(&ops, NewKey::new("b")).await.expect("b");
+    before.revoke(&ops, &b.key.id).await.expect("revoked");
+    let after = build(Some(TenantPolicy::new().require_ip_allowlist()));
+    let err = after
+        .roll(&ops, &a.key.id, Duration::hours(1))
+        .await
+        .expect_err("no allowlist");
+    assert_eq!(policy_rule(err).1, PolicyRule::IpAllowlistRequired);
+    let err = after
+        .reactivate(&ops, &b.key.id)
+        .await
+        .expect_err("no allowlist");
+    assert_eq!(policy_rule(err).1, PolicyRule::IpAllowlistRequired);
+    // A rename of a key made before the policy still works, and a revoke.
+    assert!(after.rename(&ops, &a.key.id, "renamed").await.is_ok());
+    assert!(after.revoke(&ops, &a.key.id).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_key_that_starts_later_is_not_idle_before_it_starts() {
+    let s = setup(|b| b);
+    let start = s.clock.now() + Duration::days(100);
+    let t = issue(&s.keys, NewKey::new("later").not_before(start)).await;
+    s.clock.advance(Duration::days(100));
+    // 100 days after creation, past the 90-day inactivity period, but
+    // only just valid: it works, and the sweep keeps it.
+    assert_eq!(code(s.keys.verify(&t).await), "ok");
+    let report = s.keys.sweep().await.expect("sweep");
+    assert!(report.deleted.is_empty(), "{report:?}");
 }

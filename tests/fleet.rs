@@ -296,7 +296,7 @@ async fn a_limit_changed_on_one_instance_applies_on_all() {
 async fn a_role_change_reaches_a_cached_key_on_another_instance() {
     let Some((pg, redis)) = servers() else { return };
     let Fleet { keys, .. } = fleet(&pg.url(), &redis.url(), 2, counting, |b| b).await;
-    let ops = admin(&keys[0], "acme");
+    let ops = admin(&keys[0], "acme").may_manage_roles(true);
     keys[0]
         .set_role(&ops, "support", ["contacts:read"])
         .await

@@ -51,7 +51,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use keyward::http::manage::Management;
-use keyward::http::{require, ApiError, Authenticated, JsonBody, KeywardLayer};
+use keyward::http::{
+    require, ApiError, Authenticated, ClientAddress, JsonBody, KeywardLayer, ProxyHeader,
+};
 use keyward::{
     Actor, AuditSettings, AuditTrail, Catalog, Keyward, NewKey, SqlAuditTrail, SqliteStore,
     TracingAuditSink,
@@ -205,6 +207,19 @@ struct AppState {
 /// # Panics
 /// If `keys` was built with another catalog than [`catalog`].
 pub fn app(keys: Keyward, trail: Option<Arc<dyn AuditTrail>>) -> Router {
+    app_behind(keys, trail, ClientAddress::peer())
+}
+
+/// [`app`], reading client addresses (for keys with an IP allowlist) as
+/// `client` says: the peer, or behind trusted proxies.
+///
+/// # Panics
+/// If `keys` was built with another catalog than [`catalog`].
+pub fn app_behind(
+    keys: Keyward,
+    trail: Option<Arc<dyn AuditTrail>>,
+    client: ClientAddress,
+) -> Router {
     let catalog = keys.catalog().clone();
     let need = |p: &str| require(&catalog, p).expect("permission in the catalog");
     let state = AppState {
@@ -219,9 +234,11 @@ pub fn app(keys: Keyward, trail: Option<Arc<dyn AuditTrail>>) -> Router {
             "/v1/contacts",
             axum::routing::post(add_contact).route_layer(need("contacts:write")),
         )
-        .layer(KeywardLayer::new(keys.clone()))
+        .layer(KeywardLayer::new(keys.clone()).client_address(client.clone()))
         .with_state(state);
-    let mut manage = Management::new(keys).base_path("/api-keys");
+    let mut manage = Management::new(keys)
+        .base_path("/api-keys")
+        .client_address(client);
     if let Some(trail) = trail {
         manage = manage.audit_trail(trail);
     }
@@ -361,6 +378,23 @@ async fn shutdown_signal() {
     }
 }
 
+/// `KEYWARD_TRUSTED_PROXIES=10.0.0.0/8,...`: the load balancers in
+/// front, whose `X-Forwarded-For` names the client; unset, the peer is.
+fn client_from_env() -> Result<ClientAddress, Box<dyn std::error::Error>> {
+    let Ok(list) = std::env::var("KEYWARD_TRUSTED_PROXIES") else {
+        return Ok(ClientAddress::peer());
+    };
+    let proxies = list
+        .split(',')
+        .map(|n| n.trim().parse::<keyward::IpNet>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("KEYWARD_TRUSTED_PROXIES={list:?}: {e}"))?;
+    Ok(ClientAddress::behind_proxies(
+        proxies,
+        ProxyHeader::XForwardedFor,
+    ))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     use std::io::IsTerminal;
@@ -405,7 +439,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener.local_addr()?
     );
     // Peer addresses reach the layer: keys with an IP allowlist need them.
-    let service = app(keys.clone(), Some(Arc::new(trail.clone())))
+    let client = client_from_env()?;
+    let service = app_behind(keys.clone(), Some(Arc::new(trail.clone())), client)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())

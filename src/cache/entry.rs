@@ -212,11 +212,13 @@ impl CachedKey {
         self.loaded_at
     }
 
-    /// The latest use known here, or the creation if never used: where
-    /// the inactivity period starts, in microseconds.
+    /// The latest use known here, or the creation if never used (or the
+    /// `not_before`, if later): where the inactivity period starts, in
+    /// microseconds.
     pub(crate) fn last_active_us(&self) -> i64 {
         self.last_used_us
             .load(Ordering::Relaxed)
             .max(self.created_us)
+            .max(self.not_before_us())
     }
 }

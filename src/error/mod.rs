@@ -123,11 +123,13 @@ pub enum Dimension {
     Usage,
     /// Where the key may be used from (its IP allowlist).
     Network,
+    /// Its named limits: each of the manager's, no looser.
+    NamedLimits,
 }
 
 impl Dimension {
     /// A stable snake_case name: `permissions`, `tenant`, `expiry`,
-    /// `rate_limit`, `usage`, `allowed_ips`.
+    /// `rate_limit`, `usage`, `allowed_ips`, `limits`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Permissions => "permissions",
@@ -136,6 +138,7 @@ impl Dimension {
             Self::RateLimit => "rate_limit",
             Self::Usage => "usage",
             Self::Network => "allowed_ips",
+            Self::NamedLimits => "limits",
         }
     }
 }
@@ -149,6 +152,7 @@ impl std::fmt::Display for Dimension {
             Self::RateLimit => "rate limit",
             Self::Usage => "usage limit",
             Self::Network => "IP allowlist",
+            Self::NamedLimits => "named limits",
         })
     }
 }

@@ -57,7 +57,12 @@ impl ClientAddress {
     /// refused.
     pub fn behind_proxies(trusted: impl IntoIterator<Item = IpNet>, header: ProxyHeader) -> Self {
         Self {
-            trusted: trusted.into_iter().map(|n| n.trunc()).collect(),
+            // As allowlists keep them: an IPv4-mapped network is the IPv4
+            // network it carries, as addresses are compared.
+            trusted: trusted
+                .into_iter()
+                .map(crate::access::canonical_net)
+                .collect(),
             header,
         }
     }
@@ -88,9 +93,13 @@ impl ClientAddress {
             let Ok(line) = line.to_str() else {
                 return None;
             };
-            for hop in line.rsplit(',') {
+            let hops = match self.header {
+                ProxyHeader::XForwardedFor => line.split(',').map(str::trim).collect(),
+                ProxyHeader::Forwarded => forwarded_elements(line)?,
+            };
+            for hop in hops.into_iter().rev() {
                 let addr = match self.header {
-                    ProxyHeader::XForwardedFor => parse_hop(hop.trim()),
+                    ProxyHeader::XForwardedFor => parse_hop(hop),
                     ProxyHeader::Forwarded => forwarded_for(hop)?,
                 }?;
                 let addr = addr.to_canonical();
@@ -122,24 +131,76 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-/// The `for=` address of one `Forwarded` element: `Some(None)` when it
-/// has one that is not an address, `None` when it has none at all (also
-/// refused: a trusted proxy always writes one).
-fn forwarded_for(element: &str) -> Option<Option<IpAddr>> {
-    for pair in element.split(';') {
-        let Some((key, value)) = pair.trim().split_once('=') else {
-            continue;
-        };
-        if key.trim().eq_ignore_ascii_case("for") {
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            return Some(parse_hop(value));
+/// The elements of one `Forwarded` field line (RFC 7239): split at
+/// commas outside quoted strings. `None` for an unterminated quote, which
+/// no proxy writes.
+fn forwarded_elements(line: &str) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in line.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                out.push(line[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
         }
     }
-    None
+    if quoted {
+        return None;
+    }
+    out.push(line[start..].trim());
+    Some(out)
+}
+
+/// The `for=` address of one `Forwarded` element: `Some(None)` when it
+/// is not an address, or the element is not well formed (a quote left
+/// open, two `for` parameters); `None` when it has no `for` at all (also
+/// refused: a trusted proxy always writes one).
+fn forwarded_for(element: &str) -> Option<Option<IpAddr>> {
+    let mut found: Option<Option<IpAddr>> = None;
+    let mut rest = element;
+    while !rest.trim().is_empty() {
+        let (pair, tail) = split_pair(rest)?;
+        rest = tail;
+        let Some((key, value)) = pair.split_once('=') else {
+            return Some(None);
+        };
+        if key.trim().eq_ignore_ascii_case("for") {
+            if found.is_some() {
+                return Some(None);
+            }
+            let value = value.trim();
+            let value = match value.strip_prefix('"') {
+                Some(v) => match v.strip_suffix('"') {
+                    Some(inner) if !inner.contains(['"', '\\']) => inner,
+                    _ => return Some(None),
+                },
+                None => value,
+            };
+            found = Some(parse_hop(value));
+        }
+    }
+    found
+}
+
+/// The first `key=value` pair of an element and the rest after its `;`,
+/// splitting outside quoted strings; `None` for a quote left open.
+fn split_pair(s: &str) -> Option<(&str, &str)> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => return Some((&s[..i], &s[i + 1..])),
+            _ => {}
+        }
+    }
+    (!quoted).then_some((s, ""))
 }
 
 #[cfg(test)]
@@ -214,6 +275,25 @@ mod tests {
     }
 
     #[test]
+    fn trusted_networks_are_canonical_like_allowlists() {
+        // Written as an IPv4-mapped network, the proxy is still trusted:
+        // its header is read, not taken for the client.
+        let lb = ClientAddress::behind_proxies(
+            ["::ffff:10.0.0.0/104".parse().expect("net")],
+            ProxyHeader::XForwardedFor,
+        );
+        let h = headers("x-forwarded-for", &["203.0.113.9"]);
+        assert_eq!(
+            lb.resolve(Some(ip("10.1.1.1")), &h),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            lb.resolve(Some(ip("::ffff:10.1.1.1")), &h),
+            Some(ip("203.0.113.9"))
+        );
+    }
+
+    #[test]
     fn forwarded_header() {
         let lb = ClientAddress::behind_proxies(
             ["10.0.0.0/8".parse().expect("net")],
@@ -231,6 +311,25 @@ mod tests {
         );
         let hidden = headers("forwarded", &["for=_hidden"]);
         assert_eq!(lb.resolve(Some(ip("10.0.0.1")), &hidden), None);
+        // A comma inside a quoted value (a Host header the client chose)
+        // is not a new element: the proxy's own `for` counts.
+        let quoted = headers(
+            "forwarded",
+            &[r#"for=198.51.100.7;host="a,for=192.0.2.99;x=""#],
+        );
+        assert_eq!(
+            lb.resolve(Some(ip("10.0.0.1")), &quoted),
+            Some(ip("198.51.100.7"))
+        );
+        // Two `for` in one element, or a quote left open: no address.
+        for bad in [
+            "for=192.0.2.1;for=198.51.100.1",
+            r#"for="192.0.2.1"#,
+            r#"for=1.2.3.4;host="x"#,
+        ] {
+            let h = headers("forwarded", &[bad]);
+            assert_eq!(lb.resolve(Some(ip("10.0.0.1")), &h), None, "{bad}");
+        }
         // X-Forwarded-For is not read when the proxies write Forwarded.
         let xff = headers("x-forwarded-for", &["203.0.113.9"]);
         assert_eq!(lb.resolve(Some(ip("10.0.0.1")), &xff), Some(ip("10.0.0.1")));

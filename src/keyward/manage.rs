@@ -310,7 +310,14 @@ impl Keyward {
             .map(|n| n.min(MAX_USES));
         let rules = self.fresh_rules().await?;
         let roles = check_roles(new.roles, &rules.roles)?;
-        let limits = checked_limits(new.limits)?;
+        // A key actor's named limits are inherited where not set.
+        let mut limits = new.limits;
+        for a in &actor.limits {
+            if !limits.iter().any(|l| l.name == a.name) {
+                limits.push(a.clone());
+            }
+        }
+        let limits = checked_limits(limits)?;
         let not_before = check_not_before(new.not_before, expires_at)?;
         let draft = KeyRecord {
             id: KeyId::NONE,
@@ -425,12 +432,21 @@ impl Keyward {
     /// rolled away never comes back), [`KeyError::Outranked`],
     /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
     pub async fn reactivate(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
-        // A revoked key coming back counts against its tenant's cap.
-        if let Err(e) = self.obey_count_for(actor, id).await {
-            let result = Err(e);
-            self.audit_manage(AuditAction::Reactivate, actor, None, &result);
-            return result;
-        }
+        // A revoked key coming back counts against its tenant's cap, and
+        // must hold no more than its tenant's policy allows now.
+        let checked = async {
+            self.obey_count_for(actor, id).await?;
+            self.fresh_rules().await
+        };
+        let rules = match checked.await {
+            Ok(rules) => rules,
+            Err(e) => {
+                let result = Err(e);
+                self.audit_manage(AuditAction::Reactivate, actor, None, &result);
+                return result;
+            }
+        };
+        let policy = self.policy_check(Scope::Change);
         self.modify(actor, id, AuditAction::Reactivate, |r, now| {
             if let Some(successor) = r.rolled_to {
                 return Err(KeyError::RolledAway {
@@ -443,6 +459,9 @@ impl Keyward {
                     id: r.id,
                     status: KeyStatus::Expired,
                 });
+            }
+            if r.revoked_at.is_some() {
+                policy(&rules, r)?;
             }
             r.revoked_at = None;
             Ok(())
@@ -540,8 +559,19 @@ impl Keyward {
                 return result;
             }
         };
-        let rules = self.rules();
-        let policy = self.policy_check(Scope::Update);
+        let rules = match self.fresh_rules().await {
+            Ok(rules) => rules,
+            Err(e) => {
+                let result = Err(e);
+                self.audit_manage(action, actor, None, &result);
+                return result;
+            }
+        };
+        // A rename or a new rate limit leaves what the key holds as it
+        // was: a key made before a policy tightened can still be renamed.
+        let holds_more =
+            permissions.is_some() || update.roles.is_some() || update.allowed_ips.is_some();
+        let policy = self.policy_check(Scope::Change);
         self.modify(actor, id, action, |r, _| {
             if let Some(name) = &name {
                 r.name.clone_from(name);
@@ -564,7 +594,10 @@ impl Keyward {
             if let Some(limits) = &limits {
                 r.limits.clone_from(limits);
             }
-            policy(&rules, r)
+            if holds_more {
+                policy(&rules, r)?;
+            }
+            Ok(())
         })
         .await
     }

@@ -28,12 +28,13 @@ mod verified;
 mod verify;
 mod write;
 
+use crate::role::{granted, RoleMap};
 pub use builder::KeywardBuilder;
 pub use future::VerifyFuture;
 pub use list::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, MAX_PAGE_KEYS};
 pub use manage::KeyUpdate;
 pub use request::VerifyRequest;
-pub(crate) use roles::{granted, RoleBook, RoleMap};
+use roles::RoleBook;
 pub use sweep::SWEEP_ACTOR;
 pub use verified::Verified;
 

@@ -4,8 +4,7 @@
 //! once, other instances' through the store's change feed), and the next
 //! load reads the roles again.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,64 +14,102 @@ use crate::audit::AuditAction;
 use crate::authority::{ensure_manager, held};
 use crate::cache::Cache;
 use crate::error::{KeyError, StoreError};
-use crate::key::{Actor, KeyRecord};
+use crate::key::Actor;
 use crate::permission::{Catalog, PermissionSet};
+use crate::role::RoleMap;
 use crate::store::{ChangeListener, KeyStore, RoleDefinition};
 use crate::token::KeyId;
 
-/// Roles by name, with their permissions.
-pub(crate) type RoleMap = BTreeMap<Box<str>, PermissionSet>;
-
 /// The roles in force, and the cache they feed: the store's change
 /// listener, so that a reset also marks the roles to be read again.
+///
+/// Every reset bumps a generation; roles read from the store are tagged
+/// with the generation they were read in, and a load uses them only if
+/// no reset came since. A load that finds them older reads them itself
+/// (role changes are rare: a few loads after one may each read them), so
+/// no key is cached with a role as it was before the last change heard.
 pub(crate) struct RoleBook {
     catalog: Catalog,
-    roles: ArcSwap<RoleMap>,
-    /// The store's definitions may have changed since they were read.
-    stale: AtomicBool,
+    roles: ArcSwap<Snapshot>,
+    /// Resets heard so far.
+    generation: AtomicU64,
     cache: Arc<Cache>,
 }
+
+/// The roles as read in one generation.
+struct Snapshot {
+    /// `None`: the catalog's alone, before the store was first read.
+    read_in: Option<u64>,
+    map: Arc<RoleMap>,
+}
+
+/// Reads of the roles one load makes at most, when resets keep coming.
+const ATTEMPTS: usize = 4;
 
 impl RoleBook {
     pub(crate) fn new(catalog: Catalog, cache: Arc<Cache>) -> Self {
         let declared = declared(&catalog);
         Self {
             catalog,
-            roles: ArcSwap::from_pointee(declared),
-            stale: AtomicBool::new(true),
+            roles: ArcSwap::from_pointee(Snapshot {
+                read_in: None,
+                map: Arc::new(declared),
+            }),
+            generation: AtomicU64::new(0),
             cache,
         }
     }
 
     /// The roles as last read.
     pub(crate) fn current(&self) -> Arc<RoleMap> {
-        self.roles.load_full()
+        self.roles.load().map.clone()
     }
 
-    /// The roles, read from the store first if they may have changed.
+    /// The roles, read from the store first unless they were read since
+    /// the last reset.
     pub(crate) async fn fresh(&self, store: &dyn KeyStore) -> Result<Arc<RoleMap>, StoreError> {
-        if self.stale.swap(false, Ordering::AcqRel) {
-            match store.roles().await {
-                Ok(defs) => {
-                    let mut roles = declared(&self.catalog);
-                    for d in defs {
-                        let (set, unknown) = self
-                            .catalog
-                            .parse_stored(d.permissions.iter().map(String::as_str));
-                        if !unknown.is_empty() {
-                            tracing::warn!(target: "keyward", role = %d.name, ?unknown, "a stored role names permissions no longer in the catalog; nobody holds them");
-                        }
-                        roles.insert(d.name.into(), set);
+        for _ in 0..ATTEMPTS {
+            let generation = self.generation.load(Ordering::Acquire);
+            let snapshot = self.roles.load_full();
+            if snapshot.read_in == Some(generation) {
+                return Ok(snapshot.map.clone());
+            }
+            let map = Arc::new(self.read(store).await?);
+            // Kept only if no reset came during the read; and a read of
+            // an older generation never replaces a newer one.
+            if self.generation.load(Ordering::Acquire) == generation {
+                self.roles.rcu(|old| {
+                    if old.read_in.is_some_and(|g| g > generation) {
+                        old.clone()
+                    } else {
+                        Arc::new(Snapshot {
+                            read_in: Some(generation),
+                            map: map.clone(),
+                        })
                     }
-                    self.roles.store(Arc::new(roles));
-                }
-                Err(e) => {
-                    self.stale.store(true, Ordering::Release);
-                    return Err(e);
-                }
+                });
+                return Ok(map);
             }
         }
-        Ok(self.current())
+        Err(StoreError::Unavailable {
+            message: "the roles kept changing while they were read; retry".into(),
+            source: None,
+        })
+    }
+
+    /// The catalog's roles overlaid by the store's definitions.
+    async fn read(&self, store: &dyn KeyStore) -> Result<RoleMap, StoreError> {
+        let mut roles = declared(&self.catalog);
+        for d in store.roles().await? {
+            let (set, unknown) = self
+                .catalog
+                .parse_stored(d.permissions.iter().map(String::as_str));
+            if !unknown.is_empty() {
+                tracing::warn!(target: "keyward", role = %d.name, ?unknown, "a stored role names permissions no longer in the catalog; nobody holds them");
+            }
+            roles.insert(d.name.into(), set);
+        }
+        Ok(roles)
     }
 }
 
@@ -82,31 +119,15 @@ impl ChangeListener for RoleBook {
     }
 
     fn reset(&self) {
-        self.stale.store(true, Ordering::Release);
+        // First the generation, then the cache: a load that takes its
+        // ticket after the reset sees the roles as stale.
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.cache.reset();
     }
 }
 
 fn declared(catalog: &Catalog) -> RoleMap {
     catalog.roles().map(|(n, set)| (n.into(), set)).collect()
-}
-
-/// What `record`'s roles give, from `roles`; names not defined give
-/// nothing (and are returned).
-pub(crate) fn granted<'r>(
-    catalog: &Catalog,
-    roles: &RoleMap,
-    record: &'r KeyRecord,
-) -> (PermissionSet, Vec<&'r str>) {
-    let mut set = catalog.none();
-    let mut unknown = Vec::new();
-    for r in &record.roles {
-        match roles.get(r.as_str()) {
-            Some(p) => set = set.union(p),
-            None => unknown.push(r.as_str()),
-        }
-    }
-    (set, unknown)
 }
 
 impl Keyward {
@@ -116,10 +137,12 @@ impl Keyward {
     /// the store's change feed tells them (PostgreSQL: within
     /// milliseconds; stores without a feed: the cache time limit).
     ///
-    /// Roles are global: expose this to operators, not to tenants'
-    /// managers. The actor must manage keys and hold every permission of
-    /// the role as it was and as it will be, since every key holding it
-    /// gains or loses them.
+    /// Roles are global, shared by every tenant: the actor must be an
+    /// operator ([`Actor::may_manage_roles`]), manage keys, and hold every
+    /// permission of the role as it was and as it will be, since every
+    /// key holding it gains or loses them. A tenant's permission ceiling
+    /// still bounds its keys whatever their roles grant (it is applied
+    /// when a key is loaded).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -132,7 +155,10 @@ impl Keyward {
     ///     .role("support", ["contacts:read", "tickets:*"])
     ///     .build()?;
     /// let keys = Keyward::builder(MemoryStore::new(), catalog.clone()).build()?;
-    /// let ops = Actor::new("ops", "acme").permissions(catalog.all()).may_manage_keys(true);
+    /// let ops = Actor::new("ops", "acme")
+    ///     .permissions(catalog.all())
+    ///     .may_manage_keys(true)
+    ///     .may_manage_roles(true);
     /// let issued = keys.create(&ops, NewKey::new("Helpdesk").roles(["support"])).await?;
     /// let token = issued.token.expose_secret();
     /// assert!(keys.verify(token).await?.require("tickets:write").is_ok());
@@ -143,7 +169,8 @@ impl Keyward {
     /// ```
     ///
     /// # Errors
-    /// [`KeyError::Forbidden`], [`KeyError::InvalidRole`],
+    /// [`KeyError::Forbidden`] (not an operator, or may not manage keys),
+    /// [`KeyError::InvalidRole`],
     /// [`KeyError::Permission`], [`KeyError::PermissionEscalation`] (the
     /// actor lacks a permission of the role, old or new),
     /// [`KeyError::Store`].
@@ -170,6 +197,11 @@ impl Keyward {
         names: &[String],
     ) -> Result<(), KeyError> {
         ensure_manager(actor)?;
+        if !actor.can_manage_roles() {
+            return Err(KeyError::Forbidden {
+                actor: actor.id().chars().take(256).collect(),
+            });
+        }
         crate::permission::check_role_name(name)
             .map_err(|_| KeyError::InvalidRole(name.chars().take(80).collect()))?;
         let catalog = &self.inner.catalog;
@@ -186,6 +218,9 @@ impl Keyward {
             permissions: set.names().map(str::to_string).collect(),
         };
         self.inner.store.put_role(&role).await?;
+        // The audit event names the action; the role and its permissions
+        // (no secret) go to the log beside it.
+        tracing::info!(target: "keyward::audit", actor = %actor.id(), role = %name, before = %old, after = %set, "role set");
         // The store resets its subscribers (this instance among them);
         // a store without a feed does not, so reset here as well.
         self.inner.roles.reset();
@@ -208,5 +243,133 @@ impl Keyward {
     fn audit_role(&self, actor: &Actor, name: &str, result: &Result<(), KeyError>) {
         let _ = name;
         self.audit_manage(AuditAction::SetRole, actor, None, result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::key::KeyRecord;
+    use crate::limit::Stash;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Credit, RefillDue, SweepDue};
+
+    /// A real store whose first read of the roles waits until released:
+    /// a load caught in the middle of reading them.
+    #[derive(Debug, Default)]
+    struct SlowFirstRead {
+        inner: MemoryStore,
+        gate: tokio::sync::Notify,
+        reads: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl KeyStore for SlowFirstRead {
+        async fn insert(&self, r: &KeyRecord) -> Result<(), StoreError> {
+            self.inner.insert(r).await
+        }
+        async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+            self.inner.get(id).await
+        }
+        async fn update(&self, r: &KeyRecord) -> Result<u64, StoreError> {
+            self.inner.update(r).await
+        }
+        async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
+            self.inner.delete(id).await
+        }
+        async fn list_by_tenant(
+            &self,
+            t: &str,
+            a: Option<&KeyId>,
+            n: usize,
+        ) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.list_by_tenant(t, a, n).await
+        }
+        async fn scan(&self, a: Option<&KeyId>, n: usize) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.scan(a, n).await
+        }
+        async fn scan_due(
+            &self,
+            d: &SweepDue,
+            a: Option<&KeyId>,
+            n: usize,
+        ) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.scan_due(d, a, n).await
+        }
+        async fn record_last_used(&self, b: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
+            self.inner.record_last_used(b).await
+        }
+        async fn consume_credit(
+            &self,
+            id: &KeyId,
+            cost: u64,
+            r: Option<RefillDue>,
+        ) -> Result<Credit, StoreError> {
+            self.inner.consume_credit(id, cost, r).await
+        }
+        async fn adjust_credits(&self, id: &KeyId, d: i64) -> Result<Credit, StoreError> {
+            self.inner.adjust_credits(id, d).await
+        }
+        async fn roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+            // Read now, answer later: what a slow database round trip does.
+            let read = self.inner.roles().await;
+            let first = {
+                let mut n = self.reads.lock().expect("lock");
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                self.gate.notified().await;
+            }
+            read
+        }
+        async fn put_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
+            self.inner.put_role(role).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_after_a_role_change_never_takes_the_roles_read_before_it() {
+        let catalog = Catalog::builder()
+            .resource("tickets", ["read", "write"])
+            .build()
+            .expect("catalog");
+        let stash = Arc::new(std::sync::Mutex::new(Stash::for_capacity(16)));
+        let cache = Arc::new(Cache::new(16, 16, 1_000_000, stash));
+        let book = Arc::new(RoleBook::new(catalog.clone(), cache));
+        let store = Arc::new(SlowFirstRead::default());
+        let wide = RoleDefinition {
+            name: "support".into(),
+            permissions: vec!["tickets:write".into()],
+        };
+        store.inner.put_role(&wide).await.expect("put");
+        // Load 1 starts reading the roles (the wide definition) and stalls.
+        let (b1, s1) = (book.clone(), store.clone());
+        let first = tokio::spawn(async move { b1.fresh(&*s1).await });
+        tokio::task::yield_now().await;
+        // The role narrows, and the change is heard.
+        let narrow = RoleDefinition {
+            name: "support".into(),
+            permissions: vec!["tickets:read".into()],
+        };
+        store.inner.put_role(&narrow).await.expect("put");
+        book.reset();
+        // Load 2 must see the narrow role, not what load 1 is reading.
+        let second = book.fresh(&*store).await.expect("roles");
+        let names = |m: &RoleMap| m["support"].names().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(names(&second), ["tickets:read"]);
+        // Load 1 finishes with its stale read, which replaces nothing.
+        store.gate.notify_one();
+        let _ = first.await.expect("join");
+        assert_eq!(names(&book.current()), ["tickets:read"]);
+        assert_eq!(
+            names(&book.fresh(&*store).await.expect("roles")),
+            ["tickets:read"]
+        );
     }
 }

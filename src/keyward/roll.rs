@@ -9,6 +9,7 @@ use crate::authority::authorize;
 use crate::error::{KeyError, StoreError};
 use crate::key::{Actor, IssuedKey, KeyRecord, KeyStatus};
 use crate::store::Credit;
+use crate::tenant_policy::Scope;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
 
 impl Keyward {
@@ -61,7 +62,8 @@ impl Keyward {
             return Err(KeyError::InvalidGrace);
         }
         let old = self.load_for(actor, id).await?;
-        authorize(&self.rules(), actor, Some(&old), None)?;
+        let rules = self.fresh_rules().await?;
+        authorize(&rules, actor, Some(&old), None)?;
         let now = self.now();
         rollable(&old, now)?;
         let draft = KeyRecord {
@@ -70,8 +72,13 @@ impl Keyward {
             revoked_at: None,
             last_used_at: None,
             version: 0,
+            // Its own permissions, canonical (its roles' stay roles: a
+            // later change of a role reaches the successor too).
             permissions: self
-                .stored_permissions(&old)
+                .inner
+                .catalog
+                .parse_stored(old.permissions.iter().map(String::as_str))
+                .0
                 .names()
                 .map(str::to_string)
                 .collect(),
@@ -79,9 +86,14 @@ impl Keyward {
             expiry_warning: None,
             rolled_from: Some(old.id),
             rolled_to: None,
+            credits_spent: 0,
             ..old.clone()
         };
-        authorize(&self.rules(), actor, None, Some(&draft))?;
+        authorize(&rules, actor, None, Some(&draft))?;
+        // The ceiling and allowlist rules of its tenant, as they are now
+        // (not the lifetime: a roll keeps the old key's expiry). A key
+        // that breaks them can still be revoked.
+        self.policy_check(Scope::Change)(&rules, &draft)?;
         let successor = KeyId::random()?;
         let token = self.inner.format.generate(successor)?;
         let ended = self.end_for_roll(actor, &old, successor, grace).await?;
@@ -110,7 +122,7 @@ impl Keyward {
             ..draft
         };
         // What is stored is what is authorized, not only the draft.
-        let stored = match authorize(&self.rules(), actor, None, Some(&record)) {
+        let stored = match authorize(&rules, actor, None, Some(&record)) {
             Ok(()) => self.insert_key(&record).await.map_err(KeyError::from),
             Err(e) => Err(e),
         };

@@ -22,7 +22,9 @@ impl Keyward {
         let last = record
             .last_used_at
             .max(self.inner.last_used.pending(&record.id))
-            .map_or(record.created_at, |u| u.max(record.created_at));
+            .map_or(record.created_at, |u| u.max(record.created_at))
+            // A key that only starts working later is not idle before.
+            .max(record.not_before.unwrap_or(record.created_at));
         // To the microsecond, as stored in the warning mark.
         last.checked_add_signed(after).map(|d| d.trunc_subsecs(6))
     }

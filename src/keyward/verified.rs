@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::cache::Held;
 use crate::error::Forbidden;
 use crate::key::Actor;
-use crate::limit::RateLimit;
+use crate::limit::{NamedLimit, RateLimit};
 use crate::permission::{Permission, PermissionSet};
 use crate::token::{DisplayPrefix, KeyId};
 
@@ -127,6 +127,15 @@ impl Verified {
         actor.expires_at = self.expires_at();
         actor.rate_limit = self.key.limit;
         actor.allowed_ips = self.key.allowed_ips().cloned();
+        actor.limits = self
+            .key
+            .named()
+            .iter()
+            .map(|s| NamedLimit {
+                name: s.name.to_string(),
+                limit: s.limit,
+            })
+            .collect();
         actor.key = Some(self.id());
         actor.retired = self.key.rolled_to().is_some();
         if self.key.metered {

@@ -378,12 +378,11 @@ impl Keyward {
         };
         let key = record.map(|r| {
             let tenant = self.inner.limits.tenant(&r.tenant);
-            CachedKey::new(
-                &r,
-                self.permissions_with(&r, &roles),
-                tenant,
-                self.inner.key_limit,
-            )
+            let mut permissions = self.permissions_with(&r, &roles);
+            if let Some(ceiling) = self.inner.policies.ceiling(&r.tenant) {
+                permissions = permissions.intersection(&ceiling);
+            }
+            CachedKey::new(&r, permissions, tenant, self.inner.key_limit)
         });
         Ok(self.inner.cache.put(ticket, id, key, now_us))
     }

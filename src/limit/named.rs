@@ -185,9 +185,17 @@ pub(crate) struct NamedStates {
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// Per key: the limits' GCRA words, in the order of its slots.
-    tats: HashMap<KeyId, Box<[u64]>>,
+    /// Per key: its limits' states, in the order of its slots.
+    tats: HashMap<KeyId, Box<[State]>>,
     checks: u64,
+}
+
+/// One named limit's state, with the limit it counts for.
+#[derive(Debug)]
+struct State {
+    name: Arc<str>,
+    limit: RateLimit,
+    tat: u64,
 }
 
 /// A named limit refused a request: its index and the wait in ns.
@@ -214,24 +222,36 @@ impl NamedStates {
         if shard.checks.is_multiple_of(EVICT_EVERY) {
             shard
                 .tats
-                .retain(|_, t| t.iter().any(|&w| !Gcra::idle(w, now_ns)));
+                .retain(|_, t| t.iter().any(|s| !Gcra::idle(s.tat, now_ns)));
         }
-        let tats = shard
-            .tats
-            .entry(*id)
-            .or_insert_with(|| vec![0; slots.len()].into());
-        if tats.len() != slots.len() {
-            // The key's limits changed: their states start afresh.
-            *tats = vec![0; slots.len()].into();
+        let states = shard.tats.entry(*id).or_default();
+        if !same_limits(states, slots) {
+            // The key's limits changed: a limit not held before, or held
+            // with another rate, starts afresh; the others keep their state.
+            let fresh: Box<[State]> = slots
+                .iter()
+                .map(|s| State {
+                    name: s.name.clone(),
+                    limit: s.limit,
+                    tat: states
+                        .iter()
+                        .find(|o| o.name == s.name && o.limit == s.limit)
+                        .map_or(0, |o| o.tat),
+                })
+                .collect();
+            *states = fresh;
         }
-        let mut next = [0u64; MAX_NAMED_LIMITS];
-        for (i, slot) in slots.iter().enumerate().take(MAX_NAMED_LIMITS) {
-            next[i] = slot
-                .gcra
-                .charge(tats[i], now_ns, costs.of(&slot.name))
+        // Every limit first, then every charge: all or none.
+        for (i, (slot, state)) in slots.iter().zip(states.iter()).enumerate() {
+            slot.gcra
+                .charge(state.tat, now_ns, costs.of(&slot.name))
                 .map_err(|wait| (i, wait))?;
         }
-        tats.copy_from_slice(&next[..slots.len()]);
+        for (slot, state) in slots.iter().zip(states.iter_mut()) {
+            if let Ok(next) = slot.gcra.charge(state.tat, now_ns, costs.of(&slot.name)) {
+                state.tat = next;
+            }
+        }
         Ok(())
     }
 
@@ -239,12 +259,21 @@ impl NamedStates {
     /// refused the request.
     pub(crate) fn refund(&self, id: &KeyId, slots: &[NamedSlot], costs: &Costs<'_>) {
         let mut shard = self.shard(id);
-        if let Some(tats) = shard.tats.get_mut(id).filter(|t| t.len() == slots.len()) {
-            for (tat, slot) in tats.iter_mut().zip(slots) {
-                *tat = slot.gcra.uncharge(*tat, costs.of(&slot.name));
+        if let Some(states) = shard.tats.get_mut(id).filter(|t| same_limits(t, slots)) {
+            for (state, slot) in states.iter_mut().zip(slots) {
+                state.tat = slot.gcra.uncharge(state.tat, costs.of(&slot.name));
             }
         }
     }
+}
+
+/// Whether `states` are those of `slots`, limit by limit.
+fn same_limits(states: &[State], slots: &[NamedSlot]) -> bool {
+    states.len() == slots.len()
+        && states
+            .iter()
+            .zip(slots)
+            .all(|(s, l)| s.limit == l.limit && s.name == l.name)
 }
 
 #[cfg(test)]
@@ -287,6 +316,36 @@ mod tests {
         assert_eq!(&*slots[limit].name, "requests");
         states.refund(&id, &slots, &small);
         states.charge(&id, &slots, &small, now).expect("refunded");
+    }
+
+    #[test]
+    fn a_changed_limit_starts_afresh_and_any_number_is_counted() {
+        let states = NamedStates::default();
+        let id = KeyId::random().expect("OS randomness");
+        let now = 1_000_000_000_000;
+        let one = |n| Costs {
+            cost: n,
+            by_name: &[],
+            one: None,
+        };
+        let per_minute = |n| RateLimit::per_minute(n).expect("valid");
+        let tight = NamedSlot::of(&[NamedLimit::new("t", per_minute(2)).expect("name")]);
+        states
+            .charge(&id, &tight, &one(2), now)
+            .expect("room for 2");
+        assert!(states.charge(&id, &tight, &one(1), now).is_err());
+        // Same name, another rate: a new limit, with its own room.
+        let loose = NamedSlot::of(&[NamedLimit::new("t", per_minute(3)).expect("name")]);
+        states
+            .charge(&id, &loose, &one(3), now)
+            .expect("a new limit");
+        // More limits than a key may hold (a host's own charges): no panic.
+        let many: Vec<NamedLimit> = (0..MAX_NAMED_LIMITS + 4)
+            .map(|i| NamedLimit::new(format!("l{i}"), per_minute(1)).expect("name"))
+            .collect();
+        let many = NamedSlot::of(&many);
+        states.charge(&id, &many, &one(1), now).expect("first");
+        assert!(states.charge(&id, &many, &one(1), now).is_err());
     }
 
     #[test]

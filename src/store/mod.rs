@@ -199,7 +199,8 @@ pub fn apply_credit(record: &mut KeyRecord, cost: u64, refill: Option<RefillDue>
             record.last_refill_at = Some(r.now);
         }
     }
-    let result = match remaining.checked_sub(cost) {
+    // A key with no uses left is refused even at cost 0.
+    let result = match remaining.checked_sub(cost).filter(|_| remaining > 0) {
         None => Credit::Exhausted,
         Some(left) => {
             remaining = left;
@@ -444,8 +445,9 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// refilled at or before
     /// `refill.if_refilled_before` (or never), sets `remaining` to
     /// `refill.amount` and `last_refill_at` to `refill.now`; then takes
-    /// `cost` uses if at least that many are left (and adds `cost` to
-    /// `credits_spent`), or nothing ([`Credit::Exhausted`]). Concurrent
+    /// `cost` uses if at least that many are left, and at least one (and
+    /// adds `cost` to `credits_spent`), or nothing ([`Credit::Exhausted`]:
+    /// a key with no use left is refused even at cost 0). Concurrent
     /// calls never take more uses than there are ([`apply_credit`] is the
     /// rule for one locked record). Does not bump `version`.
     ///

@@ -390,4 +390,39 @@ mod tests {
         assert_eq!(get("second01").await.rolled_to, None);
         assert_eq!(get("plainkey").await.rolled_to, None);
     }
+
+    /// A database of schema 3 with a usage-limited key: migration 4 adds
+    /// the access rules (none), `credits_spent` (0) and the roles table,
+    /// and the key keeps working, spending by cost.
+    #[tokio::test]
+    async fn migration_4_keeps_keys_of_schema_3() {
+        let pool = memory_pool().await.expect("pool");
+        for (_, sql) in &MIGRATIONS[..3] {
+            let sql: &'static str = sql;
+            sqlx::raw_sql(sql).execute(&pool).await.expect("schema 1-3");
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE keyward_migrations (version INTEGER PRIMARY KEY NOT NULL, \
+             applied_at INTEGER NOT NULL) STRICT;
+             INSERT INTO keyward_migrations VALUES (1, 0), (2, 0), (3, 0);
+             INSERT INTO keyward_keys (id, prefix, hash, tenant, name, permissions, \
+             created_by, created_at, version, remaining) \
+             VALUES ('oldkey01', 'sk_oldkey01_', zeroblob(32), 'acme', 'k', '[]', 'a', 1, 0, 10);",
+        )
+        .execute(&pool)
+        .await
+        .expect("schema 3 with a key");
+        let store = SqliteStore::with_pool(pool).await.expect("migrates");
+        let id: KeyId = "oldkey01".parse().expect("id");
+        let old = store.get(&id).await.expect("get").expect("exists");
+        assert_eq!(old.allowed_ips, None);
+        assert_eq!(old.not_before, None);
+        assert!(old.roles.is_empty() && old.limits.is_empty());
+        assert_eq!(old.credits_spent, 0);
+        let spent = store.consume_credit(&id, 4, None).await.expect("consume");
+        assert_eq!(spent, crate::store::Credit::Consumed { remaining: 6 });
+        let after = store.get(&id).await.expect("get").expect("exists");
+        assert_eq!(after.credits_spent, 4);
+        assert!(store.roles().await.expect("roles").is_empty());
+    }
 }

@@ -49,7 +49,7 @@ use http::request::Parts;
 pub use actor::{Access, ApiKeyActors, ResolveActor};
 
 use crate::audit::AuditTrail;
-use crate::http::ApiError;
+use crate::http::{ApiError, ClientAddress};
 use crate::key::Actor;
 use crate::keyward::Keyward;
 use crate::permission::PermissionError;
@@ -66,6 +66,7 @@ pub struct Management {
     actors: Option<Arc<dyn ResolveActor>>,
     trail: Option<Arc<dyn AuditTrail>>,
     base_path: String,
+    client: ClientAddress,
 }
 
 impl std::fmt::Debug for Management {
@@ -87,7 +88,18 @@ impl Management {
             actors: None,
             trail: None,
             base_path: "/".into(),
+            client: ClientAddress::peer(),
         }
+    }
+
+    /// Where the default actors' client address comes from, for admin
+    /// keys with an IP allowlist: as
+    /// [`KeywardLayer::client_address`](crate::http::KeywardLayer::client_address).
+    /// Defaults to the connection's peer. (Actors set with
+    /// [`Management::actors`] decide for themselves.)
+    pub fn client_address(mut self, client: ClientAddress) -> Self {
+        self.client = client;
+        self
     }
 
     /// Who may act, and as whom: e.g. the host's signed-in users.
@@ -126,11 +138,10 @@ impl Management {
     pub fn router<S: Clone + Send + Sync + 'static>(self) -> Result<Router<S>, PermissionError> {
         let actors = match self.actors {
             Some(a) => a,
-            None => Arc::new(ApiKeyActors::new(
-                self.keys.clone(),
-                READ_PERMISSION,
-                WRITE_PERMISSION,
-            )?),
+            None => Arc::new(
+                ApiKeyActors::new(self.keys.clone(), READ_PERMISSION, WRITE_PERMISSION)?
+                    .client_address(self.client),
+            ),
         };
         let document = openapi::document(&self.base_path)
             .to_json()

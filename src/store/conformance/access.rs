@@ -85,6 +85,12 @@ pub(super) async fn credits_are_spent_by_cost<S: KeyStore>(store: Arc<S>) {
     assert_eq!(ok, 3, "6 uses left serve exactly three takes of 2");
     let after = get(&*store, &r.id).await;
     assert_eq!((after.remaining, after.credits_spent), (Some(0), 10));
+    let free = store.consume_credit(&r.id, 0, None).await;
+    assert_eq!(
+        free.expect("consume must succeed"),
+        Credit::Exhausted,
+        "a key with no use left is refused even at cost 0"
+    );
 }
 
 #[derive(Default)]

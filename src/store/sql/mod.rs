@@ -114,7 +114,7 @@ impl Statements {
             take: s(format!(
                 "UPDATE {t} SET remaining = remaining - ?2, \
                  credits_spent = credits_spent + ?2 \
-                 WHERE id = ?1 AND remaining >= ?2 RETURNING remaining"
+                 WHERE id = ?1 AND remaining >= ?2 AND remaining > 0 RETURNING remaining"
             )),
             roles: s(format!(
                 "SELECT name, permissions FROM {r} ORDER BY name",
