@@ -764,3 +764,61 @@ async fn a_key_that_starts_later_is_not_idle_before_it_starts() {
     let report = s.keys.sweep().await.expect("sweep");
     assert!(report.deleted.is_empty(), "{report:?}");
 }
+
+// Findings of the second review: each fails on the code before its fix.
+
+#[tokio::test]
+async fn retuning_a_named_limit_does_not_give_back_what_was_spent() {
+    let s = setup(|b| b);
+    let parent = s
+        .keys
+        .create(
+            &admin(&s.keys, "acme"),
+            NewKey::new("customer")
+                .permission_set(s.keys.catalog().all())
+                .limit("tokens", RateLimit::per_minute(10).expect("valid")),
+        )
+        .await
+        .expect("created");
+    let t = parent.token.expose_secret();
+    let spend = |n| VerifyRequest::new().cost(n);
+    let v = s.keys.verify_with(t, spend(10)).await.expect("all ten");
+    assert_eq!(
+        code(s.keys.verify_with(t, spend(1)).await),
+        "limit_exceeded"
+    );
+    // Barely tighter, so the key may set it on itself.
+    let barely = RateLimit::new(10, Duration::milliseconds(60_001)).expect("valid");
+    let actor = v.actor().may_manage_keys(true);
+    s.keys
+        .update(
+            &actor,
+            &parent.key.id,
+            KeyUpdate::new().limits([NamedLimit::new("tokens", barely).expect("name")]),
+        )
+        .await
+        .expect("tightened");
+    assert_eq!(
+        code(s.keys.verify_with(t, spend(1)).await),
+        "limit_exceeded",
+        "the spent tokens stay spent"
+    );
+}
+
+#[test]
+fn a_local_limiter_keeps_limits_a_call_does_not_charge() {
+    use keyward::{Charge, KeyId, LocalLimiter, NamedDecision};
+    let clock = ManualClock::default();
+    let limiter = LocalLimiter::new(Arc::new(clock));
+    let key = KeyId::random().expect("OS randomness");
+    let one = RateLimit::per_minute(1).expect("valid");
+    let charge = |name| {
+        let c = [Charge::new(name, one, 1)];
+        limiter.check_named_now(key, &c)
+    };
+    assert_eq!(charge("search"), NamedDecision::Allow);
+    assert_eq!(charge("export"), NamedDecision::Allow);
+    // Alternating never resets the other: both are spent.
+    assert!(matches!(charge("search"), NamedDecision::Deny { .. }));
+    assert!(matches!(charge("export"), NamedDecision::Deny { .. }));
+}

@@ -55,6 +55,11 @@ impl ClientAddress {
     /// that is not an address (`unknown`, an obfuscated name, garbage)
     /// ends the search with no address: keys with an allowlist are then
     /// refused.
+    ///
+    /// The proxies must append their hop to what the client sent (as
+    /// load balancers do), and, for `Forwarded`, write quoted values with
+    /// any `"` in them escaped (RFC 7239): a proxy that copies a client's
+    /// text into a quoted parameter unescaped lets the client write hops.
     pub fn behind_proxies(trusted: impl IntoIterator<Item = IpNet>, header: ProxyHeader) -> Self {
         Self {
             // As allowlists keep them: an IPv4-mapped network is the IPv4

@@ -228,7 +228,12 @@ impl KeywardBuilder {
             ttl_us,
             stash.clone(),
         ));
-        let roles = Arc::new(RoleBook::new(self.catalog.clone(), cache.clone()));
+        let roles = Arc::new(RoleBook::new(
+            self.catalog.clone(),
+            cache.clone(),
+            self.clock.clone(),
+            ttl_us,
+        ));
         let listener: Weak<RoleBook> = Arc::downgrade(&roles);
         let feed = self.store.subscribe(listener as Weak<dyn ChangeListener>);
         if let Some(limiter) = &self.limiter {

@@ -166,7 +166,11 @@ impl Keyward {
     /// A stored key as the management API shows it, with its pending
     /// last use.
     pub(super) fn info(&self, record: KeyRecord, now: DateTime<Utc>) -> KeyInfo {
-        let permissions = self.stored_permissions(&record);
+        // What it may do: as a verify loads it, within its tenant's ceiling.
+        let mut permissions = self.stored_permissions(&record);
+        if let Some(ceiling) = self.inner.policies.ceiling(&record.tenant) {
+            permissions = permissions.intersection(&ceiling);
+        }
         let status = KeyStatus::of(&record, now);
         let last_used_at = record
             .last_used_at

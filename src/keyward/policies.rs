@@ -33,7 +33,13 @@ impl Keyward {
     ) -> impl Fn(&Rules<'_>, &KeyRecord) -> Result<(), KeyError> + '_ {
         move |rules, key| {
             let effective = stored(rules, key);
-            self.inner.policies.check(key, &effective, scope)
+            self.inner
+                .policies
+                .check(key, &effective, scope)
+                .map_err(|rule| KeyError::PolicyViolation {
+                    tenant: key.tenant.clone(),
+                    rule,
+                })
         }
     }
 

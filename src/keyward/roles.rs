@@ -13,6 +13,7 @@ use super::Keyward;
 use crate::audit::AuditAction;
 use crate::authority::{ensure_manager, held};
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::error::{KeyError, StoreError};
 use crate::key::Actor;
 use crate::permission::{Catalog, PermissionSet};
@@ -28,18 +29,28 @@ use crate::token::KeyId;
 /// no reset came since. A load that finds them older reads them itself
 /// (role changes are rare: a few loads after one may each read them), so
 /// no key is cached with a role as it was before the last change heard.
+///
+/// Roles read are also trusted no longer than the cache time limit, as
+/// keys are: a change made by a process whose changes this one does not
+/// hear (a store without a change feed, SQLite shared by processes, a
+/// feed that is down) is seen within it.
 pub(crate) struct RoleBook {
     catalog: Catalog,
     roles: ArcSwap<Snapshot>,
     /// Resets heard so far.
     generation: AtomicU64,
     cache: Arc<Cache>,
+    clock: Arc<dyn Clock>,
+    /// The cache time limit, in clock microseconds.
+    ttl_us: i64,
 }
 
 /// The roles as read in one generation.
 struct Snapshot {
     /// `None`: the catalog's alone, before the store was first read.
     read_in: Option<u64>,
+    /// When they were read, in clock microseconds.
+    read_at_us: i64,
     map: Arc<RoleMap>,
 }
 
@@ -47,16 +58,24 @@ struct Snapshot {
 const ATTEMPTS: usize = 4;
 
 impl RoleBook {
-    pub(crate) fn new(catalog: Catalog, cache: Arc<Cache>) -> Self {
+    pub(crate) fn new(
+        catalog: Catalog,
+        cache: Arc<Cache>,
+        clock: Arc<dyn Clock>,
+        ttl_us: i64,
+    ) -> Self {
         let declared = declared(&catalog);
         Self {
             catalog,
             roles: ArcSwap::from_pointee(Snapshot {
                 read_in: None,
+                read_at_us: i64::MIN,
                 map: Arc::new(declared),
             }),
             generation: AtomicU64::new(0),
             cache,
+            clock,
+            ttl_us,
         }
     }
 
@@ -71,7 +90,9 @@ impl RoleBook {
         for _ in 0..ATTEMPTS {
             let generation = self.generation.load(Ordering::Acquire);
             let snapshot = self.roles.load_full();
-            if snapshot.read_in == Some(generation) {
+            let now_us = self.clock.now_micros();
+            let recent = now_us.saturating_sub(snapshot.read_at_us) < self.ttl_us;
+            if snapshot.read_in == Some(generation) && recent {
                 return Ok(snapshot.map.clone());
             }
             let map = Arc::new(self.read(store).await?);
@@ -84,6 +105,7 @@ impl RoleBook {
                     } else {
                         Arc::new(Snapshot {
                             read_in: Some(generation),
+                            read_at_us: now_us,
                             map: map.clone(),
                         })
                     }
@@ -135,7 +157,8 @@ impl Keyward {
     /// included), for every key of every tenant that holds it: cached
     /// keys on this instance at once, and on other instances as soon as
     /// the store's change feed tells them (PostgreSQL: within
-    /// milliseconds; stores without a feed: the cache time limit).
+    /// milliseconds), or within the cache time limit where no feed tells
+    /// them.
     ///
     /// Roles are global, shared by every tenant: the actor must be an
     /// operator ([`Actor::may_manage_roles`]), manage keys, and hold every
@@ -341,7 +364,13 @@ mod tests {
             .expect("catalog");
         let stash = Arc::new(std::sync::Mutex::new(Stash::for_capacity(16)));
         let cache = Arc::new(Cache::new(16, 16, 1_000_000, stash));
-        let book = Arc::new(RoleBook::new(catalog.clone(), cache));
+        let clock = Arc::new(crate::clock::ManualClock::default());
+        let book = Arc::new(RoleBook::new(
+            catalog.clone(),
+            cache,
+            clock.clone(),
+            1_000_000,
+        ));
         let store = Arc::new(SlowFirstRead::default());
         let wide = RoleDefinition {
             name: "support".into(),
@@ -369,6 +398,41 @@ mod tests {
         assert_eq!(names(&book.current()), ["tickets:read"]);
         assert_eq!(
             names(&book.fresh(&*store).await.expect("roles")),
+            ["tickets:read"]
+        );
+    }
+
+    #[tokio::test]
+    async fn roles_changed_unheard_are_seen_within_the_cache_time_limit() {
+        let catalog = Catalog::builder()
+            .resource("tickets", ["read", "write"])
+            .build()
+            .expect("catalog");
+        let stash = Arc::new(std::sync::Mutex::new(Stash::for_capacity(16)));
+        let cache = Arc::new(Cache::new(16, 16, 1_000_000, stash));
+        let clock = Arc::new(crate::clock::ManualClock::default());
+        let book = RoleBook::new(catalog, cache, clock.clone(), 10_000_000);
+        let store = MemoryStore::new();
+        let role = |p: &str| RoleDefinition {
+            name: "support".into(),
+            permissions: vec![p.into()],
+        };
+        store.put_role(&role("tickets:write")).await.expect("put");
+        let names = |m: &RoleMap| m["support"].names().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            names(&book.fresh(&store).await.expect("roles")),
+            ["tickets:read", "tickets:write"]
+        );
+        // Another process narrows the role; nobody tells this one.
+        store.put_role(&role("tickets:read")).await.expect("put");
+        clock.advance(chrono::Duration::seconds(9));
+        assert_eq!(
+            names(&book.fresh(&store).await.expect("roles")),
+            ["tickets:read", "tickets:write"]
+        );
+        clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(
+            names(&book.fresh(&store).await.expect("roles")),
             ["tickets:read"]
         );
     }

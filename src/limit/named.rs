@@ -84,7 +84,8 @@ pub(crate) fn checked(mut limits: Vec<NamedLimit>) -> Result<Vec<NamedLimit>, In
 }
 
 /// One named limit of a request: what a [`RateLimiter`](super::RateLimiter)
-/// charges, all of a request's together.
+/// charges, all of a request's together. A request's charges name
+/// distinct limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Charge<'a> {
@@ -95,6 +96,13 @@ pub struct Charge<'a> {
     /// What this request takes from it (0 takes nothing but still needs
     /// the limit to have room for nothing, i.e. always passes).
     pub cost: u32,
+}
+
+impl<'a> Charge<'a> {
+    /// A charge of `cost` to the limit `name` at `limit`.
+    pub fn new(name: &'a str, limit: RateLimit, cost: u32) -> Self {
+        Self { name, limit, cost }
+    }
 }
 
 /// The answer of [`RateLimiter::check_named`](super::RateLimiter::check_named).
@@ -173,11 +181,18 @@ impl Costs<'_> {
 /// Checks between evictions of idle state, per shard.
 const EVICT_EVERY: u64 = 4096;
 const SHARDS: usize = 16;
+/// Named limits' states kept per key before idle ones are dropped.
+const STATES_PER_KEY: usize = 32;
 
 /// The built-in limiter's state of every key's named limits: one GCRA
-/// word per limit, per key, in a sharded map. A request's limits are
+/// word per key and limit name, in a sharded map. A request's limits are
 /// checked and charged under one shard lock, so they pass together or
 /// not at all, however many requests race.
+///
+/// State is kept by name: a limit whose rate changes keeps what was
+/// spent (tightened, it may refuse until that drains), as a key's own
+/// limit does; and a limit a request does not charge keeps its state for
+/// the requests that do.
 #[derive(Debug, Default)]
 pub(crate) struct NamedStates {
     shards: [Mutex<Shard>; SHARDS],
@@ -185,16 +200,15 @@ pub(crate) struct NamedStates {
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// Per key: its limits' states, in the order of its slots.
-    tats: HashMap<KeyId, Box<[State]>>,
+    /// Per key: the states of the limit names it was charged.
+    tats: HashMap<KeyId, Vec<State>>,
     checks: u64,
 }
 
-/// One named limit's state, with the limit it counts for.
+/// One named limit's state.
 #[derive(Debug)]
 struct State {
     name: Arc<str>,
-    limit: RateLimit,
     tat: u64,
 }
 
@@ -220,36 +234,40 @@ impl NamedStates {
         let mut shard = self.shard(id);
         shard.checks += 1;
         if shard.checks.is_multiple_of(EVICT_EVERY) {
-            shard
-                .tats
-                .retain(|_, t| t.iter().any(|s| !Gcra::idle(s.tat, now_ns)));
+            shard.tats.retain(|_, states| {
+                states.retain(|s| !Gcra::idle(s.tat, now_ns));
+                !states.is_empty()
+            });
         }
         let states = shard.tats.entry(*id).or_default();
-        if !same_limits(states, slots) {
-            // The key's limits changed: a limit not held before, or held
-            // with another rate, starts afresh; the others keep their state.
-            let fresh: Box<[State]> = slots
-                .iter()
-                .map(|s| State {
-                    name: s.name.clone(),
-                    limit: s.limit,
-                    tat: states
-                        .iter()
-                        .find(|o| o.name == s.name && o.limit == s.limit)
-                        .map_or(0, |o| o.tat),
-                })
-                .collect();
-            *states = fresh;
+        for slot in slots {
+            if !states.iter().any(|s| s.name == slot.name) {
+                if states.len() >= STATES_PER_KEY {
+                    states.retain(|s| !Gcra::idle(s.tat, now_ns));
+                }
+                states.push(State {
+                    name: slot.name.clone(),
+                    tat: 0,
+                });
+            }
         }
+        let tat = |states: &[State], name: &str| {
+            states
+                .iter()
+                .find(|s| &*s.name == name)
+                .map_or(0, |s| s.tat)
+        };
         // Every limit first, then every charge: all or none.
-        for (i, (slot, state)) in slots.iter().zip(states.iter()).enumerate() {
+        for (i, slot) in slots.iter().enumerate() {
             slot.gcra
-                .charge(state.tat, now_ns, costs.of(&slot.name))
+                .charge(tat(states, &slot.name), now_ns, costs.of(&slot.name))
                 .map_err(|wait| (i, wait))?;
         }
-        for (slot, state) in slots.iter().zip(states.iter_mut()) {
-            if let Ok(next) = slot.gcra.charge(state.tat, now_ns, costs.of(&slot.name)) {
-                state.tat = next;
+        for slot in slots {
+            if let Some(state) = states.iter_mut().find(|s| s.name == slot.name) {
+                if let Ok(next) = slot.gcra.charge(state.tat, now_ns, costs.of(&slot.name)) {
+                    state.tat = next;
+                }
             }
         }
         Ok(())
@@ -259,21 +277,14 @@ impl NamedStates {
     /// refused the request.
     pub(crate) fn refund(&self, id: &KeyId, slots: &[NamedSlot], costs: &Costs<'_>) {
         let mut shard = self.shard(id);
-        if let Some(states) = shard.tats.get_mut(id).filter(|t| same_limits(t, slots)) {
-            for (state, slot) in states.iter_mut().zip(slots) {
-                state.tat = slot.gcra.uncharge(state.tat, costs.of(&slot.name));
+        if let Some(states) = shard.tats.get_mut(id) {
+            for slot in slots {
+                if let Some(state) = states.iter_mut().find(|s| s.name == slot.name) {
+                    state.tat = slot.gcra.uncharge(state.tat, costs.of(&slot.name));
+                }
             }
         }
     }
-}
-
-/// Whether `states` are those of `slots`, limit by limit.
-fn same_limits(states: &[State], slots: &[NamedSlot]) -> bool {
-    states.len() == slots.len()
-        && states
-            .iter()
-            .zip(slots)
-            .all(|(s, l)| s.limit == l.limit && s.name == l.name)
 }
 
 #[cfg(test)]
@@ -319,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_limit_starts_afresh_and_any_number_is_counted() {
+    fn state_is_kept_by_name_and_any_number_is_counted() {
         let states = NamedStates::default();
         let id = KeyId::random().expect("OS randomness");
         let now = 1_000_000_000_000;
@@ -334,11 +345,23 @@ mod tests {
             .charge(&id, &tight, &one(2), now)
             .expect("room for 2");
         assert!(states.charge(&id, &tight, &one(1), now).is_err());
-        // Same name, another rate: a new limit, with its own room.
-        let loose = NamedSlot::of(&[NamedLimit::new("t", per_minute(3)).expect("name")]);
+        // Same name, another rate: what was spent stays spent (a key
+        // cannot reset its limit by retuning it). Two of 2 a minute is a
+        // full window of 3 a minute too: the next unit comes 20 s later.
+        let retuned = NamedSlot::of(&[NamedLimit::new("t", per_minute(3)).expect("name")]);
+        assert!(states.charge(&id, &retuned, &one(1), now).is_err());
+        let later = now + 20_000_000_000;
         states
-            .charge(&id, &loose, &one(3), now)
-            .expect("a new limit");
+            .charge(&id, &retuned, &one(1), later)
+            .expect("one unit refilled");
+        // A limit a call leaves out keeps its state for the calls that
+        // charge it.
+        let other = NamedSlot::of(&[NamedLimit::new("u", per_minute(1)).expect("name")]);
+        states.charge(&id, &other, &one(1), later).expect("u");
+        assert!(
+            states.charge(&id, &retuned, &one(1), later).is_err(),
+            "t kept"
+        );
         // More limits than a key may hold (a host's own charges): no panic.
         let many: Vec<NamedLimit> = (0..MAX_NAMED_LIMITS + 4)
             .map(|i| NamedLimit::new(format!("l{i}"), per_minute(1)).expect("name"))
