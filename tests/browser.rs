@@ -325,6 +325,50 @@ async fn the_key_settings_page_manages_keys_in_a_real_browser() {
     }
     assert_eq!(api_status(&base, &token).await, StatusCode::UNAUTHORIZED);
 
+    // An IP allowlist from the form: the key is listed with it and works
+    // only from its networks (this test calls from 127.0.0.1).
+    css(&page, "#create-name")
+        .await
+        .send_keys("Office only")
+        .await
+        .expect("type");
+    click(&page, "#create-grid input[data-permission='contacts:read']").await;
+    css(&page, "#create-ips")
+        .await
+        .send_keys("192.0.2.0/24, 2001:db8::/32")
+        .await
+        .expect("type");
+    click(&page, "#create-submit").await;
+    shown(&page, "#token-panel").await;
+    let office = css(&page, "#new-token")
+        .await
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a token");
+    let office_row = format!(
+        "#key-rows tr[data-key-id='{}']",
+        office.split('_').nth(1).expect("id")
+    );
+    let listed = css(&page, &format!("{office_row} td[data-label='Name'] .ips"))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(listed, "Only from 192.0.2.0/24, 2001:db8::/32");
+    assert_eq!(api_status(&base, &office).await, StatusCode::FORBIDDEN);
+    click(&page, "#token-done").await;
+    page.execute(
+        "document.activeElement.blur(); window.scrollTo(0, 0)",
+        vec![],
+    )
+    .await
+    .expect("blur");
+    page.set_window_size(1280, 1500).await.expect("resize");
+    let shot = page.screenshot().await.expect("screenshot");
+    std::fs::write(screenshots().join("allowlist.png"), shot).expect("save");
+    page.set_window_size(1280, 900).await.expect("resize");
+
     // A manager who may read but not change keys sees the 403 in the page.
     let reader: Value = reqwest::Client::new()
         .post(format!("{base}/api-keys"))

@@ -218,6 +218,17 @@ function row(key) {
     perms.append(chip);
   }
   if (!key.permissions.length) perms.textContent = "none";
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = key.name;
+  const named = document.createElement("div");
+  named.append(name);
+  if (key.allowed_ips) {
+    const ips = document.createElement("div");
+    ips.className = "ips";
+    ips.textContent = `Only from ${key.allowed_ips.join(", ")}`;
+    named.append(ips);
+  }
   const actions = document.createElement("div");
   actions.className = "actions";
   actions.append(button("Edit", "edit", key));
@@ -226,7 +237,7 @@ function row(key) {
   actions.append(button("Delete", "delete", key));
   tr.append(
     cell("Key", prefix),
-    cell("Name", key.name),
+    cell("Name", named),
     cell("Status", badge),
     cell("Permissions", perms),
     cell("Created", when(key.created_at)),
@@ -362,6 +373,8 @@ document.addEventListener("DOMContentLoaded", () => {
       }
       body.expires_at = at.toISOString();
     }
+    const ips = $("create-ips").value.split(/[\s,]+/).filter(Boolean);
+    if (ips.length) body.allowed_ips = ips;
     try {
       const created = await api("POST", "", body);
       showToken(created.token, `Your new API key: ${created.key.name}`);
