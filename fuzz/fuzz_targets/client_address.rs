@@ -89,7 +89,10 @@ fuzz_target!(|data: &[u8]| {
         "10.1.2.3".parse().expect("address")
     };
     // Without trusted proxies: always the peer.
-    assert_eq!(ClientAddress::peer().resolve(Some(peer), &headers), Some(peer));
+    assert_eq!(
+        ClientAddress::peer().resolve(Some(peer), &headers),
+        Some(peer)
+    );
     let behind = ClientAddress::behind_proxies(trusted(), kind);
     let got = behind.resolve(Some(peer), &headers);
     if !is_trusted(peer) {
