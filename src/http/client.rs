@@ -171,14 +171,17 @@ fn forwarded_for(element: &str) -> Option<Option<IpAddr>> {
     while !rest.trim().is_empty() {
         let (pair, tail) = split_pair(rest)?;
         rest = tail;
-        let Some((key, value)) = pair.split_once('=') else {
+        // `token "=" value`, nothing around the `=` (RFC 7239).
+        let Some((key, value)) = pair.trim().split_once('=') else {
             return Some(None);
         };
-        if key.trim().eq_ignore_ascii_case("for") {
+        if key.ends_with([' ', '\t']) || value.starts_with([' ', '\t']) {
+            return Some(None);
+        }
+        if key.eq_ignore_ascii_case("for") {
             if found.is_some() {
                 return Some(None);
             }
-            let value = value.trim();
             let value = match value.strip_prefix('"') {
                 Some(v) => match v.strip_suffix('"') {
                     Some(inner) if !inner.contains(['"', '\\']) => inner,
@@ -331,6 +334,8 @@ mod tests {
             "for=192.0.2.1;for=198.51.100.1",
             r#"for="192.0.2.1"#,
             r#"for=1.2.3.4;host="x"#,
+            "For\t=192.0.2.1",
+            "for= 192.0.2.1",
         ] {
             let h = headers("forwarded", &[bad]);
             assert_eq!(lb.resolve(Some(ip("10.0.0.1")), &h), None, "{bad}");
