@@ -288,10 +288,50 @@ impl Keyward {
         fixed: Option<KeyId>,
     ) -> Result<IssuedKey, KeyError> {
         ensure_manager(actor)?;
+        let rules = self.fresh_rules().await?;
+        let now = self.now();
+        let draft = self.draft(actor, new, &rules.roles, now)?;
+        authorize(&rules, actor, None, Some(&draft))?;
+        self.obey_policy(&rules, &draft, Scope::Create).await?;
+        let carved = match carved_uses(actor, &draft)? {
+            Some((from, uses)) => self.take_uses(&from, uses).await?.map(|n| (from, n)),
+            None => None,
+        };
+        let inserted = self
+            .insert_new(fixed, |id, prefix, hash| KeyRecord {
+                id,
+                prefix,
+                hash,
+                ..draft.clone()
+            })
+            .await;
+        let (token, record) = match inserted {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some((from, uses)) = carved {
+                    self.give_back(&from, uses).await;
+                }
+                return Err(e);
+            }
+        };
+        let key = self.info(record, now);
+        Ok(IssuedKey { token, key })
+    }
+
+    /// The key `new` asks for, as `actor` creates it at `now`: every
+    /// field checked, and what it leaves unset inherited from the actor
+    /// (expiry, rate limit, uses, allowlist, named limits). Whether the
+    /// actor may create it is [`authorize`]'s question.
+    fn draft(
+        &self,
+        actor: &Actor,
+        new: NewKey,
+        roles: &RoleMap,
+        now: DateTime<Utc>,
+    ) -> Result<KeyRecord, KeyError> {
         let name = check_name(&new.name)?;
         let tenant = new.tenant.unwrap_or_else(|| actor.tenant().to_string());
         let permissions = self.grant_set(new.grant)?;
-        let now = self.now();
         let expires_at = expiry_at(new.expiry, actor, now)?;
         if let Some(m) = &new.metadata {
             check_metadata(m)?;
@@ -308,8 +348,7 @@ impl Keyward {
             .or(refill.map(|r| r.amount))
             .or(inherited)
             .map(|n| n.min(MAX_USES));
-        let rules = self.fresh_rules().await?;
-        let roles = check_roles(new.roles, &rules.roles)?;
+        let roles = check_roles(new.roles, roles)?;
         // A key actor's named limits are inherited where not set.
         let mut limits = new.limits;
         for a in &actor.limits {
@@ -319,7 +358,7 @@ impl Keyward {
         }
         let limits = checked_limits(limits)?;
         let not_before = check_not_before(new.not_before, expires_at)?;
-        let draft = KeyRecord {
+        Ok(KeyRecord {
             id: KeyId::NONE,
             prefix: DisplayPrefix::default(),
             hash: KeyHash::from_bytes([0; 32]),
@@ -346,32 +385,7 @@ impl Keyward {
             roles,
             limits,
             credits_spent: 0,
-        };
-        authorize(&rules, actor, None, Some(&draft))?;
-        self.obey_policy(&rules, &draft, Scope::Create).await?;
-        let carved = match carved_uses(actor, &draft)? {
-            Some((from, uses)) => self.take_uses(&from, uses).await?.map(|n| (from, n)),
-            None => None,
-        };
-        let inserted = self
-            .insert_new(fixed, |id, prefix, hash| KeyRecord {
-                id,
-                prefix,
-                hash,
-                ..draft.clone()
-            })
-            .await;
-        let (token, record) = match inserted {
-            Ok(done) => done,
-            Err(e) => {
-                if let Some((from, uses)) = carved {
-                    self.give_back(&from, uses).await;
-                }
-                return Err(e);
-            }
-        };
-        let key = self.info(record, now);
-        Ok(IssuedKey { token, key })
+        })
     }
 
     /// Takes `uses` from key `from`, all or none; `Some(uses)` when taken,
