@@ -82,6 +82,7 @@ mod permission;
 mod policy;
 mod role;
 pub mod store;
+mod telemetry;
 pub mod tenant;
 mod tenant_policy;
 mod token;

@@ -378,6 +378,39 @@ async fn shutdown_signal() {
     }
 }
 
+/// The recorder of keyward's metrics (feature `metrics`), installed
+/// before anything is verified: metric handles bind to the recorder
+/// installed when they are made.
+#[cfg(feature = "metrics")]
+type Metrics = metrics_exporter_prometheus::PrometheusHandle;
+#[cfg(not(feature = "metrics"))]
+type Metrics = ();
+
+fn install_metrics() -> Result<Metrics, Box<dyn std::error::Error>> {
+    #[cfg(feature = "metrics")]
+    return Ok(metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?);
+    #[cfg(not(feature = "metrics"))]
+    Ok(())
+}
+
+/// `GET /metrics`: keyward's metrics in Prometheus text format (feature
+/// `metrics`). Without the feature, the app as it is.
+fn with_metrics(app: Router, metrics: Metrics) -> Router {
+    #[cfg(feature = "metrics")]
+    {
+        let scrape = get(move || {
+            let text = metrics.render();
+            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        });
+        app.route("/metrics", scrape)
+    }
+    #[cfg(not(feature = "metrics"))]
+    {
+        let () = metrics;
+        app
+    }
+}
+
 /// `KEYWARD_TRUSTED_PROXIES=10.0.0.0/8,...`: the load balancers in
 /// front, whose `X-Forwarded-For` names the client; unset, the peer is.
 fn client_from_env() -> Result<ClientAddress, Box<dyn std::error::Error>> {
@@ -403,6 +436,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // The unit without the `metrics` feature.
+    #[allow(clippy::let_unit_value)]
+    let metrics = install_metrics()?;
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p
             .parse()
@@ -440,8 +476,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // Peer addresses reach the layer: keys with an IP allowlist need them.
     let client = client_from_env()?;
-    let service = app_behind(keys.clone(), Some(Arc::new(trail.clone())), client)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = with_metrics(
+        app_behind(keys.clone(), Some(Arc::new(trail.clone())), client),
+        metrics,
+    )
+    .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -245,7 +245,7 @@ impl KeywardBuilder {
             .map(|a| a.num_microseconds().unwrap_or(i64::MAX));
         Ok(Keyward {
             inner: Arc::new(Inner {
-                store: self.store,
+                store: measured(self.store),
                 catalog: self.catalog,
                 clock: self.clock,
                 format,
@@ -265,6 +265,7 @@ impl KeywardBuilder {
                 last_used: LastUsed::new(self.last_used_interval),
                 roles,
                 policies: Policies::new(self.tenant_policies, self.nested_tenants),
+                telemetry: crate::telemetry::Telemetry::default(),
             }),
         })
     }
@@ -364,4 +365,12 @@ impl Keyward {
             store_timeout: Duration::seconds(2),
         }
     }
+}
+
+/// The store, measured when metrics are on (feature `metrics`).
+fn measured(store: Arc<dyn KeyStore>) -> Arc<dyn KeyStore> {
+    #[cfg(feature = "metrics")]
+    return Arc::new(crate::store::timed::Timed(store));
+    #[cfg(not(feature = "metrics"))]
+    store
 }

@@ -42,7 +42,9 @@ impl Keyward {
     /// [`StoreError`]; the entries stay pending and are retried.
     pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
         let now = self.now();
-        self.inner.last_used.flush(&*self.inner.store, now).await
+        let flushed = self.inner.last_used.flush(&*self.inner.store, now).await;
+        self.inner.telemetry.backlog(self.inner.last_used.len());
+        flushed
     }
 
     /// Starts writing the pending "last used" instants on a background
@@ -51,6 +53,7 @@ impl Keyward {
     /// entries stay pending, bounded, for the next
     /// [`Keyward::flush_last_used`] or [`Keyward::sweep`].
     pub(super) fn schedule_flush(&self, now_us: i64) {
+        self.inner.telemetry.backlog(self.inner.last_used.len());
         #[cfg(feature = "tokio")]
         {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -72,6 +75,7 @@ impl Keyward {
                     // The entries stay pending and go with the next flush.
                     tracing::warn!(target: "keyward", error = %e, "could not record last-used times; will retry");
                 }
+                inner.telemetry.backlog(inner.last_used.len());
             });
         }
         #[cfg(not(feature = "tokio"))]
@@ -155,6 +159,11 @@ impl LastUsed {
         let failing = p.failed_at.is_some_and(|f| now - f < self.interval);
         (!failing && p.entries.len() >= MAX_PENDING)
             || p.last_flush.is_none_or(|f| now - f >= self.interval)
+    }
+
+    /// How many last-used times wait to be written.
+    pub(super) fn len(&self) -> usize {
+        self.lock().entries.len()
     }
 
     pub(super) fn pending(&self, id: &KeyId) -> Option<DateTime<Utc>> {

@@ -109,6 +109,8 @@ struct Inner {
     roles: Arc<RoleBook>,
     /// Every tenant's key policy.
     policies: crate::tenant_policy::Policies,
+    /// Metric handles (feature `metrics`).
+    telemetry: crate::telemetry::Telemetry,
 }
 
 /// What the sweep enforces.

@@ -9,6 +9,7 @@ use crate::cache::{CachedKey, Held, Load, Lookup, Ticket};
 use crate::clock::micros_to_time;
 use crate::error::{StoreError, VerifyError};
 use crate::store::{Credit, RefillDue};
+use crate::telemetry::CacheResult;
 use crate::tenant;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
 
@@ -107,11 +108,14 @@ impl Keyward {
             // flood of made-up tokens is the cheapest kind to refuse.
             KeyHash::scrub(&mut block);
             if inner.cache.known_unknown(&id, now_us) {
+                inner.telemetry.lookup(CacheResult::UnknownId);
                 let key = Some((id, parsed.display_prefix()));
                 return Fast::Done(Err(self.refuse(key, VerifyError::Invalid)));
             }
+            inner.telemetry.lookup(CacheResult::Miss);
             return Fast::Slow(None);
         };
+        inner.telemetry.lookup(CacheResult::Hit);
         let hash = KeyHash::of_block(&mut block);
         if !entry.hash.ct_eq(&hash) {
             // Same id, same prefix: the entry's copy is a fixed-size move.
@@ -141,6 +145,7 @@ impl Keyward {
 
     /// A verified key; its use noted for the last-used write.
     fn admitted(&self, entry: Held, now_us: i64, remaining: Option<u64>) -> Verified {
+        self.inner.telemetry.verified();
         if self.inner.last_used.note(&entry, now_us) {
             self.schedule_flush(now_us);
         }
@@ -227,12 +232,15 @@ impl Keyward {
         key: Option<(KeyId, DisplayPrefix)>,
         err: VerifyError,
     ) -> VerifyError {
+        self.inner.telemetry.refused(&err);
         self.audit_verify(key, &err, None);
         err
     }
 
     /// A refusal of a key whose secret was proven: audited with its tenant.
     fn refuse_proven(&self, entry: &CachedKey, err: VerifyError) -> VerifyError {
+        self.inner.telemetry.refused(&err);
+        crate::telemetry::limiter_refusal(&err);
         self.audit_verify(
             Some((entry.id, entry.prefix)),
             &err,

@@ -25,6 +25,8 @@ pub(crate) mod memory;
 pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "metrics")]
+pub(crate) mod timed;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{AuditSettings, SqlAuditTrail};
 #[cfg(feature = "sqlite")]

@@ -302,6 +302,7 @@ impl Outage {
         charges: &[super::super::Charge<'_>],
         now: DateTime<Utc>,
     ) -> super::super::NamedDecision {
+        crate::telemetry::limiter_fallback(self.policy == OnOutage::FallBackToLocal);
         match self.policy {
             OnOutage::FallBackToLocal => {
                 self.local
@@ -318,6 +319,7 @@ impl Outage {
         limit: RateLimit,
         now: DateTime<Utc>,
     ) -> Decision {
+        crate::telemetry::limiter_fallback(self.policy == OnOutage::FallBackToLocal);
         match self.policy {
             OnOutage::FallBackToLocal => self.local.check_at(bucket, limit, now.timestamp_micros()),
             OnOutage::Refuse => Decision::Unavailable,
