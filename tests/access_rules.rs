@@ -822,3 +822,51 @@ fn a_local_limiter_keeps_limits_a_call_does_not_charge() {
     assert!(matches!(charge("search"), NamedDecision::Deny { .. }));
     assert!(matches!(charge("export"), NamedDecision::Deny { .. }));
 }
+
+#[tokio::test]
+async fn a_roll_carries_what_the_key_spent_of_its_limits() {
+    let s = setup(|b| b);
+    let per_minute = |n| RateLimit::per_minute(n).expect("valid");
+    let ops = admin(&s.keys, "acme");
+    let old = s
+        .keys
+        .create(
+            &ops,
+            NewKey::new("busy")
+                .permission_set(s.keys.catalog().all())
+                .rate_limit(per_minute(2))
+                .limit("tokens", RateLimit::per_hour(10).expect("valid")),
+        )
+        .await
+        .expect("created");
+    let t = old.token.expose_secret();
+    s.keys
+        .verify_with(t, VerifyRequest::new().cost(10))
+        .await
+        .expect("first");
+    s.keys.verify(t).await.expect_err("tokens spent");
+    // The key rolls itself: its successor has spent what it had.
+    let v = s
+        .keys
+        .verify_with(t, VerifyRequest::new().cost(0))
+        .await
+        .expect("cost 0");
+    let actor = v.actor().may_manage_keys(true);
+    let rolled = s
+        .keys
+        .roll(&actor, &old.key.id, Duration::hours(1))
+        .await
+        .expect("rolled");
+    let next = rolled.token.expose_secret();
+    assert_eq!(
+        code(s.keys.verify(next).await),
+        "rate_limited",
+        "two requests a minute, spent"
+    );
+    s.clock.advance(Duration::seconds(30));
+    assert_eq!(
+        code(s.keys.verify(next).await),
+        "limit_exceeded",
+        "the tokens spent stay spent"
+    );
+}

@@ -195,6 +195,23 @@ impl Cache {
         self.find(id).filter(|e| self.fresh(e.loaded_at, now))
     }
 
+    /// Gives key `to` the limiter state of key `from` (a roll's successor
+    /// its predecessor's): what `from` spent, `to` has spent, so a key
+    /// cannot start its limit afresh by rolling itself. Kept in the stash,
+    /// where `to`'s entry finds it when it is loaded.
+    pub(crate) fn inherit_limit(&self, from: &KeyId, to: KeyId) {
+        let cached = self.find(from).filter(|e| e.id == *from);
+        let mut stash = self.stash();
+        let tat = cached
+            .map(|e| e.slot.state())
+            .into_iter()
+            .chain(stash.peek(from))
+            .max();
+        if let Some(tat) = tat {
+            stash.keep(to, tat);
+        }
+    }
+
     /// Whether `id` was looked up recently and does not exist (after
     /// [`Cache::hit`] found nothing).
     pub(crate) fn known_unknown(&self, id: &KeyId, now: i64) -> bool {

@@ -30,6 +30,13 @@ impl Keyward {
     /// old key had. Once the new key is rolled in turn, its uses have moved
     /// on and the old key's draws find none.
     ///
+    /// **Limits carry over.** With the built-in limiter, the new key starts
+    /// with what the old one spent of its rate limit and named limits, so
+    /// a key cannot refill them by rolling itself. (During the grace each
+    /// key counts its own requests from there. A host's limiter, such as
+    /// `RedisLimiter`, keeps its own state by key id: there the new key
+    /// starts afresh.)
+    ///
     /// # Errors
     /// [`KeyError::NotActive`] for a revoked or expired key,
     /// [`KeyError::RolledAway`] for a key already rolled,
@@ -131,6 +138,10 @@ impl Keyward {
             self.unroll(&undo, moved).await;
             return Err(e);
         }
+        // What the old key spent of its limits, the new one has spent:
+        // a key cannot refill its limits by rolling itself.
+        self.inner.cache.inherit_limit(&old.id, successor);
+        self.inner.limits.inherit(&old.id, successor);
         let key = self.info(record, now);
         Ok((old.prefix, IssuedKey { token, key }))
     }

@@ -161,6 +161,14 @@ impl Limits {
         self.tenants.get(name, || self.quota_for(name))
     }
 
+    /// Gives key `to` the named-limit states of key `from` (see
+    /// [`Cache::inherit_limit`](crate::cache::Cache::inherit_limit) for the
+    /// key's own limit). The built-in limiter's only: a host's limiter
+    /// keeps its own state.
+    pub(crate) fn inherit(&self, from: &KeyId, to: KeyId) {
+        self.named.inherit(from, to);
+    }
+
     /// Forgets tenants no cached key names and whose quota has refilled.
     pub(crate) fn evict_idle(&self, now_us: i64) {
         self.tenants.evict_idle(gcra_now(now_us));

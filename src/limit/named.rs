@@ -273,6 +273,22 @@ impl NamedStates {
         Ok(())
     }
 
+    /// Gives key `to` the named-limit states of key `from` (a roll's
+    /// successor its predecessor's), where it has none of its own.
+    pub(crate) fn inherit(&self, from: &KeyId, to: KeyId) {
+        let copied: Vec<State> = match self.shard(from).tats.get(from) {
+            Some(states) => states
+                .iter()
+                .map(|s| State {
+                    name: s.name.clone(),
+                    tat: s.tat,
+                })
+                .collect(),
+            None => return,
+        };
+        self.shard(&to).tats.entry(to).or_insert(copied);
+    }
+
     /// Gives back what [`NamedStates::charge`] took, when a later limit
     /// refused the request.
     pub(crate) fn refund(&self, id: &KeyId, slots: &[NamedSlot], costs: &Costs<'_>) {

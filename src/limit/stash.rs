@@ -66,6 +66,11 @@ impl Stash {
         *slot = (*slot).max(tat);
     }
 
+    /// `id`'s kept state, if any, leaving it kept.
+    pub(crate) fn peek(&self, id: &KeyId) -> Option<u64> {
+        self.states.get(id).copied()
+    }
+
     /// Takes `id`'s state out, for an entry going back into the cache.
     pub(crate) fn take(&mut self, id: &KeyId) -> Option<u64> {
         self.states.remove(id)
