@@ -11,6 +11,8 @@
 //! | `keyward_limiter_refusals_total` | counter | `limit`: `key`, `named`, `quota`; `unavailable` |
 //! | `keyward_limiter_fallbacks_total` | counter | `decision`: `local` or `refused`, decided without Redis |
 //! | `keyward_last_used_backlog` | gauge | — (last-used times waiting to be written) |
+//! | `keyward_audit_queue` | gauge | — (events waiting for the persisted audit trail's writer) |
+//! | `keyward_audit_dropped_total` | counter | — (events the persisted trail did not keep) |
 //!
 //! A verify records through handles registered once, on the first
 //! verify, with the recorder installed then: install the recorder before
@@ -183,6 +185,25 @@ pub(crate) fn limiter_fallback(local: bool) {
     .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = local;
+}
+
+/// An audit event was not kept (the persisted trail's queue was full,
+/// or its writer gone).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[inline]
+pub(crate) fn audit_dropped() {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("keyward_audit_dropped_total").increment(1);
+}
+
+/// Audit events waiting for the persisted trail's writer, after a batch.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[inline]
+pub(crate) fn audit_queue(waiting: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("keyward_audit_queue").set(waiting as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = waiting;
 }
 
 #[cfg(test)]

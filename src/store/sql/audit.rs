@@ -428,6 +428,7 @@ async fn write_events(
             refusals_waiting.fetch_sub(refusals, Ordering::Relaxed);
             batch.clear();
         }
+        crate::telemetry::audit_queue(queue.len());
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
@@ -447,6 +448,7 @@ impl AuditSink for SqlAuditTrail {
             if !self.keeps_refusal(event) {
                 if event.tenant.is_some() {
                     self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::audit_dropped();
                 }
                 return;
             }
@@ -454,6 +456,7 @@ impl AuditSink for SqlAuditTrail {
             if waiting >= self.inner.queue {
                 self.inner.refusals_waiting.fetch_sub(1, Ordering::Relaxed);
                 let dropped = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                crate::telemetry::audit_dropped();
                 // The first, then every thousandth: a flood must not
                 // become a flood of logs.
                 if dropped % 1000 == 1 {
@@ -469,6 +472,7 @@ impl AuditSink for SqlAuditTrail {
             .is_err()
         {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::audit_dropped();
         }
     }
 }
