@@ -63,6 +63,15 @@ fn list(s: &str) -> IpAllowlist {
     s.parse().expect("allowlist")
 }
 
+/// A key of `acme` holding every permission (so, as an actor, it may
+/// manage keys), with `new`'s other settings.
+async fn manager_key(keys: &Keyward, new: NewKey) -> keyward::IssuedKey {
+    let new = new.permission_set(keys.catalog().all());
+    keys.create(&admin(keys, "acme"), new)
+        .await
+        .expect("a manager key")
+}
+
 async fn issue(keys: &Keyward, new: NewKey) -> String {
     let issued = keys
         .create(&admin(keys, "acme"), new)
@@ -138,16 +147,11 @@ async fn the_address_is_told_only_after_the_secret_is_proven() {
 #[tokio::test]
 async fn a_key_allowlist_stays_within_its_creators() {
     let s = setup(|b| b);
-    let parent = s
-        .keys
-        .create(
-            &admin(&s.keys, "acme"),
-            NewKey::new("parent")
-                .permission_set(s.keys.catalog().all())
-                .allowed_ips(list("10.0.0.0/8")),
-        )
-        .await
-        .expect("parent");
+    let parent = manager_key(
+        &s.keys,
+        NewKey::new("parent").allowed_ips(list("10.0.0.0/8")),
+    )
+    .await;
     let verified = s
         .keys
         .verify_with(parent.token.expose_secret(), from("10.1.1.1"))
@@ -563,16 +567,11 @@ async fn bad_named_limits_are_refused() {
 async fn a_key_cannot_strip_or_loosen_its_own_named_limits() {
     let s = setup(|b| b);
     let per_minute = |n| RateLimit::per_minute(n).expect("valid");
-    let parent = s
-        .keys
-        .create(
-            &admin(&s.keys, "acme"),
-            NewKey::new("customer")
-                .permission_set(s.keys.catalog().all())
-                .limit("tokens", per_minute(100)),
-        )
-        .await
-        .expect("created");
+    let parent = manager_key(
+        &s.keys,
+        NewKey::new("customer").limit("tokens", per_minute(100)),
+    )
+    .await;
     let v = s
         .keys
         .verify(parent.token.expose_secret())
@@ -770,16 +769,11 @@ async fn a_key_that_starts_later_is_not_idle_before_it_starts() {
 #[tokio::test]
 async fn retuning_a_named_limit_does_not_give_back_what_was_spent() {
     let s = setup(|b| b);
-    let parent = s
-        .keys
-        .create(
-            &admin(&s.keys, "acme"),
-            NewKey::new("customer")
-                .permission_set(s.keys.catalog().all())
-                .limit("tokens", RateLimit::per_minute(10).expect("valid")),
-        )
-        .await
-        .expect("created");
+    let parent = manager_key(
+        &s.keys,
+        NewKey::new("customer").limit("tokens", RateLimit::per_minute(10).expect("valid")),
+    )
+    .await;
     let t = parent.token.expose_secret();
     let spend = |n| VerifyRequest::new().cost(n);
     let v = s.keys.verify_with(t, spend(10)).await.expect("all ten");
@@ -827,18 +821,13 @@ fn a_local_limiter_keeps_limits_a_call_does_not_charge() {
 async fn a_roll_carries_what_the_key_spent_of_its_limits() {
     let s = setup(|b| b);
     let per_minute = |n| RateLimit::per_minute(n).expect("valid");
-    let ops = admin(&s.keys, "acme");
-    let old = s
-        .keys
-        .create(
-            &ops,
-            NewKey::new("busy")
-                .permission_set(s.keys.catalog().all())
-                .rate_limit(per_minute(2))
-                .limit("tokens", RateLimit::per_hour(10).expect("valid")),
-        )
-        .await
-        .expect("created");
+    let old = manager_key(
+        &s.keys,
+        NewKey::new("busy")
+            .rate_limit(per_minute(2))
+            .limit("tokens", RateLimit::per_hour(10).expect("valid")),
+    )
+    .await;
     let t = old.token.expose_secret();
     s.keys
         .verify_with(t, VerifyRequest::new().cost(10))

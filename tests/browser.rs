@@ -113,6 +113,21 @@ fn screenshots() -> PathBuf {
     dir
 }
 
+/// The whole page at desktop width, from the top, into `file` in
+/// [`screenshots`]; the window goes back to its size after.
+async fn desktop_screenshot(page: &Client, file: &str) {
+    page.execute(
+        "document.activeElement.blur(); window.scrollTo(0, 0)",
+        vec![],
+    )
+    .await
+    .expect("blur");
+    page.set_window_size(1280, 1500).await.expect("resize");
+    let shot = page.screenshot().await.expect("screenshot");
+    std::fs::write(screenshots().join(file), shot).expect("save");
+    page.set_window_size(1280, 900).await.expect("resize");
+}
+
 async fn css(page: &Client, selector: &str) -> fantoccini::elements::Element {
     page.wait()
         .at_most(WAIT)
@@ -250,16 +265,7 @@ async fn the_key_settings_page_manages_keys_in_a_real_browser() {
         .await
         .expect("text");
     assert_ne!(expires, "Never", "temporary, one hour");
-    page.execute(
-        "document.activeElement.blur(); window.scrollTo(0, 0)",
-        vec![],
-    )
-    .await
-    .expect("blur");
-    page.set_window_size(1280, 1500).await.expect("resize");
-    let shot = page.screenshot().await.expect("screenshot");
-    std::fs::write(screenshots().join("desktop.png"), shot).expect("save");
-    page.set_window_size(1280, 900).await.expect("resize");
+    desktop_screenshot(&page, "desktop.png").await;
 
     // The token works against the protected API.
     assert_eq!(api_status(&base, &token).await, StatusCode::OK);
@@ -358,16 +364,7 @@ async fn the_key_settings_page_manages_keys_in_a_real_browser() {
     assert_eq!(listed, "Only from 192.0.2.0/24, 2001:db8::/32");
     assert_eq!(api_status(&base, &office).await, StatusCode::FORBIDDEN);
     click(&page, "#token-done").await;
-    page.execute(
-        "document.activeElement.blur(); window.scrollTo(0, 0)",
-        vec![],
-    )
-    .await
-    .expect("blur");
-    page.set_window_size(1280, 1500).await.expect("resize");
-    let shot = page.screenshot().await.expect("screenshot");
-    std::fs::write(screenshots().join("allowlist.png"), shot).expect("save");
-    page.set_window_size(1280, 900).await.expect("resize");
+    desktop_screenshot(&page, "allowlist.png").await;
 
     // A manager who may read but not change keys sees the 403 in the page.
     let reader: Value = reqwest::Client::new()

@@ -2,6 +2,7 @@
 //! first, filtered by status and name.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -215,6 +216,21 @@ impl Keyward {
     /// Every record of `tenant`, read in pages.
     async fn tenant_records(&self, tenant: &str) -> Result<Vec<KeyRecord>, KeyError> {
         let mut out = Vec::new();
+        self.tenant_pages(tenant, |page| {
+            out.extend(page);
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Reads `tenant`'s records in pages, in id order, handing each page
+    /// to `visit` until it breaks or the records end.
+    pub(super) async fn tenant_pages(
+        &self,
+        tenant: &str,
+        mut visit: impl FnMut(Vec<KeyRecord>) -> ControlFlow<()>,
+    ) -> Result<(), KeyError> {
         let mut after = None;
         loop {
             let page = self
@@ -224,9 +240,8 @@ impl Keyward {
                 .await?;
             let full = page.len() == PAGE;
             after = page.last().map(|r| r.id);
-            out.extend(page);
-            if !full {
-                return Ok(out);
+            if visit(page).is_break() || !full {
+                return Ok(());
             }
         }
     }

@@ -2,7 +2,9 @@
 //! management calls: the rules on a key as a call leaves it, and the cap
 //! on active keys, which needs the store.
 
-use super::{Keyward, PAGE};
+use std::ops::ControlFlow;
+
+use super::Keyward;
 use crate::authority::{stored, Rules};
 use crate::error::KeyError;
 use crate::key::{Actor, KeyRecord, KeyStatus};
@@ -62,27 +64,24 @@ impl Keyward {
         };
         let now = self.now();
         let mut active = 0u64;
-        let mut after: Option<KeyId> = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list_by_tenant(tenant, after.as_ref(), PAGE)
-                .await?;
+        self.tenant_pages(tenant, |page| {
             active += page
                 .iter()
                 .filter(|r| Some(&r.id) != except && KeyStatus::of(r, now) == KeyStatus::Active)
                 .count() as u64;
             if active >= max {
-                return Err(KeyError::PolicyViolation {
-                    tenant: tenant.to_string(),
-                    rule: PolicyRule::MaxActiveKeys(max),
-                });
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.id),
-                _ => return Ok(()),
-            }
+        })
+        .await?;
+        if active >= max {
+            return Err(KeyError::PolicyViolation {
+                tenant: tenant.to_string(),
+                rule: PolicyRule::MaxActiveKeys(max),
+            });
         }
+        Ok(())
     }
 }

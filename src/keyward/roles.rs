@@ -356,8 +356,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_load_after_a_role_change_never_takes_the_roles_read_before_it() {
+    /// A role book over a catalog of tickets, trusting roles read for
+    /// `ttl_us`, and its clock.
+    fn book(ttl_us: i64) -> (RoleBook, Arc<crate::clock::ManualClock>) {
         let catalog = Catalog::builder()
             .resource("tickets", ["read", "write"])
             .build()
@@ -365,12 +366,13 @@ mod tests {
         let stash = Arc::new(std::sync::Mutex::new(Stash::for_capacity(16)));
         let cache = Arc::new(Cache::new(16, 16, 1_000_000, stash));
         let clock = Arc::new(crate::clock::ManualClock::default());
-        let book = Arc::new(RoleBook::new(
-            catalog.clone(),
-            cache,
-            clock.clone(),
-            1_000_000,
-        ));
+        (RoleBook::new(catalog, cache, clock.clone(), ttl_us), clock)
+    }
+
+    #[tokio::test]
+    async fn a_load_after_a_role_change_never_takes_the_roles_read_before_it() {
+        let (book, _) = book(1_000_000);
+        let book = Arc::new(book);
         let store = Arc::new(SlowFirstRead::default());
         let wide = RoleDefinition {
             name: "support".into(),
@@ -404,14 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn roles_changed_unheard_are_seen_within_the_cache_time_limit() {
-        let catalog = Catalog::builder()
-            .resource("tickets", ["read", "write"])
-            .build()
-            .expect("catalog");
-        let stash = Arc::new(std::sync::Mutex::new(Stash::for_capacity(16)));
-        let cache = Arc::new(Cache::new(16, 16, 1_000_000, stash));
-        let clock = Arc::new(crate::clock::ManualClock::default());
-        let book = RoleBook::new(catalog, cache, clock.clone(), 10_000_000);
+        let (book, clock) = book(10_000_000);
         let store = MemoryStore::new();
         let role = |p: &str| RoleDefinition {
             name: "support".into(),

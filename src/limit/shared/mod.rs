@@ -23,7 +23,7 @@ use super::{Bucket, Charge, Decision, NamedDecision, RateLimit, RateLimiter};
 use crate::audit::AuditSink;
 use crate::token::KeyId;
 use lease::Leases;
-use outage::{AfterFailure, Kind, Outage};
+use outage::{AfterFailure, Attempt, Kind, Outage};
 use script::Grant;
 
 /// How exactly a [`RedisLimiter`] shares a limit, against how often it
@@ -434,15 +434,29 @@ impl RedisLimiter {
             .arg(want)
             .arg(back.0)
             .arg(leased);
+        let reply = self.run(&invocation, attempt, now).await?;
+        let (grant, offset) = Grant::from_reply(reply, now_us);
+        inner.offset_us.store(offset, Ordering::Relaxed);
+        inner.outage.learnt(bucket, limit, grant.tat_us, now);
+        Some(grant)
+    }
+
+    /// Runs a script call within the timeout, as `attempt` of the outage
+    /// protocol: its answer, or `None` when it failed or did not answer
+    /// (the outage is told either way, and a failure may reconnect).
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        attempt: Attempt,
+        now: DateTime<Utc>,
+    ) -> Option<T> {
+        let inner = &*self.inner;
         let mut conn = ConnectionManager::clone(&inner.conn.load());
-        let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
+        let call = invocation.invoke_async::<T>(&mut conn);
         let failure = match tokio::time::timeout(inner.timeout, call).await {
             Ok(Ok(reply)) => {
                 inner.outage.answered(now, attempt);
-                let (grant, offset) = Grant::from_reply(reply, now_us);
-                inner.offset_us.store(offset, Ordering::Relaxed);
-                inner.outage.learnt(bucket, limit, grant.tat_us, now);
-                return Some(grant);
+                return Some(reply);
             }
             Ok(Err(e)) => inner.outage.failed(now, &e, attempt),
             Err(_) => {
@@ -488,30 +502,17 @@ impl RedisLimiter {
                 .arg(tolerance)
                 .arg(c.cost);
         }
-        let mut conn = ConnectionManager::clone(&inner.conn.load());
-        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
-        let failure = match tokio::time::timeout(inner.timeout, call).await {
-            Ok(Ok((allowed, wait_us, which))) => {
-                inner.outage.answered(now, attempt);
-                return Some(if allowed == 1 {
-                    NamedDecision::Allow
-                } else {
-                    NamedDecision::Deny {
-                        limit: usize::try_from(which.saturating_sub(1)).unwrap_or(0),
-                        retry_after: chrono::Duration::microseconds(wait_us.max(1)),
-                    }
-                });
+        let (allowed, wait_us, which) = self
+            .run::<(i64, i64, i64)>(&invocation, attempt, now)
+            .await?;
+        Some(if allowed == 1 {
+            NamedDecision::Allow
+        } else {
+            NamedDecision::Deny {
+                limit: usize::try_from(which.saturating_sub(1)).unwrap_or(0),
+                retry_after: chrono::Duration::microseconds(wait_us.max(1)),
             }
-            Ok(Err(e)) => inner.outage.failed(now, &e, attempt),
-            Err(_) => {
-                let why = format!("no answer within {:?}", inner.timeout);
-                inner.outage.failed(now, &why, attempt)
-            }
-        };
-        if failure == AfterFailure::Reconnect {
-            self.reconnect();
-        }
-        None
+        })
     }
 
     /// Makes a fresh connection in the background and puts it in place of
