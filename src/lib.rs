@@ -75,8 +75,10 @@ mod error;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod http;
+pub mod import;
 mod key;
 mod keyward;
+mod legacy;
 mod limit;
 mod permission;
 mod policy;
@@ -104,10 +106,11 @@ pub use crate::error::{
 };
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyStatus, NewKey, MAX_USES};
 pub use crate::keyward::{
-    CacheStats, InvalidCursor, KeyCursor, KeyPage, KeyQuery, KeyUpdate, Keyward, KeywardBuilder,
-    Verified, VerifyFuture, VerifyRequest, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PAGE_KEYS,
-    SWEEP_ACTOR,
+    CacheStats, ImportOptions, ImportReport, InvalidCursor, KeyCursor, KeyPage, KeyQuery,
+    KeyUpdate, Keyward, KeywardBuilder, Verified, VerifyFuture, VerifyRequest, MAX_METADATA_BYTES,
+    MAX_NAME_CHARS, MAX_PAGE_KEYS, SWEEP_ACTOR,
 };
+pub use crate::legacy::{Charset, InvalidLegacyFormat, LegacyFormat};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::limit::{

@@ -154,8 +154,14 @@ impl KeyId {
     /// instance, so a second insert of it collides. Not secret, as no id
     /// is.
     pub(crate) fn derived(label: &[u8]) -> Self {
+        Self::derived_in(b"keyward derived key id\0", label)
+    }
+
+    /// [`KeyId::derived`] within `domain`: ids derived in two domains
+    /// never meet by design.
+    pub(crate) fn derived_in(domain: &[u8], label: &[u8]) -> Self {
         let digest = Sha256::new()
-            .chain_update(b"keyward derived key id\0")
+            .chain_update(domain)
             .chain_update(label)
             .finalize();
         let mut id = [0u8; ID_LEN];
@@ -238,7 +244,8 @@ pub struct DisplayPrefix {
 }
 
 impl DisplayPrefix {
-    fn new(bytes: &[u8]) -> Self {
+    /// The first 20 bytes of `bytes` (public characters).
+    pub(crate) fn new(bytes: &[u8]) -> Self {
         let mut buf = [0u8; MAX_DISPLAY_LEN];
         let len = bytes.len().min(MAX_DISPLAY_LEN);
         buf[..len].copy_from_slice(&bytes[..len]);
@@ -283,13 +290,15 @@ impl<'de> Deserialize<'de> for DisplayPrefix {
 impl FromStr for DisplayPrefix {
     type Err = MalformedToken;
 
-    /// Reads a stored display prefix such as `sk_AbCd1234_`.
+    /// Reads a stored display prefix such as `sk_AbCd1234_` (or, for an
+    /// imported key of a [`LegacyFormat`](crate::LegacyFormat), its
+    /// prefix, such as `acme_live_`): 1–20 letters, digits, `_` or `-`.
     fn from_str(s: &str) -> Result<Self, MalformedToken> {
         let b = s.as_bytes();
-        let ok = b.len() >= ID_LEN + 3
+        let ok = !b.is_empty()
             && b.len() <= MAX_DISPLAY_LEN
-            && b.ends_with(b"_")
-            && b.iter().all(|&c| c == b'_' || c.is_ascii_alphanumeric());
+            && b.iter()
+                .all(|&c| c == b'_' || c == b'-' || c.is_ascii_alphanumeric());
         if ok {
             Ok(Self::new(b))
         } else {
@@ -618,6 +627,18 @@ pub struct ParsedToken<'a> {
     id: KeyId,
     token: &'a [u8],
     display_len: usize,
+}
+
+impl<'a> ParsedToken<'a> {
+    /// A token of another format (see `legacy.rs`): `id` derived
+    /// from its hash, its first `display_len` bytes public.
+    pub(crate) fn foreign(token: &'a [u8], id: KeyId, display_len: usize) -> Self {
+        Self {
+            id,
+            token,
+            display_len: display_len.min(token.len()),
+        }
+    }
 }
 
 impl ParsedToken<'_> {

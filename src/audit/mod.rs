@@ -55,6 +55,9 @@ pub enum AuditAction {
     /// A role was defined or redefined
     /// ([`Keyward::set_role`](crate::Keyward::set_role)).
     SetRole,
+    /// A key was imported from another system
+    /// ([`Keyward::import`](crate::Keyward::import)).
+    Import,
 }
 
 impl AuditAction {
@@ -76,6 +79,7 @@ impl AuditAction {
             Self::LimiterOutage => "limiter_outage",
             Self::LimiterRecovered => "limiter_recovered",
             Self::SetRole => "set_role",
+            Self::Import => "import",
         }
     }
 }

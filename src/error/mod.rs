@@ -341,6 +341,10 @@ pub enum ConfigError {
     /// The token type prefix is invalid.
     #[error(transparent)]
     Prefix(#[from] InvalidPrefix),
+    /// A legacy token format is invalid, or cannot be told from the
+    /// instance's own.
+    #[error(transparent)]
+    LegacyFormat(#[from] crate::legacy::InvalidLegacyFormat),
     /// A duration setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     Invalid {

@@ -13,6 +13,7 @@ use crate::audit::{AuditSink, TracingAuditSink};
 use crate::cache::Cache;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
+use crate::legacy::{self, LegacyFormat};
 use crate::limit::{Limits, RateLimit, RateLimiter, Stash};
 use crate::permission::Catalog;
 use crate::policy::{ExpiryWarnings, InactivityPolicy, Retention};
@@ -32,6 +33,7 @@ pub struct KeywardBuilder {
     catalog: Catalog,
     clock: Arc<dyn Clock>,
     prefix: String,
+    legacy: Vec<LegacyFormat>,
     audit: Arc<dyn AuditSink>,
     last_used_interval: Duration,
     key_limit: Option<RateLimit>,
@@ -63,6 +65,25 @@ impl KeywardBuilder {
     /// use a [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Accepts tokens of `format` too: keys imported with
+    /// [`Keyward::import`](crate::Keyward::import) from another system keep
+    /// working under their old tokens (see [`LegacyFormat`]). New keys
+    /// always get keyward tokens. May be given more than once; a token is
+    /// read as the first format it matches.
+    ///
+    /// ```
+    /// use keyward::{Catalog, Charset, Keyward, LegacyFormat, MemoryStore};
+    ///
+    /// let catalog = Catalog::builder().resource("contacts", ["read"]).build()?;
+    /// let acme = LegacyFormat::new("acme_live_", Charset::Alphanumeric, 32..=32)?;
+    /// let keys = Keyward::builder(MemoryStore::new(), catalog).legacy_format(acme).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn legacy_format(mut self, format: LegacyFormat) -> Self {
+        self.legacy.push(format);
         self
     }
 
@@ -220,6 +241,7 @@ impl KeywardBuilder {
     /// is not a canonical path.
     pub fn build(self) -> Result<Keyward, ConfigError> {
         let format = TokenFormat::new(&self.prefix)?;
+        legacy::check(&self.legacy, format.prefix())?;
         let (store_timeout, ttl_us) = self.check()?;
         let stash = Arc::new(Mutex::new(Stash::for_capacity(self.cache_capacity)));
         let cache = Arc::new(Cache::new(
@@ -249,6 +271,7 @@ impl KeywardBuilder {
                 catalog: self.catalog,
                 clock: self.clock,
                 format,
+                legacy: self.legacy.into(),
                 audit: self.audit,
                 nested: self.nested_tenants,
                 key_limit: self.key_limit,
@@ -348,6 +371,7 @@ impl Keyward {
             catalog,
             clock: Arc::new(SystemClock),
             prefix: "sk".into(),
+            legacy: Vec::new(),
             audit: Arc::new(TracingAuditSink),
             last_used_interval: Duration::minutes(1),
             key_limit: None,

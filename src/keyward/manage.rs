@@ -322,7 +322,7 @@ impl Keyward {
     /// field checked, and what it leaves unset inherited from the actor
     /// (expiry, rate limit, uses, allowlist, named limits). Whether the
     /// actor may create it is [`authorize`]'s question.
-    fn draft(
+    pub(super) fn draft(
         &self,
         actor: &Actor,
         new: NewKey,

@@ -16,6 +16,7 @@
 mod audit;
 mod builder;
 mod future;
+mod import;
 mod last_used;
 mod list;
 mod manage;
@@ -31,6 +32,7 @@ mod write;
 use crate::role::{granted, RoleMap};
 pub use builder::KeywardBuilder;
 pub use future::VerifyFuture;
+pub use import::{ImportOptions, ImportReport};
 pub use list::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, MAX_PAGE_KEYS};
 pub use manage::KeyUpdate;
 pub use request::VerifyRequest;
@@ -89,6 +91,8 @@ struct Inner {
     catalog: Catalog,
     clock: Arc<dyn Clock>,
     format: TokenFormat,
+    /// Formats of imported keys' tokens (`legacy.rs`).
+    legacy: Box<[crate::legacy::LegacyFormat]>,
     audit: Arc<dyn AuditSink>,
     /// Tenants are paths (see [`KeywardBuilder::nested_tenants`]).
     nested: bool,

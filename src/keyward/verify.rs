@@ -11,7 +11,7 @@ use crate::error::{StoreError, VerifyError};
 use crate::store::{Credit, RefillDue};
 use crate::telemetry::CacheResult;
 use crate::tenant;
-use crate::token::{DisplayPrefix, KeyHash, KeyId};
+use crate::token::{DisplayPrefix, KeyHash, KeyId, MalformedToken, ParsedToken};
 
 use super::future::{Fast, VerifyFuture};
 use super::request::VerifyRequest;
@@ -94,7 +94,7 @@ impl Keyward {
         }
         // Shape and checksum first: typos and made-up strings (the usual
         // flood) stop here, before the clock, the cache or SHA-256.
-        let Ok(parsed) = inner.format.parse(token) else {
+        let Ok(parsed) = self.parse(token) else {
             return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
         };
         let id = parsed.id();
@@ -128,6 +128,17 @@ impl Keyward {
             Verdict::Admit => Fast::Done(Ok(self.admitted(entry, now_us, None))),
             Verdict::Refuse(err) => Fast::Done(Err(self.refuse_proven(&entry, err))),
             Verdict::Await(gate) => Fast::Slow(Some((entry, gate))),
+        }
+    }
+
+    /// `token` read as a keyward token (shape and checksum) or, failing
+    /// that, as one of the legacy formats of imported keys.
+    pub(crate) fn parse<'t>(&self, token: &'t str) -> Result<ParsedToken<'t>, MalformedToken> {
+        match self.inner.format.parse(token) {
+            Err(e) if !self.inner.legacy.is_empty() => {
+                crate::legacy::parse(&self.inner.legacy, token).ok_or(e)
+            }
+            parsed => parsed,
         }
     }
 
@@ -206,7 +217,7 @@ impl Keyward {
     /// The key a token names, if its secret matches, and whether it was
     /// just read from the store.
     async fn look_up(&self, token: &str, now_us: i64) -> Result<(Held, bool), VerifyError> {
-        let Ok(parsed) = self.inner.format.parse(token) else {
+        let Ok(parsed) = self.parse(token) else {
             return Err(self.refuse(None, VerifyError::Malformed));
         };
         let id = parsed.id();

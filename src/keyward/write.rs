@@ -24,6 +24,23 @@ impl Keyward {
         self.written(&record.id, inserted)
     }
 
+    /// Inserts each record whose id is free; for each, `None` if stored
+    /// or the hash holding its id (see [`KeyStore::insert_many`]).
+    ///
+    /// [`KeyStore::insert_many`]: crate::store::KeyStore::insert_many
+    pub(super) async fn insert_keys(
+        &self,
+        records: &[KeyRecord],
+    ) -> Result<Vec<Option<KeyHash>>, StoreError> {
+        let placed = self.inner.store.insert_many(records).await;
+        if let Ok(placed) = &placed {
+            for (record, _) in records.iter().zip(placed).filter(|(_, p)| p.is_none()) {
+                self.inner.cache.invalidate(&record.id);
+            }
+        }
+        placed
+    }
+
     /// Writes a changed key if its version is still the stored one; the
     /// new version.
     pub(super) async fn update_key(&self, record: &KeyRecord) -> Result<u64, StoreError> {

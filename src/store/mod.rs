@@ -356,6 +356,38 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// existing record is left as it was.
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError>;
 
+    /// Stores each record whose id is free (`version` 0), as one batch
+    /// where the store can: what [`Keyward::import`](crate::Keyward::import)
+    /// writes with. For each record, in order, `None` if it was stored, or
+    /// the hash of the record that holds its id (which is left as it was).
+    /// The records' ids are distinct.
+    ///
+    /// The default calls [`insert`](Self::insert) and
+    /// [`get`](Self::get) for each; the SQL stores write a batch in one
+    /// statement.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`]; records
+    /// before the failure may have been stored.
+    async fn insert_many(&self, records: &[KeyRecord]) -> Result<Vec<Option<KeyHash>>, StoreError> {
+        let mut placed = Vec::with_capacity(records.len());
+        for record in records {
+            placed.push(loop {
+                match self.insert(record).await {
+                    Ok(()) => break None,
+                    Err(StoreError::Duplicate(_)) => {
+                        if let Some(held) = self.get(&record.id).await? {
+                            break Some(held.hash);
+                        }
+                        // Deleted in between: try again.
+                    }
+                    Err(e) => return Err(e),
+                }
+            });
+        }
+        Ok(placed)
+    }
+
     /// The record with this id, if any.
     ///
     /// # Errors
@@ -522,6 +554,13 @@ macro_rules! forward_store {
             ) -> Result<(), $crate::error::StoreError> {
                 let $this = self;
                 ($target).insert(record).await
+            }
+            async fn insert_many(
+                &self,
+                records: &[$crate::key::KeyRecord],
+            ) -> Result<Vec<Option<$crate::token::KeyHash>>, $crate::error::StoreError> {
+                let $this = self;
+                ($target).insert_many(records).await
             }
             async fn get(
                 &self,

@@ -48,6 +48,7 @@ where
 {
     insert_then_get_round_trips(Arc::new(new_store().await)).await;
     duplicate_insert_is_refused(Arc::new(new_store().await)).await;
+    inserts_in_bulk_skip_taken_ids(Arc::new(new_store().await)).await;
     concurrent_inserts_of_one_id_admit_one(Arc::new(new_store().await)).await;
     update_is_conditional_on_version(Arc::new(new_store().await)).await;
     update_leaves_last_used_and_immutable_fields(Arc::new(new_store().await)).await;

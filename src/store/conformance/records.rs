@@ -46,6 +46,59 @@ pub(super) async fn duplicate_insert_is_refused<S: KeyStore>(store: Arc<S>) {
     );
 }
 
+pub(super) async fn inserts_in_bulk_skip_taken_ids<S: KeyStore>(store: Arc<S>) {
+    let held = record("acme");
+    store.insert(&held).await.expect("insert must succeed");
+    // More than one SQL batch, with the taken id in the middle.
+    let mut batch: Vec<crate::key::KeyRecord> = (0..1203).map(|_| record("acme")).collect();
+    let mut intruder = record("globex");
+    intruder.id = held.id;
+    intruder.hash = crate::token::KeyHash::from_bytes([7; 32]);
+    batch.insert(600, intruder);
+    batch[1].version = 9;
+    let placed = store
+        .insert_many(&batch)
+        .await
+        .expect("insert_many must succeed");
+    assert_eq!(placed.len(), batch.len(), "one answer per record");
+    for (i, (r, p)) in batch.iter().zip(&placed).enumerate() {
+        if i == 600 {
+            assert_eq!(*p, Some(held.hash), "a taken id answers the holder's hash");
+        } else {
+            assert_eq!(*p, None, "a free id is stored");
+            let mut expected = r.clone();
+            expected.version = 0;
+            assert_eq!(
+                get(&*store, &r.id).await,
+                expected,
+                "stored as given, at version 0"
+            );
+        }
+    }
+    assert_eq!(
+        get(&*store, &held.id).await,
+        held,
+        "the holder is left as it was"
+    );
+    let again = store
+        .insert_many(&batch[..3])
+        .await
+        .expect("insert_many must succeed");
+    assert_eq!(
+        again,
+        batch[..3].iter().map(|r| Some(r.hash)).collect::<Vec<_>>(),
+        "a second insert of the same records stores nothing"
+    );
+    assert!(
+        store
+            .insert_many(&[])
+            .await
+            .expect("an empty batch")
+            .is_empty(),
+        "an empty batch answers nothing"
+    );
+}
+
 pub(super) async fn concurrent_inserts_of_one_id_admit_one<S: KeyStore>(store: Arc<S>) {
     let base = record("acme");
     let tasks: Vec<_> = (0..16)

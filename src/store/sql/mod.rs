@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use super::{ChangeListener, Credit, KeyStore, RefillDue, RoleDefinition, Subscribers, SweepDue};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
-use crate::token::KeyId;
+use crate::token::{KeyHash, KeyId};
 use row::{position, to_sql, UPDATED};
 
 /// [`SweepDue::matches`] in SQL, with `?2` = now, `?3` = expiring_before,
@@ -166,7 +166,109 @@ fn limit(n: usize) -> Value {
     int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
+/// Records [`KeyStore::insert_many`] writes in one statement: 30 columns
+/// each, within SQLite's and PostgreSQL's parameter limits.
+const INSERT_BATCH: usize = 50;
+
+/// `(?first, ?first+1, …)`: one row of every column, JSON as the dialect
+/// binds it.
+fn values_row(d: &dyn Dialect, first: usize) -> String {
+    let params: Vec<String> = (first..)
+        .zip(COLUMNS)
+        .map(|(i, (_, k))| match k {
+            Kind::Json => d.json_in(&format!("?{i}")),
+            _ => format!("?{i}"),
+        })
+        .collect();
+    format!("({})", params.join(", "))
+}
+
 impl SqlEngine {
+    /// [`KeyStore::insert_many`] for at most [`INSERT_BATCH`] records:
+    /// one multi-row insert that skips taken ids, then one read of the
+    /// hashes that hold them.
+    async fn insert_chunk(&self, chunk: &[KeyRecord]) -> Result<Vec<Option<KeyHash>>, StoreError> {
+        let d = &*self.dialect;
+        let t = d.table();
+        let mut args = Vec::with_capacity(chunk.len() * COLUMNS.len());
+        let mut rows = Vec::with_capacity(chunk.len());
+        for record in chunk {
+            let mut values = Row::from_record(record)?.into_values();
+            values[position("version")] = int(0);
+            rows.push(values_row(d, args.len() + 1));
+            args.extend(values);
+        }
+        let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+        let sql: Arc<str> = d
+            .placeholders(format!(
+                "INSERT INTO {t} ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+                names.join(", "),
+                rows.join(", ")
+            ))
+            .into();
+        let err = map_err("importing keys");
+        let stored = d
+            .fetch_values(&sql, args, &[Kind::Text])
+            .await
+            .map_err(&err)?;
+        let stored: std::collections::HashSet<String> = stored
+            .into_iter()
+            .filter_map(|mut r| match r.pop() {
+                Some(Value::Text(Some(id))) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let taken: Vec<&KeyRecord> = chunk
+            .iter()
+            .filter(|r| !stored.contains(r.id.as_str()))
+            .collect();
+        let mut held = std::collections::HashMap::new();
+        if !taken.is_empty() {
+            let params: Vec<String> = (1..=taken.len()).map(|i| format!("?{i}")).collect();
+            let sql: Arc<str> = d
+                .placeholders(format!(
+                    "SELECT id, hash FROM {t} WHERE id IN ({})",
+                    params.join(", ")
+                ))
+                .into();
+            let ids = taken.iter().map(|r| text(r.id.as_str())).collect();
+            for row in d
+                .fetch_values(&sql, ids, &[Kind::Text, Kind::Bytes])
+                .await
+                .map_err(&err)?
+            {
+                if let [Value::Text(Some(id)), Value::Bytes(Some(hash))] = row.as_slice() {
+                    let hash: [u8; 32] = hash
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("a key's hash is not 32 bytes".into()))?;
+                    held.insert(id.clone(), KeyHash::from_bytes(hash));
+                }
+            }
+        }
+        let mut placed = Vec::with_capacity(chunk.len());
+        for record in chunk {
+            placed.push(if stored.contains(record.id.as_str()) {
+                self.subscribers.changed(&record.id);
+                None
+            } else if let Some(hash) = held.get(record.id.as_str()) {
+                Some(*hash)
+            } else {
+                // Deleted between the two statements: once more, alone.
+                self.insert_many_one(record).await?
+            });
+        }
+        Ok(placed)
+    }
+
+    async fn insert_many_one(&self, record: &KeyRecord) -> Result<Option<KeyHash>, StoreError> {
+        match self.insert(record).await {
+            Ok(()) => Ok(None),
+            Err(StoreError::Duplicate(_)) => Ok(self.get(&record.id).await?.map(|r| r.hash)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The engine of `dialect`; its schema must be migrated already
     /// ([`migrate`]).
     pub(crate) fn new(dialect: impl Dialect) -> Self {
@@ -230,6 +332,14 @@ impl KeyStore for SqlEngine {
         }
         self.subscribers.changed(&record.id);
         Ok(())
+    }
+
+    async fn insert_many(&self, records: &[KeyRecord]) -> Result<Vec<Option<KeyHash>>, StoreError> {
+        let mut placed = Vec::with_capacity(records.len());
+        for chunk in records.chunks(INSERT_BATCH) {
+            placed.extend(self.insert_chunk(chunk).await?);
+        }
+        Ok(placed)
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
