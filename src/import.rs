@@ -119,6 +119,12 @@ impl ImportRow {
         }
     }
 
+    /// The tenant the row names, if any (the importing actor's
+    /// otherwise).
+    pub fn tenant(&self) -> Option<&str> {
+        self.key.tenant.as_deref()
+    }
+
     /// With the time the key was created.
     #[must_use]
     pub fn created_at(mut self, at: DateTime<Utc>) -> Self {

@@ -1,0 +1,339 @@
+//! What each command does, through keyward's public API.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, Read};
+
+use chrono::Utc;
+use keyward::import::{read_csv, read_jsonl, ImportRow, RowError};
+use keyward::{
+    Actor, AuditQuery, AuditTrail, ImportOptions, KeyError, KeyId, KeyInfo, KeyStatus, NewKey,
+    MAX_PAGE_EVENTS,
+};
+
+use crate::args::{Admin, Audit, Cli, Command, Create, FileFormat, Import, Keys, Status};
+use crate::config::{open, Opened};
+use crate::exit;
+use crate::output;
+
+/// Why a command failed: its exit code, a stable snake_case kind, and a
+/// message for the operator (never a secret).
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<KeyError> for Failure {
+    fn from(e: KeyError) -> Self {
+        let code = match &e {
+            KeyError::NotFound(_) => exit::NOT_FOUND,
+            KeyError::Store(_) => exit::UNAVAILABLE,
+            KeyError::Entropy(_) => exit::INTERNAL,
+            _ => exit::REFUSED,
+        };
+        Self::new(code, e.code(), e.to_string())
+    }
+}
+
+impl From<keyward::StoreError> for Failure {
+    fn from(e: keyward::StoreError) -> Self {
+        Self::new(exit::UNAVAILABLE, "store_unavailable", e.to_string())
+    }
+}
+
+/// Runs the command; the exit code on success.
+pub async fn run(cli: Cli) -> Result<u8, Failure> {
+    let creates = matches!(cli.command, Command::Admin(_) | Command::Import(_));
+    let opened = open(cli.db.as_deref(), cli.catalog.as_deref(), creates).await?;
+    let who = cli.actor.clone().unwrap_or_else(|| {
+        format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "operator".into())
+        )
+    });
+    let cx = Context {
+        opened,
+        who,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Keys(keys) => cx.keys(keys).await,
+        Command::Admin(Admin::Bootstrap { tenant }) => cx.bootstrap(&tenant).await,
+        Command::Sweep => {
+            let report = cx.opened.keys.sweep().await?;
+            output::sweep(cx.json, &report)
+        }
+        Command::Import(import) => cx.import(import).await,
+        Command::Audit(audit) => cx.audit(audit).await,
+    };
+    // What was done is in the trail before the process ends.
+    if !cx.opened.trail.flush().await {
+        eprintln!("warning: the audit trail could not be written; see the log");
+    }
+    result
+}
+
+struct Context {
+    opened: Opened,
+    who: String,
+    json: bool,
+}
+
+impl Context {
+    /// The operator, acting in `tenant` with every permission.
+    fn actor(&self, tenant: &str) -> Actor {
+        Actor::new(self.who.clone(), tenant)
+            .permissions(self.opened.keys.catalog().all())
+            .may_manage_keys(true)
+            .may_manage_roles(true)
+    }
+
+    /// The key `id` names and the operator of its tenant.
+    async fn key(&self, id: &str) -> Result<(KeyId, Actor), Failure> {
+        let id: KeyId = id.parse().map_err(|_| {
+            Failure::new(
+                exit::REFUSED,
+                "invalid_key_id",
+                format!(
+                    "{:?} is not a key id (8 letters and digits)",
+                    id.chars().take(40).collect::<String>()
+                ),
+            )
+        })?;
+        match self.opened.store.get(&id).await? {
+            Some(record) => Ok((id, self.actor(&record.tenant))),
+            None => Err(KeyError::NotFound(id).into()),
+        }
+    }
+
+    async fn keys(&self, command: Keys) -> Result<u8, Failure> {
+        let keys = &self.opened.keys;
+        match command {
+            Keys::Create(create) => self.create(create).await,
+            Keys::List { tenant, status } => {
+                let list = self.list(tenant.as_deref(), status).await?;
+                output::keys(self.json, &list)
+            }
+            Keys::Show { id } => {
+                let (id, actor) = self.key(&id).await?;
+                output::key(self.json, &keys.get(&actor, &id).await?)
+            }
+            Keys::Revoke { id } => {
+                let (id, actor) = self.key(&id).await?;
+                output::key(self.json, &keys.revoke(&actor, &id).await?)
+            }
+            Keys::Reactivate { id } => {
+                let (id, actor) = self.key(&id).await?;
+                output::key(self.json, &keys.reactivate(&actor, &id).await?)
+            }
+            Keys::Delete { id } => {
+                let (id, actor) = self.key(&id).await?;
+                keys.delete(&actor, &id).await?;
+                output::deleted(self.json, &id)
+            }
+            Keys::Roll { id, grace } => {
+                let (id, actor) = self.key(&id).await?;
+                output::issued(self.json, &keys.roll(&actor, &id, grace).await?)
+            }
+            Keys::Rename { id, name } => {
+                let (id, actor) = self.key(&id).await?;
+                output::key(self.json, &keys.rename(&actor, &id, &name).await?)
+            }
+        }
+    }
+
+    async fn create(&self, create: Create) -> Result<u8, Failure> {
+        let keys = &self.opened.keys;
+        let names: Vec<&str> = create
+            .perms
+            .iter()
+            .flat_map(|p| p.split([' ', ',']))
+            .filter(|p| !p.is_empty())
+            .collect();
+        let mut permissions = keys
+            .catalog()
+            .parse_set(names)
+            .map_err(|e| Failure::new(exit::REFUSED, "invalid_permission", e.to_string()))?;
+        if create.manager {
+            if self.opened.management.is_empty() {
+                return Err(Failure::new(
+                    exit::CONFIG,
+                    "config",
+                    "--manager: the catalog file names no [management] permissions",
+                ));
+            }
+            permissions = permissions.union(&self.opened.management);
+        }
+        let roles: Vec<&str> = create
+            .roles
+            .iter()
+            .flat_map(|r| r.split([' ', ',']))
+            .filter(|r| !r.is_empty())
+            .collect();
+        let mut new = NewKey::new(&create.name)
+            .tenant(&create.tenant)
+            .permission_set(permissions)
+            .roles(roles);
+        if let Some(ttl) = create.expires_in {
+            new = new.expires_in(ttl);
+        }
+        let issued = keys.create(&self.actor(&create.tenant), new).await?;
+        output::issued(self.json, &issued)
+    }
+
+    /// Keys of `tenant`, or of every tenant, newest first.
+    async fn list(
+        &self,
+        tenant: Option<&str>,
+        status: Option<Status>,
+    ) -> Result<Vec<KeyInfo>, Failure> {
+        let tenants: Vec<String> = match tenant {
+            Some(t) => vec![t.to_string()],
+            None => self.tenants().await?.into_iter().collect(),
+        };
+        let mut all = Vec::new();
+        for t in &tenants {
+            all.extend(self.opened.keys.list(&self.actor(t), t).await?);
+        }
+        let wanted = status.map(|s| match s {
+            Status::Active => KeyStatus::Active,
+            Status::Revoked => KeyStatus::Revoked,
+            Status::Expired => KeyStatus::Expired,
+        });
+        all.retain(|k| wanted.is_none_or(|w| k.status == w));
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    /// Every tenant that holds a key.
+    async fn tenants(&self) -> Result<BTreeSet<String>, Failure> {
+        let mut tenants = BTreeSet::new();
+        let mut after = None;
+        loop {
+            let page = self.opened.store.scan(after.as_ref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            tenants.extend(page.into_iter().map(|r| r.tenant));
+        }
+        Ok(tenants)
+    }
+
+    async fn bootstrap(&self, tenant: &str) -> Result<u8, Failure> {
+        let keys = &self.opened.keys;
+        let stamp = Utc::now().format("%Y-%m-%d %H:%M UTC");
+        let admin = NewKey::new(format!("recovered admin ({stamp})"))
+            .tenant(tenant)
+            .permission_set(keys.catalog().all());
+        let issued = keys.create(&self.actor(tenant), admin).await?;
+        output::issued(self.json, &issued)
+    }
+
+    async fn import(&self, import: Import) -> Result<u8, Failure> {
+        let input: Box<dyn Read> = if import.file.as_os_str() == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            let file = std::fs::File::open(&import.file).map_err(|e| {
+                Failure::new(
+                    exit::CONFIG,
+                    "config",
+                    format!("cannot read {}: {e}", import.file.display()),
+                )
+            })?;
+            Box::new(file)
+        };
+        let csv = match import.format {
+            Some(FileFormat::Csv) => true,
+            Some(FileFormat::Jsonl) => false,
+            None => import
+                .file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+        };
+        let rows: Vec<Result<ImportRow, RowError>> = if csv {
+            read_csv(input).collect()
+        } else {
+            read_jsonl(BufReader::new(input)).collect()
+        };
+        // One import per tenant, each by that tenant's operator.
+        let mut by_tenant: BTreeMap<String, Vec<Result<ImportRow, RowError>>> = BTreeMap::new();
+        let mut rejected = Vec::new();
+        for row in rows {
+            match row {
+                Ok(r) => match r.tenant().or(import.tenant.as_deref()).map(str::to_string) {
+                    Some(t) => by_tenant.entry(t).or_default().push(Ok(r)),
+                    None => rejected.push(RowError {
+                        line: r.line,
+                        reason: "no tenant: give the row one, or pass --tenant".into(),
+                    }),
+                },
+                Err(e) => rejected.push(e),
+            }
+        }
+        let options = ImportOptions::new().dry_run(import.dry_run);
+        let mut total = output::ImportTotals {
+            dry_run: import.dry_run,
+            ..Default::default()
+        };
+        for (tenant, rows) in by_tenant {
+            let report = self
+                .opened
+                .keys
+                .import(&self.actor(&tenant), rows, options)
+                .await?;
+            total.imported += report.imported;
+            total.already_present += report.already_present;
+            rejected.extend(report.rejected);
+        }
+        rejected.sort_by_key(|e| e.line);
+        total.rejected = rejected;
+        output::import(self.json, &total)?;
+        Ok(if total.rejected.is_empty() {
+            exit::OK
+        } else {
+            exit::REJECTED_ROWS
+        })
+    }
+
+    async fn audit(&self, audit: Audit) -> Result<u8, Failure> {
+        let mut query = AuditQuery::new().limit(audit.limit.clamp(1, MAX_PAGE_EVENTS));
+        if let Some(t) = &audit.tenant {
+            query = query.tenant(t);
+        }
+        if let Some(k) = &audit.key {
+            query = query.key(k.parse().map_err(|_| {
+                Failure::new(
+                    exit::REFUSED,
+                    "invalid_key_id",
+                    "--key is not a key id (8 letters and digits)",
+                )
+            })?);
+        }
+        let since = audit.since.map(|d| Utc::now() - d);
+        let mut events = Vec::new();
+        'pages: loop {
+            let page = self.opened.trail.query(&query).await?;
+            for event in page.events {
+                if since.is_some_and(|s| event.at < s) || events.len() >= audit.limit {
+                    break 'pages;
+                }
+                events.push(event);
+            }
+            match page.next {
+                Some(next) => query = query.before(next),
+                None => break,
+            }
+        }
+        output::audit(self.json, &events)
+    }
+}
