@@ -72,8 +72,14 @@ mod cache;
 mod clock;
 mod deadline;
 mod error;
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc;
+#[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "axum", feature = "actix", feature = "tonic")))
+)]
 pub mod http;
 pub mod import;
 mod key;

@@ -11,9 +11,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::ConnectInfo;
-use http::{Extensions, HeaderMap};
+use http::HeaderMap;
 use ipnet::IpNet;
+
+use super::headers::{visible, Headers};
 
 /// The forwarding header a host's proxies write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,15 +76,26 @@ impl ClientAddress {
     /// The client address of a request with these extensions (where
     /// axum's `ConnectInfo<SocketAddr>` is) and headers; `None` when the
     /// server does not record peers or a forwarded hop is unreadable.
-    pub fn of(&self, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn of(&self, extensions: &http::Extensions, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|axum::extract::ConnectInfo(addr)| addr.ip());
         self.resolve(peer, headers)
     }
 
     /// The client address behind `peer`, from `headers`.
     pub fn resolve(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        self.resolve_in(peer, headers)
+    }
+
+    /// [`ClientAddress::resolve`] over any framework's headers.
+    pub(crate) fn resolve_in<H: Headers + ?Sized>(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &H,
+    ) -> Option<IpAddr> {
         let peer = peer?.to_canonical();
         if !self.is_trusted(peer) {
             return Some(peer);
@@ -94,10 +106,8 @@ impl ClientAddress {
         };
         // Every field line, in order, as one list; read from the right.
         let mut last = peer;
-        for line in headers.get_all(name).iter().rev() {
-            let Ok(line) = line.to_str() else {
-                return None;
-            };
+        for line in headers.values(name).rev() {
+            let line = visible(line)?;
             let hops = match self.header {
                 ProxyHeader::XForwardedFor => line.split(',').map(str::trim).collect(),
                 ProxyHeader::Forwarded => forwarded_elements(line)?,

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "axum")]
 use axum::response::{IntoResponse, Response};
+#[cfg(feature = "axum")]
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
@@ -43,7 +45,7 @@ impl BearerError {
 }
 
 /// A refusal, in a form every framework can render: status, stable code,
-/// message for humans, and what else is known. [`IntoResponse`] renders
+/// message for humans, and what else is known. axum's `IntoResponse` renders
 /// the default JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -386,6 +388,8 @@ impl ApiError {
     /// Renders as RFC 9457 `application/problem+json`, with the same
     /// status and headers as the default rendering. Use it as the layer's
     /// renderer with [`KeywardLayer::problem_json`](super::KeywardLayer::problem_json).
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn into_problem_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.to_problem_json())).into_response();
         response.headers_mut().insert(
@@ -396,6 +400,7 @@ impl ApiError {
         response
     }
 
+    #[cfg(feature = "axum")]
     fn add_headers(&self, response: &mut Response) {
         let headers = response.headers_mut();
         if let Some(r) = self.retry_after {
@@ -414,7 +419,7 @@ fn positive(d: chrono::Duration) -> Duration {
 }
 
 /// Whole seconds, rounded up, at least 1.
-pub(super) fn retry_secs(d: Duration) -> u64 {
+pub(crate) fn retry_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
@@ -432,6 +437,8 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.to_json())).into_response();

@@ -2,24 +2,22 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::response::Response;
 use http::header::HeaderName;
-use http::{HeaderMap, Request};
+use http::Request;
 use tower::Layer;
 use tracing::Span;
 
+use super::authenticate::authenticate;
 use super::client::ClientAddress;
-use super::extract::{extract, tenant_of};
 use super::service::{Authorize, Gate};
 use super::{
     default_renderer, default_sources, render, ApiError, ErrorRenderer, KeySource, Renderer,
     DEFAULT_REALM,
 };
-use crate::keyward::Verified;
-use crate::keyward::{Keyward, VerifyRequest};
+use crate::keyward::Keyward;
 
 /// The layer's settings, shared by its services.
 struct Config {
@@ -205,32 +203,4 @@ impl Gate for Authenticate {
             }
         }
     }
-}
-
-/// Verifies the key a request presents in one of `sources` (with the
-/// tenant in `tenant_header`, if any): the layer's check, and the
-/// management router's when no layer ran before it.
-pub(crate) async fn authenticate(
-    keys: &Keyward,
-    sources: &[KeySource],
-    tenant_header: Option<&HeaderName>,
-    headers: &HeaderMap,
-    client_ip: Option<IpAddr>,
-) -> Result<Verified, ApiError> {
-    let token = extract(headers, sources)?;
-    let prefix = keys
-        .token_format()
-        .parse(token)
-        .ok()
-        .map(|p| p.display_prefix());
-    let mut req = VerifyRequest::new();
-    if let Some(ip) = client_ip {
-        req = req.client_ip(ip);
-    }
-    if let Some(name) = tenant_header {
-        let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix))?;
-        req = req.tenant(tenant);
-    }
-    let result = keys.verify_with(token, req).await;
-    result.map_err(|e| ApiError::from_verify(&e).with_key(prefix))
 }

@@ -1,8 +1,12 @@
-//! HTTP integration (feature `axum`): a [`tower::Layer`] that authenticates
-//! every request, axum extractors, a per-route permission layer, and one
-//! JSON error shape for every refusal.
+//! HTTP integration: with feature `axum`, a `tower::Layer` that
+//! authenticates every request, axum extractors, a per-route permission
+//! layer and the management router; with feature `actix`, the same for
+//! actix-web ([`actix`]). Both, and the gRPC layer (feature `tonic`),
+//! verify a request's key through one function and refuse with one
+//! [`ApiError`] shape.
 //!
 //! ```
+//! # #[cfg(feature = "axum")] {
 //! use axum::{routing::get, Router};
 //! use keyward::http::{require, Authenticated, KeywardLayer};
 //! use keyward::{Catalog, Keyward, MemoryStore};
@@ -21,6 +25,8 @@
 //! # let _ = app;
 //! # Ok(())
 //! # }
+//! # main().unwrap();
+//! # }
 //! ```
 //!
 //! Keys are read from `x-api-key`, then `Authorization: Bearer`, unless
@@ -31,30 +37,48 @@
 //! the secret), with `Retry-After` where a time is known; a host can
 //! replace the rendering with [`KeywardLayer::error_renderer`].
 
+pub(crate) mod authenticate;
+#[cfg(feature = "axum")]
 mod body;
 mod client;
 mod error;
+#[cfg(feature = "axum")]
 mod extract;
+pub(crate) mod headers;
+#[cfg(feature = "axum")]
 mod layer;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod manage;
+#[cfg(feature = "axum")]
 mod require;
+#[cfg(feature = "axum")]
 mod service;
-#[cfg(test)]
+#[cfg(all(test, feature = "axum"))]
 mod tests;
 
+#[cfg(feature = "axum")]
 use std::sync::Arc;
 
+#[cfg(feature = "axum")]
 use axum::response::{IntoResponse, Response};
 use http::header::HeaderName;
+#[cfg(feature = "axum")]
 use http::StatusCode;
 
+#[cfg(feature = "axum")]
 pub use body::JsonBody;
+#[cfg(feature = "axum")]
 pub(crate) use body::Query;
 pub use client::{ClientAddress, ProxyHeader};
 pub use error::{ApiError, BearerError, DEFAULT_REALM};
+#[cfg(feature = "axum")]
 pub use extract::Authenticated;
+#[cfg(feature = "axum")]
 pub use layer::{Authenticate, KeywardLayer, KeywardService};
+#[cfg(feature = "axum")]
 pub use require::{require, require_expr, RequirePermission, RequireService};
+#[cfg(feature = "axum")]
 pub use service::{Authorize, Gate};
 
 /// Where a request may carry its key.
@@ -79,12 +103,15 @@ pub(crate) fn default_sources() -> Vec<KeySource> {
 
 /// Turns an [`ApiError`] into a response: see
 /// [`KeywardLayer::error_renderer`].
+#[cfg(feature = "axum")]
 pub type ErrorRenderer = Arc<dyn Fn(ApiError) -> Response + Send + Sync>;
 
+#[cfg(feature = "axum")]
 fn default_renderer() -> ErrorRenderer {
     Arc::new(IntoResponse::into_response)
 }
 
+#[cfg(feature = "axum")]
 /// The renderer and realm in force, put in request extensions by the
 /// layer so that [`RequirePermission`] and the extractors use the host's
 /// too.
@@ -96,6 +123,7 @@ pub(crate) struct Renderer {
     pub(crate) realm: Arc<str>,
 }
 
+#[cfg(feature = "axum")]
 /// Renders `err` with the host's renderer when the layer installed one.
 pub(crate) fn render_with(parts_ext: &http::Extensions, err: ApiError) -> Response {
     match parts_ext.get::<Renderer>() {
@@ -104,6 +132,7 @@ pub(crate) fn render_with(parts_ext: &http::Extensions, err: ApiError) -> Respon
     }
 }
 
+#[cfg(feature = "axum")]
 /// Renders with `renderer`, then sets the challenge in `realm`: the
 /// protocol header is the layer's, whatever the renderer does.
 pub(crate) fn render(renderer: &ErrorRenderer, realm: &str, err: ApiError) -> Response {
@@ -117,6 +146,7 @@ pub(crate) fn render(renderer: &ErrorRenderer, realm: &str, err: ApiError) -> Re
     response
 }
 
+#[cfg(feature = "axum")]
 /// The refusal of a route whose [`KeywardLayer`] is missing: the host's
 /// mistake, logged.
 pub(crate) fn missing_layer() -> ApiError {

@@ -2,7 +2,7 @@
 //! JSON, and the layers around a plain tower service.
 
 use super::error::retry_secs;
-use super::extract::extract;
+use super::headers::extract;
 use super::*;
 use crate::error::{Forbidden, KeyError, VerifyError};
 use crate::{Actor, MemoryStore, NewKey};

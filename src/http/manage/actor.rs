@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use http::request::Parts;
 
 use crate::error::Forbidden;
-use crate::http::layer::authenticate;
+use crate::http::authenticate::authenticate;
 use crate::http::{default_sources, ApiError, ClientAddress, KeySource};
 use crate::key::Actor;
 use crate::keyward::{Keyward, Verified};
