@@ -292,9 +292,9 @@ impl contacts::Contacts for ContactBook {
 /// # Errors
 /// Never with [`catalog`]: its permissions exist.
 pub fn methods(catalog: &Catalog) -> Result<MethodPermissions, keyward::PermissionError> {
-    Ok(MethodPermissions::new(catalog)
+    MethodPermissions::new(catalog)
         .method("/contacts.v1.Contacts/List", "contacts:read")?
-        .method("/contacts.v1.Contacts/Create", "contacts:write")?)
+        .method("/contacts.v1.Contacts/Create", "contacts:write")
 }
 
 /// Serves the service, behind keyward, on `listener` until the process

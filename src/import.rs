@@ -203,8 +203,11 @@ impl<R: BufRead> Iterator for Lines<R> {
                     return fail(format!("the file could not be read: {e}"));
                 }
                 Ok(_) if self.buf.len() > MAX_ROW_BYTES => {
-                    // Skip the rest of the overlong line.
-                    self.done = skip_line(&mut self.reader);
+                    // Skip the rest of the overlong line, unless the read
+                    // took its end already.
+                    if !self.buf.ends_with(b"\n") {
+                        self.done = skip_line(&mut self.reader);
+                    }
                     return fail(format!("longer than {MAX_ROW_BYTES} bytes"));
                 }
                 Ok(_) if self.buf.trim_ascii().is_empty() => {}
@@ -281,7 +284,7 @@ impl Classify for serde_json::Error {
 pub fn read_csv<R: std::io::Read>(reader: R) -> impl Iterator<Item = Result<ImportRow, RowError>> {
     let mut csv = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_reader(reader);
+        .from_reader(Bounded::new(reader));
     let names = match csv.headers() {
         Ok(h) => Ok(h
             .iter()
@@ -296,9 +299,51 @@ pub fn read_csv<R: std::io::Read>(reader: R) -> impl Iterator<Item = Result<Impo
     }
 }
 
+/// A reader that fails once a record (a line, newlines inside quotes
+/// included) passes [`MAX_ROW_BYTES`]: the csv crate itself would buffer
+/// a record of any length.
+#[cfg(feature = "csv")]
+struct Bounded<R> {
+    inner: R,
+    in_record: usize,
+    quoted: bool,
+}
+
+#[cfg(feature = "csv")]
+impl<R> Bounded<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            in_record: 0,
+            quoted: false,
+        }
+    }
+}
+
+#[cfg(feature = "csv")]
+impl<R: std::io::Read> std::io::Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            match b {
+                b'"' => self.quoted = !self.quoted,
+                b'\n' | b'\r' if !self.quoted => self.in_record = 0,
+                _ => {}
+            }
+            self.in_record += 1;
+            if self.in_record > MAX_ROW_BYTES {
+                return Err(std::io::Error::other(format!(
+                    "a record is longer than {MAX_ROW_BYTES} bytes"
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(feature = "csv")]
 struct CsvRows<R> {
-    records: csv::StringRecordsIntoIter<R>,
+    records: csv::StringRecordsIntoIter<Bounded<R>>,
     names: Result<Vec<String>, String>,
     done: bool,
 }
@@ -355,7 +400,7 @@ impl<R: std::io::Read> Iterator for CsvRows<R> {
 #[cfg(feature = "csv")]
 fn csv_reason(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::Io(e) => format!("the file could not be read: {e}"),
+        csv::ErrorKind::Io(e) => format!("the file could not be read further: {e}"),
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".into(),
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
@@ -368,6 +413,9 @@ fn csv_reason(e: &csv::Error) -> String {
 /// lists are split and metadata parsed from text.
 fn row(line: u64, mut fields: Map<String, Value>, text: bool) -> Result<ImportRow, RowError> {
     let fail = |reason: String| RowError { line, reason };
+    // The secret first: taken out of `fields`, it is wiped whatever
+    // happens next.
+    let secret = secret(&mut fields).map_err(|r| fail(r.into()));
     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(fail(format!(
             "unknown field {:?}; the fields are {}",
@@ -375,7 +423,7 @@ fn row(line: u64, mut fields: Map<String, Value>, text: bool) -> Result<ImportRo
             FIELDS.join(", ")
         )));
     }
-    let secret = secret(&mut fields).map_err(|r| fail(r.into()))?;
+    let secret = secret?;
     let name = string(&fields, "name")
         .map_err(fail)?
         .ok_or_else(|| fail("the name is missing".into()))?;
@@ -609,6 +657,32 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert!(rows[0].is_err());
         assert_eq!(rows[1].as_ref().map(|r| r.line).ok(), Some(2));
+    }
+
+    #[test]
+    fn a_line_at_the_limit_does_not_swallow_the_next() {
+        for newline in ["\n", "\r\n"] {
+            let long = "x".repeat(MAX_ROW_BYTES + 1 - newline.len());
+            let file = format!("{long}{newline}{{\"token\":\"t\",\"name\":\"b\"}}\n{{\"token\":\"u\",\"name\":\"c\"}}\n");
+            let rows: Vec<_> = read_jsonl(file.as_bytes()).collect();
+            assert_eq!(rows.len(), 3, "{newline:?}");
+            assert!(rows[0].is_err());
+            assert_eq!(rows[1].as_ref().map(|r| r.line).ok(), Some(2));
+            assert_eq!(rows[2].as_ref().map(|r| r.line).ok(), Some(3));
+        }
+    }
+
+    #[cfg(feature = "csv")]
+    #[test]
+    fn an_endless_csv_record_stops_the_reader() {
+        let mut file = String::from("token,name\nt1,a\n\"");
+        file.push_str(&"y".repeat(MAX_ROW_BYTES * 2));
+        let rows: Vec<_> = read_csv(file.as_bytes()).collect();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].is_ok());
+        assert!(rows[1]
+            .as_ref()
+            .is_err_and(|e| e.reason.contains("longer than")));
     }
 
     #[cfg(feature = "csv")]

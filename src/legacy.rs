@@ -231,10 +231,13 @@ pub(crate) fn key_id(hash: &KeyHash) -> KeyId {
     KeyId::derived_in(b"keyward legacy key id\0", hash.as_bytes())
 }
 
-/// Checks `formats` against the instance's own token prefix.
+/// Checks `formats` against the instance's own token prefix: a token of
+/// either kind must never read as the other, so neither prefix may begin
+/// the other (`sk_live_` under `sk`, or `s` with a set holding `_`).
 pub(crate) fn check(formats: &[LegacyFormat], own_prefix: &str) -> Result<(), InvalidLegacyFormat> {
     let own = format!("{own_prefix}_");
-    match formats.iter().find(|f| f.prefix.starts_with(&own)) {
+    let overlaps = |f: &&LegacyFormat| f.prefix.starts_with(&own) || own.starts_with(&*f.prefix);
+    match formats.iter().find(overlaps) {
         Some(f) => Err(InvalidLegacyFormat::Shadowed(f.prefix.to_string())),
         None => Ok(()),
     }
@@ -295,6 +298,9 @@ mod tests {
     fn a_prefix_inside_the_own_format_is_refused() {
         let shadow = LegacyFormat::new("sk_live_", Charset::Alphanumeric, 32..=32).expect("valid");
         assert!(check(&[acme()], "sk").is_ok());
+        let under = LegacyFormat::new("s", Charset::Base64Url, 43..=43).expect("valid");
+        assert!(check(std::slice::from_ref(&under), "sk").is_err());
+        assert!(check(&[under], "pk").is_ok());
         assert!(matches!(
             check(&[acme(), shadow], "sk"),
             Err(InvalidLegacyFormat::Shadowed(_))

@@ -32,6 +32,9 @@ prefix = "acme_live_"
 charset = "alphanumeric"
 min_length = 32
 max_length = 32
+
+[lifecycle]
+inactivity_days = 0
 "#;
 
 /// A key database for the tool, and what keeps it alive.
@@ -494,6 +497,91 @@ fn a_locked_out_operator_recovers_on_sqlite() {
 fn a_locked_out_operator_recovers_on_postgres() {
     let Some(db) = Db::postgres() else { return };
     a_locked_out_operator_recovers(&db);
+}
+
+/// The sweep runs by the rules the catalog file states, or not at all.
+#[test]
+fn the_sweep_obeys_the_stated_lifecycle() {
+    let db = Db::sqlite();
+    let file = db.dir.path().join("old.jsonl");
+    let long_ago = (chrono::Utc::now() - chrono::Duration::days(200)).to_rfc3339();
+    let row = serde_json::json!({
+        "token": format!("acme_live_{:0>32}", 1), "name": "dormant", "tenant": "acme",
+        "created_at": long_ago, "last_used_at": long_ago,
+    });
+    std::fs::write(&file, format!("{row}\n")).expect("file");
+    db.run(&["import", &file.to_string_lossy()], 0);
+    // inactivity_days = 0: kept.
+    let swept = db.json(&["sweep"]);
+    assert_eq!(
+        swept["deleted"].as_array().map(Vec::len),
+        Some(0),
+        "{swept}"
+    );
+    assert_eq!(db.json(&["keys", "list"]).as_array().map(Vec::len), Some(1));
+    // 90 days: deleted.
+    let strict = CATALOG.replace("inactivity_days = 0", "inactivity_days = 90");
+    std::fs::write(db.catalog(), strict).expect("catalog");
+    let swept = db.json(&["sweep"]);
+    assert_eq!(
+        swept["deleted"].as_array().map(Vec::len),
+        Some(1),
+        "{swept}"
+    );
+    // No [lifecycle]: the sweep refuses rather than guess.
+    let unstated = CATALOG.replace("[lifecycle]\ninactivity_days = 0\n", "");
+    std::fs::write(db.catalog(), unstated).expect("catalog");
+    let (_, err) = db.run(&["sweep"], 3);
+    assert!(err.contains("[lifecycle]"), "{err}");
+}
+
+/// Mistakes an operator makes at 3 a.m. leak nothing and change nothing.
+#[test]
+fn mistakes_leak_no_secret_and_create_no_database() {
+    let db = Db::sqlite();
+    db.json(&["admin", "bootstrap", "--tenant", "default"]);
+    let made = db.json(&["keys", "create", "--tenant", "acme", "--name", "x"]);
+    let token = text(&made, "/token").to_string();
+    let (_, err) = db.run(&["keys", "revoke", &token], 5);
+    assert!(
+        !err.contains(&token[12..]),
+        "the token is not echoed: {err}"
+    );
+    assert!(err.contains(&token[3..11]), "its id is named: {err}");
+    let (_, err) = db.run(&["--json", "keys", "show", &token], 5);
+    assert!(!err.contains(&token[12..]));
+
+    let missing = db.dir.path().join("never.db");
+    let file = db.dir.path().join("rows.jsonl");
+    std::fs::write(
+        &file,
+        "{\"token\":\"x\",\"name\":\"y\",\"tenant\":\"acme\"}\n",
+    )
+    .expect("file");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    c.env_remove("DATABASE_URL")
+        .arg("--db")
+        .arg(format!("sqlite:{}", missing.display()))
+        .arg("--catalog")
+        .arg(db.catalog())
+        .args(["import", "--dry-run"])
+        .arg(&file);
+    c.assert().code(3);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    c.env_remove("DATABASE_URL")
+        .arg("--db")
+        .arg(format!("sqlite:{}", missing.display()))
+        .arg("--catalog")
+        .arg(db.catalog())
+        .args(["import", "no-such-file.jsonl"]);
+    c.assert().code(3);
+    assert!(
+        !missing.exists(),
+        "neither a dry run nor a missing file creates a database"
+    );
+
+    db.run(&["--actor", "keyward:sweep", "keys", "list"], 3);
+    db.run(&["--actor", "evil\u{1b}[2J", "keys", "list"], 3);
 }
 
 #[test]

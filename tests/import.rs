@@ -383,5 +383,124 @@ async fn only_a_manager_may_import_and_unknown_legacy_prefixes_are_refused() {
         .import(&ops, read_jsonl(file.as_bytes()), ImportOptions::new())
         .await
         .expect("import");
-    assert!(report.rejected[0].reason.contains("no legacy format"));
+    assert!(report.rejected[0]
+        .reason
+        .contains("not that of a legacy format"));
+}
+
+#[tokio::test]
+async fn a_usage_limited_key_cannot_import_keys() {
+    let keys = memory_keys();
+    let ops = operator(&keys);
+    let limited = keys
+        .create(
+            &ops,
+            NewKey::new("metered manager")
+                .permissions(["contacts:read"])
+                .remaining(10),
+        )
+        .await
+        .expect("create");
+    let actor = keys
+        .verify(limited.token.expose_secret())
+        .await
+        .expect("valid")
+        .actor()
+        .may_manage_keys(true);
+    let file = format!(
+        "{}\n",
+        serde_json::json!({"token": legacy_token(1), "name": "x", "permissions": ["contacts:read"]})
+    );
+    assert!(matches!(
+        keys.import(&actor, read_jsonl(file.as_bytes()), ImportOptions::new())
+            .await,
+        Err(KeyError::BoundExceeded { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_tenant_cap_counts_the_rows_of_the_same_run() {
+    let keys = Keyward::builder(MemoryStore::new(), catalog())
+        .legacy_format(acme())
+        .tenant_policy("acme", TenantPolicy::new().max_active_keys(2))
+        .build()
+        .expect("valid config");
+    let ops = operator(&keys);
+    let file: String = (0..10)
+        .map(|n| {
+            format!(
+                "{}\n",
+                serde_json::json!({"token": legacy_token(n), "name": format!("k{n}")})
+            )
+        })
+        .collect();
+    let report = keys
+        .import(&ops, read_jsonl(file.as_bytes()), ImportOptions::new())
+        .await
+        .expect("import");
+    assert_eq!(report.imported, 2);
+    assert_eq!(report.rejected.len(), 8);
+    assert!(
+        report.rejected[0].reason.contains("max_active_keys"),
+        "{:?}",
+        report.rejected
+    );
+}
+
+#[tokio::test]
+async fn rows_that_would_mislead_are_refused_without_quoting_secrets() {
+    let audit = keyward::MemoryAuditSink::default();
+    let keys = Keyward::builder(MemoryStore::new(), catalog())
+        .legacy_format(acme())
+        .audit(audit.clone())
+        .build()
+        .expect("valid config");
+    let ops = operator(&keys);
+    let secret_looking = legacy_token(99);
+    let file = format!(
+        "{}\n{}\n{}\n{}\n",
+        // A year PostgreSQL cannot keep.
+        serde_json::json!({"token": legacy_token(1), "name": "old", "created_at": "0000-06-01T00:00:00Z"}),
+        // The same id twice, with different secrets (keyward hashes).
+        serde_json::json!({"hash": hex(&sha("one")), "id": "AbCd1234", "name": "first"}),
+        serde_json::json!({"hash": hex(&sha("two")), "id": "AbCd1234", "name": "second"}),
+        // A token pasted into the tenant column.
+        serde_json::json!({"token": legacy_token(2), "name": "x", "tenant": secret_looking}),
+    );
+    let report = keys
+        .import(&ops, read_jsonl(file.as_bytes()), ImportOptions::new())
+        .await
+        .expect("import");
+    assert_eq!(report.imported, 1, "{:?}", report.rejected);
+    let reasons: Vec<&str> = report.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert!(reasons[0].contains("1970"), "{reasons:?}");
+    assert!(reasons[1].contains("another secret"), "{reasons:?}");
+    assert!(reasons[2].contains("invalid tenant"), "{reasons:?}");
+    assert!(!format!("{reasons:?}").contains(&secret_looking[10..]));
+    // A refusal by the rules is in the audit trail.
+    let events = audit.events();
+    assert!(events
+        .iter()
+        .any(|e| e.action == keyward::AuditAction::Import
+            && e.outcome != keyward::AuditOutcome::Success));
+
+    // The same secret already held in another tenant is not "present".
+    let other = Actor::new("ops", "globex")
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let file = format!(
+        "{}\n",
+        serde_json::json!({"token": legacy_token(1), "name": "dup"})
+    );
+    let first = keys
+        .import(&ops, read_jsonl(file.as_bytes()), ImportOptions::new())
+        .await
+        .expect("import");
+    assert_eq!(first.imported, 1);
+    let theirs = keys
+        .import(&other, read_jsonl(file.as_bytes()), ImportOptions::new())
+        .await
+        .expect("import");
+    assert_eq!((theirs.imported, theirs.already_present), (0, 0));
+    assert!(theirs.rejected[0].reason.contains("held by another key"));
 }

@@ -3,20 +3,33 @@
 //! hash it brings; the id is the token's (keyward tokens) or derived from
 //! the hash (legacy tokens), so a second run finds every key in place.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use serde::Serialize;
 
 use super::Keyward;
 use crate::audit::AuditAction;
 use crate::authority::{authorize, ensure_manager};
-use crate::error::{KeyError, StoreError};
+use crate::error::{Dimension, KeyError, StoreError};
 use crate::import::{ImportRow, ImportedSecret, RowError};
 use crate::key::{Actor, KeyRecord};
 use crate::legacy;
 use crate::tenant_policy::Scope;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
+
+/// Whether `actor` may import: a manager, and not a usage-limited key
+/// (whose keys must take their uses from its own, which an import of
+/// many keys does not do).
+fn import_allowed(actor: &Actor) -> Result<(), KeyError> {
+    ensure_manager(actor)?;
+    if actor.key_id().is_some() && (actor.uses.is_some() || actor.refill.is_some()) {
+        return Err(KeyError::BoundExceeded {
+            dimension: Dimension::Usage,
+        });
+    }
+    Ok(())
+}
 
 /// How [`Keyward::import`] runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,15 +80,24 @@ enum Checked {
 /// An import under way.
 struct Run {
     report: ImportReport,
-    seen: HashSet<KeyId>,
+    /// Every key id this run has checked, and its hash.
+    seen: HashMap<KeyId, KeyHash>,
+    /// Checked rows not yet stored, and how many per tenant (which a
+    /// tenant's cap on active keys counts too).
     pending: Vec<(u64, KeyRecord)>,
+    pending_in: HashMap<String, u64>,
 }
 
-/// Why a row went nowhere: refused, or the store failed (which ends the
-/// import).
+/// Why a row went nowhere: refused (with the refusal's code when the
+/// rules refused it, for the audit trail), or the store failed (which
+/// ends the import).
 enum Failed {
-    Row(String),
+    Row(String, Option<&'static str>),
     Store(StoreError),
+}
+
+fn refused(reason: impl Into<String>) -> Failed {
+    Failed::Row(reason.into(), None)
 }
 
 impl From<StoreError> for Failed {
@@ -88,7 +110,13 @@ impl From<KeyError> for Failed {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::Store(e) => Self::Store(e),
-            other => Self::Row(other.to_string()),
+            // The tenant text is not quoted: a token pasted in the wrong
+            // column must not reach the report.
+            KeyError::InvalidTenant(_) => Self::Row(
+                "invalid tenant: lowercase letters, digits, `-` and `_`, at or (with nested tenants) below the importer's".into(),
+                Some(e.code()),
+            ),
+            other => Self::Row(other.to_string(), Some(other.code())),
         }
     }
 }
@@ -109,6 +137,16 @@ impl Keyward {
     /// `already_present`, and one whose id is held by another key is
     /// refused. Each imported key is audited
     /// ([`AuditAction::Import`](crate::AuditAction::Import)).
+    ///
+    /// **A deleted key comes back** when a later run imports its row
+    /// again: keyward keeps no record of deleted ids. Take such rows out
+    /// of the file, or revoke keys (a revoked key stays, refused) rather
+    /// than delete them. A row's id is the importer's to choose (a keyward
+    /// token carries its id), so an importer may take any free id.
+    ///
+    /// A usage-limited key cannot import (its keys would have to take
+    /// their uses from its own). A tenant's cap on active keys counts the
+    /// rows of the run.
     ///
     /// A row's `created_at` is kept, and its `last_used_at` starts the
     /// inactivity clock (a key last used longer ago than the
@@ -154,14 +192,19 @@ impl Keyward {
     where
         I: IntoIterator<Item = Result<ImportRow, RowError>>,
     {
-        ensure_manager(actor)?;
+        let allowed = import_allowed(actor);
+        if allowed.is_err() {
+            self.audit_manage(AuditAction::Import, actor, None, &allowed);
+            allowed?;
+        }
         let mut run = Run {
             report: ImportReport {
                 dry_run: options.dry_run,
                 ..ImportReport::default()
             },
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             pending: Vec::with_capacity(BATCH),
+            pending_in: HashMap::new(),
         };
         for row in rows {
             let row = match row {
@@ -172,10 +215,18 @@ impl Keyward {
                 }
             };
             let line = row.line;
-            match self.checked(actor, row, &mut run.seen).await {
-                Ok(Checked::New(record)) => run.pending.push((line, *record)),
+            match self.checked(actor, row, &mut run).await {
+                Ok(Checked::New(record)) => {
+                    *run.pending_in.entry(record.tenant.clone()).or_default() += 1;
+                    run.pending.push((line, *record));
+                }
                 Ok(Checked::Again) => run.report.already_present += 1,
-                Err(Failed::Row(reason)) => run.report.rejected.push(RowError { line, reason }),
+                Err(Failed::Row(reason, code)) => {
+                    if let Some(code) = code {
+                        self.audit_refused_row(actor, code);
+                    }
+                    run.report.rejected.push(RowError { line, reason });
+                }
                 Err(Failed::Store(e)) => return Err(e.into()),
             }
             if run.pending.len() == BATCH {
@@ -196,17 +247,38 @@ impl Keyward {
         Ok(report)
     }
 
+    /// A row the rules refused, in the audit trail (the report has its
+    /// line).
+    fn audit_refused_row(&self, actor: &Actor, code: &'static str) {
+        self.inner.audit.record(&crate::audit::AuditEvent {
+            at: self.now(),
+            action: AuditAction::Import,
+            outcome: crate::audit::AuditOutcome::Denied(code),
+            actor: Some(actor.id().to_string()),
+            tenant: Some(actor.tenant().to_string()),
+            key_id: None,
+            key_prefix: None,
+            related_key_id: None,
+        });
+    }
+
     /// The record a row describes, checked as [`Keyward::create`] checks
     /// a new key; `Again` for a key this run has seen already.
     async fn checked(
         &self,
         actor: &Actor,
         row: ImportRow,
-        seen: &mut HashSet<KeyId>,
+        run: &mut Run,
     ) -> Result<Checked, Failed> {
         let (id, prefix, hash) = self.proof(&row.secret)?;
-        if seen.contains(&id) {
-            return Ok(Checked::Again);
+        if let Some(seen) = run.seen.get(&id) {
+            return if seen.ct_eq(&hash) {
+                Ok(Checked::Again)
+            } else {
+                Err(refused(format!(
+                    "key id {id} is named by an earlier row with another secret"
+                )))
+            };
         }
         let rules = self.fresh_rules().await?;
         let now = self.now();
@@ -216,8 +288,10 @@ impl Keyward {
         record.hash = hash;
         brought_times(&mut record, row.created_at, row.last_used_at, now)?;
         authorize(&rules, actor, None, Some(&record))?;
-        self.obey_policy(&rules, &record, Scope::Create).await?;
-        seen.insert(id);
+        self.policy_check(Scope::Create)(&rules, &record)?;
+        let pending = run.pending_in.get(&record.tenant).copied().unwrap_or(0);
+        self.obey_count(&record.tenant, None, pending).await?;
+        run.seen.insert(id, hash);
         Ok(Checked::New(Box::new(record)))
     }
 
@@ -234,13 +308,16 @@ impl Keyward {
         let placed = if options.dry_run {
             let mut held = Vec::with_capacity(records.len());
             for r in &records {
-                held.push(self.inner.store.get(&r.id).await?.map(|k| k.hash));
+                held.push(self.inner.store.get(&r.id).await?);
             }
             held
         } else {
             self.insert_keys(&records).await?
         };
         for ((line, record), held) in lines.into_iter().zip(&records).zip(placed) {
+            if let Some(n) = run.pending_in.get_mut(&record.tenant) {
+                *n = n.saturating_sub(1);
+            }
             match held {
                 None => {
                     run.report.imported += 1;
@@ -249,7 +326,10 @@ impl Keyward {
                         self.audit_manage(AuditAction::Import, actor, key, &Ok::<(), KeyError>(()));
                     }
                 }
-                Some(hash) if hash.ct_eq(&record.hash) => run.report.already_present += 1,
+                // The same key: the same secret, in the same tenant.
+                Some(held) if held.hash.ct_eq(&record.hash) && held.tenant == record.tenant => {
+                    run.report.already_present += 1;
+                }
                 Some(_) => run.report.rejected.push(RowError {
                     line,
                     reason: format!(
@@ -267,7 +347,7 @@ impl Keyward {
         match secret {
             ImportedSecret::Token(token) => match self.parse(token.expose_secret()) {
                 Ok(p) => Ok((p.id(), p.display_prefix(), p.hash())),
-                Err(_) => Err(Failed::Row(format!(
+                Err(_) => Err(refused(format!(
                     "the token is neither of this instance's format ({}_…, with a valid checksum) nor of a legacy format it accepts",
                     self.inner.format.prefix()
                 ))),
@@ -279,10 +359,9 @@ impl Keyward {
             ImportedSecret::LegacyHash { prefix, hash } => {
                 match self.inner.legacy.iter().find(|f| f.prefix() == prefix) {
                     Some(f) => Ok((legacy::key_id(hash), f.display_prefix(), *hash)),
-                    None => Err(Failed::Row(format!(
-                        "no legacy format with prefix {:?} is accepted (KeywardBuilder::legacy_format)",
-                        prefix.chars().take(40).collect::<String>()
-                    ))),
+                    None => Err(refused(
+                        "the row's prefix is not that of a legacy format this instance accepts (KeywardBuilder::legacy_format)",
+                    )),
                 }
             }
         }
@@ -297,7 +376,12 @@ fn brought_times(
     last_used_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<(), Failed> {
-    let fail = |reason: &str| Err(Failed::Row(reason.into()));
+    let fail = |reason: &str| Err(refused(reason));
+    // Within what every store keeps (PostgreSQL refuses years before 1).
+    let plausible = |t: &DateTime<Utc>| (1970..=9999).contains(&t.year());
+    if !created_at.iter().chain(&last_used_at).all(plausible) {
+        return fail("created_at and last_used_at must lie between 1970 and 9999");
+    }
     // Stores keep microseconds.
     let (created_at, last_used_at) = (
         created_at.map(|t| t.trunc_subsecs(6)),

@@ -22,7 +22,7 @@ impl Keyward {
     ) -> Result<(), KeyError> {
         self.policy_check(scope)(rules, key)?;
         if scope == Scope::Create {
-            self.obey_count(&key.tenant, None).await?;
+            self.obey_count(&key.tenant, None, 0).await?;
         }
         Ok(())
     }
@@ -52,18 +52,24 @@ impl Keyward {
         if record.revoked_at.is_none() {
             return Ok(());
         }
-        self.obey_count(&record.tenant, Some(id)).await
+        self.obey_count(&record.tenant, Some(id), 0).await
     }
 
     /// `tenant` holds fewer active keys than its policy's cap (not
-    /// counting `except`). Checked before the write, so concurrent
-    /// creations may pass the cap by the number that race.
-    async fn obey_count(&self, tenant: &str, except: Option<&KeyId>) -> Result<(), KeyError> {
+    /// counting `except`, counting `pending` more about to be written).
+    /// Checked before the write, so concurrent creations may pass the cap
+    /// by the number that race.
+    pub(super) async fn obey_count(
+        &self,
+        tenant: &str,
+        except: Option<&KeyId>,
+        pending: u64,
+    ) -> Result<(), KeyError> {
         let Some(max) = self.inner.policies.max_active(tenant) else {
             return Ok(());
         };
         let now = self.now();
-        let mut active = 0u64;
+        let mut active = pending;
         self.tenant_pages(tenant, |page| {
             active += page
                 .iter()

@@ -93,7 +93,10 @@ impl Keyward {
             return Fast::Done(Err(self.refuse(None, VerifyError::InvalidTenant(e))));
         }
         // Shape and checksum first: typos and made-up strings (the usual
-        // flood) stop here, before the clock, the cache or SHA-256.
+        // flood) stop here, before the clock, the cache or SHA-256. (A
+        // token of a legacy format has no checksum: its id is derived
+        // from its hash, so it costs a hash here, and a store read the
+        // first time its id is asked for.)
         let Ok(parsed) = self.parse(token) else {
             return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
         };

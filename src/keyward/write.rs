@@ -25,13 +25,13 @@ impl Keyward {
     }
 
     /// Inserts each record whose id is free; for each, `None` if stored
-    /// or the hash holding its id (see [`KeyStore::insert_many`]).
+    /// or the record holding its id (see [`KeyStore::insert_many`]).
     ///
     /// [`KeyStore::insert_many`]: crate::store::KeyStore::insert_many
     pub(super) async fn insert_keys(
         &self,
         records: &[KeyRecord],
-    ) -> Result<Vec<Option<KeyHash>>, StoreError> {
+    ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
         let placed = self.inner.store.insert_many(records).await;
         if let Ok(placed) = &placed {
             for (record, _) in records.iter().zip(placed).filter(|(_, p)| p.is_none()) {

@@ -359,31 +359,24 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// Stores each record whose id is free (`version` 0), as one batch
     /// where the store can: what [`Keyward::import`](crate::Keyward::import)
     /// writes with. For each record, in order, `None` if it was stored, or
-    /// the hash of the record that holds its id (which is left as it was).
-    /// The records' ids are distinct.
+    /// the record that holds its id (which is left as it was). The
+    /// records' ids are distinct.
     ///
     /// The default calls [`insert`](Self::insert) and
     /// [`get`](Self::get) for each; the SQL stores write a batch in one
     /// statement.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`]; records
-    /// before the failure may have been stored.
-    async fn insert_many(&self, records: &[KeyRecord]) -> Result<Vec<Option<KeyHash>>, StoreError> {
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`];
+    /// [`StoreError::Conflict`] when an id is taken and freed again three
+    /// times over. Records before the failure may have been stored.
+    async fn insert_many(
+        &self,
+        records: &[KeyRecord],
+    ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
         let mut placed = Vec::with_capacity(records.len());
         for record in records {
-            placed.push(loop {
-                match self.insert(record).await {
-                    Ok(()) => break None,
-                    Err(StoreError::Duplicate(_)) => {
-                        if let Some(held) = self.get(&record.id).await? {
-                            break Some(held.hash);
-                        }
-                        // Deleted in between: try again.
-                    }
-                    Err(e) => return Err(e),
-                }
-            });
+            placed.push(insert_or_holder(self, record).await?);
         }
         Ok(placed)
     }
@@ -541,6 +534,26 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// Inserts `record`, or reads the record that holds its id; tries again
+/// (at most three times) when the holder is deleted in between.
+pub(crate) async fn insert_or_holder<S: KeyStore + ?Sized>(
+    store: &S,
+    record: &KeyRecord,
+) -> Result<Option<KeyRecord>, StoreError> {
+    for _ in 0..3 {
+        match store.insert(record).await {
+            Ok(()) => return Ok(None),
+            Err(StoreError::Duplicate(_)) => {
+                if let Some(held) = store.get(&record.id).await? {
+                    return Ok(Some(held));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(record.id))
+}
+
 /// Implements [`KeyStore`] for `$ty` by handing every call to the store
 /// `$target` names (with `$this` bound to `self`): for smart pointers,
 /// and for the SQL stores, whose work is done by their engine.
@@ -558,7 +571,7 @@ macro_rules! forward_store {
             async fn insert_many(
                 &self,
                 records: &[$crate::key::KeyRecord],
-            ) -> Result<Vec<Option<$crate::token::KeyHash>>, $crate::error::StoreError> {
+            ) -> Result<Vec<Option<$crate::key::KeyRecord>>, $crate::error::StoreError> {
                 let $this = self;
                 ($target).insert_many(records).await
             }

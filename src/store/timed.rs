@@ -14,7 +14,7 @@ use super::{ChangeListener, Credit, KeyStore, RefillDue, RoleDefinition, SweepDu
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::telemetry::store_call;
-use crate::token::{KeyHash, KeyId};
+use crate::token::KeyId;
 
 /// A store, measured.
 #[derive(Debug)]
@@ -35,7 +35,10 @@ impl KeyStore for Timed {
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
         timed!("insert", self.0.insert(record))
     }
-    async fn insert_many(&self, records: &[KeyRecord]) -> Result<Vec<Option<KeyHash>>, StoreError> {
+    async fn insert_many(
+        &self,
+        records: &[KeyRecord],
+    ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
         timed!("insert_many", self.0.insert_many(records))
     }
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {

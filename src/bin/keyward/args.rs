@@ -9,11 +9,16 @@ Exit codes:
   0  done
   1  unexpected failure
   2  the command line is wrong
-  3  the configuration is wrong (catalog file, database URL, no such database)
+  3  the configuration is wrong (catalog file, --actor, database URL, no such SQLite file, no [lifecycle] for sweep)
   4  the key named does not exist
-  5  refused (invalid name, permission, tenant or duration; a tenant policy; a key that cannot be rolled)
-  6  the database could not be reached or failed
-  7  an import finished with rejected rows (the others were imported)";
+  5  refused (invalid id, name, permission or tenant; a tenant policy; a key that cannot be rolled)
+  6  the database could not be reached or failed, or a change's audit event could not be written
+  7  an import finished with rejected rows (the others were imported)
+
+Changes reach a running service at once on PostgreSQL (its change feed);
+on SQLite, within the service's cache_ttl (10 s by default).
+The tool migrates the schema as the service does: use the keyward
+version of your service.";
 
 /// Manage the API keys of a keyward key database.
 ///
@@ -58,7 +63,8 @@ pub enum Command {
     #[command(subcommand)]
     Admin(Admin),
     /// Run the maintenance sweep once: inactivity deletion, expiry and
-    /// inactivity warnings, retention.
+    /// inactivity warnings, retention, by the catalog file's
+    /// `[lifecycle]` (which it requires).
     Sweep,
     /// Import keys from another system: CSV or JSON lines (see the
     /// README's "Migrating existing keys").
@@ -86,7 +92,8 @@ pub enum Keys {
         /// The key id (8 letters and digits).
         id: String,
     },
-    /// Revoke a key: it stops working at once and can be reactivated.
+    /// Revoke a key: it stops working (see below for how soon a running
+    /// service notices) and can be reactivated.
     Revoke {
         /// The key id.
         id: String,

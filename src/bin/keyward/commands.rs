@@ -54,14 +54,29 @@ impl From<keyward::StoreError> for Failure {
 
 /// Runs the command; the exit code on success.
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
-    let creates = matches!(cli.command, Command::Admin(_) | Command::Import(_));
-    let opened = open(cli.db.as_deref(), cli.catalog.as_deref(), creates).await?;
-    let who = cli.actor.clone().unwrap_or_else(|| {
-        format!(
+    let who = match &cli.actor {
+        Some(name) => crate::config::actor_name(name)?.to_string(),
+        None => format!(
             "cli:{}",
             std::env::var("USER").unwrap_or_else(|_| "operator".into())
-        )
-    });
+        ),
+    };
+    // The input first: a missing file must not create a database.
+    let input = match &cli.command {
+        Command::Import(import) => Some(open_input(&import.file)?),
+        _ => None,
+    };
+    // Only a bootstrap or a real import may create a SQLite file.
+    let creates = match &cli.command {
+        Command::Admin(_) => true,
+        Command::Import(import) => !import.dry_run,
+        _ => false,
+    };
+    let changes = !matches!(
+        &cli.command,
+        Command::Audit(_) | Command::Keys(Keys::List { .. } | Keys::Show { .. })
+    ) && !matches!(&cli.command, Command::Import(i) if i.dry_run);
+    let opened = open(cli.db.as_deref(), cli.catalog.as_deref(), creates).await?;
     let cx = Context {
         opened,
         who,
@@ -70,19 +85,51 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     let result = match cli.command {
         Command::Keys(keys) => cx.keys(keys).await,
         Command::Admin(Admin::Bootstrap { tenant }) => cx.bootstrap(&tenant).await,
-        Command::Sweep => {
-            let report = cx.opened.keys.sweep().await?;
-            output::sweep(cx.json, &report)
-        }
-        Command::Import(import) => cx.import(import).await,
+        Command::Sweep => cx.sweep().await,
+        Command::Import(import) => match input {
+            Some(input) => cx.import(import, input).await,
+            None => Err(Failure::new(exit::INTERNAL, "internal", "no input")),
+        },
         Command::Audit(audit) => cx.audit(audit).await,
     };
-    // What was done is in the trail before the process ends.
-    if !cx.opened.trail.flush().await {
-        eprintln!("warning: the audit trail could not be written; see the log");
+    // What was done is in the trail before the process ends; a change
+    // whose event could not be written is not a success.
+    if !cx.opened.trail.flush().await && changes {
+        let done = result.is_ok();
+        let f = Failure::new(
+            exit::UNAVAILABLE,
+            "audit_unavailable",
+            if done {
+                "the change was made, but its audit event could not be written to the database"
+            } else {
+                "the audit trail could not be written to the database"
+            },
+        );
+        if let Err(e) = &result {
+            output::failure(cx.json, e);
+        }
+        return Err(f);
     }
     result
 }
+
+/// The import file, or stdin for `-`.
+fn open_input(path: &std::path::Path) -> Result<Box<dyn Read>, Failure> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| {
+        Failure::new(
+            exit::CONFIG,
+            "config",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(Box::new(file))
+}
+
+/// Rows an import reads before it stores them, grouped by tenant.
+const IMPORT_CHUNK: usize = 5000;
 
 struct Context {
     opened: Opened,
@@ -102,13 +149,18 @@ impl Context {
     /// The key `id` names and the operator of its tenant.
     async fn key(&self, id: &str) -> Result<(KeyId, Actor), Failure> {
         let id: KeyId = id.parse().map_err(|_| {
+            // Never echoed: a pasted token is a secret.
+            let hint = match self.opened.keys.token_format().parse(id) {
+                Ok(token) => format!(
+                    "; that is a token, whose key id is {} (revoke it if it was exposed)",
+                    token.id()
+                ),
+                Err(_) => String::new(),
+            };
             Failure::new(
                 exit::REFUSED,
                 "invalid_key_id",
-                format!(
-                    "{:?} is not a key id (8 letters and digits)",
-                    id.chars().take(40).collect::<String>()
-                ),
+                format!("not a key id (8 letters and digits){hint}"),
             )
         })?;
         match self.opened.store.get(&id).await? {
@@ -239,19 +291,19 @@ impl Context {
         output::issued(self.json, &issued)
     }
 
-    async fn import(&self, import: Import) -> Result<u8, Failure> {
-        let input: Box<dyn Read> = if import.file.as_os_str() == "-" {
-            Box::new(std::io::stdin())
-        } else {
-            let file = std::fs::File::open(&import.file).map_err(|e| {
-                Failure::new(
-                    exit::CONFIG,
-                    "config",
-                    format!("cannot read {}: {e}", import.file.display()),
-                )
-            })?;
-            Box::new(file)
-        };
+    async fn sweep(&self) -> Result<u8, Failure> {
+        if !self.opened.lifecycle_stated {
+            return Err(Failure::new(
+                exit::CONFIG,
+                "config",
+                "the catalog file states no [lifecycle]: the sweep deletes keys by those rules, so state them as the service has them (inactivity_days, 0 for never; retention_days)",
+            ));
+        }
+        let report = self.opened.keys.sweep().await?;
+        output::sweep(self.json, &report)
+    }
+
+    async fn import(&self, import: Import, input: Box<dyn Read>) -> Result<u8, Failure> {
         let csv = match import.format {
             Some(FileFormat::Csv) => true,
             Some(FileFormat::Jsonl) => false,
@@ -260,40 +312,46 @@ impl Context {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
         };
-        let rows: Vec<Result<ImportRow, RowError>> = if csv {
-            read_csv(input).collect()
+        let mut rows: Box<dyn Iterator<Item = Result<ImportRow, RowError>>> = if csv {
+            Box::new(read_csv(input))
         } else {
-            read_jsonl(BufReader::new(input)).collect()
+            Box::new(read_jsonl(BufReader::new(input)))
         };
-        // One import per tenant, each by that tenant's operator.
-        let mut by_tenant: BTreeMap<String, Vec<Result<ImportRow, RowError>>> = BTreeMap::new();
-        let mut rejected = Vec::new();
-        for row in rows {
-            match row {
-                Ok(r) => match r.tenant().or(import.tenant.as_deref()).map(str::to_string) {
-                    Some(t) => by_tenant.entry(t).or_default().push(Ok(r)),
-                    None => rejected.push(RowError {
-                        line: r.line,
-                        reason: "no tenant: give the row one, or pass --tenant".into(),
-                    }),
-                },
-                Err(e) => rejected.push(e),
-            }
-        }
         let options = ImportOptions::new().dry_run(import.dry_run);
         let mut total = output::ImportTotals {
             dry_run: import.dry_run,
             ..Default::default()
         };
-        for (tenant, rows) in by_tenant {
-            let report = self
-                .opened
-                .keys
-                .import(&self.actor(&tenant), rows, options)
-                .await?;
-            total.imported += report.imported;
-            total.already_present += report.already_present;
-            rejected.extend(report.rejected);
+        let mut rejected = Vec::new();
+        // In chunks, each by the operator of each tenant it names.
+        loop {
+            let chunk: Vec<_> = rows.by_ref().take(IMPORT_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let mut by_tenant: BTreeMap<String, Vec<Result<ImportRow, RowError>>> = BTreeMap::new();
+            for row in chunk {
+                match row {
+                    Ok(r) => match r.tenant().or(import.tenant.as_deref()).map(str::to_string) {
+                        Some(t) => by_tenant.entry(t).or_default().push(Ok(r)),
+                        None => rejected.push(RowError {
+                            line: r.line,
+                            reason: "no tenant: give the row one, or pass --tenant".into(),
+                        }),
+                    },
+                    Err(e) => rejected.push(e),
+                }
+            }
+            for (tenant, rows) in by_tenant {
+                let report = self
+                    .opened
+                    .keys
+                    .import(&self.actor(&tenant), rows, options)
+                    .await?;
+                total.imported += report.imported;
+                total.already_present += report.already_present;
+                rejected.extend(report.rejected);
+            }
         }
         rejected.sort_by_key(|e| e.line);
         total.rejected = rejected;

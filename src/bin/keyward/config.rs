@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::Duration;
 use keyward::store::KeyStore;
 use keyward::{
-    AuditSettings, Catalog, Charset, Keyward, LegacyFormat, PermissionSet, SqlAuditTrail,
-    SqliteStore,
+    AuditSettings, Catalog, Charset, InactivityPolicy, Keyward, LegacyFormat, PermissionSet,
+    Retention, SqlAuditTrail, SqliteStore, TenantPolicy,
 };
 use serde::Deserialize;
 
@@ -41,6 +41,33 @@ struct CatalogFile {
     /// Token formats of imported keys.
     #[serde(default)]
     legacy_formats: Vec<LegacyFile>,
+    /// What the sweep enforces: stated, or `keyward sweep` refuses.
+    lifecycle: Option<Lifecycle>,
+    /// Tenant key policies, by tenant, as the service sets them.
+    #[serde(default)]
+    tenant_policies: BTreeMap<String, PolicyFile>,
+}
+
+/// The sweep's rules, as the service has them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lifecycle {
+    /// Delete keys unused this long; 0: never.
+    inactivity_days: u32,
+    /// Purge revoked and expired keys this long after; absent: keep them.
+    retention_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    max_lifetime_days: Option<u32>,
+    #[serde(default)]
+    require_expiry: bool,
+    max_active_keys: Option<u64>,
+    #[serde(default)]
+    require_ip_allowlist: bool,
+    permission_ceiling: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +102,8 @@ pub struct Opened {
     pub trail: SqlAuditTrail,
     /// What `--manager` grants.
     pub management: PermissionSet,
+    /// Whether the catalog file states the sweep's rules.
+    pub lifecycle_stated: bool,
 }
 
 fn config(message: impl Into<String>) -> Failure {
@@ -138,7 +167,7 @@ async fn store(
                 format!("cannot open the PostgreSQL database: {e}"),
             )
         })?;
-        let trail = store.audit_trail(AuditSettings::default());
+        let trail = store.audit_trail(trail_settings());
         return Ok((Arc::new(store), trail));
     }
     let path = match scheme.as_deref() {
@@ -166,8 +195,14 @@ async fn store(
             format!("cannot open {}: {e}", path.display()),
         )
     })?;
-    let trail = store.audit_trail(AuditSettings::default());
+    let trail = store.audit_trail(trail_settings());
     Ok((Arc::new(store), trail))
+}
+
+/// The trail as the tool writes it: never pruned (pruning is the
+/// service's job, by its own retention).
+fn trail_settings() -> AuditSettings {
+    AuditSettings::default().retention(None)
 }
 
 /// Opens the catalog and the database and builds the instance.
@@ -181,9 +216,23 @@ pub async fn open(
         .parse_set(file.management.permissions.iter().map(String::as_str))
         .map_err(|e| config(format!("[management] permissions: {e}")))?;
     let (store, trail) = store(db, create).await?;
-    let mut builder = Keyward::builder(store.clone(), catalog)
+    let mut builder = Keyward::builder(store.clone(), catalog.clone())
         .nested_tenants(file.nested_tenants)
         .audit(trail.clone());
+    if let Some(l) = &file.lifecycle {
+        builder = builder.inactivity(match l.inactivity_days {
+            0 => InactivityPolicy::disabled(),
+            days => InactivityPolicy::after(Duration::days(i64::from(days))),
+        });
+        if let Some(days) = l.retention_days {
+            builder = builder.retention(Retention {
+                purge_after: Some(Duration::days(i64::from(days))),
+            });
+        }
+    }
+    for (tenant, p) in &file.tenant_policies {
+        builder = builder.tenant_policy(tenant, policy(&catalog, tenant, p)?);
+    }
     if let Some(prefix) = &file.token_prefix {
         builder = builder.token_prefix(prefix);
     }
@@ -205,7 +254,54 @@ pub async fn open(
         store,
         trail,
         management,
+        lifecycle_stated: file.lifecycle.is_some(),
     })
+}
+
+fn policy(catalog: &Catalog, tenant: &str, p: &PolicyFile) -> Result<TenantPolicy, Failure> {
+    let mut policy = TenantPolicy::new();
+    if let Some(days) = p.max_lifetime_days {
+        policy = policy.max_lifetime(Duration::days(i64::from(days)));
+    }
+    if p.require_expiry {
+        policy = policy.require_expiry();
+    }
+    if let Some(max) = p.max_active_keys {
+        policy = policy.max_active_keys(max);
+    }
+    if p.require_ip_allowlist {
+        policy = policy.require_ip_allowlist();
+    }
+    if let Some(ceiling) = &p.permission_ceiling {
+        let set = catalog
+            .parse_set(ceiling.iter().map(String::as_str))
+            .map_err(|e| {
+                config(format!(
+                    "[tenant_policies.{tenant}] permission_ceiling: {e}"
+                ))
+            })?;
+        policy = policy.permission_ceiling(set);
+    }
+    Ok(policy)
+}
+
+/// The acting operator's name, as the audit trail will show it: 1-100
+/// visible characters, not one of keyward's own (`keyward:…`).
+///
+/// # Errors
+/// A name the trail should not carry.
+pub fn actor_name(name: &str) -> Result<&str, Failure> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 100
+        && !name.chars().any(char::is_control)
+        && !name.starts_with("keyward:");
+    if ok {
+        Ok(name)
+    } else {
+        Err(config(
+            "--actor: 1-100 characters, no control characters, not starting with `keyward:`",
+        ))
+    }
 }
 
 /// A duration as `30d`, `12h`, `15m`, `45s` or `2w`.

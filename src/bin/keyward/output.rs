@@ -100,14 +100,34 @@ pub fn keys(json: bool, list: &[KeyInfo]) -> Result<u8, Failure> {
     print(&s)
 }
 
-/// A key just created (or rolled in): its token, shown this once.
+/// A key just created (or rolled in): its token, shown this once. A
+/// token that cannot be written is lost: that is a failure, naming the
+/// key to revoke.
 pub fn issued(json: bool, issued: &IssuedKey) -> Result<u8, Failure> {
     let token = issued.token.expose_secret();
-    if json {
-        return print_json(&json!({ "token": token, "key": issued.key }));
-    }
-    eprintln!("The token is shown once: store it now. keyward keeps only its hash.");
-    print(&format!("token:       {token}\n{}", describe(&issued.key)))
+    let text = if json {
+        let mut text = serde_json::to_string_pretty(&json!({ "token": token, "key": issued.key }))
+            .map_err(|e| Failure::new(exit::INTERNAL, "output", e.to_string()))?;
+        text.push('\n');
+        text
+    } else {
+        eprintln!("The token is shown once: store it now. keyward keeps only its hash.");
+        format!("token:       {token}\n{}", describe(&issued.key))
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            Failure::new(
+                exit::INTERNAL,
+                "output",
+                format!(
+                    "key {} was created but its token could not be written ({e}); revoke it and create another",
+                    issued.key.id
+                ),
+            )
+        })?;
+    Ok(exit::OK)
 }
 
 /// A key deleted.
@@ -188,17 +208,15 @@ pub fn audit(json: bool, events: &[AuditRecord]) -> Result<u8, Failure> {
     let mut s = String::new();
     for e in events {
         s.push_str(&format!(
-            "{}  {:<16} {:<8} {:<24} actor={} tenant={} key={}{}\n",
+            "{}  {:<16} {:<8} {:<24} actor={} tenant={} key={} ({}){}\n",
             e.at.format("%Y-%m-%d %H:%M:%S"),
             e.action,
             e.outcome,
             e.reason.as_deref().unwrap_or("-"),
             e.actor.as_deref().unwrap_or("-"),
             e.tenant.as_deref().unwrap_or("-"),
-            e.key_prefix
-                .as_deref()
-                .or(e.key_id.as_deref())
-                .unwrap_or("-"),
+            e.key_id.as_deref().unwrap_or("-"),
+            e.key_prefix.as_deref().unwrap_or("-"),
             e.related_key_id
                 .as_deref()
                 .map(|r| format!(" related={r}"))

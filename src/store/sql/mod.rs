@@ -18,10 +18,13 @@ use chrono::{DateTime, Utc};
 
 use async_trait::async_trait;
 
-use super::{ChangeListener, Credit, KeyStore, RefillDue, RoleDefinition, Subscribers, SweepDue};
+use super::{
+    insert_or_holder, ChangeListener, Credit, KeyStore, RefillDue, RoleDefinition, Subscribers,
+    SweepDue,
+};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
-use crate::token::{KeyHash, KeyId};
+use crate::token::KeyId;
 use row::{position, to_sql, UPDATED};
 
 /// [`SweepDue::matches`] in SQL, with `?2` = now, `?3` = expiring_before,
@@ -44,6 +47,8 @@ const ADJUSTED: &str = "CASE WHEN ?2 > 0 AND remaining > 9223372036854775807 - ?
 /// The statements, built once for a dialect.
 #[derive(Debug)]
 struct Statements {
+    /// `SELECT` of every column, without a condition.
+    select: String,
     insert: Arc<str>,
     get: Arc<str>,
     update: Arc<str>,
@@ -86,6 +91,7 @@ impl Statements {
         let least = d.least();
         let s = |sql: String| -> Arc<str> { d.placeholders(sql).into() };
         Self {
+            select: select.clone(),
             insert: s(format!(
                 "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
                 names.join(", "),
@@ -186,8 +192,11 @@ fn values_row(d: &dyn Dialect, first: usize) -> String {
 impl SqlEngine {
     /// [`KeyStore::insert_many`] for at most [`INSERT_BATCH`] records:
     /// one multi-row insert that skips taken ids, then one read of the
-    /// hashes that hold them.
-    async fn insert_chunk(&self, chunk: &[KeyRecord]) -> Result<Vec<Option<KeyHash>>, StoreError> {
+    /// records that hold them.
+    async fn insert_chunk(
+        &self,
+        chunk: &[KeyRecord],
+    ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
         let d = &*self.dialect;
         let t = d.table();
         let mut args = Vec::with_capacity(chunk.len() * COLUMNS.len());
@@ -227,23 +236,14 @@ impl SqlEngine {
             let params: Vec<String> = (1..=taken.len()).map(|i| format!("?{i}")).collect();
             let sql: Arc<str> = d
                 .placeholders(format!(
-                    "SELECT id, hash FROM {t} WHERE id IN ({})",
+                    "{} WHERE id IN ({})",
+                    self.sql.select,
                     params.join(", ")
                 ))
                 .into();
             let ids = taken.iter().map(|r| text(r.id.as_str())).collect();
-            for row in d
-                .fetch_values(&sql, ids, &[Kind::Text, Kind::Bytes])
-                .await
-                .map_err(&err)?
-            {
-                if let [Value::Text(Some(id)), Value::Bytes(Some(hash))] = row.as_slice() {
-                    let hash: [u8; 32] = hash
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("a key's hash is not 32 bytes".into()))?;
-                    held.insert(id.clone(), KeyHash::from_bytes(hash));
-                }
+            for record in self.rows(&sql, ids, "reading taken key ids").await? {
+                held.insert(record.id, record);
             }
         }
         let mut placed = Vec::with_capacity(chunk.len());
@@ -251,22 +251,14 @@ impl SqlEngine {
             placed.push(if stored.contains(record.id.as_str()) {
                 self.subscribers.changed(&record.id);
                 None
-            } else if let Some(hash) = held.get(record.id.as_str()) {
-                Some(*hash)
+            } else if let Some(holder) = held.remove(&record.id) {
+                Some(holder)
             } else {
                 // Deleted between the two statements: once more, alone.
-                self.insert_many_one(record).await?
+                insert_or_holder(self, record).await?
             });
         }
         Ok(placed)
-    }
-
-    async fn insert_many_one(&self, record: &KeyRecord) -> Result<Option<KeyHash>, StoreError> {
-        match self.insert(record).await {
-            Ok(()) => Ok(None),
-            Err(StoreError::Duplicate(_)) => Ok(self.get(&record.id).await?.map(|r| r.hash)),
-            Err(e) => Err(e),
-        }
     }
 
     /// The engine of `dialect`; its schema must be migrated already
@@ -334,7 +326,10 @@ impl KeyStore for SqlEngine {
         Ok(())
     }
 
-    async fn insert_many(&self, records: &[KeyRecord]) -> Result<Vec<Option<KeyHash>>, StoreError> {
+    async fn insert_many(
+        &self,
+        records: &[KeyRecord],
+    ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
         let mut placed = Vec::with_capacity(records.len());
         for chunk in records.chunks(INSERT_BATCH) {
             placed.extend(self.insert_chunk(chunk).await?);
