@@ -55,11 +55,11 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
-use crate::error::Forbidden;
 use crate::http::authenticate::authenticate;
+use crate::http::requirement::Requirement;
 use crate::http::{ApiError, ClientAddress, KeySource};
 use crate::keyward::{Keyward, Verified};
-use crate::permission::{Catalog, Permission, PermissionError};
+use crate::permission::{Catalog, PermissionError};
 
 /// What a method needs.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ enum Need {
     /// No key at all (health checks, reflection).
     Public,
     /// A valid key holding this permission.
-    Permission(Permission),
+    Permission(Requirement),
     /// A valid key.
     AnyKey,
     /// Nothing: the method is mapped to no permission.
@@ -113,8 +113,8 @@ impl MethodPermissions {
     /// # Errors
     /// [`PermissionError`] for a permission the catalog does not have.
     pub fn method(mut self, path: &str, permission: &str) -> Result<Self, PermissionError> {
-        let p = self.catalog.parse(permission)?;
-        self.methods.insert(path.to_string(), Need::Permission(p));
+        let need = Need::Permission(Requirement::one(&self.catalog, permission)?);
+        self.methods.insert(path.to_string(), need);
         Ok(self)
     }
 
@@ -124,9 +124,9 @@ impl MethodPermissions {
     /// # Errors
     /// [`PermissionError`] for a permission the catalog does not have.
     pub fn service(mut self, service: &str, permission: &str) -> Result<Self, PermissionError> {
-        let p = self.catalog.parse(permission)?;
-        let name = service.trim_matches('/').to_string();
-        self.services.insert(name, Need::Permission(p));
+        let need = Need::Permission(Requirement::one(&self.catalog, permission)?);
+        self.services
+            .insert(service.trim_matches('/').to_string(), need);
         Ok(self)
     }
 
@@ -334,12 +334,11 @@ async fn admit(
             ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", "")
         }
         .with_key(Some(verified.display_prefix()))),
-        Need::Permission(p) if !verified.allows(*p) => {
-            let name = keys.catalog().name(*p).unwrap_or_default().to_string();
-            Err(ApiError::from_forbidden(&Forbidden::Missing(name))
-                .with_key(Some(verified.display_prefix())))
+        Need::Permission(requirement) => {
+            requirement.check(Some(&verified))?;
+            Ok(Some(verified))
         }
-        _ => Ok(Some(verified)),
+        Need::Public | Need::AnyKey => Ok(Some(verified)),
     }
 }
 

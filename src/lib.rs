@@ -95,9 +95,15 @@ pub mod tenant;
 mod tenant_policy;
 mod token;
 
-/// The README's examples run as doctests too (they use the SQLite store
-/// and axum).
-#[cfg(all(doctest, feature = "sqlite", feature = "axum"))]
+/// The README's examples run as doctests too (they use the SQLite store,
+/// axum, actix-web and tonic).
+#[cfg(all(
+    doctest,
+    feature = "sqlite",
+    feature = "axum",
+    feature = "actix",
+    feature = "tonic"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -400,17 +400,41 @@ impl ApiError {
         response
     }
 
+    /// The `Retry-After` value (whole seconds, at least 1), when a time
+    /// is known.
+    pub fn retry_after_header(&self) -> Option<String> {
+        self.retry_after.map(|r| retry_secs(r).max(1).to_string())
+    }
+
     #[cfg(feature = "axum")]
     fn add_headers(&self, response: &mut Response) {
         let headers = response.headers_mut();
-        if let Some(r) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&retry_secs(r).max(1).to_string()) {
-                headers.insert(RETRY_AFTER, v);
-            }
+        if let Some(v) = self
+            .retry_after_header()
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            headers.insert(RETRY_AFTER, v);
         }
         if let Some(v) = self.challenge(DEFAULT_REALM) {
             headers.insert(WWW_AUTHENTICATE, v);
         }
+    }
+}
+
+/// A realm a quoted string can hold: characters it cannot (`"`, `\\`,
+/// non-ASCII, control) dropped, at most 100; [`DEFAULT_REALM`] if
+/// nothing is left.
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub(crate) fn clean_realm(realm: &str) -> std::sync::Arc<str> {
+    let clean: String = realm
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+        .take(100)
+        .collect();
+    if clean.trim().is_empty() {
+        std::sync::Arc::from(DEFAULT_REALM)
+    } else {
+        std::sync::Arc::from(clean.trim())
     }
 }
 

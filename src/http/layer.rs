@@ -31,7 +31,7 @@ struct Config {
 /// Authenticates every request with a [`Keyward`]: reads the key, verifies
 /// it (with the tenant from a header, if configured, and the client
 /// address, see [`KeywardLayer::client_address`]), and either refuses
-/// with an [`ApiError`] or passes the request on with the [`Verified`] key
+/// with an [`ApiError`] or passes the request on with the [`Verified`](crate::Verified) key
 /// in its extensions (read it with [`Authenticated`](super::Authenticated)) and a `tracing` span
 /// `api_key` carrying the key's display prefix and tenant.
 #[derive(Clone)]
@@ -109,16 +109,7 @@ impl KeywardLayer {
     /// Defaults to [`DEFAULT_REALM`](super::DEFAULT_REALM) (`api`). Characters a quoted string
     /// cannot hold (`"`, `\\`, non-ASCII, control) are dropped.
     pub fn realm(self, realm: &str) -> Self {
-        let clean: String = realm
-            .chars()
-            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
-            .take(100)
-            .collect();
-        let realm: Arc<str> = if clean.trim().is_empty() {
-            Arc::from(DEFAULT_REALM)
-        } else {
-            Arc::from(clean.trim())
-        };
+        let realm = super::error::clean_realm(realm);
         self.config(|c| c.realm = realm)
     }
 

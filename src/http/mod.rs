@@ -37,6 +37,9 @@
 //! the secret), with `Retry-After` where a time is known; a host can
 //! replace the rendering with [`KeywardLayer::error_renderer`].
 
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub mod actix;
 pub(crate) mod authenticate;
 #[cfg(feature = "axum")]
 mod body;
@@ -52,6 +55,7 @@ mod layer;
 pub mod manage;
 #[cfg(feature = "axum")]
 mod require;
+pub(crate) mod requirement;
 #[cfg(feature = "axum")]
 mod service;
 #[cfg(all(test, feature = "axum"))]
@@ -63,8 +67,6 @@ use std::sync::Arc;
 #[cfg(feature = "axum")]
 use axum::response::{IntoResponse, Response};
 use http::header::HeaderName;
-#[cfg(feature = "axum")]
-use http::StatusCode;
 
 #[cfg(feature = "axum")]
 pub use body::JsonBody;
@@ -78,6 +80,8 @@ pub use extract::Authenticated;
 pub use layer::{Authenticate, KeywardLayer, KeywardService};
 #[cfg(feature = "axum")]
 pub use require::{require, require_expr, RequirePermission, RequireService};
+#[cfg(feature = "axum")]
+pub(crate) use requirement::missing_layer;
 #[cfg(feature = "axum")]
 pub use service::{Authorize, Gate};
 
@@ -144,16 +148,4 @@ pub(crate) fn render(renderer: &ErrorRenderer, realm: &str, err: ApiError) -> Re
             .insert(http::header::WWW_AUTHENTICATE, value);
     }
     response
-}
-
-#[cfg(feature = "axum")]
-/// The refusal of a route whose [`KeywardLayer`] is missing: the host's
-/// mistake, logged.
-pub(crate) fn missing_layer() -> ApiError {
-    tracing::error!(target: "keyward", "KeywardLayer is not installed on this route");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "The server is misconfigured.",
-    )
 }

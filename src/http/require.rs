@@ -2,18 +2,17 @@
 //! key holds one permission.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::response::Response;
 use http::Request;
 use tower::Layer;
 use tracing::Span;
 
+use super::render_with;
+use super::requirement::Requirement;
 use super::service::{Authorize, Gate};
-use super::{missing_layer, render_with, ApiError};
-use crate::error::Forbidden;
 use crate::keyward::Verified;
-use crate::permission::{Catalog, ExprError, Permission, PermissionError, PermissionExpr};
+use crate::permission::{Catalog, ExprError, PermissionError};
 
 /// A layer that lets a request through only if its key holds one
 /// permission: `router.route_layer(require(keys.catalog(), "contacts:write")?)`.
@@ -23,10 +22,8 @@ use crate::permission::{Catalog, ExprError, Permission, PermissionError, Permiss
 /// [`PermissionError`] at start-up when the catalog has no such
 /// permission: a typo fails the build of the router, not a request.
 pub fn require(catalog: &Catalog, permission: &str) -> Result<RequirePermission, PermissionError> {
-    let p = catalog.parse(permission)?;
     Ok(RequirePermission {
-        need: Need::One(p),
-        name: Arc::from(catalog.name(p).unwrap_or(permission)),
+        need: Requirement::one(catalog, permission)?,
     })
 }
 
@@ -40,34 +37,15 @@ pub fn require(catalog: &Catalog, permission: &str) -> Result<RequirePermission,
 /// # Errors
 /// [`ExprError`] at start-up: a syntax error or an unknown permission.
 pub fn require_expr(catalog: &Catalog, expression: &str) -> Result<RequirePermission, ExprError> {
-    let expr = catalog.expression(expression)?;
     Ok(RequirePermission {
-        name: Arc::from(expr.to_string()),
-        need: Need::Expr(expr),
+        need: Requirement::expr(catalog, expression)?,
     })
 }
 
 /// See [`require`](super::require) and [`require_expr`](super::require_expr).
 #[derive(Debug, Clone)]
 pub struct RequirePermission {
-    need: Need,
-    name: Arc<str>,
-}
-
-/// What a route needs.
-#[derive(Debug, Clone)]
-enum Need {
-    One(Permission),
-    Expr(PermissionExpr),
-}
-
-impl Need {
-    fn met_by(&self, key: &Verified) -> bool {
-        match self {
-            Self::One(p) => key.allows(*p),
-            Self::Expr(e) => key.satisfies(e),
-        }
-    }
+    need: Requirement,
 }
 
 impl<S> Layer<S> for RequirePermission {
@@ -86,17 +64,9 @@ impl Gate for RequirePermission {
         &self,
         req: Request<B>,
     ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
-        let refusal = match req.extensions().get::<Verified>() {
-            Some(v) if self.need.met_by(v) => None,
-            Some(v) => Some(
-                ApiError::from_forbidden(&Forbidden::Missing(self.name.to_string()))
-                    .with_key(Some(v.display_prefix())),
-            ),
-            None => Some(missing_layer()),
-        };
-        let decided = match refusal {
-            None => Ok((req, Span::none())),
-            Some(err) => Err(render_with(req.extensions(), err)),
+        let decided = match self.need.check(req.extensions().get::<Verified>()) {
+            Ok(()) => Ok((req, Span::none())),
+            Err(err) => Err(render_with(req.extensions(), err)),
         };
         std::future::ready(decided)
     }

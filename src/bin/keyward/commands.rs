@@ -13,44 +13,8 @@ use keyward::{
 use crate::args::{Admin, Audit, Cli, Command, Create, FileFormat, Import, Keys, Status};
 use crate::config::{open, Opened};
 use crate::exit;
+use crate::failure::Failure;
 use crate::output;
-
-/// Why a command failed: its exit code, a stable snake_case kind, and a
-/// message for the operator (never a secret).
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: u8, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<KeyError> for Failure {
-    fn from(e: KeyError) -> Self {
-        let code = match &e {
-            KeyError::NotFound(_) => exit::NOT_FOUND,
-            KeyError::Store(_) => exit::UNAVAILABLE,
-            KeyError::Entropy(_) => exit::INTERNAL,
-            _ => exit::REFUSED,
-        };
-        Self::new(code, e.code(), e.to_string())
-    }
-}
-
-impl From<keyward::StoreError> for Failure {
-    fn from(e: keyward::StoreError) -> Self {
-        Self::new(exit::UNAVAILABLE, "store_unavailable", e.to_string())
-    }
-}
 
 /// Runs the command; the exit code on success.
 pub async fn run(cli: Cli) -> Result<u8, Failure> {

@@ -12,8 +12,8 @@ use keyward::{
 };
 use serde::Deserialize;
 
-use crate::commands::Failure;
 use crate::exit;
+use crate::failure::Failure;
 
 /// The catalog file: the service's permissions, and the settings of the
 /// tokens it issues.

@@ -14,6 +14,7 @@
 mod args;
 mod commands;
 mod config;
+mod failure;
 mod output;
 
 use std::process::ExitCode;

@@ -8,8 +8,8 @@ use keyward::{AuditRecord, IssuedKey, KeyId, KeyInfo, SweepReport};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::commands::Failure;
 use crate::exit;
+use crate::failure::Failure;
 
 /// Writes `text` to stdout; a closed pipe is not a failure of the
 /// command (`keyward keys list | head`).
