@@ -278,6 +278,10 @@ impl Dialect for Sqlite {
         "min"
     }
 
+    fn batch_param(&self, _n: usize) -> String {
+        "?".to_string()
+    }
+
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for (id, at) in batch {

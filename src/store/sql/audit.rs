@@ -283,7 +283,7 @@ impl Writer {
         for event in batch {
             let first = args.len() + 1;
             let params: Vec<String> = (first..first + COLUMNS.len())
-                .map(|n| format!("?{n}"))
+                .map(|n| self.db.batch_param(n))
                 .collect();
             rows.push(format!("({})", params.join(", ")));
             args.extend(values_of(event));

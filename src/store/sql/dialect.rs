@@ -70,6 +70,15 @@ pub(crate) trait Dialect: Queries + fmt::Debug + 'static {
     /// The name of the two-argument minimum function.
     fn least(&self) -> &'static str;
 
+    /// How a parameter of a long statement (a batch insert) is written:
+    /// `?N` by default, rewritten by [`Dialect::placeholders`]. SQLite
+    /// takes a bare `?`: each `?N` is a named parameter there, and the
+    /// driver looks every name up in a list, which makes binding a long
+    /// statement quadratic.
+    fn batch_param(&self, n: usize) -> String {
+        format!("?{n}")
+    }
+
     /// Moves each key's `last_used_at` forward to the batch's instant (the
     /// latest, when a key is in it twice), never back.
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), sqlx::Error>;

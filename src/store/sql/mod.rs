@@ -173,8 +173,9 @@ fn limit(n: usize) -> Value {
 }
 
 /// Records [`KeyStore::insert_many`] writes in one statement: 30 columns
-/// each, within SQLite's and PostgreSQL's parameter limits.
-const INSERT_BATCH: usize = 50;
+/// each, 3,000 parameters, within SQLite's (32,766) and PostgreSQL's
+/// (65,535) limits.
+const INSERT_BATCH: usize = 100;
 
 /// `(?first, ?first+1, …)`: one row of every column, JSON as the dialect
 /// binds it.
@@ -182,8 +183,8 @@ fn values_row(d: &dyn Dialect, first: usize) -> String {
     let params: Vec<String> = (first..)
         .zip(COLUMNS)
         .map(|(i, (_, k))| match k {
-            Kind::Json => d.json_in(&format!("?{i}")),
-            _ => format!("?{i}"),
+            Kind::Json => d.json_in(&d.batch_param(i)),
+            _ => d.batch_param(i),
         })
         .collect();
     format!("({})", params.join(", "))
@@ -233,7 +234,7 @@ impl SqlEngine {
             .collect();
         let mut held = std::collections::HashMap::new();
         if !taken.is_empty() {
-            let params: Vec<String> = (1..=taken.len()).map(|i| format!("?{i}")).collect();
+            let params: Vec<String> = (1..=taken.len()).map(|i| d.batch_param(i)).collect();
             let sql: Arc<str> = d
                 .placeholders(format!(
                     "{} WHERE id IN ({})",
