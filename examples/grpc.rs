@@ -291,7 +291,7 @@ impl contacts::Contacts for ContactBook {
 ///
 /// # Errors
 /// Never with [`catalog`]: its permissions exist.
-pub fn methods(catalog: &Catalog) -> Result<MethodPermissions, keyward::PermissionError> {
+pub fn methods(catalog: &Catalog) -> Result<MethodPermissions, keyward::grpc::MethodMapError> {
     MethodPermissions::new(catalog)
         .method("/contacts.v1.Contacts/List", "contacts:read")?
         .method("/contacts.v1.Contacts/Create", "contacts:write")

@@ -15,7 +15,7 @@
 //! let methods = MethodPermissions::new(&catalog)
 //!     .method("/contacts.v1.Contacts/List", "contacts:read")?
 //!     .method("/contacts.v1.Contacts/Create", "contacts:write")?
-//!     .public("/grpc.health.v1.Health/Check");
+//!     .public("/grpc.health.v1.Health/Check")?;
 //! let layer = GrpcLayer::new(keys, methods);
 //! // tonic::transport::Server::builder().layer(layer).add_service(…)
 //! # let _ = layer;
@@ -108,13 +108,17 @@ impl MethodPermissions {
         }
     }
 
-    /// Method `path` (`/package.Service/Method`) needs `permission`.
+    /// Method `path` (`/package.Service/Method`, exactly as gRPC sends
+    /// it) needs `permission`.
     ///
     /// # Errors
-    /// [`PermissionError`] for a permission the catalog does not have.
-    pub fn method(mut self, path: &str, permission: &str) -> Result<Self, PermissionError> {
+    /// [`MethodMapError::Path`] for a path not of that form;
+    /// [`MethodMapError::Permission`] for a permission the catalog does
+    /// not have.
+    pub fn method(mut self, path: &str, permission: &str) -> Result<Self, MethodMapError> {
+        let path = method_path(path)?;
         let need = Need::Permission(Requirement::one(&self.catalog, permission)?);
-        self.methods.insert(path.to_string(), need);
+        self.methods.insert(path, need);
         Ok(self)
     }
 
@@ -122,23 +126,27 @@ impl MethodPermissions {
     /// needs `permission`.
     ///
     /// # Errors
-    /// [`PermissionError`] for a permission the catalog does not have.
-    pub fn service(mut self, service: &str, permission: &str) -> Result<Self, PermissionError> {
+    /// As [`MethodPermissions::method`].
+    pub fn service(mut self, service: &str, permission: &str) -> Result<Self, MethodMapError> {
+        let service = service_name(service)?;
         let need = Need::Permission(Requirement::one(&self.catalog, permission)?);
-        self.services
-            .insert(service.trim_matches('/').to_string(), need);
+        self.services.insert(service, need);
         Ok(self)
     }
 
-    /// `path` (a method, or a whole service as `package.Service`) needs
-    /// no key: health checks, reflection.
-    pub fn public(mut self, path: &str) -> Self {
+    /// `path` needs no key: a method (`/package.Service/Method`) or a
+    /// whole service (`package.Service`), e.g. health checks and
+    /// reflection.
+    ///
+    /// # Errors
+    /// [`MethodMapError::Path`] for a name of neither form.
+    pub fn public(mut self, path: &str) -> Result<Self, MethodMapError> {
         if path.starts_with('/') {
-            self.methods.insert(path.to_string(), Need::Public);
+            self.methods.insert(method_path(path)?, Need::Public);
         } else {
-            self.services.insert(path.to_string(), Need::Public);
+            self.services.insert(service_name(path)?, Need::Public);
         }
-        self
+        Ok(self)
     }
 
     /// Methods not mapped need only a valid key (instead of being
@@ -153,13 +161,56 @@ impl MethodPermissions {
         if let Some(need) = self.methods.get(path) {
             return need;
         }
+        // A service entry covers `/service/method` only: nothing with
+        // more parts, which no gRPC call has.
         let service = path
             .strip_prefix('/')
             .and_then(|p| p.split_once('/'))
+            .filter(|(_, method)| !method.contains('/'))
             .map(|(s, _)| s);
         service
             .and_then(|s| self.services.get(s))
             .unwrap_or(&self.unlisted)
+    }
+}
+
+/// A [`MethodPermissions`] entry that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MethodMapError {
+    /// A method path is not `/package.Service/Method`, or a service name
+    /// not `package.Service`: it would never match a call.
+    #[error("{0:?} is not a gRPC method path (/package.Service/Method) or service name (package.Service)")]
+    Path(String),
+    /// The permission is not in the catalog.
+    #[error(transparent)]
+    Permission(#[from] PermissionError),
+}
+
+/// A name part of a path: letters, digits, `_` and `.` (no `/`, no
+/// empty part).
+fn is_name(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+fn method_path(path: &str) -> Result<String, MethodMapError> {
+    let parts = path.strip_prefix('/').and_then(|p| p.split_once('/'));
+    match parts {
+        Some((service, method)) if is_name(service) && is_name(method) && !method.contains('.') => {
+            Ok(path.to_string())
+        }
+        _ => Err(MethodMapError::Path(path.chars().take(100).collect())),
+    }
+}
+
+fn service_name(service: &str) -> Result<String, MethodMapError> {
+    if is_name(service) {
+        Ok(service.to_string())
+    } else {
+        Err(MethodMapError::Path(service.chars().take(100).collect()))
     }
 }
 
@@ -316,8 +367,18 @@ async fn admit(
     peer: Option<std::net::IpAddr>,
 ) -> Result<Option<Verified>, ApiError> {
     let need = config.methods.need(path);
-    if matches!(need, Need::Public) {
-        return Ok(None);
+    match need {
+        Need::Public => return Ok(None),
+        // Refused before the key is verified: nothing is counted against
+        // it for a call that could never succeed.
+        Need::Unmapped => {
+            let shown: String = path.chars().take(200).collect();
+            return Err(ApiError {
+                message: format!("No permission is mapped for method {shown}."),
+                ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", "")
+            });
+        }
+        _ => {}
     }
     let client_ip = config.client.resolve_in(peer, headers);
     let verified = authenticate(
@@ -329,16 +390,11 @@ async fn admit(
     )
     .await?;
     match need {
-        Need::Unmapped => Err(ApiError {
-            message: format!("No permission is mapped for method {path}."),
-            ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", "")
-        }
-        .with_key(Some(verified.display_prefix()))),
         Need::Permission(requirement) => {
             requirement.check(Some(&verified))?;
             Ok(Some(verified))
         }
-        Need::Public | Need::AnyKey => Ok(Some(verified)),
+        Need::Public | Need::AnyKey | Need::Unmapped => Ok(Some(verified)),
     }
 }
 
@@ -370,4 +426,90 @@ pub fn status_of(err: &ApiError) -> Status {
         status.metadata_mut().insert("keyward-error-code", value);
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::builder()
+            .resource("contacts", ["read", "write"])
+            .build()
+            .expect("catalog")
+    }
+
+    #[test]
+    fn paths_that_could_never_match_are_refused() {
+        let m = || MethodPermissions::new(&catalog());
+        for bad in [
+            "contacts.v1.Contacts/List",
+            "/contacts.v1.Contacts",
+            "/contacts.v1.Contacts/",
+            "//List",
+            "/a/b/c",
+            "/a/b.c",
+            "/a b/c",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    m().method(bad, "contacts:read"),
+                    Err(MethodMapError::Path(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        for bad in ["", "/", "/svc/", "a/b", "a b"] {
+            assert!(m().service(bad, "contacts:read").is_err(), "{bad:?}");
+            assert!(m().public(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            m().method("/a.B/C", "contacts:fly"),
+            Err(MethodMapError::Permission(_))
+        ));
+    }
+
+    #[test]
+    fn a_method_entry_beats_its_service_and_unlisted_methods_are_closed() {
+        let map = MethodPermissions::new(&catalog())
+            .service("contacts.v1.Contacts", "contacts:read")
+            .and_then(|m| m.method("/contacts.v1.Contacts/Create", "contacts:write"))
+            .and_then(|m| m.public("grpc.health.v1.Health"))
+            .and_then(|m| m.public("/grpc.reflection.v1.ServerReflection/Info"))
+            .expect("valid map");
+        let is = |path: &str| match map.need(path) {
+            Need::Public => "public".to_string(),
+            Need::AnyKey => "any key".to_string(),
+            Need::Unmapped => "closed".to_string(),
+            Need::Permission(r) => format!("{r:?}"),
+        };
+        assert!(is("/contacts.v1.Contacts/Create").contains("contacts:write"));
+        assert!(is("/contacts.v1.Contacts/List").contains("contacts:read"));
+        assert_eq!(is("/grpc.health.v1.Health/Check"), "public");
+        assert_eq!(is("/grpc.health.v1.Health/Watch"), "public");
+        assert_eq!(is("/grpc.reflection.v1.ServerReflection/Info"), "public");
+        assert_eq!(is("/grpc.reflection.v1.ServerReflection/Other"), "closed");
+        for odd in [
+            "/other.Service/Call",
+            "/contacts.v1.contacts/List",
+            "/contacts.v1.Contacts",
+            "contacts.v1.Contacts/List",
+            "",
+        ] {
+            let need = is(odd);
+            assert!(
+                need == "closed" || need.contains("contacts:read") || need == "public",
+                "{odd}: {need}"
+            );
+            assert!(!need.contains("contacts:write") || odd == "/contacts.v1.Contacts/Create");
+        }
+        assert_eq!(is("/other.Service/Call"), "closed");
+        assert_eq!(
+            is("/grpc.health.v1.Health/../contacts.v1.Contacts/Create"),
+            "closed"
+        );
+        let open = map.any_key_for_unlisted();
+        assert!(matches!(open.need("/other.Service/Call"), Need::AnyKey));
+    }
 }

@@ -113,9 +113,16 @@ fn table() -> Vec<Case> {
             ..case("reader writes", Some("reader"), 403)
         },
         Case {
+            code: Some("forbidden"),
+            challenge: Some(r#"error="insufficient_scope", scope="contacts:read""#),
+            ..case("a key without permissions reads", Some("nobody"), 403)
+        },
+        Case {
             code: Some("ip_not_allowed"),
             ..case("outside the allowlist", Some("office"), 403)
         },
+        // The peer address reaches verification: allowlisted loopback works.
+        case("inside the allowlist", Some("loopback"), 200),
         Case {
             before: 1,
             code: Some("rate_limited"),
@@ -164,6 +171,9 @@ async fn tokens(keys: &Keyward, clock: &ManualClock) -> HashMap<&'static str, St
     t.insert("expired", make(read().expires_in(Duration::hours(1))).await);
     let office: IpAllowlist = "10.0.0.0/8".parse().expect("allowlist");
     t.insert("office", make(read().allowed_ips(office)).await);
+    let loopback: IpAllowlist = "127.0.0.1/32, ::1/128".parse().expect("allowlist");
+    t.insert("loopback", make(read().allowed_ips(loopback)).await);
+    t.insert("nobody", make(NewKey::new("no permissions")).await);
     t.insert(
         "limited",
         make(read().rate_limit(RateLimit::per_minute(1).expect("valid"))).await,

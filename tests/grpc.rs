@@ -230,9 +230,68 @@ async fn permission_denied_names_the_permission_and_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_method_with_no_permission_mapped_is_closed() {
+async fn the_peer_address_reaches_the_allowlist() {
+    let s = setup();
+    let here: IpAllowlist = "127.0.0.1/32, ::1/128".parse().expect("allowlist");
+    let local = key(
+        &s,
+        NewKey::new("loopback only")
+            .permissions(["contacts:read"])
+            .allowed_ips(here),
+    )
+    .await;
+    let mut client = serve(s.keys.clone()).await;
+    client
+        .list(with_key(ListRequest {}, &local))
+        .await
+        .expect("a loopback caller is inside 127.0.0.1/32");
+}
+
+/// A permission is a bit of its catalog: a map built from another
+/// catalog (the same names in another order) must not let a reader
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_of_another_catalog_refuses_instead_of_misreading() {
     let s = setup();
     let reader = key(&s, NewKey::new("reader").permissions(["contacts:read"])).await;
+    let swapped = keyward::Catalog::builder()
+        .resource("contacts", ["write", "read"])
+        .build()
+        .expect("catalog");
+    let methods = keyward::grpc::MethodPermissions::new(&swapped)
+        .method("/contacts.v1.Contacts/Create", "contacts:write")
+        .expect("map");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = tonic::transport::Server::builder()
+        .layer(keyward::grpc::GrpcLayer::new(s.keys.clone(), methods))
+        .add_service(example::contacts::ContactsServer::new(
+            example::ContactBook::default(),
+        ))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(server);
+    let mut client = ContactsClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let status = client
+        .create(with_key(contact("Eve"), &reader))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_with_no_permission_mapped_is_closed() {
+    let s = setup();
+    let reader = key(
+        &s,
+        NewKey::new("reader")
+            .permissions(["contacts:read"])
+            .remaining(1),
+    )
+    .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -257,6 +316,14 @@ async fn a_method_with_no_permission_mapped_is_closed() {
         "{}",
         status.message()
     );
+    // Refused before the key was verified: its one use is still there.
+    let mut client = ContactsClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    client
+        .list(with_key(ListRequest {}, &reader))
+        .await
+        .expect("the use was not spent on the refused call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

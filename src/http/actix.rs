@@ -59,6 +59,7 @@ impl Headers for actix_web::http::header::HeaderMap {
 /// default JSON body ([`ApiError::to_json`]), `Retry-After` and the
 /// `WWW-Authenticate` challenge, as the axum adapter renders it.
 pub fn error_response(err: &ApiError, realm: &str) -> HttpResponse {
+    let realm = clean_realm(realm);
     let status =
         StatusCode::from_u16(err.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
@@ -66,7 +67,7 @@ pub fn error_response(err: &ApiError, realm: &str) -> HttpResponse {
         response.insert_header(("retry-after", retry));
     }
     if let Some(challenge) = err
-        .challenge(realm)
+        .challenge(&realm)
         .and_then(|v| v.to_str().ok().map(String::from))
     {
         response.insert_header(("www-authenticate", challenge));
@@ -325,8 +326,9 @@ impl FromRequest for Authenticated {
 
 /// A middleware that lets a request through only if its key holds one
 /// permission: `web::get().to(handler).wrap(require(&catalog,
-/// "contacts:write")?)`, or around a scope. Needs [`KeywardMiddleware`]
-/// outside it.
+/// "contacts:write")?)` (the handler first, then the guard), or around a
+/// scope. Needs [`KeywardMiddleware`] outside it, and `catalog` must be
+/// the [`Keyward`]'s (a requirement of another catalog refuses with 500).
 ///
 /// # Errors
 /// [`PermissionError`] at start-up when the catalog has no such

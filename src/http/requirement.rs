@@ -15,6 +15,9 @@ use crate::permission::{Catalog, ExprError, Permission, PermissionError, Permiss
 pub(crate) struct Requirement {
     need: Need,
     name: Arc<str>,
+    /// The catalog the permission was parsed in: a permission is a bit
+    /// of its catalog, meaningless in another.
+    catalog: Catalog,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +33,7 @@ impl Requirement {
         Ok(Self {
             need: Need::One(p),
             name: Arc::from(catalog.name(p).unwrap_or(permission)),
+            catalog: catalog.clone(),
         })
     }
 
@@ -40,6 +44,7 @@ impl Requirement {
         Ok(Self {
             name: Arc::from(expr.to_string()),
             need: Need::Expr(expr),
+            catalog: catalog.clone(),
         })
     }
 
@@ -52,10 +57,15 @@ impl Requirement {
     }
 
     /// Passes `key`, or refuses: 403 naming what is missing and the key,
-    /// or, with no verified key, the host's mistake (no authenticating
-    /// layer before this one).
+    /// or, with no verified key or a key of another catalog, the host's
+    /// mistake (no authenticating layer before this one; a requirement
+    /// built from another catalog than the instance's).
     pub(crate) fn check(&self, key: Option<&Verified>) -> Result<(), ApiError> {
         match key {
+            Some(k) if k.permissions().catalog() != &self.catalog => {
+                tracing::error!(target: "keyward", requirement = %self.name, "a permission requirement was built from another catalog than the Keyward's");
+                Err(misconfigured())
+            }
             Some(k) if self.met_by(k) => Ok(()),
             Some(k) => Err(
                 ApiError::from_forbidden(&Forbidden::Missing(self.name.to_string()))
@@ -71,6 +81,10 @@ impl Requirement {
 #[cfg_attr(not(any(feature = "axum", feature = "actix")), allow(dead_code))]
 pub(crate) fn missing_layer() -> ApiError {
     tracing::error!(target: "keyward", "the keyward layer or middleware is not installed on this route");
+    misconfigured()
+}
+
+fn misconfigured() -> ApiError {
     ApiError::new(
         http::StatusCode::INTERNAL_SERVER_ERROR,
         "internal_error",
