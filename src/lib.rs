@@ -84,6 +84,9 @@ pub mod http;
 pub mod import;
 mod key;
 mod keyward;
+#[cfg(feature = "leaks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "leaks")))]
+pub mod leak;
 mod legacy;
 mod limit;
 mod permission;
@@ -117,6 +120,9 @@ pub use crate::error::{
     BoxError, ConfigError, Dimension, Forbidden, KeyError, StoreError, VerifyError,
 };
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyStatus, NewKey, MAX_USES};
+#[cfg(feature = "leaks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "leaks")))]
+pub use crate::keyward::SECRET_SCANNING_ACTOR;
 pub use crate::keyward::{
     CacheStats, ImportOptions, ImportReport, InvalidCursor, KeyCursor, KeyPage, KeyQuery,
     KeyUpdate, Keyward, KeywardBuilder, Verified, VerifyFuture, VerifyRequest, MAX_METADATA_BYTES,

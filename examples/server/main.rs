@@ -350,6 +350,36 @@ pub async fn recover_admin(keys: &Keyward) -> Result<String, keyward::KeyError> 
     Ok(issued.token.expose_secret().to_string())
 }
 
+/// Mounts GitHub's leaked-token endpoint at `POST /secret-scanning` when
+/// `GITHUB_SECRET_SCANNING_KEYS` names a file of GitHub's public keys
+/// (the JSON of `https://api.github.com/meta/public_keys/secret_scanning`,
+/// downloaded by the operator: the service makes no outbound request).
+fn with_secret_scanning(app: Router, keys: &Keyward) -> Result<Router, Box<dyn std::error::Error>> {
+    let Ok(path) = std::env::var("GITHUB_SECRET_SCANNING_KEYS") else {
+        return Ok(app);
+    };
+    #[derive(Deserialize)]
+    struct Listed {
+        public_keys: Vec<keyward::leak::ScannerKey>,
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("GITHUB_SECRET_SCANNING_KEYS={path:?}: {e}"))?;
+    let listed: Listed = serde_json::from_str(&text)
+        .map_err(|e| format!("GITHUB_SECRET_SCANNING_KEYS={path:?}: not GitHub's key list: {e}"))?;
+    let mut scanner = keyward::leak::ScannerKeys::new();
+    for key in &listed.public_keys {
+        scanner = scanner.with_key(&key.key_identifier, &key.key)?;
+    }
+    println!(
+        "leaked-token reports accepted at POST /secret-scanning ({} GitHub keys)",
+        listed.public_keys.len()
+    );
+    Ok(app.nest(
+        "/secret-scanning",
+        keyward::http::secret_scanning(keys.clone(), Arc::new(scanner)),
+    ))
+}
+
 /// Whether the operator asked for a new admin key: `--recover-admin`.
 /// A flag, not an environment variable: one left set in a unit file would
 /// mint an admin key into the logs at every restart.
@@ -476,11 +506,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // Peer addresses reach the layer: keys with an IP allowlist need them.
     let client = client_from_env()?;
-    let service = with_metrics(
-        app_behind(keys.clone(), Some(Arc::new(trail.clone())), client),
-        metrics,
-    )
-    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = app_behind(keys.clone(), Some(Arc::new(trail.clone())), client);
+    let app = with_secret_scanning(app, &keys)?;
+    let service =
+        with_metrics(app, metrics).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -58,6 +58,9 @@ pub enum AuditAction {
     /// A key was imported from another system
     /// ([`Keyward::import`](crate::Keyward::import)).
     Import,
+    /// A secret scanner's report of leaked tokens was answered (its keys
+    /// are revoked, each with its own `revoke` event).
+    LeakReport,
 }
 
 impl AuditAction {
@@ -80,6 +83,7 @@ impl AuditAction {
             Self::LimiterRecovered => "limiter_recovered",
             Self::SetRole => "set_role",
             Self::Import => "import",
+            Self::LeakReport => "leak_report",
         }
     }
 }

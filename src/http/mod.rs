@@ -57,6 +57,8 @@ pub mod manage;
 mod require;
 pub(crate) mod requirement;
 #[cfg(feature = "axum")]
+mod secret_scanning;
+#[cfg(feature = "axum")]
 mod service;
 #[cfg(all(test, feature = "axum"))]
 mod tests;
@@ -82,6 +84,8 @@ pub use layer::{Authenticate, KeywardLayer, KeywardService};
 pub use require::{require, require_expr, RequirePermission, RequireService};
 #[cfg(feature = "axum")]
 pub(crate) use requirement::missing_layer;
+#[cfg(feature = "axum")]
+pub use secret_scanning::secret_scanning;
 #[cfg(feature = "axum")]
 pub use service::{Authorize, Gate};
 

@@ -18,6 +18,8 @@ mod builder;
 mod future;
 mod import;
 mod last_used;
+#[cfg(feature = "leaks")]
+mod leaks;
 mod list;
 mod manage;
 mod policies;
@@ -33,6 +35,8 @@ use crate::role::{granted, RoleMap};
 pub use builder::KeywardBuilder;
 pub use future::VerifyFuture;
 pub use import::{ImportOptions, ImportReport};
+#[cfg(feature = "leaks")]
+pub use leaks::SECRET_SCANNING_ACTOR;
 pub use list::{InvalidCursor, KeyCursor, KeyPage, KeyQuery, MAX_PAGE_KEYS};
 pub use manage::KeyUpdate;
 pub use request::VerifyRequest;

@@ -1,0 +1,98 @@
+//! Leaked-key reports: [`Keyward::report_leaks`]. Each reported token is
+//! checked as a verify checks it (shape and checksum, then the stored
+//! hash in constant time); a key's token is a true positive and the key
+//! is revoked at once.
+
+use super::Keyward;
+use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
+use crate::error::{KeyError, StoreError};
+use crate::key::Actor;
+use crate::leak::{Label, LeakFeedback, LeakReport};
+use crate::token::KeyHash;
+
+/// The actor of revocations for leaked keys, as the audit trail names it.
+pub const SECRET_SCANNING_ACTOR: &str = "keyward:secret-scanning";
+
+impl Keyward {
+    /// Answers a scanner's report of leaked tokens (verify its signature
+    /// first: [`ScannerKeys::verify`](crate::leak::ScannerKeys::verify)).
+    /// For each token, the feedback GitHub's partner program takes:
+    /// `true_positive` for a key's token, and the key is revoked (audited
+    /// as `revoke` by [`SECRET_SCANNING_ACTOR`], with the report's `url`
+    /// and `source` in the log); `false_positive` for anything else.
+    ///
+    /// A token is only ever compared through its hash, as a verify
+    /// compares it. A malformed token, a wrong checksum, an unknown id (one
+    /// that never existed or was deleted) and another secret all answer
+    /// `false_positive` alike: the answer says no more than the id does.
+    /// A key already revoked or expired is still a true positive.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read or written; tokens
+    /// before the failure are answered and their keys revoked.
+    pub async fn report_leaks(
+        &self,
+        reports: &[LeakReport],
+    ) -> Result<Vec<LeakFeedback>, StoreError> {
+        let mut feedback = Vec::with_capacity(reports.len());
+        let mut revoked = 0u64;
+        for report in reports {
+            let label = self.leaked(report).await?;
+            if label == Label::TruePositive {
+                revoked += 1;
+            }
+            feedback.push(LeakFeedback {
+                token_hash: KeyHash::of(report.token.as_bytes()).to_hex(),
+                token_type: report.token_type.chars().take(100).collect(),
+                label,
+            });
+        }
+        // Every report is in the trail.
+        self.inner.audit.record(&AuditEvent {
+            at: self.now(),
+            action: AuditAction::LeakReport,
+            outcome: AuditOutcome::Success,
+            actor: Some(SECRET_SCANNING_ACTOR.to_string()),
+            tenant: None,
+            key_id: None,
+            key_prefix: None,
+            related_key_id: None,
+        });
+        tracing::info!(target: "keyward", tokens = reports.len(), true_positives = revoked, "leaked-key report answered");
+        Ok(feedback)
+    }
+
+    /// Whether `report` names a key's token; if so, the key is revoked.
+    async fn leaked(&self, report: &LeakReport) -> Result<Label, StoreError> {
+        let Ok(parsed) = self.parse(&report.token) else {
+            return Ok(Label::FalsePositive);
+        };
+        let id = parsed.id();
+        let Some(record) = self.inner.store.get(&id).await? else {
+            return Ok(Label::FalsePositive);
+        };
+        if !record.hash.ct_eq(&parsed.hash()) {
+            return Ok(Label::FalsePositive);
+        }
+        let actor = Actor::new(SECRET_SCANNING_ACTOR, &record.tenant)
+            .permissions(self.inner.catalog.all())
+            .may_manage_keys(true);
+        let url = report.url.as_deref().unwrap_or("-");
+        let source = report.source.as_deref().unwrap_or("-");
+        match self.revoke(&actor, &id).await {
+            Ok(_) => {
+                tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, tenant = %record.tenant, url, source, "a leaked key was revoked");
+            }
+            // Revoked already, expired, or deleted meanwhile: exposed all
+            // the same, nothing more to do.
+            Err(KeyError::NotActive { .. } | KeyError::NotFound(_)) => {
+                tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, url, source, "a leaked key was reported; it is not active");
+            }
+            Err(KeyError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::error!(target: "keyward", key = %record.prefix, key_id = %id, error = %e, "a leaked key could not be revoked");
+            }
+        }
+        Ok(Label::TruePositive)
+    }
+}
