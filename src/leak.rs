@@ -72,20 +72,45 @@ pub enum SignatureError {
 
 /// The public keys reports must be signed with.
 pub struct ScannerKeys {
+    /// The host's keys: never replaced by a fetch.
+    given: HashMap<String, VerifyingKey>,
+    /// The fetcher's keys, replaced by each successful fetch (a key the
+    /// scanner withdraws is dropped).
     keys: RwLock<HashMap<String, VerifyingKey>>,
     fetcher: Option<Arc<dyn KeyFetcher>>,
     fetched: Mutex<Option<Instant>>,
 }
 
+/// A signature ready to check against a body: its key is known and its
+/// encoding sound, so reading the body is worth it.
+#[derive(Debug)]
+pub struct Prepared {
+    key: VerifyingKey,
+    signature: Signature,
+}
+
+impl Prepared {
+    /// Checks the signature over `body`, the raw bytes of the request.
+    ///
+    /// # Errors
+    /// [`SignatureError::Invalid`] when it does not verify.
+    pub fn verify(&self, body: &[u8]) -> Result<(), SignatureError> {
+        self.key
+            .verify(body, &self.signature)
+            .map_err(|_| SignatureError::Invalid)
+    }
+}
+
 impl fmt::Debug for ScannerKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids: Vec<String> = self
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
+        let mut ids: Vec<String> = self.given.keys().cloned().collect();
+        ids.extend(
+            self.keys
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .cloned(),
+        );
         f.debug_struct("ScannerKeys")
             .field("keys", &ids)
             .field("fetcher", &self.fetcher)
@@ -103,6 +128,7 @@ impl ScannerKeys {
     /// No key yet.
     pub fn new() -> Self {
         Self {
+            given: HashMap::new(),
             keys: RwLock::new(HashMap::new()),
             fetcher: None,
             fetched: Mutex::new(None),
@@ -113,12 +139,9 @@ impl ScannerKeys {
     ///
     /// # Errors
     /// [`SignatureError::BadKey`] for anything but a P-256 public key.
-    pub fn with_key(self, identifier: &str, pem: &str) -> Result<Self, SignatureError> {
+    pub fn with_key(mut self, identifier: &str, pem: &str) -> Result<Self, SignatureError> {
         let key = parse_key(identifier, pem)?;
-        self.keys
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(identifier.to_string(), key);
+        self.given.insert(identifier.to_string(), key);
         Ok(self)
     }
 
@@ -140,6 +163,20 @@ impl ScannerKeys {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<(), SignatureError> {
+        self.prepare(identifier, signature).await?.verify(body)
+    }
+
+    /// The first half of [`ScannerKeys::verify`], before the body is
+    /// read: the headers are there, the signature is well-formed DER and
+    /// its key is known (fetched if need be).
+    ///
+    /// # Errors
+    /// [`SignatureError`] naming why the body need not be read.
+    pub async fn prepare(
+        &self,
+        identifier: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<Prepared, SignatureError> {
         let (Some(identifier), Some(signature)) = (identifier, signature) else {
             return Err(SignatureError::Unsigned);
         };
@@ -154,11 +191,13 @@ impl ScannerKeys {
                 self.key(identifier).ok_or(SignatureError::UnknownKey)?
             }
         };
-        key.verify(body, &signature)
-            .map_err(|_| SignatureError::Invalid)
+        Ok(Prepared { key, signature })
     }
 
     fn key(&self, identifier: &str) -> Option<VerifyingKey> {
+        if let Some(key) = self.given.get(identifier) {
+            return Some(*key);
+        }
         self.keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -182,17 +221,18 @@ impl ScannerKeys {
         }
         match fetcher.fetch().await {
             Ok(listed) => {
-                let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+                let mut fresh = HashMap::new();
                 for k in listed {
                     match parse_key(&k.key_identifier, &k.key) {
                         Ok(key) => {
-                            keys.insert(k.key_identifier, key);
+                            fresh.insert(k.key_identifier, key);
                         }
                         Err(e) => {
                             tracing::warn!(target: "keyward", error = %e, "a fetched scanner key was skipped")
                         }
                     }
                 }
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = fresh;
             }
             Err(e) => {
                 tracing::warn!(target: "keyward", error = %e, "the scanner's keys could not be fetched")

@@ -15,7 +15,9 @@ use base64::Engine as _;
 use http::{Request, StatusCode};
 use keyward::http::secret_scanning;
 use keyward::leak::{KeyFetcher, ScannerKey, ScannerKeys};
-use keyward::{Actor, Keyward, MemoryStore, NewKey, VerifyError};
+use keyward::{
+    Actor, AuditAction, AuditOutcome, Keyward, MemoryAuditSink, MemoryStore, NewKey, VerifyError,
+};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{EncodePublicKey, LineEnding};
@@ -54,11 +56,14 @@ struct Setup {
     app: Router,
     signer: SigningKey,
     admin: Actor,
+    audit: MemoryAuditSink,
 }
 
 fn setup() -> Setup {
     let (signer, pem) = scanner_pair();
+    let audit = MemoryAuditSink::default();
     let keys = Keyward::builder(MemoryStore::new(), catalog())
+        .audit(audit.clone())
         .build()
         .expect("keyward");
     let scanner = Arc::new(ScannerKeys::new().with_key(KEY_ID, &pem).expect("key"));
@@ -71,6 +76,7 @@ fn setup() -> Setup {
         app,
         signer,
         admin,
+        audit,
     }
 }
 
@@ -301,4 +307,50 @@ async fn keys_are_fetched_when_an_unknown_identifier_appears() {
     let (status, answer) = post(&app, &body, Some(KEY_ID), Some(&sign(&signer, &body))).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer[0]["label"], "false_positive");
+}
+
+#[tokio::test]
+async fn every_report_is_audited_and_a_repeated_token_is_revoked_once() {
+    let s = setup();
+    let issued = s
+        .keys
+        .create(&s.admin, NewKey::new("leaky"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret().to_string();
+    let repeated: Vec<&str> = std::iter::repeat_n(token.as_str(), 50).collect();
+    let body = report(&repeated);
+    let (status, answer) = post(&s.app, &body, Some(KEY_ID), Some(&sign(&s.signer, &body))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(answer
+        .as_array()
+        .is_some_and(|a| a.len() == 50 && a.iter().all(|e| e["label"] == "true_positive")));
+    // Reported again later: still a true positive, not written again.
+    let body = report(&[&token]);
+    post(&s.app, &body, Some(KEY_ID), Some(&sign(&s.signer, &body))).await;
+    let unsigned = post(&s.app, &body, None, None).await;
+    assert_eq!(unsigned.0, StatusCode::UNAUTHORIZED);
+
+    let events = s.audit.events();
+    let revokes = events
+        .iter()
+        .filter(|e| {
+            e.action == AuditAction::Revoke
+                && e.actor.as_deref() == Some(keyward::SECRET_SCANNING_ACTOR)
+        })
+        .count();
+    assert_eq!(revokes, 1, "one revocation for 51 reports of one token");
+    let reports: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == AuditAction::LeakReport)
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(
+        reports,
+        vec![
+            AuditOutcome::Success,
+            AuditOutcome::Success,
+            AuditOutcome::Denied("unsigned_report")
+        ]
+    );
 }

@@ -3,6 +3,8 @@
 //! hash in constant time); a key's token is a true positive and the key
 //! is revoked at once.
 
+use std::collections::HashMap;
+
 use super::Keyward;
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::error::{KeyError, StoreError};
@@ -18,8 +20,8 @@ impl Keyward {
     /// first: [`ScannerKeys::verify`](crate::leak::ScannerKeys::verify)).
     /// For each token, the feedback GitHub's partner program takes:
     /// `true_positive` for a key's token, and the key is revoked (audited
-    /// as `revoke` by [`SECRET_SCANNING_ACTOR`], with the report's `url`
-    /// and `source` in the log); `false_positive` for anything else.
+    /// as `revoke` by [`SECRET_SCANNING_ACTOR`]; the report's `url` and
+    /// `source` are in the log); `false_positive` for anything else.
     ///
     /// A token is only ever compared through its hash, as a verify
     /// compares it. A malformed token, a wrong checksum, an unknown id (one
@@ -27,39 +29,65 @@ impl Keyward {
     /// `false_positive` alike: the answer says no more than the id does.
     /// A key already revoked or expired is still a true positive.
     ///
+    /// A token reported more than once is looked at once; a key revoked
+    /// already is not written again. Every report is audited
+    /// (`leak_report`), and each revocation as `revoke`.
+    ///
     /// # Errors
-    /// [`StoreError`] when the store cannot be read or written; tokens
-    /// before the failure are answered and their keys revoked.
+    /// [`StoreError`] when the store cannot be read or written (the keys
+    /// of tokens before the failure are revoked; report again).
     pub async fn report_leaks(
         &self,
         reports: &[LeakReport],
     ) -> Result<Vec<LeakFeedback>, StoreError> {
+        let answered = self.answer_leaks(reports).await;
+        self.audit_leak_report(match &answered {
+            Ok(_) => AuditOutcome::Success,
+            Err(_) => AuditOutcome::Failed(crate::error::STORE_UNAVAILABLE),
+        });
+        answered
+    }
+
+    async fn answer_leaks(&self, reports: &[LeakReport]) -> Result<Vec<LeakFeedback>, StoreError> {
         let mut feedback = Vec::with_capacity(reports.len());
+        // A token reported twice is looked at once.
+        let mut seen: HashMap<[u8; 32], Label> = HashMap::new();
         let mut revoked = 0u64;
         for report in reports {
-            let label = self.leaked(report).await?;
-            if label == Label::TruePositive {
-                revoked += 1;
-            }
+            let hash = KeyHash::of(report.token.as_bytes());
+            let label = match seen.get(hash.as_bytes()) {
+                Some(label) => *label,
+                None => {
+                    let label = self.leaked(report).await?;
+                    if label == Label::TruePositive {
+                        revoked += 1;
+                    }
+                    seen.insert(*hash.as_bytes(), label);
+                    label
+                }
+            };
             feedback.push(LeakFeedback {
-                token_hash: KeyHash::of(report.token.as_bytes()).to_hex(),
+                token_hash: hash.to_hex(),
                 token_type: report.token_type.chars().take(100).collect(),
                 label,
             });
         }
-        // Every report is in the trail.
+        tracing::info!(target: "keyward", tokens = reports.len(), true_positives = revoked, "leaked-key report answered");
+        Ok(feedback)
+    }
+
+    /// A report, answered or refused, in the audit trail.
+    pub(crate) fn audit_leak_report(&self, outcome: AuditOutcome) {
         self.inner.audit.record(&AuditEvent {
             at: self.now(),
             action: AuditAction::LeakReport,
-            outcome: AuditOutcome::Success,
+            outcome,
             actor: Some(SECRET_SCANNING_ACTOR.to_string()),
             tenant: None,
             key_id: None,
             key_prefix: None,
             related_key_id: None,
         });
-        tracing::info!(target: "keyward", tokens = reports.len(), true_positives = revoked, "leaked-key report answered");
-        Ok(feedback)
     }
 
     /// Whether `report` names a key's token; if so, the key is revoked.
@@ -77,8 +105,23 @@ impl Keyward {
         let actor = Actor::new(SECRET_SCANNING_ACTOR, &record.tenant)
             .permissions(self.inner.catalog.all())
             .may_manage_keys(true);
-        let url = report.url.as_deref().unwrap_or("-");
-        let source = report.source.as_deref().unwrap_or("-");
+        let shorten = |s: Option<&str>| -> String {
+            s.unwrap_or("-")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(512)
+                .collect()
+        };
+        let (url, source) = (
+            shorten(report.url.as_deref()),
+            shorten(report.source.as_deref()),
+        );
+        if record.revoked_at.is_some() {
+            // Revoked already: nothing to write (a token repeated in many
+            // reports must not turn into as many writes).
+            tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, url, source, "a leaked key was reported again; it is revoked");
+            return Ok(Label::TruePositive);
+        }
         match self.revoke(&actor, &id).await {
             Ok(_) => {
                 tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, tenant = %record.tenant, url, source, "a leaked key was revoked");
