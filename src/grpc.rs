@@ -215,6 +215,7 @@ fn service_name(service: &str) -> Result<String, MethodMapError> {
 }
 
 /// The layer's settings.
+#[derive(Clone)]
 struct Config {
     methods: MethodPermissions,
     sources: Vec<KeySource>,
@@ -256,13 +257,7 @@ impl GrpcLayer {
     }
 
     fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        let old = &self.config;
-        let mut config = Config {
-            methods: old.methods.clone(),
-            sources: old.sources.clone(),
-            tenant_header: old.tenant_header.clone(),
-            client: old.client.clone(),
-        };
+        let mut config = (*self.config).clone();
         f(&mut config);
         self.config = Arc::new(config);
         self

@@ -43,7 +43,7 @@ use super::authenticate::authenticate;
 use super::client::ClientAddress;
 use super::error::clean_realm;
 use super::headers::Headers;
-use super::requirement::{missing_layer, Requirement};
+use super::requirement::{missing_layer, require_named, Requirement};
 use super::{default_sources, ApiError, KeySource, DEFAULT_REALM};
 use crate::keyward::{Keyward, Verified};
 use crate::permission::{Catalog, ExprError, PermissionError};
@@ -99,6 +99,7 @@ fn realm_of(req: &HttpRequest) -> Arc<str> {
 }
 
 /// The middleware's settings.
+#[derive(Clone)]
 struct Config {
     sources: Vec<KeySource>,
     tenant_header: Option<HeaderName>,
@@ -143,13 +144,7 @@ impl KeywardMiddleware {
     }
 
     fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        let old = &self.config;
-        let mut config = Config {
-            sources: old.sources.clone(),
-            tenant_header: old.tenant_header.clone(),
-            client: old.client.clone(),
-            realm: old.realm.clone(),
-        };
+        let mut config = (*self.config).clone();
         f(&mut config);
         self.config = Arc::new(config);
         self
@@ -282,9 +277,7 @@ impl Authenticated {
     /// [`ApiError`] 403 `forbidden` (500 for a permission the catalog
     /// does not have).
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
-        self.0
-            .require(permission)
-            .map_err(|e| ApiError::from_forbidden(&e).with_key(Some(self.0.display_prefix())))
+        require_named(&self.0, permission)
     }
 }
 

@@ -29,9 +29,7 @@ impl Authenticated {
     /// # Errors
     /// [`ApiError`] 403 `forbidden`.
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
-        self.0
-            .require(permission)
-            .map_err(|e| ApiError::from_forbidden(&e).with_key(Some(self.0.display_prefix())))
+        super::requirement::require_named(&self.0, permission)
     }
 }
 

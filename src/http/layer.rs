@@ -20,6 +20,7 @@ use super::{
 use crate::keyward::Keyward;
 
 /// The layer's settings, shared by its services.
+#[derive(Clone)]
 struct Config {
     sources: Vec<KeySource>,
     tenant_header: Option<HeaderName>,
@@ -67,14 +68,7 @@ impl KeywardLayer {
     }
 
     fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        let old = &self.config;
-        let mut config = Config {
-            sources: old.sources.clone(),
-            tenant_header: old.tenant_header.clone(),
-            client: old.client.clone(),
-            render: old.render.clone(),
-            realm: old.realm.clone(),
-        };
+        let mut config = (*self.config).clone();
         f(&mut config);
         self.config = Arc::new(config);
         self

@@ -76,6 +76,15 @@ impl Requirement {
     }
 }
 
+/// A handler's own check that `key` holds `permission` (a name): the
+/// `Authenticated::require` of every adapter. 403 naming it and the key;
+/// 500 for a permission the catalog does not have.
+#[cfg_attr(not(any(feature = "axum", feature = "actix")), allow(dead_code))]
+pub(crate) fn require_named(key: &Verified, permission: &str) -> Result<(), ApiError> {
+    key.require(permission)
+        .map_err(|e| ApiError::from_forbidden(&e).with_key(Some(key.display_prefix())))
+}
+
 /// The refusal of a route whose authenticating layer is missing: the
 /// host's mistake, logged.
 #[cfg_attr(not(any(feature = "axum", feature = "actix")), allow(dead_code))]
