@@ -447,6 +447,12 @@ pub struct KeyRecord {
     /// [`KeyStore::consume_credit`](crate::store::KeyStore::consume_credit).
     #[serde(default)]
     pub credits_spent: u64,
+    /// When a secret scanner reported the key's token in public, for a
+    /// tenant whose policy is to notify rather than revoke
+    /// ([`LeakResponse::Notify`](crate::LeakResponse::Notify)); also set
+    /// on a key revoked for a leak.
+    #[serde(default)]
+    pub exposed_at: Option<DateTime<Utc>>,
 }
 
 /// Where a key stands.
@@ -532,6 +538,8 @@ pub struct KeyInfo {
     pub limits: Vec<NamedLimit>,
     /// Credits a usage-limited key spent in all, as of the last read.
     pub credits_spent: u64,
+    /// When a secret scanner reported its token in public, if one did.
+    pub exposed_at: Option<DateTime<Utc>>,
 }
 
 /// A newly created key: the token, shown once, and the key's details.
@@ -582,5 +590,6 @@ pub(crate) fn sample_record(tenant: &str) -> KeyRecord {
         roles: vec![],
         limits: vec![],
         credits_spent: 0,
+        exposed_at: None,
     }
 }

@@ -52,13 +52,14 @@
 //! | `postgres` | no | `PostgresStore`: shared PostgreSQL with `LISTEN/NOTIFY` cache invalidation, via sqlx |
 //! | `axum` | no | `http`: a tower layer that authenticates every request, axum extractors, per-route permission layers, JSON errors, and `http::manage`, the key-management router with its OpenAPI 3.1 document |
 //! | `redis` | no | `RedisLimiter`: rate limits and tenant quotas shared by a fleet through Redis, exact or batched, with a fallback while Redis is down |
+//! | `webhooks` | no | `Keyward::spawn_webhook_worker` and `webhook::HttpTransport`: key events delivered to [`webhook`] endpoints, signed as Standard Webhooks |
 //!
 //! # Where things are
 //!
-//! Everything a host uses is at the crate root. Three modules hold the
+//! Everything a host uses is at the crate root. Four modules hold the
 //! rest: [`store`] (for implementing a [`KeyStore`](store::KeyStore), and
-//! its conformance suite), [`tenant`] (tenant paths) and `http` (feature
-//! `axum`). [`authority`] states the rule of key management.
+//! its conformance suite), [`tenant`] (tenant paths), [`webhook`] (event
+//! types, endpoint secrets and signatures) and `http` (feature `axum`). [`authority`] states the rule of key management.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -97,15 +98,17 @@ mod telemetry;
 pub mod tenant;
 mod tenant_policy;
 mod token;
+pub mod webhook;
 
 /// The README's examples run as doctests too (they use the SQLite store,
-/// axum, actix-web and tonic).
+/// axum, actix-web, tonic and the webhook worker).
 #[cfg(all(
     doctest,
     feature = "sqlite",
     feature = "axum",
     feature = "actix",
-    feature = "tonic"
+    feature = "tonic",
+    feature = "webhooks"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
@@ -117,7 +120,7 @@ pub use crate::audit::{
 };
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{
-    BoxError, ConfigError, Dimension, Forbidden, KeyError, StoreError, VerifyError,
+    BoxError, ConfigError, Dimension, Forbidden, KeyError, StoreError, VerifyError, WebhookError,
 };
 pub use crate::key::{Actor, IssuedKey, KeyInfo, KeyStatus, NewKey, MAX_USES};
 #[cfg(feature = "leaks")]
@@ -128,6 +131,9 @@ pub use crate::keyward::{
     KeyUpdate, Keyward, KeywardBuilder, Verified, VerifyFuture, VerifyRequest, MAX_METADATA_BYTES,
     MAX_NAME_CHARS, MAX_PAGE_KEYS, SWEEP_ACTOR,
 };
+#[cfg(feature = "webhooks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhooks")))]
+pub use crate::keyward::{DeliveryRound, DeliverySettings};
 pub use crate::legacy::{Charset, InvalidLegacyFormat, LegacyFormat};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -157,7 +163,7 @@ pub use crate::store::RoleDefinition;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use crate::store::{AuditSettings, SqlAuditTrail};
-pub use crate::tenant_policy::{PolicyRule, TenantPolicy};
+pub use crate::tenant_policy::{LeakResponse, PolicyRule, TenantPolicy};
 pub use crate::token::{
     DisplayPrefix, EntropyError, InvalidKeyId, InvalidPrefix, KeyId, MalformedToken, ParsedToken,
     SecretToken, TokenFormat,

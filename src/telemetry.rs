@@ -13,6 +13,8 @@
 //! | `keyward_last_used_backlog` | gauge | — (last-used times waiting to be written) |
 //! | `keyward_audit_queue` | gauge | — (events waiting for the persisted audit trail's writer) |
 //! | `keyward_audit_dropped_total` | counter | — (events the persisted trail did not keep) |
+//! | `keyward_webhook_queue` | gauge | `state`: `pending` or `dead` (deliveries in the outbox, after each round of the worker) |
+//! | `keyward_webhook_attempts_total` | counter | `outcome`: `delivered`, `retry`, `dead` |
 //!
 //! A verify records through handles registered once, on the first
 //! verify, with the recorder installed then: install the recorder before
@@ -204,6 +206,24 @@ pub(crate) fn audit_queue(waiting: usize) {
     metrics::gauge!("keyward_audit_queue").set(waiting as f64);
     #[cfg(not(feature = "metrics"))]
     let _ = waiting;
+}
+
+/// The webhook outbox's size, after a round of the delivery worker.
+#[cfg(all(feature = "webhooks", feature = "metrics"))]
+#[inline]
+pub(crate) fn webhook_queue(pending: u64, dead: u64) {
+    metrics::gauge!("keyward_webhook_queue", "state" => "pending").set(pending as f64);
+    metrics::gauge!("keyward_webhook_queue", "state" => "dead").set(dead as f64);
+}
+
+/// A webhook attempt ended: `delivered`, `retry` or `dead`.
+#[cfg(feature = "webhooks")]
+#[inline]
+pub(crate) fn webhook_attempt(outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("keyward_webhook_attempts_total", "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
 }
 
 #[cfg(test)]

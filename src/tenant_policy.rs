@@ -45,6 +45,21 @@ pub struct TenantPolicy {
     max_active_keys: Option<u64>,
     permission_ceiling: Option<PermissionSet>,
     require_ip_allowlist: bool,
+    on_leak: Option<LeakResponse>,
+}
+
+/// What keyward does with a key a secret scanner found in public.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeakResponse {
+    /// Revoke it at once (the default, as GitLab and Cloudflare do), mark
+    /// it exposed, and send `key.leaked`.
+    #[default]
+    Revoke,
+    /// Leave it working, mark it exposed
+    /// ([`KeyInfo::exposed_at`](crate::KeyInfo::exposed_at)) and send
+    /// `key.leaked`: for tenants that rotate on their own schedule.
+    Notify,
 }
 
 impl TenantPolicy {
@@ -87,6 +102,13 @@ impl TenantPolicy {
         self
     }
 
+    /// What to do with a key reported leaked ([`LeakResponse::Revoke`]
+    /// unless set). With nested tenants, a `Revoke` above wins.
+    pub fn on_leak(mut self, response: LeakResponse) -> Self {
+        self.on_leak = Some(response);
+        self
+    }
+
     /// The catalog of the permission ceiling, if there is one.
     pub(crate) fn ceiling_catalog(&self) -> Option<&crate::permission::Catalog> {
         self.permission_ceiling.as_ref().map(PermissionSet::catalog)
@@ -102,6 +124,12 @@ impl TenantPolicy {
             (a, b) => a.or_else(|| b.clone()),
         };
         self.require_ip_allowlist |= other.require_ip_allowlist;
+        self.on_leak = match (self.on_leak, other.on_leak) {
+            (Some(LeakResponse::Revoke), _) | (_, Some(LeakResponse::Revoke)) => {
+                Some(LeakResponse::Revoke)
+            }
+            (a, b) => a.or(b),
+        };
         self
     }
 }
@@ -254,6 +282,14 @@ impl Policies {
     /// above it.
     pub(crate) fn ceiling(&self, tenant: &str) -> Option<PermissionSet> {
         self.for_tenant(tenant)?.permission_ceiling
+    }
+
+    /// What to do with a leaked key of `tenant`.
+    #[cfg(feature = "leaks")]
+    pub(crate) fn on_leak(&self, tenant: &str) -> LeakResponse {
+        self.for_tenant(tenant)
+            .and_then(|p| p.on_leak)
+            .unwrap_or_default()
     }
 
     /// The active-key cap of `tenant`, if any.

@@ -116,6 +116,20 @@ async fn the_example_serves_metrics_that_move_with_requests() {
     assert!(after
         .keys()
         .any(|k| k.starts_with("keyward_last_used_backlog")));
+    // The webhook worker reports the outbox after each round.
+    #[cfg(feature = "webhooks")]
+    {
+        let queue = r#"keyward_webhook_queue{state="pending"}"#;
+        let mut seen = scrape(&http, &base).await;
+        for _ in 0..50 {
+            if seen.contains_key(queue) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            seen = scrape(&http, &base).await;
+        }
+        assert_eq!(seen.get(queue), Some(&0.0), "the outbox gauge: {seen:?}");
+    }
     // Nothing in the exposition is a secret.
     let text = http
         .get(format!("{base}/metrics"))

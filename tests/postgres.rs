@@ -62,7 +62,7 @@ async fn migrations_are_idempotent_and_concurrent_starts_migrate_once() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    assert_eq!(versions, 4, "each of the four migrations recorded once");
+    assert_eq!(versions, 5, "each of the five migrations recorded once");
     // Reopening an existing schema changes nothing and keeps the keys.
     let store = PostgresStore::builder(pool.clone())
         .schema("fleet")

@@ -37,6 +37,12 @@
 //! trail, and exits. It needs access to the database, which is the
 //! operator's proof of authority.
 //!
+//! With feature `webhooks` it delivers key events (created, revoked,
+//! leaked, the sweep's warnings, …) to the webhook endpoints tenants make
+//! at `/api-keys/webhook-endpoints`; see `examples/webhook_receiver.rs`
+//! for a receiver, and `KEYWARD_WEBHOOKS_ALLOW_LOCAL=1` to let it listen
+//! on this machine.
+//!
 //! It runs the maintenance sweep hourly (logging inactivity and expiry
 //! warnings) and, on Ctrl-C or SIGTERM, stops accepting requests, finishes
 //! those in flight and writes pending "last used" times before exiting.
@@ -236,9 +242,11 @@ pub fn app_behind(
         )
         .layer(KeywardLayer::new(keys.clone()).client_address(client.clone()))
         .with_state(state);
+    // The webhook routes where this build delivers (feature `webhooks`).
     let mut manage = Management::new(keys)
         .base_path("/api-keys")
-        .client_address(client);
+        .client_address(client)
+        .webhooks(cfg!(feature = "webhooks"));
     if let Some(trail) = trail {
         manage = manage.audit_trail(trail);
     }
@@ -348,6 +356,31 @@ pub async fn recover_admin(keys: &Keyward) -> Result<String, keyward::KeyError> 
         NewKey::new(format!("recovered admin ({stamp})")).permission_set(keys.catalog().all());
     let issued = keys.create(&operator, admin).await?;
     Ok(issued.token.expose_secret().to_string())
+}
+
+/// Starts the webhook delivery worker (feature `webhooks`): the events of
+/// every tenant's keys go to the endpoints made through
+/// `/api-keys/webhook-endpoints`. `KEYWARD_WEBHOOKS_ALLOW_LOCAL=1` lets
+/// endpoints be plain `http://` on this machine or network (the
+/// walkthrough's receiver): never in production.
+#[cfg(feature = "webhooks")]
+fn webhook_worker(
+    keys: &Keyward,
+) -> Result<tokio::task::JoinHandle<()>, Box<dyn std::error::Error>> {
+    let local = std::env::var("KEYWARD_WEBHOOKS_ALLOW_LOCAL").as_deref() == Ok("1");
+    let transport = keyward::webhook::HttpTransport::builder()
+        .allow_private_networks(local)
+        .allow_plain_http(local)
+        .build()?;
+    println!(
+        "webhooks: delivering to {} endpoints",
+        if local {
+            "any (local allowed)"
+        } else {
+            "public HTTPS"
+        }
+    );
+    Ok(keys.spawn_webhook_worker(Arc::new(transport), keyward::DeliverySettings::default()))
 }
 
 /// Mounts GitHub's leaked-token endpoint at `POST /secret-scanning` when
@@ -499,6 +532,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(e) => tracing::error!(error = %e, "sweep failed"),
     });
+    #[cfg(feature = "webhooks")]
+    let webhooks = webhook_worker(&keys)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
         "listening on http://{} ({where_keys}, {how_limited})",
@@ -514,6 +549,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     sweeper.abort();
+    #[cfg(feature = "webhooks")]
+    webhooks.abort();
     let flushed = keys.flush_last_used().await?;
     trail.flush().await;
     println!("stopped; wrote {flushed} pending last-used times");

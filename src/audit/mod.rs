@@ -61,6 +61,16 @@ pub enum AuditAction {
     /// A secret scanner's report of leaked tokens was answered (its keys
     /// are revoked, each with its own `revoke` event).
     LeakReport,
+    /// A key was reported leaked: revoked or marked exposed, as its
+    /// tenant's policy says; `detail` holds the report's `url` and
+    /// `source`.
+    Leak,
+    /// A webhook endpoint was made.
+    CreateEndpoint,
+    /// A webhook endpoint was deleted, with its waiting deliveries.
+    DeleteEndpoint,
+    /// Dead webhook deliveries were made pending again.
+    ReplayWebhooks,
 }
 
 impl AuditAction {
@@ -84,6 +94,10 @@ impl AuditAction {
             Self::SetRole => "set_role",
             Self::Import => "import",
             Self::LeakReport => "leak_report",
+            Self::Leak => "leak",
+            Self::CreateEndpoint => "create_endpoint",
+            Self::DeleteEndpoint => "delete_endpoint",
+            Self::ReplayWebhooks => "replay_webhooks",
         }
     }
 }
@@ -143,6 +157,10 @@ pub struct AuditEvent {
     pub key_prefix: Option<DisplayPrefix>,
     /// A second key involved: the new key of a roll.
     pub related_key_id: Option<KeyId>,
+    /// More about it, as compact JSON: where a leaked key was found
+    /// (`{"url": …, "source": …}`), which webhook endpoint was acted on.
+    /// Never a secret.
+    pub detail: Option<String>,
 }
 
 impl fmt::Display for AuditEvent {
@@ -165,6 +183,9 @@ impl fmt::Display for AuditEvent {
         }
         if let Some(t) = &self.tenant {
             write!(f, " tenant={t}")?;
+        }
+        if let Some(d) = &self.detail {
+            write!(f, " detail={d}")?;
         }
         Ok(())
     }

@@ -126,6 +126,8 @@ pub struct AuditRecord {
     pub key_prefix: Option<String>,
     /// The second key involved: the new key of a roll.
     pub related_key_id: Option<String>,
+    /// More about it, as compact JSON (a leak's `url` and `source`).
+    pub detail: Option<String>,
 }
 
 impl AuditRecord {
@@ -142,6 +144,7 @@ impl AuditRecord {
             key_id: event.key_id.map(|k| k.as_str().to_string()),
             key_prefix: event.key_prefix.map(|p| p.as_str().to_string()),
             related_key_id: event.related_key_id.map(|k| k.as_str().to_string()),
+            detail: event.detail.clone(),
         }
     }
 }

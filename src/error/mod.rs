@@ -7,8 +7,10 @@
 //! that cannot be built.
 
 pub(crate) mod store;
+mod webhook;
 
 pub use store::{BoxError, StoreError};
+pub use webhook::WebhookError;
 
 use crate::permission::PermissionError;
 use crate::token::{EntropyError, InvalidPrefix, KeyId};
@@ -208,6 +210,10 @@ pub enum KeyError {
         /// The key that replaced it.
         successor: KeyId,
     },
+    /// The key was revoked because its token was found in public: it
+    /// never comes back. Roll it or create a new one.
+    #[error("API key {0} was revoked because its token leaked; it cannot be reactivated, create a new key")]
+    Exposed(KeyId),
     /// A permission string names nothing in the catalog.
     #[error(transparent)]
     Permission(#[from] PermissionError),
@@ -274,7 +280,7 @@ impl KeyError {
     /// responses: `forbidden`, `not_found`, `invalid_name`,
     /// `permission_escalation`, `unknown_permission`, `catalog_mismatch`,
     /// `invalid_expiry`, `not_active`, `bound_exceeded`,
-    /// `key_outranks_actor`, `rolled_away`, `invalid_grace`, `invalid_tenant`,
+    /// `key_outranks_actor`, `rolled_away`, `exposed`, `invalid_grace`, `invalid_tenant`,
     /// `invalid_metadata`, `entropy`, `unknown_role`, `invalid_role`,
     /// `invalid_limit`, `invalid_not_before`, `policy_violation`, `store`.
     pub fn code(&self) -> &'static str {
@@ -290,6 +296,7 @@ impl KeyError {
             Self::BoundExceeded { .. } => "bound_exceeded",
             Self::Outranked { .. } => "key_outranks_actor",
             Self::RolledAway { .. } => "rolled_away",
+            Self::Exposed(_) => "exposed",
             Self::InvalidGrace => "invalid_grace",
             Self::InvalidTenant(_) => "invalid_tenant",
             Self::InvalidMetadata(_) => "invalid_metadata",

@@ -266,6 +266,10 @@ impl ApiError {
                     "This API key holds more than yours ({dimension}); only a manager holding at least as much may change it."
                 ),
             ),
+            KeyError::Exposed(id) => e(
+                StatusCode::CONFLICT,
+                format!("API key {id} was revoked because its token leaked: it cannot be reactivated. Create a new key."),
+            ),
             KeyError::BoundExceeded { dimension } => e(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -468,6 +472,38 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(self.to_json())).into_response();
         self.add_headers(&mut response);
         response
+    }
+}
+
+impl From<crate::error::WebhookError> for ApiError {
+    fn from(err: crate::error::WebhookError) -> Self {
+        use crate::error::WebhookError as W;
+        let e = |status, message: String| Self::new(status, err.code(), message);
+        match &err {
+            W::Forbidden { .. } => e(
+                StatusCode::FORBIDDEN,
+                "This API key may not manage webhook endpoints.".into(),
+            ),
+            W::NotFound(id) => e(
+                StatusCode::NOT_FOUND,
+                format!("No webhook endpoint with id {id}."),
+            ),
+            W::InvalidUrl(why) => Self::invalid("url", err.code(), format!("Invalid URL: {why}.")),
+            W::InvalidDescription => Self::invalid("description", err.code(), err.to_string()),
+            W::TooManyEndpoints { .. } => e(StatusCode::CONFLICT, err.to_string()),
+            W::Unsupported => e(
+                StatusCode::NOT_IMPLEMENTED,
+                "This service's key store keeps no webhook outbox.".into(),
+            ),
+            W::Store(_) | W::Entropy(_) => Self {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    STORE_UNAVAILABLE,
+                    "Webhook endpoints cannot be managed right now; retry shortly.",
+                )
+            },
+        }
     }
 }
 

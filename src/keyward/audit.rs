@@ -38,6 +38,7 @@ impl Keyward {
             key_id: key.map(|k| k.0),
             key_prefix: key.map(|k| k.1),
             related_key_id: None,
+            detail: None,
         });
     }
 
@@ -62,6 +63,18 @@ impl Keyward {
         related_key_id: Option<KeyId>,
         result: &Result<T, KeyError>,
     ) {
+        self.audit_manage_event(action, actor, key, related_key_id, result, None);
+    }
+
+    fn audit_manage_event<T>(
+        &self,
+        action: AuditAction,
+        actor: &Actor,
+        key: Option<(KeyId, DisplayPrefix, &str)>,
+        related_key_id: Option<KeyId>,
+        result: &Result<T, KeyError>,
+        detail: Option<String>,
+    ) {
         let outcome = match result {
             Ok(_) => AuditOutcome::Success,
             Err(e @ (KeyError::Store(_) | KeyError::Entropy(_))) => AuditOutcome::Failed(e.code()),
@@ -83,7 +96,25 @@ impl Keyward {
             key_id,
             key_prefix: key.map(|k| k.1),
             related_key_id,
+            detail,
         });
+    }
+
+    /// Records a management call with a detail (a leak's `url` and
+    /// `source`): the key as the call left it.
+    #[cfg(feature = "leaks")]
+    pub(super) fn audit_manage_detailed(
+        &self,
+        action: AuditAction,
+        actor: &Actor,
+        result: &Result<crate::key::KeyInfo, KeyError>,
+        detail: String,
+    ) {
+        let key = result
+            .as_ref()
+            .ok()
+            .map(|k| (k.id, k.prefix, k.tenant.as_str()));
+        self.audit_manage_event(action, actor, key, None, result, Some(detail));
     }
 
     /// Records what the sweep did to a key.
@@ -102,6 +133,7 @@ impl Keyward {
             key_id: Some(record.id),
             key_prefix: Some(record.prefix),
             related_key_id: None,
+            detail: None,
         });
     }
 }

@@ -289,6 +289,11 @@ impl KeywardBuilder {
                 roles,
                 policies: Policies::new(self.tenant_policies, self.nested_tenants),
                 telemetry: crate::telemetry::Telemetry::default(),
+                limit_events: Default::default(),
+                // Without OS randomness no key can be issued anyway; the
+                // process id still tells instances apart.
+                instance: super::webhooks::random_id("kw_")
+                    .unwrap_or_else(|_| format!("kw_pid{}", std::process::id())),
             }),
         })
     }

@@ -259,6 +259,7 @@ impl Keyward {
             key_id: None,
             key_prefix: None,
             related_key_id: None,
+            detail: None,
         });
     }
 

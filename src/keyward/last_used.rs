@@ -24,7 +24,7 @@ const MAX_PENDING_HARD: usize = 65_536;
 impl Keyward {
     /// `work` (store calls), given up after the store timeout.
     #[cfg(feature = "tokio")]
-    async fn deadline<T>(
+    pub(super) async fn deadline<T>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send,
     ) -> Result<T, StoreError> {

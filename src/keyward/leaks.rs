@@ -5,12 +5,15 @@
 
 use std::collections::HashMap;
 
+use super::webhooks::Notice;
 use super::Keyward;
 use crate::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::error::{KeyError, StoreError};
 use crate::key::Actor;
 use crate::leak::{Label, LeakFeedback, LeakReport};
+use crate::tenant_policy::LeakResponse;
 use crate::token::KeyHash;
+use crate::webhook::EventType;
 
 /// The actor of revocations for leaked keys, as the audit trail names it.
 pub const SECRET_SCANNING_ACTOR: &str = "keyward:secret-scanning";
@@ -19,9 +22,13 @@ impl Keyward {
     /// Answers a scanner's report of leaked tokens (verify its signature
     /// first: [`ScannerKeys::verify`](crate::leak::ScannerKeys::verify)).
     /// For each token, the feedback GitHub's partner program takes:
-    /// `true_positive` for a key's token, and the key is revoked (audited
-    /// as `revoke` by [`SECRET_SCANNING_ACTOR`]; the report's `url` and
-    /// `source` are in the log); `false_positive` for anything else.
+    /// `true_positive` for a key's token, and the key is revoked and
+    /// marked exposed (audited as `revoke` by [`SECRET_SCANNING_ACTOR`],
+    /// with the report's `url` and `source` as the event's detail; sent
+    /// as `key.leaked` and `key.revoked` webhooks), or, for a tenant
+    /// whose policy is [`LeakResponse::Notify`](crate::LeakResponse::Notify),
+    /// only marked exposed (audited as `leak`, sent as `key.leaked`);
+    /// `false_positive` for anything else.
     ///
     /// A token is only ever compared through its hash, as a verify
     /// compares it. A malformed token, a wrong checksum, an unknown id (one
@@ -30,8 +37,8 @@ impl Keyward {
     /// A key already revoked or expired is still a true positive.
     ///
     /// A token reported more than once is looked at once; a key revoked
-    /// already is not written again. Every report is audited
-    /// (`leak_report`), and each revocation as `revoke`.
+    /// (or, under `Notify`, marked) already is not written again. Every
+    /// report is audited (`leak_report`).
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read or written (the keys
@@ -87,10 +94,12 @@ impl Keyward {
             key_id: None,
             key_prefix: None,
             related_key_id: None,
+            detail: None,
         });
     }
 
-    /// Whether `report` names a key's token; if so, the key is revoked.
+    /// Whether `report` names a key's token; if so, the key is revoked
+    /// or marked exposed, as its tenant's policy says.
     async fn leaked(&self, report: &LeakReport) -> Result<Label, StoreError> {
         let Ok(parsed) = self.parse(&report.token) else {
             return Ok(Label::FalsePositive);
@@ -102,9 +111,6 @@ impl Keyward {
         if !record.hash.ct_eq(&parsed.hash()) {
             return Ok(Label::FalsePositive);
         }
-        let actor = Actor::new(SECRET_SCANNING_ACTOR, &record.tenant)
-            .permissions(self.inner.catalog.all())
-            .may_manage_keys(true);
         let shorten = |s: Option<&str>| -> String {
             s.unwrap_or("-")
                 .chars()
@@ -116,20 +122,54 @@ impl Keyward {
             shorten(report.url.as_deref()),
             shorten(report.source.as_deref()),
         );
-        if record.revoked_at.is_some() {
-            // Revoked already: nothing to write (a token repeated in many
-            // reports must not turn into as many writes).
-            tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, url, source, "a leaked key was reported again; it is revoked");
+        let response = self.inner.policies.on_leak(&record.tenant);
+        let done = record.revoked_at.is_some()
+            || (response == LeakResponse::Notify && record.exposed_at.is_some());
+        if done {
+            // Revoked (or marked) already: nothing to write; a token
+            // repeated in many reports must not turn into as many writes.
+            tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, url, source, "a leaked key was reported again");
             return Ok(Label::TruePositive);
         }
-        match self.revoke(&actor, &id).await {
+        let actor = Actor::new(SECRET_SCANNING_ACTOR, &record.tenant)
+            .permissions(self.inner.catalog.all())
+            .may_manage_keys(true);
+        let revoke = response == LeakResponse::Revoke;
+        // Where a token that still works can be fetched is told to no
+        // reader or endpoint (only the operator's log has it): a reader
+        // must not learn how to act as a key it could not manage.
+        let shown_url = revoke.then_some(url.as_str());
+        let leaked = Notice::new(EventType::Leaked, SECRET_SCANNING_ACTOR)
+            .with("url", shown_url)
+            .with("source", source.as_str())
+            .with("revoked", revoke);
+        let mut notices = vec![leaked];
+        if revoke {
+            notices.push(Notice::new(EventType::Revoked, SECRET_SCANNING_ACTOR));
+        }
+        let result = self
+            .modify_unaudited(&actor, &id, &notices, |r, now| {
+                r.exposed_at.get_or_insert(now);
+                if revoke {
+                    r.revoked_at.get_or_insert(now);
+                }
+                Ok(())
+            })
+            .await;
+        let detail = serde_json::json!({ "url": shown_url, "source": source }).to_string();
+        let action = if revoke {
+            AuditAction::Revoke
+        } else {
+            AuditAction::Leak
+        };
+        self.audit_manage_detailed(action, &actor, &result, detail);
+        match result {
             Ok(_) => {
-                tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, tenant = %record.tenant, url, source, "a leaked key was revoked");
+                tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, tenant = %record.tenant, url, source, revoked = revoke, "a leaked key was reported");
             }
-            // Revoked already, expired, or deleted meanwhile: exposed all
-            // the same, nothing more to do.
-            Err(KeyError::NotActive { .. } | KeyError::NotFound(_)) => {
-                tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, url, source, "a leaked key was reported; it is not active");
+            // Deleted meanwhile: exposed all the same, nothing more to do.
+            Err(KeyError::NotFound(_)) => {
+                tracing::warn!(target: "keyward", key = %record.prefix, key_id = %id, url, source, "a leaked key was reported; it is gone");
             }
             Err(KeyError::Store(e)) => return Err(e),
             Err(e) => {

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
+use super::webhooks::{rfc3339, Notice};
 use super::{latest, Keyward, RoleMap, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_USES};
 use crate::access::IpAllowlist;
 use crate::audit::AuditAction;
@@ -18,6 +19,7 @@ use crate::store::Credit;
 use crate::tenant;
 use crate::tenant_policy::Scope;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
+use crate::webhook::EventType;
 
 /// A change to a key's name, permissions and rate limit, applied all or
 /// nothing by [`Keyward::update`]. Fields left `None` stay as they are.
@@ -297,8 +299,10 @@ impl Keyward {
             Some((from, uses)) => self.take_uses(&from, uses).await?.map(|n| (from, n)),
             None => None,
         };
+        let created = [Notice::new(EventType::Created, actor.id())
+            .with("expires_at", draft.expires_at.map(rfc3339))];
         let inserted = self
-            .insert_new(fixed, |id, prefix, hash| KeyRecord {
+            .insert_new(fixed, &created, |id, prefix, hash| KeyRecord {
                 id,
                 prefix,
                 hash,
@@ -385,6 +389,7 @@ impl Keyward {
             roles,
             limits,
             credits_spent: 0,
+            exposed_at: None,
         })
     }
 
@@ -443,7 +448,8 @@ impl Keyward {
     /// # Errors
     /// [`KeyError::NotActive`] for an expired key (expiry is final),
     /// [`KeyError::RolledAway`] for a key replaced by a roll (a leaked key
-    /// rolled away never comes back), [`KeyError::Outranked`],
+    /// rolled away never comes back), [`KeyError::Exposed`] for a key
+    /// revoked because its token leaked, [`KeyError::Outranked`],
     /// [`KeyError::Forbidden`], [`KeyError::NotFound`], [`KeyError::Store`].
     pub async fn reactivate(&self, actor: &Actor, id: &KeyId) -> Result<KeyInfo, KeyError> {
         // A revoked key coming back counts against its tenant's cap, and
@@ -467,6 +473,10 @@ impl Keyward {
                     id: r.id,
                     successor,
                 });
+            }
+            // A token found in public is never trusted again.
+            if r.revoked_at.is_some() && r.exposed_at.is_some() {
+                return Err(KeyError::Exposed(r.id));
             }
             if r.expires_at.is_some_and(|e| e <= now) {
                 return Err(KeyError::NotActive {
@@ -626,7 +636,8 @@ impl Keyward {
         let result = async {
             let record = self.load_for(actor, id).await?;
             authorize(&self.rules(), actor, Some(&record), None)?;
-            if self.delete_key(id).await? {
+            let deleted = Notice::new(EventType::Deleted, actor.id()).with("reason", "deleted");
+            if self.delete_key(&record, &[deleted]).await? {
                 Ok((record.prefix, record.tenant))
             } else {
                 Err(KeyError::NotFound(*id))

@@ -15,6 +15,8 @@
 
 mod audit;
 mod builder;
+#[cfg(feature = "webhooks")]
+mod deliver;
 mod future;
 mod import;
 mod last_used;
@@ -29,10 +31,13 @@ mod roll;
 mod sweep;
 mod verified;
 mod verify;
+mod webhooks;
 mod write;
 
 use crate::role::{granted, RoleMap};
 pub use builder::KeywardBuilder;
+#[cfg(feature = "webhooks")]
+pub use deliver::{DeliveryRound, DeliverySettings};
 pub use future::VerifyFuture;
 pub use import::{ImportOptions, ImportReport};
 #[cfg(feature = "leaks")]
@@ -119,6 +124,11 @@ struct Inner {
     policies: crate::tenant_policy::Policies,
     /// Metric handles (feature `metrics`).
     telemetry: crate::telemetry::Telemetry,
+    /// When each key last had a `key.limit_exceeded` event.
+    limit_events: webhooks::LimitSampler,
+    /// This instance's name in the outbox's leases.
+    #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
+    instance: String,
 }
 
 /// What the sweep enforces.
@@ -208,6 +218,7 @@ impl Keyward {
             roles: record.roles,
             limits: record.limits,
             credits_spent: record.credits_spent,
+            exposed_at: record.exposed_at,
         }
     }
 

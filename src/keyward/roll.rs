@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
+use super::webhooks::{rfc3339, Notice};
 use super::{latest, Keyward, UPDATE_ATTEMPTS};
 use crate::audit::AuditAction;
 use crate::authority::authorize;
@@ -11,6 +12,7 @@ use crate::key::{Actor, IssuedKey, KeyRecord, KeyStatus};
 use crate::store::Credit;
 use crate::tenant_policy::Scope;
 use crate::token::{DisplayPrefix, KeyHash, KeyId};
+use crate::webhook::EventType;
 
 impl Keyward {
     /// Rotates a key: issues a new key with the same name, tenant,
@@ -94,6 +96,8 @@ impl Keyward {
             rolled_from: Some(old.id),
             rolled_to: None,
             credits_spent: 0,
+            // A new secret: not exposed.
+            exposed_at: None,
             ..old.clone()
         };
         authorize(&rules, actor, None, Some(&draft))?;
@@ -130,7 +134,14 @@ impl Keyward {
         };
         // What is stored is what is authorized, not only the draft.
         let stored = match authorize(&rules, actor, None, Some(&record)) {
-            Ok(()) => self.insert_key(&record).await.map_err(KeyError::from),
+            Ok(()) => {
+                let grace_until = ended.revoked_at.or(ended.expires_at);
+                let rolled = Notice::new(EventType::Rolled, actor.id())
+                    .with("rolled_from", old.id.as_str())
+                    .with("grace_until", grace_until.map(rfc3339));
+                let inserted = self.insert_key(&record, &[rolled]).await;
+                inserted.map_err(KeyError::from)
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = stored {
@@ -157,7 +168,7 @@ impl Keyward {
         successor: KeyId,
         grace: Duration,
     ) -> Result<KeyRecord, KeyError> {
-        self.modify_record(actor, &old.id, |r, now| {
+        self.modify_record(actor, &old.id, &[], |r, now| {
             rollable(r, now)?;
             // The successor copies the key as it was read: a change made
             // since (a narrower permission set, say) must not be lost, so
@@ -230,7 +241,7 @@ impl Keyward {
             }
             record.rolled_to = None;
             record.refill = old.refill;
-            match self.update_key(&record).await {
+            match self.update_key(&record, &[]).await {
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => {
                     tracing::error!(target: "keyward", key = %old.prefix, error = %e, "could not undo a failed roll");

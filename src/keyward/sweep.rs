@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
+use super::webhooks::{rfc3339, Notice};
 use super::{earliest, latest, Keyward, PAGE, UPDATE_ATTEMPTS};
 use crate::audit::AuditAction;
 use crate::error::StoreError;
@@ -11,6 +12,7 @@ use crate::policy::{
     due_warning, RemovalReason, SweepReport, SweepWarning, SweptKey, WarningKind, WarningMark,
 };
 use crate::store::SweepDue;
+use crate::webhook::EventType;
 
 /// The actor named in audit events of the maintenance sweep.
 pub const SWEEP_ACTOR: &str = "keyward:sweep";
@@ -131,7 +133,19 @@ impl Keyward {
             if warnings.is_empty() {
                 return Ok(());
             }
-            match self.update_key(&changed).await {
+            let notices: Vec<Notice> = warnings
+                .iter()
+                .map(|(kind, mark)| {
+                    let kind = match kind {
+                        WarningKind::Inactivity => EventType::InactivityWarning,
+                        WarningKind::Expiry => EventType::ExpiryWarning,
+                    };
+                    Notice::new(kind, SWEEP_ACTOR)
+                        .with("deadline", rfc3339(mark.deadline))
+                        .with("before_secs", mark.before_secs)
+                })
+                .collect();
+            match self.update_key(&changed, &notices).await {
                 Ok(_) => {
                     self.report_warnings(&record, warnings, report);
                     return Ok(());
@@ -224,7 +238,12 @@ impl Keyward {
         reason: RemovalReason,
         into: &mut Vec<SweptKey>,
     ) -> Result<(), StoreError> {
-        if self.delete_key(&record.id).await? {
+        let why = match reason {
+            RemovalReason::Inactive => "inactive",
+            RemovalReason::Retention => "retention",
+        };
+        let deleted = Notice::new(EventType::Deleted, SWEEP_ACTOR).with("reason", why);
+        if self.delete_key(record, &[deleted]).await? {
             self.audit_sweep(AuditAction::Delete, record, None);
             into.push(SweptKey {
                 key_id: record.id,

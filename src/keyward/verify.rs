@@ -255,6 +255,7 @@ impl Keyward {
     fn refuse_proven(&self, entry: &CachedKey, err: VerifyError) -> VerifyError {
         self.inner.telemetry.refused(&err);
         crate::telemetry::limiter_refusal(&err);
+        self.limit_exceeded(entry, &err, self.now_us());
         self.audit_verify(
             Some((entry.id, entry.prefix)),
             &err,

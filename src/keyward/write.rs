@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::webhooks::Notice;
 use super::{Keyward, UPDATE_ATTEMPTS};
 use crate::audit::AuditAction;
 use crate::authority::authorize;
@@ -18,9 +19,15 @@ use crate::tenant;
 use crate::token::{DisplayPrefix, KeyHash, KeyId, SecretToken};
 
 impl Keyward {
-    /// Inserts a new key.
-    pub(super) async fn insert_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let inserted = self.inner.store.insert(record).await;
+    /// Inserts a new key, with the deliveries of `notice` in the same
+    /// transaction.
+    pub(super) async fn insert_key(
+        &self,
+        record: &KeyRecord,
+        notices: &[Notice],
+    ) -> Result<(), StoreError> {
+        let deliveries = self.deliveries(record, notices).await?;
+        let inserted = self.inner.store.insert_with(record, &deliveries).await;
         self.written(&record.id, inserted)
     }
 
@@ -41,16 +48,29 @@ impl Keyward {
         placed
     }
 
-    /// Writes a changed key if its version is still the stored one; the
-    /// new version.
-    pub(super) async fn update_key(&self, record: &KeyRecord) -> Result<u64, StoreError> {
-        let updated = self.inner.store.update(record).await;
+    /// Writes a changed key if its version is still the stored one, with
+    /// the deliveries of `notice` in the same transaction; the new
+    /// version.
+    pub(super) async fn update_key(
+        &self,
+        record: &KeyRecord,
+        notices: &[Notice],
+    ) -> Result<u64, StoreError> {
+        let deliveries = self.deliveries(record, notices).await?;
+        let updated = self.inner.store.update_with(record, &deliveries).await;
         self.written(&record.id, updated)
     }
 
-    /// Deletes a key; whether it was there.
-    pub(super) async fn delete_key(&self, id: &KeyId) -> Result<bool, StoreError> {
-        let deleted = self.inner.store.delete(id).await;
+    /// Deletes a key, with the deliveries of `notices` about it (as it
+    /// was) in the same transaction; whether it was there.
+    pub(super) async fn delete_key(
+        &self,
+        record: &KeyRecord,
+        notices: &[Notice],
+    ) -> Result<bool, StoreError> {
+        let id = &record.id;
+        let deliveries = self.deliveries(record, notices).await?;
+        let deleted = self.inner.store.delete_with(id, &deliveries).await;
         let deleted = self.written(id, deleted)?;
         if deleted {
             self.inner.last_used.forget(id);
@@ -89,7 +109,10 @@ impl Keyward {
         action: AuditAction,
         change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
     ) -> Result<KeyInfo, KeyError> {
-        let result = self.modify_unaudited(actor, id, change).await;
+        let notice = Notice::of_action(action, actor);
+        let result = self
+            .modify_unaudited(actor, id, notice.as_slice(), change)
+            .await;
         let key = result
             .as_ref()
             .ok()
@@ -104,30 +127,39 @@ impl Keyward {
         &self,
         actor: &Actor,
         id: &KeyId,
+        notices: &[Notice],
         change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
     ) -> Result<KeyInfo, KeyError> {
         let now = self.now();
-        let record = self.modify_record(actor, id, change).await?;
+        let record = self.modify_record(actor, id, notices, change).await?;
         Ok(self.info(record, now))
     }
     /// [`Keyward::modify_unaudited`], answering the record as written,
-    /// with its new version.
+    /// with its new version. Each of `notices` goes out with the write if
+    /// the change is what it announces.
     pub(super) async fn modify_record(
         &self,
         actor: &Actor,
         id: &KeyId,
+        notices: &[Notice],
         change: impl Fn(&mut KeyRecord, DateTime<Utc>) -> Result<(), KeyError>,
     ) -> Result<KeyRecord, KeyError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut record = self.load_for(actor, id).await?;
+            let before = self.load_for(actor, id).await?;
             let rules = self.fresh_rules().await?;
-            authorize(&rules, actor, Some(&record), None)?;
+            authorize(&rules, actor, Some(&before), None)?;
             let now = self.now();
+            let mut record = before.clone();
             change(&mut record, now)?;
             authorize(&rules, actor, None, Some(&record))?;
-            match self.update_key(&record).await {
+            let happened: Vec<Notice> = notices
+                .iter()
+                .filter(|n| n.happened(&before, &record))
+                .cloned()
+                .collect();
+            match self.update_key(&record, &happened).await {
                 Ok(version) => {
                     record.version = version;
                     return Ok(record);
@@ -147,6 +179,7 @@ impl Keyward {
     pub(super) async fn insert_new(
         &self,
         fixed: Option<KeyId>,
+        notices: &[Notice],
         build: impl Fn(KeyId, DisplayPrefix, KeyHash) -> KeyRecord,
     ) -> Result<(SecretToken, KeyRecord), KeyError> {
         let mut attempt = 0;
@@ -160,7 +193,7 @@ impl Keyward {
             let token = self.inner.format.generate(id)?;
             let hash = KeyHash::of(token.expose_secret().as_bytes());
             let record = build(id, token.display_prefix(), hash);
-            match self.insert_key(&record).await {
+            match self.insert_key(&record, notices).await {
                 Ok(()) => return Ok((token, record)),
                 Err(StoreError::Duplicate(_)) if attempt < 4 && fixed.is_none() => continue,
                 Err(e) => return Err(e.into()),

@@ -21,6 +21,7 @@ use crate::token::KeyId;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 pub(crate) mod memory;
+mod outbox;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -34,6 +35,7 @@ pub(crate) mod sqlite;
 
 pub use crate::key::KeyRecord;
 pub use crate::token::KeyHash;
+pub use outbox::{Delivery, DeliveryState, Outbox, OutboxCounts, Settlement, StoredEndpoint};
 /// The sqlx version the SQL stores are built on, for building pools
 /// (`SqlitePool`, `PgPool`) of the same version.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -249,6 +251,7 @@ pub fn apply_update(into: &mut KeyRecord, from: &KeyRecord) -> u64 {
     into.not_before = from.not_before;
     into.roles.clone_from(&from.roles);
     into.limits.clone_from(&from.limits);
+    into.exposed_at = from.exposed_at;
     into.version += 1;
     into.version
 }
@@ -532,6 +535,78 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
         let _ = listener;
         false
     }
+
+    /// The store's webhook outbox, if it keeps one. The default keeps
+    /// none: events are not recorded, and endpoints cannot be made.
+    /// Every store keyward ships keeps one.
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        None
+    }
+
+    /// [`insert`](Self::insert), and, if the record was stored, the
+    /// `deliveries` it causes, in one transaction: both or neither.
+    ///
+    /// The default inserts, then enqueues: a crash between the two loses
+    /// the deliveries. The stores keyward ships write both at once.
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert); [`StoreError::Unavailable`] if there
+    /// are deliveries and no [`outbox`](Self::outbox).
+    async fn insert_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
+        self.insert(record).await?;
+        enqueue_after(self, deliveries).await
+    }
+
+    /// [`update`](Self::update), and, if the record was written, the
+    /// `deliveries` it causes, in one transaction (see
+    /// [`insert_with`](Self::insert_with)).
+    ///
+    /// # Errors
+    /// As [`update`](Self::update).
+    async fn update_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<u64, StoreError> {
+        let version = self.update(record).await?;
+        enqueue_after(self, deliveries).await?;
+        Ok(version)
+    }
+
+    /// [`delete`](Self::delete), and, if the record was there, the
+    /// `deliveries` it causes, in one transaction (see
+    /// [`insert_with`](Self::insert_with)).
+    ///
+    /// # Errors
+    /// As [`delete`](Self::delete).
+    async fn delete_with(&self, id: &KeyId, deliveries: &[Delivery]) -> Result<bool, StoreError> {
+        let deleted = self.delete(id).await?;
+        if deleted {
+            enqueue_after(self, deliveries).await?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// The default's second half of a write with deliveries.
+async fn enqueue_after<S: KeyStore + ?Sized>(
+    store: &S,
+    deliveries: &[Delivery],
+) -> Result<(), StoreError> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    match store.outbox() {
+        Some(outbox) => outbox.enqueue(deliveries).await,
+        None => Err(StoreError::Unavailable {
+            message: "this store keeps no webhook outbox".into(),
+            source: None,
+        }),
+    }
 }
 
 /// Inserts `record`, or reads the record that holds its id; tries again
@@ -659,6 +734,34 @@ macro_rules! forward_store {
             ) -> bool {
                 let $this = self;
                 ($target).subscribe(listener)
+            }
+            fn outbox(&self) -> Option<&dyn $crate::store::Outbox> {
+                let $this = self;
+                ($target).outbox()
+            }
+            async fn insert_with(
+                &self,
+                record: &$crate::key::KeyRecord,
+                deliveries: &[$crate::store::Delivery],
+            ) -> Result<(), $crate::error::StoreError> {
+                let $this = self;
+                ($target).insert_with(record, deliveries).await
+            }
+            async fn update_with(
+                &self,
+                record: &$crate::key::KeyRecord,
+                deliveries: &[$crate::store::Delivery],
+            ) -> Result<u64, $crate::error::StoreError> {
+                let $this = self;
+                ($target).update_with(record, deliveries).await
+            }
+            async fn delete_with(
+                &self,
+                id: &$crate::token::KeyId,
+                deliveries: &[$crate::store::Delivery],
+            ) -> Result<bool, $crate::error::StoreError> {
+                let $this = self;
+                ($target).delete_with(id, deliveries).await
             }
         }
     };

@@ -106,6 +106,45 @@ const MIGRATIONS: &[(i64, &str)] = &[
             permissions TEXT NOT NULL
         ) STRICT;",
     ),
+    // Leaked keys marked exposed; a detail (a leak's url and source) in
+    // the audit trail; webhook endpoints and the outbox of deliveries.
+    (
+        5,
+        "ALTER TABLE keyward_keys ADD COLUMN exposed_at INTEGER;
+        ALTER TABLE keyward_audit ADD COLUMN detail TEXT;
+        CREATE TABLE IF NOT EXISTS keyward_webhook_endpoints (
+            id TEXT PRIMARY KEY NOT NULL,
+            tenant TEXT NOT NULL,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            event_types TEXT NOT NULL,
+            description TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX IF NOT EXISTS keyward_webhook_endpoints_tenant
+            ON keyward_webhook_endpoints (tenant, id);
+        CREATE TABLE IF NOT EXISTS keyward_webhook_outbox (
+            id TEXT PRIMARY KEY NOT NULL,
+            message_id TEXT NOT NULL,
+            endpoint_id TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_attempt_at INTEGER NOT NULL,
+            retrying_since INTEGER NOT NULL,
+            lease_owner TEXT,
+            lease_until INTEGER,
+            last_error TEXT
+        ) STRICT;
+        CREATE INDEX IF NOT EXISTS keyward_webhook_outbox_due
+            ON keyward_webhook_outbox (state, next_attempt_at);
+        CREATE INDEX IF NOT EXISTS keyward_webhook_outbox_endpoint
+            ON keyward_webhook_outbox (endpoint_id);",
+    ),
 ];
 
 /// Keys in one SQLite file (WAL mode, `synchronous = FULL`: a key whose
@@ -272,6 +311,14 @@ impl Dialect for Sqlite {
 
     fn roles_table(&self) -> String {
         "keyward_roles".into()
+    }
+
+    fn endpoints_table(&self) -> String {
+        "keyward_webhook_endpoints".into()
+    }
+
+    fn outbox_table(&self) -> String {
+        "keyward_webhook_outbox".into()
     }
 
     fn least(&self) -> &'static str {

@@ -10,7 +10,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{ChangeListener, Credit, KeyStore, RefillDue, RoleDefinition, SweepDue};
+use super::{
+    ChangeListener, Credit, Delivery, KeyStore, Outbox, RefillDue, RoleDefinition, SweepDue,
+};
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::telemetry::store_call;
@@ -98,5 +100,25 @@ impl KeyStore for Timed {
     }
     fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
         self.0.subscribe(listener)
+    }
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        self.0.outbox()
+    }
+    async fn insert_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
+        timed!("insert", self.0.insert_with(record, deliveries))
+    }
+    async fn update_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<u64, StoreError> {
+        timed!("update", self.0.update_with(record, deliveries))
+    }
+    async fn delete_with(&self, id: &KeyId, deliveries: &[Delivery]) -> Result<bool, StoreError> {
+        timed!("delete", self.0.delete_with(id, deliveries))
     }
 }

@@ -62,8 +62,15 @@ fn is_base62(bytes: &[u8]) -> bool {
 #[error("the operating system's random number generator failed; no key was issued")]
 pub struct EntropyError(#[source] rand::rngs::SysError);
 
+impl EntropyError {
+    /// The random source's failure.
+    pub(crate) fn from_sys(e: rand::rngs::SysError) -> Self {
+        Self(e)
+    }
+}
+
 /// Fills `out` with uniformly chosen base62 characters from the OS CSPRNG.
-fn fill_base62(out: &mut [u8]) -> Result<(), EntropyError> {
+pub(crate) fn fill_base62(out: &mut [u8]) -> Result<(), EntropyError> {
     let mut pool = [0u8; 64];
     let mut filled = 0;
     while filled < out.len() {

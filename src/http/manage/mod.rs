@@ -34,6 +34,7 @@ mod events;
 mod keys;
 mod openapi;
 mod schema;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -67,6 +68,7 @@ pub struct Management {
     trail: Option<Arc<dyn AuditTrail>>,
     base_path: String,
     client: ClientAddress,
+    webhooks: bool,
 }
 
 impl std::fmt::Debug for Management {
@@ -89,7 +91,19 @@ impl Management {
             trail: None,
             base_path: "/".into(),
             client: ClientAddress::peer(),
+            webhooks: false,
         }
+    }
+
+    /// Serves the webhook endpoint routes (`/webhook-endpoints`: make,
+    /// list, delete, replay), for callers holding [`WRITE_PERMISSION`]
+    /// (listing: [`READ_PERMISSION`]). Off by default: turn it on where
+    /// a delivery worker runs
+    /// ([`Keyward::spawn_webhook_worker`](crate::Keyward::spawn_webhook_worker),
+    /// feature `webhooks`), or deliveries wait for one.
+    pub fn webhooks(mut self, serve: bool) -> Self {
+        self.webhooks = serve;
+        self
     }
 
     /// Where the default actors' client address comes from, for admin
@@ -127,7 +141,7 @@ impl Management {
 
     /// The OpenAPI 3.1 document the router serves at `openapi.json`.
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
-        openapi::document(&self.base_path)
+        openapi::document(&self.base_path, self.webhooks)
     }
 
     /// The router, to nest in the host's.
@@ -143,7 +157,7 @@ impl Management {
                     .client_address(self.client),
             ),
         };
-        let document = openapi::document(&self.base_path)
+        let document = openapi::document(&self.base_path, self.webhooks)
             .to_json()
             .unwrap_or_else(|_| "{}".into());
         let catalog = serde_json::to_string(&about::catalog_view(self.keys.catalog()))
@@ -155,7 +169,23 @@ impl Management {
             document: document.into(),
             catalog: catalog.into(),
         }));
-        Ok(Router::new()
+        let mut router = Router::new();
+        if self.webhooks {
+            router = router
+                .route(
+                    "/webhook-endpoints",
+                    post(webhooks::create).get(webhooks::list),
+                )
+                .route(
+                    "/webhook-endpoints/{endpoint_id}",
+                    axum::routing::delete(webhooks::delete),
+                )
+                .route(
+                    "/webhook-endpoints/{endpoint_id}/replay",
+                    post(webhooks::replay),
+                );
+        }
+        Ok(router
             .route("/", post(keys::create).get(keys::list))
             .route("/catalog", get(about::catalog))
             .route("/me", get(about::me))

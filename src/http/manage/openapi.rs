@@ -7,18 +7,19 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder, ServerBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{about, events, keys, schema};
+use super::{about, events, keys, schema, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "keyward key management",
-        description = "Create, list, change, revoke, reactivate, roll and delete API keys, and read their audit trail. Every error is `{\"error\": {\"code\", \"message\", …}}`.",
+        description = "Create, list, change, revoke, reactivate, roll and delete API keys, read their audit trail, and manage the webhook endpoints their events go to. Every error is `{\"error\": {\"code\", \"message\", …}}`.",
     ),
     paths(
         keys::create, keys::list, keys::get, keys::update, keys::revoke,
         keys::reactivate, keys::roll, keys::delete,
         events::of_key, events::of_tenant, about::catalog, about::me,
+        webhooks::create, webhooks::list, webhooks::delete, webhooks::replay,
         super::serve_document,
     ),
     components(schemas(schema::ErrorBody, schema::ErrorDetail)),
@@ -27,6 +28,7 @@ use super::{about, events, keys, schema};
         (name = "keys", description = "API keys."),
         (name = "audit", description = "The audit trail."),
         (name = "catalog", description = "The permissions and the caller."),
+        (name = "webhooks", description = "Webhook endpoints: where key events are sent, signed (Standard Webhooks)."),
     ),
 )]
 struct Doc;
@@ -120,8 +122,20 @@ impl Modify for Refusals {
 }
 
 /// The document, with the router mounted at `base` (e.g. `/api-keys`).
-pub(super) fn document(base: &str) -> utoipa::openapi::OpenApi {
+pub(super) fn document(base: &str, webhooks: bool) -> utoipa::openapi::OpenApi {
     let mut doc = Doc::openapi();
     doc.servers = Some(vec![ServerBuilder::new().url(base).build()]);
+    if !webhooks {
+        doc.paths
+            .paths
+            .retain(|path, _| !path.starts_with(WEBHOOK_PATHS));
+        if let Some(tags) = &mut doc.tags {
+            tags.retain(|t| t.name != "webhooks");
+        }
+    }
     doc
 }
+
+/// Where the webhook routes are, when [`super::Management::webhooks`]
+/// serves them.
+const WEBHOOK_PATHS: &str = "/webhook-endpoints";

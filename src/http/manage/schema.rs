@@ -107,6 +107,8 @@ pub(super) struct KeyView {
     limits: Vec<LimitView>,
     /// Uses a usage-limited key spent in all (each verify's cost).
     credits_spent: u64,
+    /// When a secret scanner reported the key's token in public.
+    exposed_at: Option<DateTime<Utc>>,
 }
 
 /// A named rate limit: `max` per `per_seconds`, charged each request's
@@ -156,6 +158,7 @@ impl From<KeyInfo> for KeyView {
                 })
                 .collect(),
             credits_spent: k.credits_spent,
+            exposed_at: k.exposed_at,
         }
     }
 }
@@ -302,6 +305,8 @@ pub(super) struct EventView {
     key_prefix: Option<String>,
     /// The other key: the new key of a roll.
     related_key_id: Option<String>,
+    /// More about it, as JSON text: a leak's `url` and `source`.
+    detail: Option<String>,
 }
 
 impl From<AuditRecord> for EventView {
@@ -317,6 +322,7 @@ impl From<AuditRecord> for EventView {
             key_id: r.key_id,
             key_prefix: r.key_prefix,
             related_key_id: r.related_key_id,
+            detail: r.detail,
         }
     }
 }

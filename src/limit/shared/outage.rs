@@ -274,6 +274,7 @@ impl Outage {
                 key_id: None,
                 key_prefix: None,
                 related_key_id: None,
+                detail: None,
             });
         }
     }

@@ -23,11 +23,13 @@ use chrono::{DateTime, Duration, Utc};
 
 mod access;
 mod credits;
+mod outbox;
 mod records;
 mod sweep;
 
 use access::*;
 use credits::*;
+use outbox::*;
 use records::*;
 use sweep::*;
 
@@ -68,6 +70,11 @@ where
     access_rules_are_updated_and_kept(Arc::new(new_store().await)).await;
     credits_are_spent_by_cost(Arc::new(new_store().await)).await;
     roles_are_defined_and_announced(Arc::new(new_store().await)).await;
+    deliveries_land_with_their_change_or_not_at_all(Arc::new(new_store().await)).await;
+    claims_lease_settle_and_replay(Arc::new(new_store().await)).await;
+    concurrent_claims_never_share_a_delivery(Arc::new(new_store().await)).await;
+    endpoints_are_kept_per_tenant(Arc::new(new_store().await)).await;
+    dead_deliveries_are_purged_after_a_while(Arc::new(new_store().await)).await;
 }
 
 #[derive(Default)]

@@ -229,6 +229,18 @@ impl Dialect for Postgres {
         format!("{}.keyward_roles", self.schema)
     }
 
+    fn endpoints_table(&self) -> String {
+        format!("{}.keyward_webhook_endpoints", self.schema)
+    }
+
+    fn outbox_table(&self) -> String {
+        format!("{}.keyward_webhook_outbox", self.schema)
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        " FOR UPDATE SKIP LOCKED"
+    }
+
     fn placeholders(&self, sql: String) -> String {
         sql.replace('?', "$")
     }

@@ -120,6 +120,43 @@ const MIGRATION_4: &str = r#"ALTER TABLE {s}.keyward_keys
         FOR EACH STATEMENT EXECUTE FUNCTION {s}.keyward_roles_notify();
     {notify}"#;
 
+/// Leaked keys marked exposed (an update bumps `version`, which the
+/// trigger watches, so it is not rewritten); a detail in the audit
+/// trail; webhook endpoints and the outbox of deliveries, which no cache
+/// holds.
+const MIGRATION_5: &str = r#"ALTER TABLE {s}.keyward_keys ADD COLUMN exposed_at TIMESTAMPTZ;
+    ALTER TABLE {s}.keyward_audit ADD COLUMN detail TEXT;
+    CREATE TABLE {s}.keyward_webhook_endpoints (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        event_types TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX keyward_webhook_endpoints_tenant ON {s}.keyward_webhook_endpoints (tenant, id);
+    CREATE TABLE {s}.keyward_webhook_outbox (
+        id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        next_attempt_at TIMESTAMPTZ NOT NULL,
+        retrying_since TIMESTAMPTZ NOT NULL,
+        lease_owner TEXT,
+        lease_until TIMESTAMPTZ,
+        last_error TEXT
+    );
+    CREATE INDEX keyward_webhook_outbox_due
+        ON {s}.keyward_webhook_outbox (state, next_attempt_at);
+    CREATE INDEX keyward_webhook_outbox_endpoint ON {s}.keyward_webhook_outbox (endpoint_id);"#;
+
 /// The columns whose change a verify could see, as the notify trigger
 /// compares them, from the first to `last`: every column but the
 /// bookkeeping (`last_used_at`, `last_refill_at`, and the count in
@@ -149,6 +186,7 @@ pub(super) fn migrations(s: &str) -> Vec<(i64, String)> {
         (2, MIGRATION_2, Some("rolled_to")),
         (3, MIGRATION_3, None),
         (4, MIGRATION_4, Some("limits")),
+        (5, MIGRATION_5, None),
     ]
     .into_iter()
     .map(|(version, sql, last)| {
@@ -198,7 +236,11 @@ mod tests {
     #[test]
     fn each_schema_watches_its_own_columns() {
         let m = migrations("\"auth\"");
-        assert_eq!(m.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(
+            m.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert!(!m[4].1.contains("{s}") && m[4].1.contains("\"auth\".keyward_webhook_outbox"));
         assert!(m[3].1.contains("NEW.allowed_ips") && m[3].1.contains("OLD.limits"));
         assert!(!m[3].1.contains("credits_spent IS") && !m[3].1.contains("OLD.credits_spent"));
         assert!(!m[2].1.contains("{s}") && m[2].1.contains("\"auth\".keyward_audit"));

@@ -19,7 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 
 /// The columns of the audit table after `seq`, in order.
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "at",
     "action",
     "outcome",
@@ -29,11 +29,13 @@ const COLUMNS: [&str; 9] = [
     "key_id",
     "key_prefix",
     "related_key_id",
+    "detail",
 ];
 /// What a query reads: `seq`, then [`COLUMNS`].
-const READ: [Kind; 10] = [
+const READ: [Kind; 11] = [
     Kind::Int,
     Kind::Time,
+    Kind::Text,
     Kind::Text,
     Kind::Text,
     Kind::Text,
@@ -340,7 +342,7 @@ fn refused(e: &sqlx::Error) -> bool {
 }
 
 /// The columns of `event`, in [`COLUMNS`] order.
-fn values_of(event: &AuditEvent) -> [Value; 9] {
+fn values_of(event: &AuditEvent) -> [Value; 10] {
     // PostgreSQL takes no U+0000 in text; a host's actor name could hold
     // one.
     let text = |s: Option<&str>| Value::Text(s.map(|s| s.replace('\0', "")));
@@ -354,6 +356,7 @@ fn values_of(event: &AuditEvent) -> [Value; 9] {
         text(event.key_id.as_ref().map(|k| k.as_str())),
         text(event.key_prefix.as_ref().map(|p| p.as_str())),
         text(event.related_key_id.as_ref().map(|k| k.as_str())),
+        text(event.detail.as_deref()),
     ]
 }
 
@@ -384,6 +387,7 @@ fn record_of(row: Vec<Value>) -> Result<AuditRecord, StoreError> {
         key_id: text()?,
         key_prefix: text()?,
         related_key_id: text()?,
+        detail: text()?,
     })
 }
 

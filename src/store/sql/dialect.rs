@@ -37,6 +37,15 @@ pub(crate) trait Queries: Send + Sync {
         sql: &Arc<str>,
         args: Vec<Value>,
     ) -> Result<Option<Option<i64>>, sqlx::Error>;
+
+    /// [`Queries::fetch_int`], and, if it answered a row, each of `then`,
+    /// in one transaction: a change and what it causes, both or neither.
+    async fn fetch_int_then(
+        &self,
+        sql: &Arc<str>,
+        args: Vec<Value>,
+        then: Vec<(Arc<str>, Vec<Value>)>,
+    ) -> Result<Option<Option<i64>>, sqlx::Error>;
 }
 
 /// One SQL database, over its pool.
@@ -50,6 +59,19 @@ pub(crate) trait Dialect: Queries + fmt::Debug + 'static {
 
     /// The roles table, qualified as the database needs.
     fn roles_table(&self) -> String;
+
+    /// The webhook endpoints table, qualified as the database needs.
+    fn endpoints_table(&self) -> String;
+
+    /// The webhook outbox table, qualified as the database needs.
+    fn outbox_table(&self) -> String;
+
+    /// What ends the `SELECT` of a claim so that concurrent claimers
+    /// skip each other's rows (`FOR UPDATE SKIP LOCKED`); nothing where
+    /// one writer at a time is the rule (SQLite).
+    fn skip_locked(&self) -> &'static str {
+        ""
+    }
 
     /// Parameters are written `?1` in the engine's statements; a database
     /// that writes them otherwise (`$1`) rewrites them here.
@@ -186,6 +208,25 @@ macro_rules! queries_over_pool {
                 use sqlx::Row as _;
                 let row = bind(q(sql), args).fetch_optional(&self.pool).await?;
                 row.map(|r| r.try_get(0)).transpose()
+            }
+
+            async fn fetch_int_then(
+                &self,
+                sql: &std::sync::Arc<str>,
+                args: Vec<$crate::store::sql::Value>,
+                then: Vec<(std::sync::Arc<str>, Vec<$crate::store::sql::Value>)>,
+            ) -> Result<Option<Option<i64>>, sqlx::Error> {
+                use sqlx::Row as _;
+                let mut tx = self.pool.begin().await?;
+                let row = bind(q(sql), args).fetch_optional(&mut *tx).await?;
+                let found: Option<Option<i64>> = row.map(|r| r.try_get(0)).transpose()?;
+                if found.is_some() {
+                    for (sql, args) in then {
+                        bind(q(&sql), args).execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(found)
             }
         }
     };

@@ -5,6 +5,7 @@
 
 mod audit;
 mod dialect;
+mod outbox;
 mod row;
 
 pub use audit::{AuditSettings, SqlAuditTrail};
@@ -19,8 +20,8 @@ use chrono::{DateTime, Utc};
 use async_trait::async_trait;
 
 use super::{
-    insert_or_holder, ChangeListener, Credit, KeyStore, RefillDue, RoleDefinition, Subscribers,
-    SweepDue,
+    insert_or_holder, ChangeListener, Credit, Delivery, KeyStore, Outbox, RefillDue,
+    RoleDefinition, Subscribers, SweepDue,
 };
 use crate::error::StoreError;
 use crate::key::KeyRecord;
@@ -93,7 +94,7 @@ impl Statements {
         Self {
             select: select.clone(),
             insert: s(format!(
-                "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO {t} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING RETURNING version",
                 names.join(", "),
                 values.join(", ")
             )),
@@ -104,7 +105,7 @@ impl Statements {
                 sets.join(", ")
             )),
             exists: s(format!("SELECT CAST(1 AS BIGINT) FROM {t} WHERE id = ?1")),
-            delete: s(format!("DELETE FROM {t} WHERE id = ?1")),
+            delete: s(format!("DELETE FROM {t} WHERE id = ?1 RETURNING version")),
             list: s(format!(
                 "{select} WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
             )),
@@ -147,6 +148,7 @@ impl Statements {
 pub(crate) struct SqlEngine {
     dialect: Box<dyn Dialect>,
     sql: Statements,
+    outbox: outbox::OutboxStatements,
     subscribers: Arc<Subscribers>,
 }
 
@@ -266,9 +268,11 @@ impl SqlEngine {
     /// ([`migrate`]).
     pub(crate) fn new(dialect: impl Dialect) -> Self {
         let sql = Statements::new(&dialect);
+        let outbox = outbox::OutboxStatements::new(&dialect);
         Self {
             dialect: Box::new(dialect),
             sql,
+            outbox,
             subscribers: Arc::default(),
         }
     }
@@ -299,6 +303,22 @@ impl SqlEngine {
         })
     }
 
+    /// Runs a write that answers one integer row when it changed a row,
+    /// with `deliveries` in its transaction if there are any.
+    async fn write_then(
+        &self,
+        sql: &Arc<str>,
+        args: Vec<Value>,
+        deliveries: &[Delivery],
+    ) -> Result<Option<Option<i64>>, sqlx::Error> {
+        if deliveries.is_empty() {
+            self.dialect.fetch_int(sql, args).await
+        } else {
+            let then = self.enqueue_all(deliveries);
+            self.dialect.fetch_int_then(sql, args, then).await
+        }
+    }
+
     async fn rows(
         &self,
         sql: &Arc<str>,
@@ -316,11 +336,19 @@ impl SqlEngine {
 #[async_trait]
 impl KeyStore for SqlEngine {
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.insert_with(record, &[]).await
+    }
+
+    async fn insert_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
         let mut values = Row::from_record(record)?.into_values();
         // A new key starts at version 0, whatever the record says.
         values[position("version")] = int(0);
-        let done = self.dialect.execute(&self.sql.insert, values).await;
-        if done.map_err(map_err("inserting a key"))? == 0 {
+        let done = self.write_then(&self.sql.insert, values, deliveries).await;
+        if done.map_err(map_err("inserting a key"))?.is_none() {
             return Err(StoreError::Duplicate(record.id));
         }
         self.subscribers.changed(&record.id);
@@ -344,12 +372,20 @@ impl KeyStore for SqlEngine {
     }
 
     async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+        self.update_with(record, &[]).await
+    }
+
+    async fn update_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<u64, StoreError> {
         let row = Row::from_record(record)?;
         let mut args: Vec<Value> = UPDATED.iter().map(|c| row.get(c)).collect();
         args.push(row.get("id"));
         args.push(row.get("version"));
         let err = map_err("updating a key");
-        let version = self.dialect.fetch_int(&self.sql.update, args).await;
+        let version = self.write_then(&self.sql.update, args, deliveries).await;
         if let Some(Some(v)) = version.map_err(&err)? {
             self.subscribers.changed(&record.id);
             return u64::try_from(v).map_err(|_| StoreError::Corrupt("negative version".into()));
@@ -363,10 +399,12 @@ impl KeyStore for SqlEngine {
     }
 
     async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
-        let done = self
-            .dialect
-            .execute(&self.sql.delete, vec![text(id.as_str())]);
-        let deleted = done.await.map_err(map_err("deleting a key"))? > 0;
+        self.delete_with(id, &[]).await
+    }
+
+    async fn delete_with(&self, id: &KeyId, deliveries: &[Delivery]) -> Result<bool, StoreError> {
+        let done = self.write_then(&self.sql.delete, vec![text(id.as_str())], deliveries);
+        let deleted = done.await.map_err(map_err("deleting a key"))?.is_some();
         if deleted {
             self.subscribers.changed(id);
         }
@@ -485,6 +523,10 @@ impl KeyStore for SqlEngine {
     fn subscribe(&self, listener: std::sync::Weak<dyn ChangeListener>) -> bool {
         self.subscribers.add(listener);
         true
+    }
+
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) enum Kind {
 
 /// The columns of `keyward_keys`, in the order every statement names and
 /// binds them.
-pub(crate) const COLUMNS: [(&str, Kind); 30] = [
+pub(crate) const COLUMNS: [(&str, Kind); 31] = [
     ("id", Kind::Text),
     ("prefix", Kind::Text),
     ("hash", Kind::Bytes),
@@ -55,11 +55,12 @@ pub(crate) const COLUMNS: [(&str, Kind); 30] = [
     ("roles", Kind::Text),
     ("limits", Kind::Text),
     ("credits_spent", Kind::Int),
+    ("exposed_at", Kind::Time),
 ];
 
 /// The columns an update writes; the others never change after insert
 /// (`version` is bumped, the bookkeeping columns have their own writes).
-pub(crate) const UPDATED: [&str; 18] = [
+pub(crate) const UPDATED: [&str; 19] = [
     "name",
     "permissions",
     "expires_at",
@@ -78,6 +79,7 @@ pub(crate) const UPDATED: [&str; 18] = [
     "not_before",
     "roles",
     "limits",
+    "exposed_at",
 ];
 
 /// One value, in driver-neutral form. No `Debug`: it may hold the hash.
@@ -205,6 +207,7 @@ impl Row {
         let allowed = allowed.transpose().map_err(json("allowed_ips"))?;
         row.set("allowed_ips", Value::Text(allowed));
         row.set("not_before", time(r.not_before));
+        row.set("exposed_at", time(r.exposed_at));
         let list = |v: &[String]| {
             (!v.is_empty())
                 .then(|| serde_json::to_string(v))
@@ -278,6 +281,7 @@ impl Row {
             rolled_to: key_id("rolled_to")?,
             allowed_ips: allowed_ips.transpose().map_err(|_| bad("allowed_ips"))?,
             not_before: self.time("not_before"),
+            exposed_at: self.time("exposed_at"),
             roles: roles
                 .transpose()
                 .map_err(|_| bad("roles"))?
@@ -376,6 +380,7 @@ mod tests {
             )
             .expect("name")],
             credits_spent: 12,
+            exposed_at: Some(at(8)),
         };
         let row = Row::from_record(&record).expect("encodes");
         for ((name, kind), value) in COLUMNS.iter().zip(row.0.iter()) {

@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    apply_adjust, apply_credit, apply_update, ChangeListener, Credit, KeyStore, RefillDue,
-    RoleDefinition, Subscribers,
+    apply_adjust, apply_credit, apply_update, ChangeListener, Credit, Delivery, KeyStore, Outbox,
+    RefillDue, RoleDefinition, Subscribers,
 };
+
+mod outbox;
 use crate::error::StoreError;
 use crate::key::KeyRecord;
 use crate::token::KeyId;
@@ -22,6 +24,8 @@ struct Maps {
     // Ordered indexes for paging; kept in step with `by_id`.
     order: BTreeSet<KeyId>,
     by_tenant: BTreeSet<(String, KeyId)>,
+    /// Webhook endpoints and deliveries (`outbox.rs`).
+    outbox: outbox::Deliveries,
 }
 
 /// Keys in a hash map behind a lock; lost when the process ends. Clones
@@ -63,6 +67,14 @@ impl MemoryStore {
 #[async_trait]
 impl KeyStore for MemoryStore {
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.insert_with(record, &[]).await
+    }
+
+    async fn insert_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
         let mut m = self.write();
         if m.by_id.contains_key(&record.id) {
             return Err(StoreError::Duplicate(record.id));
@@ -72,6 +84,7 @@ impl KeyStore for MemoryStore {
         m.order.insert(record.id);
         m.by_tenant.insert((record.tenant.clone(), record.id));
         m.by_id.insert(record.id, stored);
+        m.outbox.add(deliveries);
         drop(m);
         self.subscribers.changed(&record.id);
         Ok(())
@@ -82,6 +95,14 @@ impl KeyStore for MemoryStore {
     }
 
     async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {
+        self.update_with(record, &[]).await
+    }
+
+    async fn update_with(
+        &self,
+        record: &KeyRecord,
+        deliveries: &[Delivery],
+    ) -> Result<u64, StoreError> {
         let mut m = self.write();
         let stored = m
             .by_id
@@ -91,17 +112,23 @@ impl KeyStore for MemoryStore {
             return Err(StoreError::Conflict(record.id));
         }
         let version = apply_update(stored, record);
+        m.outbox.add(deliveries);
         drop(m);
         self.subscribers.changed(&record.id);
         Ok(version)
     }
 
     async fn delete(&self, id: &KeyId) -> Result<bool, StoreError> {
+        self.delete_with(id, &[]).await
+    }
+
+    async fn delete_with(&self, id: &KeyId, deliveries: &[Delivery]) -> Result<bool, StoreError> {
         let mut m = self.write();
         match m.by_id.remove(id) {
             Some(r) => {
                 m.order.remove(id);
                 m.by_tenant.remove(&(r.tenant, *id));
+                m.outbox.add(deliveries);
                 drop(m);
                 self.subscribers.changed(id);
                 Ok(true)
@@ -185,6 +212,10 @@ impl KeyStore for MemoryStore {
     fn subscribe(&self, listener: Weak<dyn ChangeListener>) -> bool {
         self.subscribers.add(listener);
         true
+    }
+
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
     }
 }
 
