@@ -109,6 +109,19 @@ impl Db {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
     }
 
+    /// The same database's store, opened by the library.
+    fn store(&self, rt: &tokio::runtime::Runtime) -> Box<dyn keyward::store::KeyStore> {
+        rt.block_on(async {
+            if self.url.starts_with("postgres") {
+                let store = PostgresStore::connect(&self.url).await.expect("postgres");
+                Box::new(store) as Box<dyn keyward::store::KeyStore>
+            } else {
+                let path = self.url.trim_start_matches("sqlite:");
+                Box::new(SqliteStore::open(path).await.expect("sqlite"))
+            }
+        })
+    }
+
     /// The same database, opened by the library, with the same catalog.
     fn keyward(&self, rt: &tokio::runtime::Runtime) -> Keyward {
         rt.block_on(async {
@@ -480,6 +493,106 @@ fn every_command_against_sqlite() {
     let db = Db::sqlite();
     every_command(&db);
     exit_codes_of_configuration(&db);
+}
+
+/// The tool's changes go to the outbox with them, for the service's
+/// worker; an operator lists endpoints and replays dead deliveries.
+fn webhooks_through_the_tool(db: &Db) {
+    use keyward::store::Settlement;
+    use keyward::webhook::NewEndpoint;
+    let rt = runtime();
+    db.json(&["admin", "bootstrap", "--tenant", "default"]);
+    let keys = db.keyward(&rt);
+    let acme = keyward::Actor::new("owner", "acme")
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let made = rt
+        .block_on(keys.create_endpoint(&acme, NewEndpoint::new("https://hooks.acme.example/k")))
+        .expect("endpoint");
+    let listed = db.json(&["webhooks", "list", "--tenant", "acme"]);
+    assert_eq!(listed[0]["id"], made.endpoint.id.as_str());
+    assert_eq!(listed[0]["pending"], 0);
+    assert!(!listed.to_string().contains("whsec_"), "never a secret");
+    let created = db.json(&[
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--name",
+        "ci",
+        "--perm",
+        "contacts:read",
+    ]);
+    let id = text(&created, "/key/id").to_string();
+    db.json(&["keys", "revoke", &id]);
+    let listed = db.json(&["webhooks", "list", "--tenant", "acme"]);
+    assert_eq!(
+        listed[0]["pending"], 2,
+        "created and revoked wait for the service"
+    );
+    // Both fail for good: dead, until the operator replays them.
+    let store = db.store(&rt);
+    let outbox = store
+        .outbox()
+        .expect("every store keyward ships keeps an outbox");
+    rt.block_on(async {
+        let now = chrono::Utc::now();
+        let claimed = outbox
+            .claim("test", now, now + chrono::Duration::minutes(1), 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 2);
+        for d in claimed {
+            let dead = Settlement::Dead {
+                at: now,
+                error: "gone".into(),
+            };
+            assert!(outbox.settle(&d.id, "test", &dead).await.expect("settle"));
+        }
+    });
+    let listed = db.json(&["webhooks", "list", "--tenant", "acme"]);
+    assert_eq!(
+        (listed[0]["pending"].as_u64(), listed[0]["dead"].as_u64()),
+        (Some(0), Some(2))
+    );
+    // Another tenant's replay touches nothing; a wrong endpoint is 4.
+    assert_eq!(
+        db.json(&["webhooks", "replay", "--tenant", "globex"])["replayed"],
+        0
+    );
+    db.run(
+        &[
+            "webhooks",
+            "replay",
+            "--tenant",
+            "acme",
+            "--endpoint",
+            "ep_nope",
+        ],
+        4,
+    );
+    let replayed = db.json(&[
+        "webhooks",
+        "replay",
+        "--tenant",
+        "acme",
+        "--endpoint",
+        &made.endpoint.id,
+    ]);
+    assert_eq!(replayed["replayed"], 2);
+    let listed = db.json(&["webhooks", "list", "--tenant", "acme"]);
+    assert_eq!(listed[0]["pending"], 2);
+}
+
+#[test]
+fn webhooks_through_the_tool_on_sqlite() {
+    webhooks_through_the_tool(&Db::sqlite());
+}
+
+#[test]
+fn webhooks_through_the_tool_on_postgres() {
+    let Some(db) = Db::postgres() else { return };
+    webhooks_through_the_tool(&db);
 }
 
 #[test]

@@ -71,6 +71,31 @@ pub enum Command {
     Import(Import),
     /// Read the audit trail, newest first.
     Audit(Audit),
+    /// A tenant's webhook endpoints, and replays of their dead
+    /// deliveries (the service's delivery worker sends them).
+    #[command(subcommand)]
+    Webhooks(Webhooks),
+}
+
+/// `keyward webhooks …`
+#[derive(Debug, Subcommand)]
+pub enum Webhooks {
+    /// The tenant's endpoints, with their waiting and dead deliveries.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Make the tenant's dead deliveries due again (of one endpoint, if
+    /// given). Audited.
+    Replay {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Only this endpoint's (`ep_…`).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
 }
 
 /// `keyward keys …`

@@ -10,7 +10,7 @@ use keyward::{
     MAX_PAGE_EVENTS,
 };
 
-use crate::args::{Admin, Audit, Cli, Command, Create, FileFormat, Import, Keys, Status};
+use crate::args::{Admin, Audit, Cli, Command, Create, FileFormat, Import, Keys, Status, Webhooks};
 use crate::config::{open, Opened};
 use crate::exit;
 use crate::failure::Failure;
@@ -38,7 +38,9 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     };
     let changes = !matches!(
         &cli.command,
-        Command::Audit(_) | Command::Keys(Keys::List { .. } | Keys::Show { .. })
+        Command::Audit(_)
+            | Command::Keys(Keys::List { .. } | Keys::Show { .. })
+            | Command::Webhooks(Webhooks::List { .. })
     ) && !matches!(&cli.command, Command::Import(i) if i.dry_run);
     let opened = open(cli.db.as_deref(), cli.catalog.as_deref(), creates).await?;
     let cx = Context {
@@ -55,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             None => Err(Failure::new(exit::INTERNAL, "internal", "no input")),
         },
         Command::Audit(audit) => cx.audit(audit).await,
+        Command::Webhooks(w) => cx.webhooks(w).await,
     };
     // What was done is in the trail before the process ends; a change
     // whose event could not be written is not a success.
@@ -357,5 +360,19 @@ impl Context {
             }
         }
         output::audit(self.json, &events)
+    }
+
+    async fn webhooks(&self, command: Webhooks) -> Result<u8, Failure> {
+        let keys = &self.opened.keys;
+        match command {
+            Webhooks::List { tenant } => {
+                output::endpoints(self.json, &keys.endpoints(&self.actor(&tenant)).await?)
+            }
+            Webhooks::Replay { tenant, endpoint } => {
+                let actor = self.actor(&tenant);
+                let n = keys.replay_webhooks(&actor, endpoint.as_deref()).await?;
+                output::replayed(self.json, n)
+            }
+        }
     }
 }

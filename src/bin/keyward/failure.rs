@@ -35,6 +35,19 @@ impl From<KeyError> for Failure {
     }
 }
 
+impl From<keyward::WebhookError> for Failure {
+    fn from(e: keyward::WebhookError) -> Self {
+        use keyward::WebhookError as W;
+        let code = match &e {
+            W::NotFound(_) => exit::NOT_FOUND,
+            W::Store(_) => exit::UNAVAILABLE,
+            W::Entropy(_) => exit::INTERNAL,
+            _ => exit::REFUSED,
+        };
+        Self::new(code, e.code(), e.to_string())
+    }
+}
+
 impl From<keyward::StoreError> for Failure {
     fn from(e: keyward::StoreError) -> Self {
         Self::new(exit::UNAVAILABLE, "store_unavailable", e.to_string())

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use keyward::import::RowError;
+use keyward::webhook::WebhookEndpoint;
 use keyward::{AuditRecord, IssuedKey, KeyId, KeyInfo, SweepReport};
 use serde::Serialize;
 use serde_json::json;
@@ -224,6 +225,39 @@ pub fn audit(json: bool, events: &[AuditRecord]) -> Result<u8, Failure> {
         ));
     }
     print(&s)
+}
+
+/// Webhook endpoints (never their secrets).
+pub fn endpoints(json: bool, list: &[WebhookEndpoint]) -> Result<u8, Failure> {
+    if json {
+        return print_json(&list);
+    }
+    let mut s = String::new();
+    for e in list {
+        let types: Vec<&str> = e.event_types.iter().map(|t| t.as_str()).collect();
+        s.push_str(&format!(
+            "{}  {}  pending={} dead={}  {}\n",
+            e.id,
+            e.url,
+            e.pending,
+            e.dead,
+            if types.is_empty() {
+                "all events".to_string()
+            } else {
+                types.join(",")
+            }
+        ));
+    }
+    print(&s)
+}
+
+/// How many dead deliveries were replayed.
+pub fn replayed(json: bool, n: u64) -> Result<u8, Failure> {
+    if json {
+        print_json(&json!({ "replayed": n }))
+    } else {
+        print(&format!("{n} dead deliveries are due again\n"))
+    }
 }
 
 /// A failure, on stderr.
