@@ -538,7 +538,7 @@ fn webhooks_through_the_tool(db: &Db) {
     rt.block_on(async {
         let now = chrono::Utc::now();
         let claimed = outbox
-            .claim("test", now, now + chrono::Duration::minutes(1), 10)
+            .claim("test", now, now + chrono::Duration::minutes(1), 10, 10)
             .await
             .expect("claim");
         assert_eq!(claimed.len(), 2);

@@ -442,6 +442,32 @@ async fn two_instances_share_one_outbox() {
         "no delivery was sent by both instances: {twice:?}"
     );
     assert_eq!(inbox.forged.load(Ordering::SeqCst), 0);
+
+    // A leak reported to one instance is refused by the other at once,
+    // though it had the key cached.
+    let leaked = a
+        .create(&admin_a, NewKey::new("leaky"))
+        .await
+        .expect("create");
+    let token = leaked.token.expose_secret().to_string();
+    b.verify(&token).await.expect("cached on b");
+    let report = serde_json::json!([{"token": token, "type": "keyward_api_key", "url": "https://github.com/o/r", "source": "content"}]);
+    let reports = keyward::leak::parse_reports(report.to_string().as_bytes()).expect("report");
+    let started = std::time::Instant::now();
+    a.report_leaks(&reports).await.expect("answered");
+    let mut refused = false;
+    while started.elapsed() < StdDuration::from_secs(5) {
+        if b.verify(&token).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+    assert!(refused, "the other instance refuses a leaked key");
+    println!(
+        "a leaked key was refused by the other instance {:?} after the report",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -166,10 +166,11 @@ impl Claims {
 }
 
 impl Keyward {
-    /// Claims up to `room` due deliveries and starts an attempt of each
-    /// on `tasks`; a delivery whose endpoint has
-    /// [`DeliverySettings::per_endpoint`] in flight is given back
-    /// untried. How many were claimed.
+    /// Claims up to `room` due deliveries (at most
+    /// [`DeliverySettings::per_endpoint`] of one endpoint) and starts an
+    /// attempt of each on `tasks`; a delivery whose endpoint has that many
+    /// in flight already is given back untried. How many were claimed,
+    /// and how many started.
     async fn start_attempts(
         &self,
         claims: &mut Claims,
@@ -177,17 +178,20 @@ impl Keyward {
         transport: &Arc<dyn WebhookTransport>,
         settings: &DeliverySettings,
         tasks: &mut tokio::task::JoinSet<Settled>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, usize), StoreError> {
         let Some(outbox) = self.inner.store.outbox() else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         if room == 0 {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let now = self.now();
         let lease_until = later(now, to_chrono(settings.lease));
-        let claimed = outbox.claim(&claims.owner, now, lease_until, room).await?;
+        let claimed = outbox
+            .claim(&claims.owner, now, lease_until, room, settings.per_endpoint)
+            .await?;
         let count = claimed.len();
+        let mut started = 0;
         for delivery in claimed {
             let busy = claims
                 .in_flight
@@ -201,6 +205,7 @@ impl Keyward {
                 continue;
             }
             *busy += 1;
+            started += 1;
             let endpoint = match claims.endpoints.get(&delivery.endpoint_id) {
                 Some(e) => Ok(e.clone()),
                 None => outbox.endpoint(&delivery.endpoint_id).await.inspect(|e| {
@@ -218,7 +223,7 @@ impl Keyward {
                 (delivery.endpoint_id, label)
             });
         }
-        Ok(count)
+        Ok((count, started))
     }
 
     /// Sends one delivery and settles it; what became of it.
@@ -277,7 +282,7 @@ impl Keyward {
     ) -> Result<DeliveryRound, StoreError> {
         let mut claims = Claims::new(&self.inner.instance);
         let mut tasks = tokio::task::JoinSet::new();
-        let claimed = self
+        let (claimed, _) = self
             .start_attempts(&mut claims, settings.batch, transport, settings, &mut tasks)
             .await?;
         let mut round = DeliveryRound {
@@ -357,8 +362,11 @@ impl Keyward {
                 let started = keys
                     .start_attempts(&mut claims, room, &transport, &settings, &mut tasks)
                     .await;
+                // Full: every place was taken, so more may be due now.
+                // (Deliveries given back for a busy endpoint wait for one
+                // of its attempts to end.)
                 let full = match started {
-                    Ok(n) => n > 0 && n >= room,
+                    Ok((_, n)) => n > 0 && n >= room,
                     Err(e) => {
                         tracing::warn!(target: "keyward", error = %e, "could not claim webhook deliveries; will retry");
                         false

@@ -219,13 +219,16 @@ pub trait Outbox: Send + Sync {
 
     /// Leases to `owner`, until `lease_until`, up to `limit` pending
     /// deliveries due at `now` whose lease (if any) has ended, oldest due
-    /// first; each comes back with its attempt counted.
+    /// first, and at most `per_endpoint` of one endpoint (so that one
+    /// endpoint's backlog never keeps the others waiting); each comes
+    /// back with its attempt counted. Two claims never take one delivery.
     async fn claim(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
+        per_endpoint: usize,
     ) -> Result<Vec<Delivery>, StoreError>;
 
     /// Ends an attempt of a delivery `owner` holds; `false` (and nothing

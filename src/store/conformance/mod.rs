@@ -75,6 +75,7 @@ where
     concurrent_claims_never_share_a_delivery(Arc::new(new_store().await)).await;
     endpoints_are_kept_per_tenant(Arc::new(new_store().await)).await;
     dead_deliveries_are_purged_after_a_while(Arc::new(new_store().await)).await;
+    one_endpoints_backlog_never_fills_a_claim(Arc::new(new_store().await)).await;
 }
 
 #[derive(Default)]

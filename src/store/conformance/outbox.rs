@@ -49,7 +49,7 @@ fn outbox_of<S: KeyStore>(store: &S) -> Option<&dyn Outbox> {
 async fn all_due(outbox: &dyn Outbox, at: chrono::DateTime<chrono::Utc>) -> Vec<Delivery> {
     let lease = at + Duration::seconds(60);
     outbox
-        .claim("conformance-reader", at, lease, 1000)
+        .claim("conformance-reader", at, lease, 1000, 1000)
         .await
         .expect("claim must succeed")
 }
@@ -124,19 +124,19 @@ pub(super) async fn claims_lease_settle_and_replay<S: KeyStore>(store: Arc<S>) {
     outbox.enqueue(&batch[..1]).await.expect("enqueue");
     let now = t0();
     let lease = now + Duration::seconds(30);
-    let a = outbox.claim("a", now, lease, 3).await.expect("claim");
+    let a = outbox.claim("a", now, lease, 3, 100).await.expect("claim");
     assert_eq!(a.len(), 3, "a claim takes up to its limit");
     assert!(a
         .iter()
         .all(|d| d.attempts == 1 && d.state == DeliveryState::Pending));
-    let b = outbox.claim("b", now, lease, 10).await.expect("claim");
+    let b = outbox.claim("b", now, lease, 10, 100).await.expect("claim");
     assert_eq!(
         b.len(),
         2,
         "a second claim takes only what the first did not"
     );
     assert!(outbox
-        .claim("c", now, lease, 10)
+        .claim("c", now, lease, 10, 100)
         .await
         .expect("claim")
         .is_empty());
@@ -164,7 +164,7 @@ pub(super) async fn claims_lease_settle_and_replay<S: KeyStore>(store: Arc<S>) {
     assert!(outbox.settle(&a[2].id, "a", &dead).await.expect("settle"));
     // A release gives a delivery back untouched, its attempt uncounted.
     let mine = outbox
-        .claim("e", later + Duration::seconds(1), lease, 1)
+        .claim("e", later + Duration::seconds(1), lease, 1, 100)
         .await
         .expect("claim");
     assert_eq!((mine.len(), mine[0].attempts), (1, 2));
@@ -174,11 +174,14 @@ pub(super) async fn claims_lease_settle_and_replay<S: KeyStore>(store: Arc<S>) {
         .expect("settle"));
     // Before its time a retry is not due; b's leases still hold.
     assert!(outbox
-        .claim("c", now + Duration::seconds(5), lease, 10)
+        .claim("c", now + Duration::seconds(5), lease, 10, 100)
         .await
         .expect("claim")
         .is_empty());
-    let again = outbox.claim("c", later, lease, 10).await.expect("claim");
+    let again = outbox
+        .claim("c", later, lease, 10, 100)
+        .await
+        .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(
         (again[0].id.as_str(), again[0].attempts),
@@ -194,6 +197,7 @@ pub(super) async fn claims_lease_settle_and_replay<S: KeyStore>(store: Arc<S>) {
         lease + Duration::seconds(1),
         lease + Duration::seconds(60),
         10,
+        100,
     );
     let expired: HashSet<String> = expired
         .await
@@ -267,7 +271,10 @@ pub(super) async fn concurrent_claims_never_share_a_delivery<S: KeyStore>(store:
             let mut mine = Vec::new();
             loop {
                 let lease = t0() + Duration::seconds(60);
-                let got = outbox.claim(&owner, t0(), lease, 4).await.expect("claim");
+                let got = outbox
+                    .claim(&owner, t0(), lease, 4, 100)
+                    .await
+                    .expect("claim");
                 if got.is_empty() {
                     return mine;
                 }
@@ -358,7 +365,7 @@ pub(super) async fn dead_deliveries_are_purged_after_a_while<S: KeyStore>(store:
     let batch: Vec<Delivery> = (0..3).map(|n| delivery(n, "ep_a")).collect();
     outbox.enqueue(&batch).await.expect("enqueue");
     let lease = t0() + Duration::seconds(60);
-    let held = outbox.claim("a", t0(), lease, 3).await.expect("claim");
+    let held = outbox.claim("a", t0(), lease, 3, 100).await.expect("claim");
     assert_eq!(held.len(), 3);
     let ends = [
         Settlement::Dead {
@@ -384,4 +391,38 @@ pub(super) async fn dead_deliveries_are_purged_after_a_while<S: KeyStore>(store:
     assert_eq!(purged, 1, "only what went dead before the bound");
     let counts = outbox.counts(None).await.expect("counts");
     assert_eq!((counts.pending, counts.dead), (1, 1));
+}
+
+pub(super) async fn one_endpoints_backlog_never_fills_a_claim<S: KeyStore>(store: Arc<S>) {
+    let Some(outbox) = outbox_of(&*store) else {
+        return;
+    };
+    // Ten old deliveries for a slow endpoint, then two newer of another.
+    let mut batch: Vec<Delivery> = (0..10).map(|n| delivery(n, "ep_slow")).collect();
+    for n in 10..12 {
+        let mut d = delivery(n, "ep_fast");
+        d.created_at = t0() + Duration::seconds(1);
+        d.next_attempt_at = d.created_at;
+        batch.push(d);
+    }
+    outbox.enqueue(&batch).await.expect("enqueue");
+    let at = t0() + Duration::seconds(5);
+    let lease = at + Duration::seconds(60);
+    let got = outbox.claim("a", at, lease, 6, 2).await.expect("claim");
+    let per = |e: &str| got.iter().filter(|d| d.endpoint_id == e).count();
+    assert_eq!(got.len(), 4, "two of each endpoint: {got:?}");
+    assert_eq!((per("ep_slow"), per("ep_fast")), (2, 2));
+    let slow: Vec<&str> = got
+        .iter()
+        .filter(|d| d.endpoint_id == "ep_slow")
+        .map(|d| d.message_id.as_str())
+        .collect();
+    assert!(
+        slow.contains(&format!("msg_{:024}", 0).as_str())
+            && slow.contains(&format!("msg_{:024}", 1).as_str()),
+        "the oldest of an endpoint first: {slow:?}"
+    );
+    let next = outbox.claim("b", at, lease, 100, 3).await.expect("claim");
+    assert_eq!(next.len(), 3, "what the first claim left, three of it");
+    assert!(next.iter().all(|d| d.endpoint_id == "ep_slow"));
 }

@@ -49,6 +49,7 @@ impl Outbox for MemoryStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
+        per_endpoint: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let mut m = self.write();
         let mut due: Vec<&mut Held> = m
@@ -61,9 +62,18 @@ impl Outbox for MemoryStore {
                     && h.lease.as_ref().is_none_or(|(_, until)| *until < now)
             })
             .collect();
-        due.sort_by_key(|h| h.delivery.next_attempt_at);
+        due.sort_by(|a, b| {
+            let key = |h: &Held| (h.delivery.next_attempt_at, h.delivery.id.clone());
+            key(a).cmp(&key(b))
+        });
+        let mut taken: std::collections::HashMap<String, usize> = Default::default();
         Ok(due
             .into_iter()
+            .filter(|h| {
+                let n = taken.entry(h.delivery.endpoint_id.clone()).or_default();
+                *n += 1;
+                *n <= per_endpoint
+            })
             .take(limit)
             .map(|h| {
                 h.lease = Some((owner.to_string(), lease_until));

@@ -237,10 +237,6 @@ impl Dialect for Postgres {
         format!("{}.keyward_webhook_outbox", self.schema)
     }
 
-    fn skip_locked(&self) -> &'static str {
-        " FOR UPDATE SKIP LOCKED"
-    }
-
     fn placeholders(&self, sql: String) -> String {
         sql.replace('?', "$")
     }

@@ -66,13 +66,6 @@ pub(crate) trait Dialect: Queries + fmt::Debug + 'static {
     /// The webhook outbox table, qualified as the database needs.
     fn outbox_table(&self) -> String;
 
-    /// What ends the `SELECT` of a claim so that concurrent claimers
-    /// skip each other's rows (`FOR UPDATE SKIP LOCKED`); nothing where
-    /// one writer at a time is the rule (SQLite).
-    fn skip_locked(&self) -> &'static str {
-        ""
-    }
-
     /// Parameters are written `?1` in the engine's statements; a database
     /// that writes them otherwise (`$1`) rewrites them here.
     fn placeholders(&self, sql: String) -> String {

@@ -1,7 +1,7 @@
 //! The webhook outbox in SQL: endpoints, deliveries, claims by lease
-//! (with `FOR UPDATE SKIP LOCKED` where the database has several
-//! writers), and the statements that put a change's deliveries in the
-//! change's transaction.
+//! (one conditional update, which a concurrent claim of the same row
+//! re-checks once the first commits, and so skips), and the statements
+//! that put a change's deliveries in the change's transaction.
 
 use std::sync::Arc;
 
@@ -71,12 +71,17 @@ impl OutboxStatements {
                 "INSERT INTO {o} ({DELIVERY}) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING"
             )),
+            // The oldest due of each endpoint, `?5` at most, oldest first;
+            // the outer conditions are those a concurrent claim re-checks.
             claim: s(format!(
                 "UPDATE {o} SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1 \
-                 WHERE id IN (SELECT id FROM {o} WHERE state = 'pending' \
-                 AND next_attempt_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3) \
-                 ORDER BY next_attempt_at LIMIT ?4{skip}) RETURNING {DELIVERY}",
-                skip = d.skip_locked()
+                 WHERE id IN (SELECT id FROM (SELECT id, next_attempt_at, row_number() OVER \
+                 (PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS n FROM {o} \
+                 WHERE state = 'pending' AND next_attempt_at <= ?3 \
+                 AND (lease_until IS NULL OR lease_until < ?3)) AS due WHERE n <= ?5 \
+                 ORDER BY next_attempt_at, id LIMIT ?4) \
+                 AND state = 'pending' AND (lease_until IS NULL OR lease_until < ?3) \
+                 RETURNING {DELIVERY}"
             )),
             delivered: s(format!(
                 "DELETE FROM {o} WHERE id = ?1 AND lease_owner = ?2"
@@ -285,12 +290,14 @@ impl Outbox for SqlEngine {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
+        per_endpoint: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let args = vec![
             text(owner),
             time(Some(lease_until)),
             time(Some(now)),
             int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            int(i64::try_from(per_endpoint).unwrap_or(i64::MAX)),
         ];
         let claimed = self.deliveries(&self.outbox.claim, args, "claiming webhook deliveries");
         let mut claimed = claimed.await?;
