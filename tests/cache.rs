@@ -342,6 +342,13 @@ async fn invalid_cache_settings_are_refused() {
         .cache_capacity(0)
         .build()
         .expect("zero turns the table off");
+    for bad in [Duration::seconds(-1), Duration::days(2)] {
+        let err = Keyward::builder(MemoryStore::new(), catalog())
+            .cache_stale_for(bad)
+            .build()
+            .expect_err("out of range");
+        assert!(err.to_string().contains("cache_stale_for"), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,4 +479,121 @@ async fn a_cancelled_request_loses_no_last_used_write() {
         .await
         .expect("get");
     assert!(info.last_used_at.is_some(), "the use was recorded");
+}
+
+/// A harness over a store whose feed sees every writer (as PostgreSQL's
+/// and the memory store's do): past its time limit a cached key is
+/// served stale while it is read again.
+fn with_feed(stale: Duration) -> (Keyward, CountingStore, ManualClock) {
+    let store = CountingStore {
+        with_feed: true,
+        ..CountingStore::default()
+    };
+    let clock = ManualClock::default();
+    let keys = Keyward::builder(store.clone(), catalog())
+        .clock(clock.clone())
+        .cache_ttl(Duration::seconds(10))
+        .cache_stale_for(stale)
+        .build()
+        .expect("config");
+    (keys, store, clock)
+}
+
+/// Waits (a little, in real time) for background reads to land.
+async fn until(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_time_limit_a_busy_key_is_served_while_one_read_runs() {
+    let (keys, store, clock) = with_feed(Duration::minutes(10));
+    let issued = keys
+        .create(&admin(&keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    keys.verify(token).await.expect("valid");
+    let before = store.gets();
+    // Past the limit, with the store slow: no verify waits for it, and
+    // a burst starts one read.
+    store
+        .get_delay_ms
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(Duration::seconds(11));
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        keys.verify(token).await.expect("served from the cache");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(150),
+        "no verify waited for the 200 ms read: {:?}",
+        started.elapsed()
+    );
+    until("one background read", || store.gets() - before == 1).await;
+    store
+        .get_delay_ms
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(store.gets() - before, 1, "one read for the burst");
+    // The entry is fresh again: nothing more is read within the limit.
+    clock.advance(Duration::seconds(5));
+    keys.verify(token).await.expect("valid");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(store.gets() - before, 1);
+    // Past the stale window too, the read is synchronous again.
+    clock.advance(Duration::minutes(11));
+    keys.verify(token).await.expect("valid");
+    assert_eq!(store.gets() - before, 2, "read before answering");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_still_wins_at_once() {
+    let (keys, _store, clock) = with_feed(Duration::minutes(10));
+    let admin = admin(&keys, "acme");
+    let a = keys.create(&admin, NewKey::new("a")).await.expect("create");
+    let b = keys.create(&admin, NewKey::new("b")).await.expect("create");
+    for k in [&a, &b] {
+        keys.verify(k.token.expose_secret()).await.expect("valid");
+    }
+    clock.advance(Duration::seconds(30));
+    // A revocation reported by the feed drops the entry: never served
+    // stale.
+    keys.revoke(&admin, &a.key.id).await.expect("revoke");
+    assert!(matches!(
+        keys.verify(a.token.expose_secret()).await,
+        Err(VerifyError::Revoked)
+    ));
+    // So does a deletion.
+    keys.delete(&admin, &b.key.id).await.expect("delete");
+    assert!(matches!(
+        keys.verify(b.token.expose_secret()).await,
+        Err(VerifyError::Invalid)
+    ));
+}
+
+#[tokio::test]
+async fn without_a_feed_that_sees_every_writer_the_time_limit_alone_rules() {
+    // The memory store's feed sees every writer; this one reports
+    // nothing (as a SQLite file another process writes).
+    let h = harness_with(|b| {
+        b.cache_ttl(Duration::seconds(10))
+            .cache_stale_for(Duration::minutes(10))
+    });
+    let issued = h
+        .keys
+        .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))
+        .await
+        .expect("create");
+    let token = issued.token.expose_secret();
+    h.keys.verify(token).await.expect("valid");
+    let before = h.store.gets();
+    h.clock.advance(Duration::seconds(11));
+    h.keys.verify(token).await.expect("valid");
+    assert_eq!(h.store.gets() - before, 1, "read before answering");
 }

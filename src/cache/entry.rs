@@ -49,6 +49,9 @@ pub(crate) struct CachedKey {
     /// boxed, and absent for most keys, whose verify reads only that it
     /// is absent.
     cold: Option<Box<Cold>>,
+    /// A background read of this key is under way (stale-while-revalidate:
+    /// one per entry).
+    pub(crate) refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// The rarely set part of a [`CachedKey`].
@@ -113,6 +116,7 @@ impl CachedKey {
             limit,
             prefix: record.prefix,
             cold: Cold::of(record).map(Box::new),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -136,6 +140,7 @@ impl CachedKey {
             name: "".into(),
             prefix: DisplayPrefix::default(),
             cold: None,
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -86,6 +86,12 @@ pub(crate) struct Cache {
     inflight: Box<[Mutex<Flights>]>,
     hash: IdHash,
     ttl_us: i64,
+    /// How long past `ttl_us` an entry may still be served while it is
+    /// read again in the background (0: never); only while the feed is
+    /// live.
+    stale_us: std::sync::atomic::AtomicI64,
+    /// Whether the store's change feed is reporting now.
+    feed_live: std::sync::atomic::AtomicBool,
     capacity: usize,
     unknown_per_shard: usize,
 }
@@ -126,9 +132,27 @@ impl Cache {
             inflight: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hash,
             ttl_us,
+            stale_us: std::sync::atomic::AtomicI64::new(0),
+            feed_live: std::sync::atomic::AtomicBool::new(true),
             capacity,
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
         }
+    }
+
+    /// Lets entries be served up to `stale_us` past their time limit
+    /// while the feed is live (for a store whose feed sees every writer).
+    pub(crate) fn allow_stale(&self, stale_us: i64) {
+        self.stale_us.store(stale_us.max(0), Ordering::Release);
+    }
+
+    /// Whether an entry loaded at `loaded_at` may be served at `now`, past
+    /// its time limit, while it is read again.
+    fn servable_stale(&self, loaded_at: i64, now: i64) -> bool {
+        let stale = self.stale_us.load(Ordering::Relaxed);
+        stale > 0
+            && now >= loaded_at
+            && now.saturating_sub(loaded_at) < self.ttl_us.saturating_add(stale)
+            && self.feed_live.load(Ordering::Acquire)
     }
 
     /// The stripe of `id` for the unknown map, loads and epochs.
@@ -189,10 +213,18 @@ impl Cache {
         self.probe(id).1
     }
 
-    /// A fresh entry for `id`, from the table alone (no lock).
+    /// An entry for `id`, from the table alone (no lock), and whether it
+    /// is past its time limit (served stale: read it again).
     #[inline]
-    pub(crate) fn hit(&self, id: &KeyId, now: i64) -> Option<Held> {
-        self.find(id).filter(|e| self.fresh(e.loaded_at, now))
+    pub(crate) fn hit(&self, id: &KeyId, now: i64) -> Option<(Held, bool)> {
+        let entry = self.find(id)?;
+        if self.fresh(entry.loaded_at, now) {
+            Some((entry, false))
+        } else if self.servable_stale(entry.loaded_at, now) {
+            Some((entry, true))
+        } else {
+            None
+        }
     }
 
     /// Gives key `to` the limiter state of key `from` (a roll's successor
@@ -376,7 +408,9 @@ impl Cache {
             let i = w.cursor & table.mask;
             w.cursor = w.cursor.wrapping_add(1);
             let slot = table.slots[i].load();
-            let stale = table.occupied(&slot) && !self.fresh(slot.loaded_at, now);
+            let stale = table.occupied(&slot)
+                && !self.fresh(slot.loaded_at, now)
+                && !self.servable_stale(slot.loaded_at, now);
             drop(slot);
             if stale {
                 self.remove_at(w, table, i);
@@ -434,6 +468,12 @@ impl ChangeListener for Cache {
 
     fn reset(&self) {
         self.clear();
+    }
+
+    /// While the feed is down, nothing is served past its time limit:
+    /// a change may have been missed.
+    fn feed(&self, live: bool) {
+        self.feed_live.store(live, Ordering::Release);
     }
 }
 

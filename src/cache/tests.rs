@@ -113,3 +113,42 @@ fn a_full_cache_evicts_and_keeps_limiter_state_in_the_stash() {
         cache.invalidate(&id);
     }
 }
+
+#[test]
+fn stale_entries_are_served_only_within_their_window_and_while_the_feed_is_live() {
+    let ttl = 1_000_000;
+    let cache = new_cache(100, 100, ttl);
+    let k = key();
+    let id = k.id;
+    let Lookup::Miss(ticket) = cache.get(&id, 0) else {
+        panic!("empty cache must miss");
+    };
+    cache.put(ticket, &id, Some(k), 0);
+    assert!(matches!(cache.hit(&id, ttl - 1), Some((_, false))), "fresh");
+    assert!(cache.hit(&id, ttl).is_none(), "no stale window by default");
+    cache.allow_stale(10 * ttl);
+    assert!(matches!(cache.hit(&id, ttl), Some((_, true))), "stale");
+    assert!(
+        matches!(cache.get(&id, ttl), Lookup::Miss(_)),
+        "a lookup that must be fresh misses"
+    );
+    // Entries in their stale window are not purged.
+    cache.purge_some(&mut cache.writer(), 2 * ttl);
+    assert!(matches!(cache.hit(&id, 2 * ttl), Some((_, true))));
+    // The feed is down: a change may have been missed.
+    cache.feed(false);
+    assert!(
+        cache.hit(&id, 2 * ttl).is_none(),
+        "not while the feed is down"
+    );
+    assert!(
+        matches!(cache.hit(&id, ttl - 1), Some((_, false))),
+        "fresh still is"
+    );
+    cache.feed(true);
+    assert!(matches!(cache.hit(&id, 2 * ttl), Some((_, true))));
+    assert!(cache.hit(&id, 11 * ttl).is_none(), "past the window");
+    // An invalidation drops it at once, stale or not.
+    cache.invalidate(&id);
+    assert!(cache.hit(&id, 2 * ttl).is_none());
+}

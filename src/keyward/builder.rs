@@ -46,6 +46,7 @@ pub struct KeywardBuilder {
     retention: Retention,
     nested_tenants: bool,
     cache_ttl: Duration,
+    cache_stale_for: Duration,
     cache_capacity: usize,
     unknown_cache_capacity: usize,
     store_timeout: Duration,
@@ -203,6 +204,24 @@ impl KeywardBuilder {
         self
     }
 
+    /// How long past [`cache_ttl`](Self::cache_ttl) a cached key may still
+    /// answer a verify while it is read again in the background
+    /// (stale-while-revalidate), so that a busy key never waits for the
+    /// store when its time limit ends. Default: 10 minutes. Zero turns it
+    /// off.
+    ///
+    /// It applies only with a store whose change feed sees every writer
+    /// ([`KeyStore::feed_sees_every_writer`]: PostgreSQL, the memory
+    /// store), and only while that feed is live: a changed key is dropped
+    /// from the cache the moment the change is reported, so a stale entry
+    /// is one that did not change, and the bounds on staleness stay those
+    /// of the feed. With `SqliteStore` (another process may write the
+    /// file) and during a feed outage, `cache_ttl` alone bounds staleness.
+    pub fn cache_stale_for(mut self, stale: Duration) -> Self {
+        self.cache_stale_for = stale;
+        self
+    }
+
     /// How many keys the verification cache holds at most. Default:
     /// 100,000 (about 240 bytes each, plus name). Its slot table (16–32 bytes
     /// per key of capacity) is allocated when the `Keyward` is built, so
@@ -242,7 +261,7 @@ impl KeywardBuilder {
     pub fn build(self) -> Result<Keyward, ConfigError> {
         let format = TokenFormat::new(&self.prefix)?;
         legacy::check(&self.legacy, format.prefix())?;
-        let (store_timeout, ttl_us) = self.check()?;
+        let (store_timeout, ttl_us, stale_us) = self.check()?;
         let stash = Arc::new(Mutex::new(Stash::for_capacity(self.cache_capacity)));
         let cache = Arc::new(Cache::new(
             self.cache_capacity,
@@ -258,6 +277,9 @@ impl KeywardBuilder {
         ));
         let listener: Weak<RoleBook> = Arc::downgrade(&roles);
         let feed = self.store.subscribe(listener as Weak<dyn ChangeListener>);
+        if feed && self.store.feed_sees_every_writer() {
+            cache.allow_stale(stale_us);
+        }
         if let Some(limiter) = &self.limiter {
             limiter.attach_audit(self.audit.clone());
         }
@@ -300,7 +322,7 @@ impl KeywardBuilder {
 
     /// Checks every setting; the store timeout as a monotonic duration
     /// and the cache time limit in microseconds.
-    fn check(&self) -> Result<(std::time::Duration, i64), ConfigError> {
+    fn check(&self) -> Result<(std::time::Duration, i64, i64), ConfigError> {
         let invalid = |setting, reason| Err(ConfigError::Invalid { setting, reason });
         if self.tenant_policies.keys().any(|t| !tenant::is_valid(t)) {
             return invalid(
@@ -364,7 +386,14 @@ impl KeywardBuilder {
         else {
             return invalid("cache_ttl", "must be between zero and one day");
         };
-        Ok((store_timeout, ttl_us))
+        let Some(stale_us) = self
+            .cache_stale_for
+            .num_microseconds()
+            .filter(|t| *t >= 0 && self.cache_stale_for <= Duration::days(1))
+        else {
+            return invalid("cache_stale_for", "must be between zero and one day");
+        };
+        Ok((store_timeout, ttl_us, stale_us))
     }
 }
 
@@ -389,6 +418,7 @@ impl Keyward {
             retention: Retention::default(),
             nested_tenants: false,
             cache_ttl: Duration::seconds(10),
+            cache_stale_for: Duration::minutes(10),
             cache_capacity: 100_000,
             unknown_cache_capacity: 100_000,
             store_timeout: Duration::seconds(2),

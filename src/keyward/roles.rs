@@ -146,6 +146,10 @@ impl ChangeListener for RoleBook {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.cache.reset();
     }
+
+    fn feed(&self, live: bool) {
+        self.cache.feed(live);
+    }
 }
 
 fn declared(catalog: &Catalog) -> RoleMap {

@@ -5,6 +5,8 @@
 use chrono::DateTime;
 
 use crate::admission::{admit, refused, Gate, Idle, Request, Verdict};
+use std::sync::Arc;
+
 use crate::cache::{CachedKey, Held, Load, Lookup, Ticket};
 use crate::clock::micros_to_time;
 use crate::error::{StoreError, VerifyError};
@@ -105,7 +107,7 @@ impl Keyward {
             return Fast::Slow(None);
         };
         let now_us = self.now_us();
-        let Some(entry) = inner.cache.hit(&id, now_us) else {
+        let Some((entry, stale)) = inner.cache.hit(&id, now_us) else {
             // The id is public (lists, logs, errors name it) and its secret
             // is never compared here, so an unknown id costs no hash: a
             // flood of made-up tokens is the cheapest kind to refuse.
@@ -125,6 +127,9 @@ impl Keyward {
             return Fast::Done(Err(
                 self.refuse(Some((id, entry.prefix)), VerifyError::Invalid)
             ));
+        }
+        if stale {
+            self.revalidate(&entry, now_us);
         }
         let req = self.request(req, now_us, self.idleness(&entry, now_us, false));
         match admit(&entry, &req, &inner.limits, Gate::FIRST) {
@@ -282,6 +287,38 @@ impl Keyward {
             Ok(_) => Err(self.refuse(key, VerifyError::Invalid)),
             Err(e) => Err(self.refuse_proven(entry, VerifyError::Store(e))),
         }
+    }
+
+    /// Reads a key served past its time limit again, in the background:
+    /// one read per entry (the entry's flag), shared with any load of the
+    /// same id (the cache's single flight), cached unless the key changed
+    /// meanwhile. Without a tokio runtime the entry is served until its
+    /// stale window ends, then read as any miss.
+    fn revalidate(&self, entry: &Arc<CachedKey>, now_us: i64) {
+        #[cfg(feature = "tokio")]
+        {
+            use std::sync::atomic::Ordering;
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            if entry.refreshing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let (keys, entry) = (self.clone(), Arc::clone(entry));
+            runtime.spawn(async move {
+                let id = entry.id;
+                let Lookup::Miss(ticket) = keys.inner.cache.get(&id, now_us) else {
+                    return;
+                };
+                if let Err(e) = keys.deadline(keys.load(ticket, &id, now_us)).await {
+                    // Served stale a while longer; the next hit tries again.
+                    tracing::warn!(target: "keyward", key = %entry.prefix, error = %e, "could not read a key again");
+                    entry.refreshing.store(false, Ordering::Release);
+                }
+            });
+        }
+        #[cfg(not(feature = "tokio"))]
+        let _ = (entry, now_us);
     }
 
     /// Whether the key went unused for the inactivity period; `fresh`:

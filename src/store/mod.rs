@@ -93,14 +93,34 @@ pub trait ChangeListener: Send + Sync + 'static {
     /// Changes may have been missed (e.g. a notification channel dropped
     /// and reconnected): forget everything.
     fn reset(&self);
+    /// Whether changes are being reported now: `false` while a
+    /// notification channel is down (changes may be missed), `true` once
+    /// it is back (after a [`reset`](Self::reset)). Caches serve nothing
+    /// past its time limit while the feed is down. The default ignores it.
+    fn feed(&self, live: bool) {
+        let _ = live;
+    }
 }
 
 /// The listeners of one store: a building block for [`KeyStore`]
 /// implementations that report changes. Holds listeners weakly, so a
 /// dropped [`Keyward`](crate::Keyward) unsubscribes itself.
-#[derive(Default)]
 pub struct Subscribers {
     listeners: Mutex<Vec<Weak<dyn ChangeListener>>>,
+    /// Whether changes are being reported now (see
+    /// [`ChangeListener::feed`]).
+    live: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Subscribers {
+    /// No listeners; the feed live (a store that reports its own changes
+    /// never misses one).
+    fn default() -> Self {
+        Self {
+            listeners: Mutex::default(),
+            live: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
 }
 
 impl std::fmt::Debug for Subscribers {
@@ -112,14 +132,25 @@ impl std::fmt::Debug for Subscribers {
 }
 
 impl Subscribers {
-    /// Adds a listener.
+    /// Adds a listener, and tells it whether the feed is live.
     pub fn add(&self, listener: Weak<dyn ChangeListener>) {
         let mut listeners = self
             .listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         listeners.retain(|l| l.strong_count() > 0);
+        if let Some(l) = listener.upgrade() {
+            l.feed(self.live.load(std::sync::atomic::Ordering::Acquire));
+        }
         listeners.push(listener);
+    }
+
+    /// Tells every live listener whether changes are being reported now.
+    pub fn feed(&self, live: bool) {
+        self.live.store(live, std::sync::atomic::Ordering::Release);
+        for l in self.live() {
+            l.feed(live);
+        }
     }
 
     fn live(&self) -> Vec<Arc<dyn ChangeListener>> {
@@ -536,6 +567,18 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
         false
     }
 
+    /// Whether [`subscribe`](Self::subscribe)'s reports include every
+    /// writer's changes, not only those made through this store value:
+    /// then a cache may answer from an entry past its time limit while it
+    /// reads the key again in the background (stale-while-revalidate),
+    /// since a change would have dropped the entry. `PostgresStore` (its
+    /// triggers see every writer) and [`MemoryStore`](crate::MemoryStore)
+    /// (one process) say yes; `SqliteStore` says no (another process, such
+    /// as the command-line tool, may write the file). The default says no.
+    fn feed_sees_every_writer(&self) -> bool {
+        false
+    }
+
     /// The store's webhook outbox, if it keeps one. The default keeps
     /// none: events are not recorded, and endpoints cannot be made.
     /// Every store keyward ships keeps one.
@@ -738,6 +781,10 @@ macro_rules! forward_store {
             fn outbox(&self) -> Option<&dyn $crate::store::Outbox> {
                 let $this = self;
                 ($target).outbox()
+            }
+            fn feed_sees_every_writer(&self) -> bool {
+                let $this = self;
+                ($target).feed_sees_every_writer()
             }
             async fn insert_with(
                 &self,

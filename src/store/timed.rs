@@ -104,6 +104,9 @@ impl KeyStore for Timed {
     fn outbox(&self) -> Option<&dyn Outbox> {
         self.0.outbox()
     }
+    fn feed_sees_every_writer(&self) -> bool {
+        self.0.feed_sees_every_writer()
+    }
     async fn insert_with(
         &self,
         record: &KeyRecord,

@@ -43,6 +43,9 @@ pub struct CountingStore {
     pub last_used_delay_ms: Arc<AtomicUsize>,
     /// When set, `record_last_used` fails as if the backend were down.
     pub fail_last_used: Arc<std::sync::atomic::AtomicBool>,
+    /// When set (before the `Keyward` is built), changes are reported
+    /// as the memory store reports them, and the feed sees every writer.
+    pub with_feed: bool,
 }
 
 impl CountingStore {
@@ -130,6 +133,12 @@ impl KeyStore for CountingStore {
     async fn put_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
         self.tick();
         self.inner.put_role(role).await
+    }
+    fn subscribe(&self, listener: std::sync::Weak<dyn keyward::store::ChangeListener>) -> bool {
+        self.with_feed && self.inner.subscribe(listener)
+    }
+    fn feed_sees_every_writer(&self) -> bool {
+        self.with_feed
     }
 }
 

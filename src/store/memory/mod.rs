@@ -217,6 +217,11 @@ impl KeyStore for MemoryStore {
     fn outbox(&self) -> Option<&dyn Outbox> {
         Some(self)
     }
+
+    /// One process: every change goes through this store.
+    fn feed_sees_every_writer(&self) -> bool {
+        true
+    }
 }
 
 /// The smallest id: `00000000` ('0' is the first base62 character).

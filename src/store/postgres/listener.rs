@@ -64,6 +64,7 @@ pub(super) async fn listen(
                     "PostgreSQL change feed lost; caches fall back to their time limit until it is back"
                 );
                 if let Some(s) = subscribers.upgrade() {
+                    s.feed(false);
                     s.reset();
                 }
             }
@@ -91,7 +92,10 @@ async fn session(
     listener.listen(CHANNEL).await?;
     listened.store(true, Ordering::Relaxed);
     match subscribers.upgrade() {
-        Some(s) => s.reset(),
+        Some(s) => {
+            s.reset();
+            s.feed(true);
+        }
         None => return Ok(()),
     }
     let watchdog = tokio::time::sleep(SILENCE_LIMIT);

@@ -125,7 +125,11 @@ impl PostgresStoreBuilder {
             migrations.iter().map(|(v, s)| (*v, s.as_str())).collect();
         migrate(&dialect, &migrations, "migrating the PostgreSQL schema").await?;
         let schema = dialect.schema.clone();
-        let engine = SqlEngine::new(dialect);
+        let mut engine = SqlEngine::new(dialect);
+        // Triggers report every writer's changes, once the listener
+        // listens (until then, and while it is down, the feed is not live).
+        engine.reports_every_writer();
+        engine.subscribers().feed(false);
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(listen(
             self.pool.clone(),

@@ -150,6 +150,9 @@ pub(crate) struct SqlEngine {
     sql: Statements,
     outbox: outbox::OutboxStatements,
     subscribers: Arc<Subscribers>,
+    /// Whether the subscribers hear of every writer's changes
+    /// ([`KeyStore::feed_sees_every_writer`]).
+    every_writer: bool,
 }
 
 fn text(s: &str) -> Value {
@@ -274,7 +277,15 @@ impl SqlEngine {
             sql,
             outbox,
             subscribers: Arc::default(),
+            every_writer: false,
         }
+    }
+
+    /// Says the subscribers hear of every writer's changes (a database
+    /// whose triggers report them).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn reports_every_writer(&mut self) {
+        self.every_writer = true;
     }
 
     /// Who is told of changes.
@@ -527,6 +538,10 @@ impl KeyStore for SqlEngine {
 
     fn outbox(&self) -> Option<&dyn Outbox> {
         Some(self)
+    }
+
+    fn feed_sees_every_writer(&self) -> bool {
+        self.every_writer
     }
 }
 
