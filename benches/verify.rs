@@ -114,15 +114,22 @@ struct Setup {
 }
 
 fn setup(n: usize) -> Setup {
-    let keys = Keyward::builder(MemoryStore::new(), catalog())
-        .rate_limit(unreachable_limit())
-        // The in-memory store reports every change to the cache, so the
-        // time limit is only a fallback: at its longest, no entry is
-        // re-read while a bench runs.
-        .cache_ttl(chrono::Duration::days(1))
-        .cache_capacity(n.max(1_000))
-        .build()
-        .expect("valid config");
+    // The in-memory store reports every change to the cache, so the time
+    // limit is only a fallback: at its longest, no entry is re-read while
+    // a bench runs.
+    setup_with(n, |b| b.cache_ttl(chrono::Duration::days(1)))
+}
+
+/// `n` keys, with the cache settings `configure` gives (capacity aside).
+fn setup_with(
+    n: usize,
+    configure: impl FnOnce(keyward::KeywardBuilder) -> keyward::KeywardBuilder,
+) -> Setup {
+    let keys =
+        configure(Keyward::builder(MemoryStore::new(), catalog()).rate_limit(unreachable_limit()))
+            .cache_capacity(n.max(1_000))
+            .build()
+            .expect("valid config");
     let admin = Actor::new("admin", "acme")
         .permissions(keys.catalog().all())
         .may_manage_keys(true);
@@ -342,6 +349,52 @@ fn bench_sizes(c: &mut Criterion, memory: &mut Memory) {
     g.finish();
 }
 
+/// The default cache settings (10 s fresh, then stale-while-revalidate for
+/// 10 minutes), against the same ideal chain, in a tokio runtime whose
+/// worker runs the background reads, measured once every entry is past its
+/// time limit; and, in the same run, the same with stale answers turned
+/// off: every entry past 10 s is read before its verify answers.
+fn bench_defaults(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _inside = runtime.enter();
+    let mut g = c.benchmark_group("defaults");
+    for (label, n) in [("1k", 1_000), ("1M", 1_000_000)] {
+        if n > 1_000 && std::env::var_os("KEYWARD_BENCH_QUICK").is_some() {
+            continue;
+        }
+        let order = order(n);
+        for (name, stale) in [
+            ("keyward", None),
+            ("no_stale", Some(chrono::Duration::zero())),
+        ] {
+            let s = setup_with(n, |b| match stale {
+                Some(d) => b.cache_stale_for(d),
+                None => b,
+            });
+            for t in &s.tokens {
+                run(s.keys.verify(t)).expect("valid");
+            }
+            // Past the time limit (10 s, on the system clock): every entry
+            // is due to be read again, as in a long-running service.
+            std::thread::sleep(Duration::from_secs(11));
+            let mut i = 0usize;
+            g.bench_function(format!("{name}/{label}"), |b| {
+                b.iter(|| {
+                    let t = &s.tokens[order[i % n] as usize];
+                    i += 1;
+                    let v = run(s.keys.verify(black_box(t))).expect("valid");
+                    black_box(v.allows(s.read))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn bench_rejections(c: &mut Criterion) {
     let s = setup(1_000);
     let token = s.tokens[0].clone();
@@ -487,6 +540,23 @@ fn report(memory: &Memory) {
             r <= limit,
         );
     }
+    for (label, target, limit) in [("1k", "<= 1.3", 1.3), ("1M", "<= 1.5", 1.5)] {
+        let ideal = ns(&format!("valid/ideal/{label}"));
+        let r = ns(&format!("defaults/keyward/{label}")) / ideal;
+        check(
+            format!("keyward / ideal, {label} keys, default settings"),
+            r,
+            target,
+            r <= limit,
+        );
+        let off = ns(&format!("defaults/no_stale/{label}")) / ideal;
+        check(
+            format!("  the same, stale answers off ({label})"),
+            off,
+            "-",
+            true,
+        );
+    }
     let peer = ns("valid/peer") / ns("valid/keyward/1k");
     check(
         "prefixed-api-key / keyward, 1k".into(),
@@ -556,6 +626,11 @@ fn report(memory: &Memory) {
         estimates::cpu_model()
     );
     for (name, value, target, ok) in &rows {
+        if target == "-" {
+            // A figure to compare with, not a target.
+            println!("  {name:<45} {value:>9.2}");
+            continue;
+        }
         if value.is_nan() {
             println!(
                 "  {name:<45} {:>9}   target {target:<7} (not measured in this run)",
@@ -632,6 +707,7 @@ fn main() {
         .configure_from_args();
     let mut memory = Memory::default();
     bench_sizes(&mut c, &mut memory);
+    bench_defaults(&mut c);
     bench_rejections(&mut c);
     bench_access(&mut c);
     bench_threads(&mut c);
