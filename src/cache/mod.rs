@@ -418,6 +418,20 @@ impl Cache {
         }
     }
 
+    /// Drops `entry` if the table still holds it, this very entry (a
+    /// background read did not replace it: it failed, or raced a change
+    /// and was not cached), so that the next lookup reads the store: a
+    /// stale entry is never served on after its read went wrong.
+    pub(crate) fn drop_if_still(&self, entry: &Arc<CachedKey>) {
+        let mut w = self.writer();
+        let (i, found) = self.probe(&entry.id);
+        let same = found.as_ref().is_some_and(|f| Arc::ptr_eq(f, entry));
+        drop(found);
+        if same {
+            self.remove_at(&mut w, &self.table, i);
+        }
+    }
+
     /// Drops the entry for `id` so the next lookup reads the store, without
     /// invalidating loads in flight (the key did not change).
     pub(crate) fn forget(&self, id: &KeyId) {

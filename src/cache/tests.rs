@@ -132,8 +132,10 @@ fn stale_entries_are_served_only_within_their_window_and_while_the_feed_is_live(
         matches!(cache.get(&id, ttl), Lookup::Miss(_)),
         "a lookup that must be fresh misses"
     );
-    // Entries in their stale window are not purged.
-    cache.purge_some(&mut cache.writer(), 2 * ttl);
+    // Entries in their stale window are not purged (the whole table swept).
+    for _ in 0..cache.table.slots.len() {
+        cache.purge_some(&mut cache.writer(), 2 * ttl);
+    }
     assert!(matches!(cache.hit(&id, 2 * ttl), Some((_, true))));
     // The feed is down: a change may have been missed.
     cache.feed(false);
@@ -148,7 +150,22 @@ fn stale_entries_are_served_only_within_their_window_and_while_the_feed_is_live(
     cache.feed(true);
     assert!(matches!(cache.hit(&id, 2 * ttl), Some((_, true))));
     assert!(cache.hit(&id, 11 * ttl).is_none(), "past the window");
-    // An invalidation drops it at once, stale or not.
-    cache.invalidate(&id);
-    assert!(cache.hit(&id, 2 * ttl).is_none());
+    // A read that did not replace it drops it; another entry's does not.
+    let (held, _) = cache.hit(&id, 2 * ttl).expect("held");
+    let other = Arc::new(key());
+    cache.drop_if_still(&other);
+    assert!(cache.hit(&id, 2 * ttl).is_some(), "not another entry's");
+    cache.drop_if_still(&held);
+    assert!(cache.hit(&id, 2 * ttl).is_none(), "dropped");
+    // Past its window an entry is purged.
+    let k = key();
+    let id = k.id;
+    let Lookup::Miss(ticket) = cache.get(&id, 0) else {
+        panic!("must miss");
+    };
+    cache.put(ticket, &id, Some(k), 0);
+    for _ in 0..cache.table.slots.len() {
+        cache.purge_some(&mut cache.writer(), 12 * ttl);
+    }
+    assert!(cache.find(&id).is_none(), "purged past its window");
 }

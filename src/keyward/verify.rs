@@ -292,8 +292,9 @@ impl Keyward {
     /// Reads a key served past its time limit again, in the background:
     /// one read per entry (the entry's flag), shared with any load of the
     /// same id (the cache's single flight), cached unless the key changed
-    /// meanwhile. Without a tokio runtime the entry is served until its
-    /// stale window ends, then read as any miss.
+    /// meanwhile; if it was not cached (it failed, or raced a change) the
+    /// stale entry goes too. Without a tokio runtime the entry is served
+    /// until its stale window ends, then read as any miss.
     fn revalidate(&self, entry: &Arc<CachedKey>, now_us: i64) {
         #[cfg(feature = "tokio")]
         {
@@ -301,7 +302,10 @@ impl Keyward {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 return;
             };
-            if entry.refreshing.swap(true, Ordering::AcqRel) {
+            // A load first: a hot entry's line is not written on every hit.
+            if entry.refreshing.load(Ordering::Relaxed)
+                || entry.refreshing.swap(true, Ordering::AcqRel)
+            {
                 return;
             }
             let (keys, entry) = (self.clone(), Arc::clone(entry));
@@ -311,10 +315,12 @@ impl Keyward {
                     return;
                 };
                 if let Err(e) = keys.deadline(keys.load(ticket, &id, now_us)).await {
-                    // Served stale a while longer; the next hit tries again.
-                    tracing::warn!(target: "keyward", key = %entry.prefix, error = %e, "could not read a key again");
-                    entry.refreshing.store(false, Ordering::Release);
+                    tracing::warn!(target: "keyward", key = %entry.prefix, error = %e, "could not read a key again; it is read before its next answer");
                 }
+                // Replaced by the read, or dropped: never served stale on
+                // after a read that failed or raced a change (the next
+                // verify reads the store, and fails closed if it is down).
+                keys.inner.cache.drop_if_still(&entry);
             });
         }
         #[cfg(not(feature = "tokio"))]

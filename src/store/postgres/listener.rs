@@ -34,6 +34,9 @@ pub(super) async fn listen(
     subscribers: Weak<Subscribers>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    // However this ends (stopped, the pool closed, the task dropped with
+    // its runtime), caches stop trusting the feed.
+    let _lost = FeedLost(subscribers.clone());
     let prefix = format!("{schema}:");
     // The schema name is checked (no quotes possible).
     let ping_sql: Arc<str> = format!("SELECT pg_notify('{CHANNEL}', '{schema}:~ping')").into();
@@ -127,6 +130,19 @@ async fn session(
             },
             // Lost and reconnected: anything may have been missed.
             None => s.reset(),
+        }
+    }
+}
+
+/// Tells the subscribers, when the listener ends, that changes are no
+/// longer reported: caches fall back to their time limit.
+struct FeedLost(Weak<Subscribers>);
+
+impl Drop for FeedLost {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.upgrade() {
+            s.feed(false);
+            s.reset();
         }
     }
 }
