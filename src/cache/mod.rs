@@ -422,6 +422,7 @@ impl Cache {
     /// background read did not replace it: it failed, or raced a change
     /// and was not cached), so that the next lookup reads the store: a
     /// stale entry is never served on after its read went wrong.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn drop_if_still(&self, entry: &Arc<CachedKey>) {
         let mut w = self.writer();
         let (i, found) = self.probe(&entry.id);
