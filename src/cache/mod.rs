@@ -313,6 +313,15 @@ impl Cache {
         }
         self.purge_some(&mut w, now);
         self.insert(&mut w, entry.clone());
+        // A stale entry answers verifies while it is read again: what
+        // they counted after its state was copied above is taken on now
+        // that they find the new entry.
+        if let Some(p) = previous {
+            entry.slot.catch_up(p.slot.state());
+            entry
+                .last_used_us
+                .fetch_max(p.last_used_us.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         Some(Held::from_inner(entry))
     }
 

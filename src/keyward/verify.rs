@@ -128,11 +128,14 @@ impl Keyward {
                 self.refuse(Some((id, entry.prefix)), VerifyError::Invalid)
             ));
         }
+        let req = self.request(req, now_us, self.idleness(&entry, now_us, false));
+        let verdict = admit(&entry, &req, &inner.limits, Gate::FIRST);
+        // After the verdict: what it counted on the entry's limiter is in
+        // the state the background read copies to the new entry.
         if stale {
             self.revalidate(&entry, now_us);
         }
-        let req = self.request(req, now_us, self.idleness(&entry, now_us, false));
-        match admit(&entry, &req, &inner.limits, Gate::FIRST) {
+        match verdict {
             Verdict::Admit => Fast::Done(Ok(self.admitted(entry, now_us, None))),
             Verdict::Refuse(err) => Fast::Done(Err(self.refuse_proven(&entry, err))),
             Verdict::Await(gate) => Fast::Slow(Some((entry, gate))),

@@ -54,6 +54,13 @@ impl KeySlot {
         *self.tat.get_mut() = state;
     }
 
+    /// Takes on what another slot of the same key counted, if it counted
+    /// further (its state is later): a count is never lost to a swap.
+    pub(crate) fn catch_up(&self, state: u64) {
+        self.tat
+            .fetch_max(state, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Counts one request in the slot itself (its entry is in the cache).
     #[cfg(test)]
     pub(crate) fn check(&self, now_ns: u64) -> Result<(), u64> {
