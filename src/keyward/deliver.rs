@@ -353,6 +353,7 @@ impl Keyward {
             let mut claims = Claims::new(&keys.inner.instance);
             let mut tasks = tokio::task::JoinSet::new();
             let mut purged_at: Option<std::time::Instant> = None;
+            let mut reported_at: Option<std::time::Instant> = None;
             loop {
                 if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
                     purged_at = Some(std::time::Instant::now());
@@ -372,7 +373,12 @@ impl Keyward {
                         false
                     }
                 };
-                keys.report_queue().await;
+                // The gauge once a look, not once an attempt: it costs a
+                // count of the outbox.
+                if reported_at.is_none_or(|at| at.elapsed() >= settings.poll_every) {
+                    reported_at = Some(std::time::Instant::now());
+                    keys.report_queue().await;
+                }
                 // Wait for an attempt to end or the next look, whichever
                 // comes first; at once if the last claim was full.
                 if !full || tasks.len() >= settings.batch {

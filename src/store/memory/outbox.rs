@@ -63,8 +63,8 @@ impl Outbox for MemoryStore {
             })
             .collect();
         due.sort_by(|a, b| {
-            let key = |h: &Held| (h.delivery.next_attempt_at, h.delivery.id.clone());
-            key(a).cmp(&key(b))
+            (a.delivery.next_attempt_at, &a.delivery.id)
+                .cmp(&(b.delivery.next_attempt_at, &b.delivery.id))
         });
         let mut taken: std::collections::HashMap<String, usize> = Default::default();
         Ok(due

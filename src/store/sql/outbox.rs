@@ -150,57 +150,24 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 fn delivery_of(row: Vec<Value>) -> Result<Delivery, StoreError> {
-    let mut it = row.into_iter();
-    let mut next_text = || match it.next() {
-        Some(Value::Text(t)) => Ok(t),
-        _ => Err(corrupt("webhook delivery")),
+    let bad = || corrupt("webhook delivery");
+    let [Value::Text(Some(id)), Value::Text(Some(message_id)), Value::Text(Some(endpoint_id)), Value::Text(Some(tenant)), Value::Text(Some(event_type)), Value::Text(Some(payload)), Value::Time(Some(created_at)), Value::Text(Some(state)), Value::Int(Some(attempts)), Value::Time(Some(next_attempt_at)), Value::Text(last_error), Value::Time(Some(retrying_since))] =
+        <[Value; 12]>::try_from(row).map_err(|_| bad())?
+    else {
+        return Err(bad());
     };
-    let (id, message_id, endpoint_id, tenant, event_type, payload) = (
-        next_text()?,
-        next_text()?,
-        next_text()?,
-        next_text()?,
-        next_text()?,
-        next_text()?,
-    );
-    let mut rest = it;
-    let created_at = match rest.next() {
-        Some(Value::Time(Some(t))) => t,
-        _ => return Err(corrupt("webhook delivery")),
-    };
-    let state = match rest.next() {
-        Some(Value::Text(Some(s))) => DeliveryState::parse(&s)?,
-        _ => return Err(corrupt("webhook delivery")),
-    };
-    let attempts = match rest.next() {
-        Some(Value::Int(Some(n))) => u32::try_from(n).unwrap_or(u32::MAX),
-        _ => return Err(corrupt("webhook delivery")),
-    };
-    let next_attempt_at = match rest.next() {
-        Some(Value::Time(Some(t))) => t,
-        _ => return Err(corrupt("webhook delivery")),
-    };
-    let last_error = match rest.next() {
-        Some(Value::Text(t)) => t,
-        _ => return Err(corrupt("webhook delivery")),
-    };
-    let retrying_since = match rest.next() {
-        Some(Value::Time(Some(t))) => t,
-        _ => return Err(corrupt("webhook delivery")),
-    };
-    let need = |v: Option<String>| v.ok_or_else(|| corrupt("webhook delivery"));
     Ok(Delivery {
-        id: need(id)?,
-        message_id: need(message_id)?,
-        endpoint_id: need(endpoint_id)?,
-        tenant: need(tenant)?,
-        event_type: need(event_type)?,
-        payload: need(payload)?,
+        id,
+        message_id,
+        endpoint_id,
+        tenant,
+        event_type,
+        payload,
         created_at,
-        attempts,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         next_attempt_at,
         retrying_since,
-        state,
+        state: DeliveryState::parse(&state)?,
         last_error,
     })
 }
