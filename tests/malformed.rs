@@ -143,3 +143,52 @@ async fn fixed_malformed_cases() {
         .await
         .expect("trimmed token verifies");
 }
+
+/// The cached path leaves the checksum until the hash fails to match: a
+/// typo in a cached key's secret is still `Malformed`, as for a key that
+/// is not cached, and a well-formed other secret still `Invalid`; neither
+/// reads the store.
+#[tokio::test]
+async fn a_typo_in_a_cached_key_is_malformed_as_in_one_not_cached() {
+    let h = harness();
+    let admin = admin(&h.keys, "acme");
+    let cached = h
+        .keys
+        .create(&admin, NewKey::new("cached"))
+        .await
+        .expect("created");
+    let cached = cached.token.expose_secret().to_string();
+    h.keys.verify(&cached).await.expect("valid");
+    let cold = h
+        .keys
+        .create(&admin, NewKey::new("cold"))
+        .await
+        .expect("created");
+    let cold = cold.token.expose_secret().to_string();
+    let before = h.store.gets();
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    for (i, t) in [&cached, &cold].into_iter().enumerate() {
+        // Every position of the secret and checksum, one character off:
+        // CRC32 catches every single-character change.
+        for pos in 12..t.len() {
+            let mut typo = t.clone().into_bytes();
+            let at = alphabet
+                .iter()
+                .position(|&c| c == typo[pos])
+                .expect("base62");
+            typo[pos] = alphabet[(at + 1 + pos % 61) % 62];
+            let typo = String::from_utf8(typo).expect("ascii");
+            let got = h.keys.verify(&typo).await;
+            assert!(
+                matches!(got, Err(VerifyError::Malformed)),
+                "key {i}, position {pos}: {got:?}"
+            );
+        }
+        assert_eq!(h.store.gets(), before, "a typo reached the store");
+        let other = common::forge::same_id_other_secret(t);
+        let got = h.keys.verify(&other).await;
+        assert!(matches!(got, Err(VerifyError::Invalid)), "key {i}: {got:?}");
+    }
+    h.keys.verify(&cached).await.expect("still valid");
+    h.keys.verify(&cold).await.expect("valid");
+}

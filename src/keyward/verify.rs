@@ -94,12 +94,15 @@ impl Keyward {
         if let Some(Err(e)) = req.tenant.map(tenant::validate) {
             return Fast::Done(Err(self.refuse(None, VerifyError::InvalidTenant(e))));
         }
-        // Shape and checksum first: typos and made-up strings (the usual
-        // flood) stop here, before the clock, the cache or SHA-256. (A
-        // token of a legacy format has no checksum: its id is derived
-        // from its hash, so it costs a hash here, and a store read the
-        // first time its id is asked for.)
-        let Ok(parsed) = self.parse(token) else {
+        // The shape first: made-up strings stop here, before the clock,
+        // the cache or SHA-256. The checksum is asked only when the id is
+        // not cached (before anything costlier than a lookup) or the hash
+        // does not match: an accepted key's stored hash proves the whole
+        // token, so an accept never pays for the CRC. (A token of a legacy
+        // format has no checksum: its id is derived from its hash, so it
+        // costs a hash here, and a store read the first time its id is
+        // asked for.)
+        let Ok(parsed) = self.split(token) else {
             return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
         };
         let id = parsed.id();
@@ -112,6 +115,9 @@ impl Keyward {
             // is never compared here, so an unknown id costs no hash: a
             // flood of made-up tokens is the cheapest kind to refuse.
             KeyHash::scrub(&mut block);
+            if !parsed.checksum_ok() {
+                return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
+            }
             if inner.cache.known_unknown(&id, now_us) {
                 inner.telemetry.lookup(CacheResult::UnknownId);
                 let key = Some((id, parsed.display_prefix()));
@@ -123,6 +129,11 @@ impl Keyward {
         inner.telemetry.lookup(CacheResult::Hit);
         let hash = KeyHash::of_block(&mut block);
         if !entry.hash.ct_eq(&hash) {
+            // A typo is told from a wrong secret here, as before a store
+            // read: the answer does not depend on what is cached.
+            if !parsed.checksum_ok() {
+                return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
+            }
             // Same id, same prefix: the entry's copy is a fixed-size move.
             return Fast::Done(Err(
                 self.refuse(Some((id, entry.prefix)), VerifyError::Invalid)
@@ -150,6 +161,17 @@ impl Keyward {
                 crate::legacy::parse(&self.inner.legacy, token).ok_or(e)
             }
             parsed => parsed,
+        }
+    }
+
+    /// `token` read for the cached path: the shape of a keyward token,
+    /// its checksum left to [`ParsedToken::checksum_ok`] (with legacy
+    /// formats, [`Keyward::parse`], which tells the formats apart by it).
+    fn split<'t>(&self, token: &'t str) -> Result<ParsedToken<'t>, MalformedToken> {
+        if self.inner.legacy.is_empty() {
+            self.inner.format.split(token)
+        } else {
+            self.parse(token)
         }
     }
 

@@ -597,6 +597,19 @@ impl TokenFormat {
     /// [`MalformedToken`] for anything that is not a token of this format,
     /// including a wrong prefix or checksum.
     pub fn parse<'a>(&self, input: &'a str) -> Result<ParsedToken<'a>, MalformedToken> {
+        let parsed = self.split(input)?;
+        if parsed.checksum_ok() {
+            Ok(parsed)
+        } else {
+            Err(MalformedToken)
+        }
+    }
+
+    /// [`TokenFormat::parse`] less the checksum: the shape alone. For the
+    /// verify of a cached key, whose stored hash proves (or refutes) the
+    /// whole token; [`ParsedToken::checksum_ok`] is asked before anything
+    /// costlier, such as a store read.
+    pub(crate) fn split<'a>(&self, input: &'a str) -> Result<ParsedToken<'a>, MalformedToken> {
         let t = input.trim_ascii().as_bytes();
         let p = self.prefix.len();
         if t.len() != self.token_len() {
@@ -615,14 +628,11 @@ impl TokenFormat {
         if !(is_base62(&id) & is_base62(body)) {
             return Err(MalformedToken);
         }
-        let (signed, sum) = t.split_at(t.len() - CHECKSUM_LEN);
-        if !checksum_matches(signed, sum) {
-            return Err(MalformedToken);
-        }
         Ok(ParsedToken {
             id: KeyId(id),
             token: t,
             display_len: p + 2 + ID_LEN,
+            summed: true,
         })
     }
 }
@@ -634,6 +644,9 @@ pub struct ParsedToken<'a> {
     id: KeyId,
     token: &'a [u8],
     display_len: usize,
+    /// A keyward token, whose last characters are its checksum (a legacy
+    /// token has none).
+    summed: bool,
 }
 
 impl<'a> ParsedToken<'a> {
@@ -644,6 +657,7 @@ impl<'a> ParsedToken<'a> {
             id,
             token,
             display_len: display_len.min(token.len()),
+            summed: false,
         }
     }
 }
@@ -662,6 +676,16 @@ impl ParsedToken<'_> {
     /// The SHA-256 of the token, to compare with the stored hash.
     pub fn hash(&self) -> KeyHash {
         KeyHash::of(self.token)
+    }
+
+    /// Whether the token's checksum is right (a token without one, of a
+    /// legacy format, has nothing to get wrong).
+    pub(crate) fn checksum_ok(&self) -> bool {
+        if !self.summed || self.token.len() < CHECKSUM_LEN {
+            return !self.summed;
+        }
+        let (signed, sum) = self.token.split_at(self.token.len() - CHECKSUM_LEN);
+        checksum_matches(signed, sum)
     }
 
     /// The token padded for hashing: see [`KeyHash::pad`].
