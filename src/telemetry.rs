@@ -65,12 +65,14 @@ pub(crate) enum CacheResult {
     Hit,
     Miss,
     UnknownId,
+    /// A miss past the budget of store reads, refused unread.
+    OverBudget,
 }
 
 #[cfg(feature = "metrics")]
 struct Handles {
     outcomes: Vec<metrics::Counter>,
-    lookups: [metrics::Counter; 3],
+    lookups: [metrics::Counter; 4],
 }
 
 #[cfg(feature = "metrics")]
@@ -81,7 +83,7 @@ impl Handles {
                 .iter()
                 .map(|o| metrics::counter!("keyward_verifications_total", "outcome" => *o))
                 .collect(),
-            lookups: ["hit", "miss", "unknown_id"]
+            lookups: ["hit", "miss", "unknown_id", "over_budget"]
                 .map(|r| metrics::counter!("keyward_cache_lookups_total", "result" => r)),
         }
     }

@@ -89,7 +89,12 @@ async fn unknown_ids_cost_one_read_each_per_time_limit() {
 
 #[tokio::test]
 async fn a_flood_of_unknown_ids_stays_bounded_and_keeps_known_keys() {
-    let h = harness_with(|b| b.unknown_cache_capacity(1_000).cache_capacity(100));
+    // Every id read (no read budget, tests/flood.rs): the map's bound.
+    let h = harness_with(|b| {
+        b.unknown_cache_capacity(1_000)
+            .cache_capacity(100)
+            .unknown_id_reads(None)
+    });
     let issued = h
         .keys
         .create(&admin(&h.keys, "acme"), NewKey::new("zapier"))

@@ -19,18 +19,23 @@
 //! again, so a burst on a just-expired hot key, or many requests with one
 //! made-up id, cost one read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod entry;
 mod flight;
+mod flood;
 mod table;
 
 pub(crate) use entry::CachedKey;
 use flight::Flights;
 pub(crate) use flight::Load;
+pub(crate) use flood::{Presence, ReadPermit};
+/// A set of ids, hashed with the cache's keyed hash.
+pub(crate) type IdSet = HashSet<KeyId, IdHash>;
+use flood::{KnownIds, ReadBudget};
 use table::{fold, IdHash, Table};
 
 use crate::limit::{gcra_now, Stash};
@@ -94,6 +99,10 @@ pub(crate) struct Cache {
     feed_live: std::sync::atomic::AtomicBool,
     capacity: usize,
     unknown_per_shard: usize,
+    /// Store reads granted for ids not known to exist.
+    budget: ReadBudget,
+    /// The ids known to exist, once a flood needed them.
+    pub(crate) known: KnownIds,
 }
 
 impl std::fmt::Debug for Cache {
@@ -136,6 +145,34 @@ impl Cache {
             feed_live: std::sync::atomic::AtomicBool::new(true),
             capacity,
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
+            budget: ReadBudget::new(None),
+            known: KnownIds::new(hash),
+        }
+    }
+
+    /// Bounds the store reads of ids not known to exist (`None`: no
+    /// bound); see [`Cache::may_read`].
+    pub(crate) fn bound_reads(&mut self, budget: Option<crate::limit::RateLimit>) {
+        self.budget = ReadBudget::new(budget);
+    }
+
+    /// Whether a miss on `id` may read the store: an id known to exist
+    /// (in the set, or in the table past its time limit) always may; any
+    /// other only within the budget of reads.
+    pub(crate) fn may_read(&self, id: &KeyId, now: i64) -> ReadPermit {
+        if self.budget.unbounded() {
+            return ReadPermit::Read;
+        }
+        match self.known.presence(id, now) {
+            Presence::Known => ReadPermit::Read,
+            Presence::Absent { .. } | Presence::Unloaded { .. }
+                if self.find(id).is_some() || self.budget.take(now) =>
+            {
+                ReadPermit::Read
+            }
+            Presence::Absent { reload } => ReadPermit::Refuse { load: reload },
+            Presence::Unloaded { kept: true } => ReadPermit::AwaitLoad,
+            Presence::Unloaded { kept: false } => ReadPermit::Refuse { load: false },
         }
     }
 
@@ -285,6 +322,7 @@ impl Cache {
             return None;
         };
         key.loaded_at = now;
+        self.known.note(id);
         let cache = current && self.ttl_us > 0 && self.capacity > 0;
         key.cached = cache;
         let previous = self.find(id);
@@ -451,7 +489,9 @@ impl Cache {
     }
 
     /// Drops what is known of `id`, and makes loads in flight not cache.
+    /// (The id goes to the known ids: a change may be a create.)
     pub(crate) fn invalidate(&self, id: &KeyId) {
+        self.known.note(id);
         let mut w = self.writer();
         self.epochs[self.stripe(id)].fetch_add(1, Ordering::AcqRel);
         self.remove(&mut w, id);
@@ -477,11 +517,11 @@ impl Cache {
         }
     }
 
-    /// Entries held: (known keys, unknown ids).
-    pub(crate) fn len(&self) -> (usize, usize) {
+    /// Entries held: (known keys, unknown ids, ids known to exist).
+    pub(crate) fn len(&self) -> (usize, usize, usize) {
         let keys = self.writer().len;
         let unknown = (0..SHARDS).map(|i| self.unknown_read(i).0.len()).sum();
-        (keys, unknown)
+        (keys, unknown, self.known.len())
     }
 }
 
@@ -491,6 +531,7 @@ impl ChangeListener for Cache {
     }
 
     fn reset(&self) {
+        self.known.reset();
         self.clear();
     }
 

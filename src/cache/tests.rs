@@ -47,7 +47,7 @@ fn a_reset_drops_everything_and_in_flight_loads() {
     };
     cache.reset();
     cache.put(t, &idb, Some(b), 0);
-    assert_eq!(cache.len(), (0, 0));
+    assert_eq!(cache.len(), (0, 0, 0));
 }
 
 #[test]

@@ -42,6 +42,31 @@ impl Keyward {
         });
     }
 
+    /// Records refusals past the read budget: `refused` of them since
+    /// the last such event, `key` the latest.
+    pub(super) fn audit_unread(
+        &self,
+        key: (KeyId, DisplayPrefix),
+        err: &VerifyError,
+        refused: u64,
+    ) {
+        let audit = &*self.inner.audit;
+        if !audit.wants_refusals() {
+            return;
+        }
+        audit.record(&AuditEvent {
+            at: micros_to_time(self.now_us()),
+            action: AuditAction::Verify,
+            outcome: AuditOutcome::Denied(err.code()),
+            actor: None,
+            tenant: None,
+            key_id: Some(key.0),
+            key_prefix: Some(key.1),
+            related_key_id: None,
+            detail: Some(format!(r#"{{"refused_unread":{refused}}}"#)),
+        });
+    }
+
     /// Records a management call by `actor` on `key` (id, prefix and
     /// tenant, when the call succeeded).
     pub(super) fn audit_manage<T>(

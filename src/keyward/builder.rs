@@ -49,6 +49,7 @@ pub struct KeywardBuilder {
     cache_stale_for: Duration,
     cache_capacity: usize,
     unknown_cache_capacity: usize,
+    unknown_id_reads: Option<RateLimit>,
     store_timeout: Duration,
 }
 
@@ -222,6 +223,36 @@ impl KeywardBuilder {
         self
     }
 
+    /// How many store reads per instance may go to ids that are not
+    /// known to exist: the bound on what a flood of made-up tokens costs
+    /// the store (anyone can make well-formed tokens; the checksum is
+    /// public). Default: 1,000 a second, in bursts of up to 1,000. `None`:
+    /// no bound.
+    ///
+    /// Every cache miss reads the store while the budget lasts. Past it,
+    /// an id is read only if it is known to exist: in the cache, or in a
+    /// set of every stored id (about 16 bytes each, up to 16,777,216 ids),
+    /// loaded in the background (with a tokio runtime) when the budget
+    /// first runs out, kept in step by this instance's writes and the
+    /// store's change feed, and loaded again after a feed reset and every
+    /// 5 minutes while floods go on. Misses past the budget wait for its
+    /// first load (within the store timeout), so a cold start busier than
+    /// the budget refuses no real key. Any other id is refused as
+    /// [`VerifyError::Invalid`](crate::VerifyError::Invalid) without a
+    /// read, exactly as an unknown one, counted in
+    /// `keyward_cache_lookups_total{result="over_budget"}` and audited once
+    /// a second with the number refused (`detail.refused_unread`).
+    ///
+    /// So while a flood lasts, a key created a moment ago on another
+    /// instance whose change the feed has not yet brought (with
+    /// `SqliteStore` written by another process: until the next load) may
+    /// be refused; never outside a flood. Without a tokio runtime the set
+    /// cannot load, and past the budget only cached keys are read.
+    pub fn unknown_id_reads(mut self, budget: Option<RateLimit>) -> Self {
+        self.unknown_id_reads = budget;
+        self
+    }
+
     /// How many keys the verification cache holds at most. Default:
     /// 100,000 (about 240 bytes each, plus name). Its slot table (16–32 bytes
     /// per key of capacity) is allocated when the `Keyward` is built, so
@@ -263,12 +294,14 @@ impl KeywardBuilder {
         legacy::check(&self.legacy, format.prefix())?;
         let (store_timeout, ttl_us, stale_us) = self.check()?;
         let stash = Arc::new(Mutex::new(Stash::for_capacity(self.cache_capacity)));
-        let cache = Arc::new(Cache::new(
+        let mut cache = Cache::new(
             self.cache_capacity,
             self.unknown_cache_capacity,
             ttl_us,
             stash.clone(),
-        ));
+        );
+        cache.bound_reads(self.unknown_id_reads);
+        let cache = Arc::new(cache);
         let roles = Arc::new(RoleBook::new(
             self.catalog.clone(),
             cache.clone(),
@@ -312,6 +345,8 @@ impl KeywardBuilder {
                 policies: Policies::new(self.tenant_policies, self.nested_tenants),
                 telemetry: crate::telemetry::Telemetry::default(),
                 limit_events: Default::default(),
+                unread: Default::default(),
+                refresh: Default::default(),
                 // Without OS randomness no key can be issued anyway; the
                 // process id still tells instances apart.
                 instance: super::webhooks::random_id("kw_")
@@ -421,6 +456,7 @@ impl Keyward {
             cache_stale_for: Duration::minutes(10),
             cache_capacity: 100_000,
             unknown_cache_capacity: 100_000,
+            unknown_id_reads: RateLimit::per_second(1_000).ok(),
             store_timeout: Duration::seconds(2),
         }
     }

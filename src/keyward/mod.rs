@@ -17,6 +17,7 @@ mod audit;
 mod builder;
 #[cfg(feature = "webhooks")]
 mod deliver;
+mod flood;
 mod future;
 mod import;
 mod last_used;
@@ -25,6 +26,7 @@ mod leaks;
 mod list;
 mod manage;
 mod policies;
+mod refresh;
 mod request;
 mod roles;
 mod roll;
@@ -84,6 +86,10 @@ pub struct CacheStats {
     pub keys: usize,
     /// Unknown ids remembered.
     pub unknown_ids: usize,
+    /// Ids known to exist, read past the budget of store reads (0 until
+    /// a flood first needs them: see
+    /// [`KeywardBuilder::unknown_id_reads`]).
+    pub known_ids: usize,
 }
 
 /// Issues, verifies and manages API keys. Cheap to clone (shared); build
@@ -126,6 +132,11 @@ struct Inner {
     telemetry: crate::telemetry::Telemetry,
     /// When each key last had a `key.limit_exceeded` event.
     limit_events: webhooks::LimitSampler,
+    /// Ids refused unread past the read budget, for the sampled audit.
+    unread: flood::Unread,
+    /// Aged entries waiting to be read again (feature `tokio`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    refresh: refresh::RefreshQueue,
     /// This instance's name in the outbox's leases.
     #[cfg_attr(not(feature = "webhooks"), allow(dead_code))]
     instance: String,
@@ -224,8 +235,12 @@ impl Keyward {
 
     /// How full the verification cache is.
     pub fn cache_stats(&self) -> CacheStats {
-        let (keys, unknown_ids) = self.inner.cache.len();
-        CacheStats { keys, unknown_ids }
+        let (keys, unknown_ids, known_ids) = self.inner.cache.len();
+        CacheStats {
+            keys,
+            unknown_ids,
+            known_ids,
+        }
     }
 
     /// The token format (type prefix) of this instance.

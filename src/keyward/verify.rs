@@ -5,7 +5,6 @@
 use chrono::DateTime;
 
 use crate::admission::{admit, refused, Gate, Idle, Request, Verdict};
-use std::sync::Arc;
 
 use crate::cache::{CachedKey, Held, Load, Lookup, Ticket};
 use crate::clock::micros_to_time;
@@ -144,7 +143,7 @@ impl Keyward {
         // After the verdict: what it counted on the entry's limiter is in
         // the state the background read copies to the new entry.
         if stale {
-            self.revalidate(&entry, now_us);
+            self.revalidate(&entry);
         }
         match verdict {
             Verdict::Admit => Fast::Done(Ok(self.admitted(entry, now_us, None))),
@@ -259,10 +258,13 @@ impl Keyward {
         let (entry, fresh) = match self.inner.cache.get(&id, now_us) {
             Lookup::Hit(entry) => (Some(entry), false),
             Lookup::Unknown => (None, false),
-            Lookup::Miss(ticket) => match self.load(ticket, &id, now_us).await {
-                Ok(entry) => (entry, true),
-                Err(e) => return Err(self.refuse(key, VerifyError::Store(e))),
-            },
+            Lookup::Miss(ticket) => {
+                self.may_read(&id, parsed.display_prefix(), now_us).await?;
+                match self.load(ticket, &id, now_us).await {
+                    Ok(entry) => (entry, true),
+                    Err(e) => return Err(self.refuse(key, VerifyError::Store(e))),
+                }
+            }
         };
         match entry {
             Some(e) if e.hash.ct_eq(&hash) => Ok((e, fresh)),
@@ -312,44 +314,6 @@ impl Keyward {
             Ok(_) => Err(self.refuse(key, VerifyError::Invalid)),
             Err(e) => Err(self.refuse_proven(entry, VerifyError::Store(e))),
         }
-    }
-
-    /// Reads a key served past its time limit again, in the background:
-    /// one read per entry (the entry's flag), shared with any load of the
-    /// same id (the cache's single flight), cached unless the key changed
-    /// meanwhile; if it was not cached (it failed, or raced a change) the
-    /// stale entry goes too. Without a tokio runtime the entry is served
-    /// until its stale window ends, then read as any miss.
-    fn revalidate(&self, entry: &Arc<CachedKey>, now_us: i64) {
-        #[cfg(feature = "tokio")]
-        {
-            use std::sync::atomic::Ordering;
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            // A load first: a hot entry's line is not written on every hit.
-            if entry.refreshing.load(Ordering::Relaxed)
-                || entry.refreshing.swap(true, Ordering::AcqRel)
-            {
-                return;
-            }
-            let (keys, entry) = (self.clone(), Arc::clone(entry));
-            runtime.spawn(async move {
-                let id = entry.id;
-                let Lookup::Miss(ticket) = keys.inner.cache.get(&id, now_us) else {
-                    return;
-                };
-                if let Err(e) = keys.deadline(keys.load(ticket, &id, now_us)).await {
-                    tracing::warn!(target: "keyward", key = %entry.prefix, error = %e, "could not read a key again; it is read before its next answer");
-                }
-                // Replaced by the read, or dropped: never served stale on
-                // after a read that failed or raced a change (the next
-                // verify reads the store, and fails closed if it is down).
-                keys.inner.cache.drop_if_still(&entry);
-            });
-        }
-        #[cfg(not(feature = "tokio"))]
-        let _ = (entry, now_us);
     }
 
     /// Whether the key went unused for the inactivity period; `fresh`:
@@ -420,7 +384,7 @@ impl Keyward {
             source: None,
         }
     }
-    async fn load(
+    pub(super) async fn load(
         &self,
         ticket: Ticket,
         id: &KeyId,

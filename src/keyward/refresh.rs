@@ -1,0 +1,125 @@
+//! Background reads of keys served past their time limit
+//! (stale-while-revalidate): a verify that answers from an aged entry
+//! puts it on one of a few bounded queues (by id), and one task per queue
+//! reads its keys again, one after another, so a slow read holds up only
+//! its queue. The verify never spawns, allocates or waits for it.
+
+use std::sync::Arc;
+
+use super::Keyward;
+use crate::cache::CachedKey;
+
+/// Entries waiting to be read again, at most, per queue: past it, an
+/// aged entry is queued by a later verify (it is served meanwhile).
+#[cfg(feature = "tokio")]
+const QUEUE: usize = 1_024;
+/// Queues, each with its task: reads of different keys in parallel.
+#[cfg(feature = "tokio")]
+const QUEUES: usize = 4;
+
+#[cfg(feature = "tokio")]
+type Sender = tokio::sync::mpsc::Sender<Arc<CachedKey>>;
+
+/// The queues of an instance; their tasks are started by the first
+/// entry, in the runtime of the verify that queues it (again if that
+/// runtime has gone).
+#[derive(Debug, Default)]
+pub(super) struct RefreshQueue {
+    #[cfg(feature = "tokio")]
+    tx: std::sync::Mutex<Vec<Sender>>,
+}
+
+impl Keyward {
+    /// Reads a key served past its time limit again, in the background:
+    /// one read per entry (the entry's flag), shared with any load of the
+    /// same id (the cache's single flight), cached unless the key changed
+    /// meanwhile; if it was not cached (it failed, or raced a change) the
+    /// stale entry goes too. Without a tokio runtime the entry is served
+    /// until its stale window ends, then read as any miss.
+    pub(super) fn revalidate(&self, entry: &Arc<CachedKey>) {
+        #[cfg(feature = "tokio")]
+        {
+            use std::sync::atomic::Ordering;
+            // A load first: a hot entry's line is not written on every hit.
+            if entry.refreshing.load(Ordering::Relaxed)
+                || entry.refreshing.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            if !self.enqueue_refresh(entry) {
+                // Not queued: a later verify queues it.
+                entry.refreshing.store(false, Ordering::Release);
+            }
+        }
+        #[cfg(not(feature = "tokio"))]
+        let _ = entry;
+    }
+
+    /// Queues `entry`, starting the queue's task if there is none (or its
+    /// runtime is gone); whether it was queued.
+    #[cfg(feature = "tokio")]
+    fn enqueue_refresh(&self, entry: &Arc<CachedKey>) -> bool {
+        use tokio::sync::mpsc::error::TrySendError;
+        let mut tx = self
+            .inner
+            .refresh
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queue = entry.id.as_u64() as usize % QUEUES;
+        if let Some(sender) = tx.get(queue) {
+            match sender.try_send(Arc::clone(entry)) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(_)) => return false,
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+        // None yet, or the runtime that ran them has gone: start them in
+        // this verify's runtime.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        *tx = (0..QUEUES)
+            .map(|_| {
+                let (sender, rx) = tokio::sync::mpsc::channel(QUEUE);
+                runtime.spawn(drain(Arc::downgrade(&self.inner), rx));
+                sender
+            })
+            .collect();
+        tx[queue].try_send(Arc::clone(entry)).is_ok()
+    }
+
+    /// Reads `entry`'s key again and caches it, or drops the entry.
+    #[cfg(feature = "tokio")]
+    async fn refresh(&self, entry: Arc<CachedKey>) {
+        use crate::cache::Lookup;
+        let id = entry.id;
+        let now_us = self.now_us();
+        let Lookup::Miss(ticket) = self.inner.cache.get(&id, now_us) else {
+            // Read again meanwhile (a verify's miss, or a change).
+            return;
+        };
+        if let Err(e) = self.deadline(self.load(ticket, &id, now_us)).await {
+            tracing::warn!(target: "keyward", key = %entry.prefix, error = %e, "could not read a key again; it is read before its next answer");
+        }
+        // Replaced by the read, or dropped: never served stale on after a
+        // read that failed or raced a change (the next verify reads the
+        // store, and fails closed if it is down).
+        self.inner.cache.drop_if_still(&entry);
+    }
+}
+
+/// A queue's task: ends when the instance does (it holds no strong
+/// reference between entries) or its runtime shuts down.
+#[cfg(feature = "tokio")]
+async fn drain(
+    inner: std::sync::Weak<super::Inner>,
+    mut rx: tokio::sync::mpsc::Receiver<Arc<CachedKey>>,
+) {
+    while let Some(entry) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        Keyward { inner }.refresh(entry).await;
+    }
+}
