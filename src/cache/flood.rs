@@ -9,6 +9,7 @@
 //! other id is refused without a read, with the same answer as an unknown
 //! one.
 
+use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -109,36 +110,57 @@ pub(crate) struct KnownIds {
     /// Loads ended (loaded, failed or given up), and who waits for the
     /// next to end.
     ended: AtomicU64,
-    waiters: Mutex<Vec<Waker>>,
+    waiters: Mutex<Waiters>,
     hash: IdHash,
+}
+
+/// Who waits for the load to end, each under a slot its future removes
+/// when dropped (a verify that timed out leaves nothing behind).
+#[derive(Debug, Default)]
+struct Waiters {
+    next: u64,
+    slots: BTreeMap<u64, Waker>,
 }
 
 /// Ready when a load of the known ids ends (or none is under way).
 pub(crate) struct LoadEnded<'a> {
     known: &'a KnownIds,
     seen: u64,
+    slot: Option<u64>,
+}
+
+impl Drop for LoadEnded<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let mut waiters = self.known.waiters();
+            waiters.slots.remove(&slot);
+        }
+    }
 }
 
 impl Future for LoadEnded<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let known = self.known;
+        let this = self.get_mut();
+        let known = this.known;
+        let seen = this.seen;
         let over = || {
-            known.ended.load(Ordering::Acquire) != self.seen
-                || !known.loading.load(Ordering::Acquire)
+            known.ended.load(Ordering::Acquire) != seen || !known.loading.load(Ordering::Acquire)
         };
         if over() {
             return Poll::Ready(());
         }
-        let mut waiters = known.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waiters = known.waiters();
         // Again under the lock: an end that came before it woke nobody.
         if over() {
             return Poll::Ready(());
         }
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
-        }
+        let slot = *this.slot.get_or_insert_with(|| {
+            waiters.next += 1;
+            waiters.next
+        });
+        waiters.slots.insert(slot, cx.waker().clone());
         Poll::Pending
     }
 }
@@ -149,6 +171,9 @@ const RETRY_US: i64 = 10_000_000;
 /// in step by the feed, and this bounds what a feed that does not see
 /// every writer (another process on a SQLite file) leaves out.
 const RELOAD_US: i64 = 300_000_000;
+/// How old a set that may have missed a change must be before a flood
+/// loads it again: a flapping feed does not rescan the store more often.
+const MIN_RELOAD_US: i64 = 60_000_000;
 /// Most ids noted while a load is under way (past it, the load is not
 /// trusted, and loaded again).
 const MAX_DURING: usize = 100_000;
@@ -168,9 +193,13 @@ impl KnownIds {
             retry_at_us: AtomicI64::new(i64::MIN),
             too_many: AtomicBool::new(false),
             ended: AtomicU64::new(0),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(Waiters::default()),
             hash,
         }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Known> {
@@ -182,13 +211,16 @@ impl KnownIds {
     }
 
     /// Whether `id` is known to exist at `now_us`, and whether the set
-    /// should be loaded (again).
-    pub(crate) fn presence(&self, id: &KeyId, now_us: i64) -> Presence {
+    /// should be loaded again: it is old, or may have missed a change (a
+    /// reset, or `feed_down`: the change feed is not reporting), and at
+    /// least [`MIN_RELOAD_US`] old.
+    pub(crate) fn presence(&self, id: &KeyId, now_us: i64, feed_down: bool) -> Presence {
         let known = self.read();
+        let age = now_us.saturating_sub(known.loaded_at_us);
         match &known.ids {
             Some(ids) if ids.contains(id) => Presence::Known,
             Some(_) => Presence::Absent {
-                reload: known.stale || now_us.saturating_sub(known.loaded_at_us) >= RELOAD_US,
+                reload: age >= RELOAD_US || ((known.stale || feed_down) && age >= MIN_RELOAD_US),
             },
             None => Presence::Unloaded {
                 kept: !self.too_many.load(Ordering::Acquire),
@@ -253,8 +285,8 @@ impl KnownIds {
 
     /// Ends the load begun at `generation` with the ids it scanned
     /// (`None`: it failed) and those noted meanwhile. If a reset came
-    /// between, or too many were noted to be sure of, the union with the
-    /// set held is used, still marked stale, and loaded again later.
+    /// between, or too many were noted to be sure of, the set is used but
+    /// marked stale, to be loaded again later.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn end_load(&self, generation: u64, ids: Option<IdSet>, now_us: i64) {
         let mut known = self.write();
@@ -266,9 +298,6 @@ impl KnownIds {
                 ids.extend(during);
                 let trusted = known.generation == generation && !known.overflowed;
                 if !trusted {
-                    if let Some(held) = known.ids.take() {
-                        ids.extend(held);
-                    }
                     self.retry_at_us.store(retry, Ordering::Release);
                 }
                 known.ids = Some(ids);
@@ -280,16 +309,12 @@ impl KnownIds {
         self.finish();
     }
 
-    /// Whether a load is under way.
-    pub(crate) fn loading(&self) -> bool {
-        self.loading.load(Ordering::Acquire)
-    }
-
     /// Ready when the load under way now ends.
     pub(crate) fn ended(&self) -> LoadEnded<'_> {
         LoadEnded {
             known: self,
             seen: self.ended.load(Ordering::Acquire),
+            slot: None,
         }
     }
 
@@ -297,9 +322,8 @@ impl KnownIds {
     fn finish(&self) {
         self.loading.store(false, Ordering::Release);
         self.ended.fetch_add(1, Ordering::AcqRel);
-        let waiters =
-            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
-        for w in waiters {
+        let waiters = std::mem::take(&mut self.waiters().slots);
+        for w in waiters.into_values() {
             w.wake();
         }
     }
@@ -335,10 +359,16 @@ mod tests {
         let generation = known.begin_load(0).expect("first");
         let mut wait = std::pin::pin!(known.ended());
         assert!(wait.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(known.waiters.lock().expect("lock").len(), 1);
+        assert_eq!(known.waiters().slots.len(), 1);
+        // A waiter that gives up (a verify that timed out) leaves nothing.
+        let mut gone = Box::pin(known.ended());
+        assert!(gone.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(known.waiters().slots.len(), 2);
+        drop(gone);
+        assert_eq!(known.waiters().slots.len(), 1);
         known.end_load(generation, Some(known.empty()), 0);
         assert!(wait.as_mut().poll(&mut cx).is_ready());
-        assert!(known.waiters.lock().expect("lock").is_empty(), "woken");
+        assert!(known.waiters().slots.is_empty(), "woken");
     }
 
     fn id(n: u8) -> KeyId {
@@ -364,7 +394,10 @@ mod tests {
     #[test]
     fn ids_noted_during_a_load_are_kept() {
         let known = KnownIds::new(IdHash::random());
-        assert_eq!(known.presence(&id(1), 0), Presence::Unloaded { kept: true });
+        assert_eq!(
+            known.presence(&id(1), 0, false),
+            Presence::Unloaded { kept: true }
+        );
         known.note(&id(1));
         assert_eq!(known.len(), 0, "nothing to note into yet");
 
@@ -374,18 +407,18 @@ mod tests {
         let mut scanned = known.empty();
         scanned.insert(id(1));
         known.end_load(generation, Some(scanned), 0);
-        assert_eq!(known.presence(&id(1), 0), Presence::Known);
-        assert_eq!(known.presence(&id(2), 0), Presence::Known);
-        assert_eq!(known.presence(&id(3), 0), ABSENT);
+        assert_eq!(known.presence(&id(1), 0, false), Presence::Known);
+        assert_eq!(known.presence(&id(2), 0, false), Presence::Known);
+        assert_eq!(known.presence(&id(3), 0, false), ABSENT);
         known.note(&id(3));
-        assert_eq!(known.presence(&id(3), 0), Presence::Known);
+        assert_eq!(known.presence(&id(3), 0, false), Presence::Known);
         assert_eq!(known.len(), 3);
         // Old sets are loaded again.
-        assert_eq!(known.presence(&id(4), RELOAD_US), ABSENT_RELOAD);
+        assert_eq!(known.presence(&id(4), RELOAD_US, false), ABSENT_RELOAD);
     }
 
     #[test]
-    fn a_reset_keeps_the_set_in_use_and_asks_for_a_load() {
+    fn a_reset_keeps_the_set_in_use_and_asks_for_a_load_after_a_while() {
         let known = KnownIds::new(IdHash::random());
         let generation = known.begin_load(0).expect("first");
         let mut scanned = known.empty();
@@ -393,22 +426,40 @@ mod tests {
         known.end_load(generation, Some(scanned), 0);
 
         known.reset();
-        assert_eq!(known.presence(&id(1), 0), Presence::Known, "still in use");
-        assert_eq!(known.presence(&id(2), 0), ABSENT_RELOAD);
-        // A reset during the load: its scan is merged, not trusted.
-        let generation = known.begin_load(0).expect("again");
+        assert_eq!(
+            known.presence(&id(1), 0, false),
+            Presence::Known,
+            "still in use"
+        );
+        assert_eq!(known.presence(&id(2), 0, false), ABSENT, "not at once");
+        let later = MIN_RELOAD_US;
+        assert_eq!(known.presence(&id(2), later, false), ABSENT_RELOAD);
+        // A reset during the load: its scan is used, not trusted.
+        let generation = known.begin_load(later).expect("again");
         known.reset();
         let mut scanned = known.empty();
         scanned.insert(id(2));
-        known.end_load(generation, Some(scanned), 5);
-        assert_eq!(known.presence(&id(1), 5), Presence::Known, "merged");
-        assert_eq!(known.presence(&id(2), 5), Presence::Known);
-        assert_eq!(known.presence(&id(3), 5), ABSENT_RELOAD);
-        assert!(known.begin_load(5 + RETRY_US - 1).is_none(), "not at once");
-        let generation = known.begin_load(5 + RETRY_US).expect("later");
-        known.end_load(generation, Some(known.empty()), 5 + RETRY_US);
-        assert_eq!(known.presence(&id(3), 5 + RETRY_US), ABSENT);
-        assert_eq!(known.presence(&id(1), 5 + RETRY_US), ABSENT, "rescanned");
+        known.end_load(generation, Some(scanned), later);
+        assert_eq!(known.presence(&id(2), later, false), Presence::Known);
+        assert_eq!(known.presence(&id(1), later, false), ABSENT, "rescanned");
+        let again = later + MIN_RELOAD_US;
+        assert_eq!(known.presence(&id(3), again, false), ABSENT_RELOAD);
+        assert!(
+            known.begin_load(later + RETRY_US - 1).is_none(),
+            "not at once"
+        );
+        let generation = known.begin_load(again).expect("later");
+        known.end_load(generation, Some(known.empty()), again);
+        assert_eq!(
+            known.presence(&id(3), again + MIN_RELOAD_US, false),
+            ABSENT,
+            "trusted"
+        );
+        // While the feed is down, a set a minute old is loaded again.
+        assert_eq!(
+            known.presence(&id(3), again + MIN_RELOAD_US, true),
+            ABSENT_RELOAD
+        );
     }
 
     #[test]
@@ -416,13 +467,16 @@ mod tests {
         let known = KnownIds::new(IdHash::random());
         let generation = known.begin_load(0).expect("first");
         known.end_load(generation, None, 5);
-        assert_eq!(known.presence(&id(1), 5), Presence::Unloaded { kept: true });
+        assert_eq!(
+            known.presence(&id(1), 5, false),
+            Presence::Unloaded { kept: true }
+        );
         assert!(known.begin_load(5 + RETRY_US - 1).is_none(), "not at once");
         assert!(known.begin_load(5 + RETRY_US).is_some(), "but later");
         known.give_up();
         assert!(known.begin_load(i64::MAX).is_none(), "never again");
         assert_eq!(
-            known.presence(&id(1), 5),
+            known.presence(&id(1), 5, false),
             Presence::Unloaded { kept: false }
         );
     }
@@ -435,7 +489,11 @@ mod tests {
             known.note(&KeyId::derived(&n.to_le_bytes()));
         }
         known.end_load(generation, Some(known.empty()), 0);
-        assert_eq!(known.presence(&id(200), 0), ABSENT_RELOAD);
+        assert_eq!(known.presence(&id(200), 0, false), ABSENT);
+        assert_eq!(
+            known.presence(&id(200), MIN_RELOAD_US, false),
+            ABSENT_RELOAD
+        );
         assert_eq!(known.len(), MAX_DURING, "what was noted is kept");
     }
 }

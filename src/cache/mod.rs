@@ -156,6 +156,12 @@ impl Cache {
         self.budget = ReadBudget::new(budget);
     }
 
+    /// Whether `id` is in the set of ids known to exist (after a miss).
+    pub(crate) fn presence(&self, id: &KeyId, now: i64) -> Presence {
+        let feed_down = !self.feed_live.load(Ordering::Acquire);
+        self.known.presence(id, now, feed_down)
+    }
+
     /// Whether a miss on `id` may read the store: an id known to exist
     /// (in the set, or in the table past its time limit) always may; any
     /// other only within the budget of reads.
@@ -163,7 +169,7 @@ impl Cache {
         if self.budget.unbounded() {
             return ReadPermit::Read;
         }
-        match self.known.presence(id, now) {
+        match self.presence(id, now) {
             Presence::Known => ReadPermit::Read,
             Presence::Absent { .. } | Presence::Unloaded { .. }
                 if self.find(id).is_some() || self.budget.take(now) =>

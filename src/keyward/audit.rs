@@ -23,16 +23,10 @@ impl Keyward {
         if !audit.wants_refusals() {
             return;
         }
-        let outcome = match err {
-            VerifyError::Store(_) | VerifyError::LimiterUnavailable => {
-                AuditOutcome::Failed(err.code())
-            }
-            _ => AuditOutcome::Denied(err.code()),
-        };
         audit.record(&AuditEvent {
             at: micros_to_time(self.now_us()),
             action: AuditAction::Verify,
-            outcome,
+            outcome: verify_outcome(err),
             actor: None,
             tenant: tenant.map(str::to_string),
             key_id: key.map(|k| k.0),
@@ -57,7 +51,7 @@ impl Keyward {
         audit.record(&AuditEvent {
             at: micros_to_time(self.now_us()),
             action: AuditAction::Verify,
-            outcome: AuditOutcome::Denied(err.code()),
+            outcome: verify_outcome(err),
             actor: None,
             tenant: None,
             key_id: Some(key.0),
@@ -160,5 +154,14 @@ impl Keyward {
             related_key_id: None,
             detail: None,
         });
+    }
+}
+
+/// A refused verify's outcome: a failure when the store or limiter could
+/// not be asked, a denial otherwise.
+fn verify_outcome(err: &VerifyError) -> AuditOutcome {
+    match err {
+        VerifyError::Store(_) | VerifyError::LimiterUnavailable => AuditOutcome::Failed(err.code()),
+        _ => AuditOutcome::Denied(err.code()),
     }
 }

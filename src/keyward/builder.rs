@@ -247,7 +247,10 @@ impl KeywardBuilder {
     /// instance whose change the feed has not yet brought (with
     /// `SqliteStore` written by another process: until the next load) may
     /// be refused; never outside a flood. Without a tokio runtime the set
-    /// cannot load, and past the budget only cached keys are read.
+    /// cannot load (nor after a load failed, for 10 s): past the budget,
+    /// only cached keys are read, and other ids get
+    /// [`VerifyError::Store`](crate::VerifyError::Store) (503: try again),
+    /// never `Invalid`, since they may be real.
     pub fn unknown_id_reads(mut self, budget: Option<RateLimit>) -> Self {
         self.unknown_id_reads = budget;
         self

@@ -72,42 +72,48 @@ impl Keyward {
         prefix: DisplayPrefix,
         now_us: i64,
     ) -> Result<(), VerifyError> {
-        let known = &self.inner.cache.known;
-        match self.inner.cache.may_read(id, now_us) {
+        let cache = &self.inner.cache;
+        match cache.may_read(id, now_us) {
             ReadPermit::Read => return Ok(()),
             ReadPermit::Refuse { load } => {
                 if load {
                     self.load_known_ids(now_us);
                 }
+                return Err(self.refuse_unread((*id, prefix), now_us, VerifyError::Invalid));
             }
             ReadPermit::AwaitLoad => {
-                let ended = known.ended();
+                let ended = cache.known.ended();
                 self.load_known_ids(now_us);
-                if known.loading() {
-                    ended.await;
-                    match known.presence(id, now_us) {
-                        Presence::Known => return Ok(()),
-                        Presence::Absent { .. } => {}
-                        Presence::Unloaded { .. } => {
-                            let err = VerifyError::Store(StoreError::Unavailable {
-                                message: "the ids known to exist could not be loaded; \
-                                          past the read budget an id is not read without them"
-                                    .into(),
-                                source: None,
-                            });
-                            return Err(self.refuse(Some((*id, prefix)), err));
-                        }
-                    }
-                }
+                ended.await;
             }
         }
-        Err(self.refuse_unread((*id, prefix), now_us))
+        // After the first load (or none could run): ask the set again.
+        let err = match cache.presence(id, now_us) {
+            Presence::Known => return Ok(()),
+            Presence::Absent { .. } | Presence::Unloaded { kept: false } => VerifyError::Invalid,
+            // No runtime to load it, or the load failed (the store is
+            // likely down): "cannot tell", which a client retries, never
+            // "no such key" for what may be a real one.
+            Presence::Unloaded { kept: true } => VerifyError::Store(StoreError::Unavailable {
+                message: "past the budget of store reads, and the ids known to exist could \
+                          not be loaded"
+                    .into(),
+                source: None,
+            }),
+        };
+        Err(self.refuse_unread((*id, prefix), now_us, err))
     }
 
     /// Refuses a token whose id is not known to exist, past the budget of
-    /// reads, without reading the store: the answer of an unknown id.
-    fn refuse_unread(&self, key: (KeyId, DisplayPrefix), now_us: i64) -> VerifyError {
-        let err = VerifyError::Invalid;
+    /// reads, without reading the store: with `err`, the answer of an
+    /// unknown id (or, when the known ids could not be loaded, of a store
+    /// that cannot be asked).
+    fn refuse_unread(
+        &self,
+        key: (KeyId, DisplayPrefix),
+        now_us: i64,
+        err: VerifyError,
+    ) -> VerifyError {
         let inner = &*self.inner;
         inner.telemetry.lookup(CacheResult::OverBudget);
         inner.telemetry.refused(&err);
@@ -130,21 +136,25 @@ impl Keyward {
             let Some(generation) = self.inner.cache.known.begin_load(now_us) else {
                 return;
             };
-            let keys = self.clone();
+            let mut load = Load {
+                keys: self.clone(),
+                generation,
+                ended: false,
+            };
             runtime.spawn(async move {
-                let known = &keys.inner.cache.known;
-                match keys.scan_ids().await {
+                match load.keys.scan_ids().await {
                     Ok(Some(ids)) => {
                         tracing::info!(target: "keyward", ids = ids.len(), "loaded the ids known to exist");
-                        known.end_load(generation, Some(ids), keys.now_us());
+                        load.end(Some(ids));
                     }
                     Ok(None) => {
                         tracing::warn!(target: "keyward", max = MAX_KNOWN, "too many keys to keep their ids: past the read budget, only cached keys are read");
-                        known.give_up();
+                        load.ended = true;
+                        load.keys.inner.cache.known.give_up();
                     }
                     Err(e) => {
                         tracing::warn!(target: "keyward", error = %e, "could not load the ids known to exist; trying again in 10 s");
-                        known.end_load(generation, None, keys.now_us());
+                        load.end(None);
                     }
                 }
             });
@@ -171,6 +181,38 @@ impl Keyward {
                 Some(last) if page.len() == SCAN_PAGE => after = Some(last.id),
                 _ => return Ok(Some(ids)),
             }
+        }
+    }
+}
+
+/// A load of the known ids under way: ended as failed if its task is
+/// dropped first (its runtime shut down) or panicked, so that the next
+/// may begin and no verify waits on it.
+#[cfg(feature = "tokio")]
+struct Load {
+    keys: Keyward,
+    generation: u64,
+    ended: bool,
+}
+
+#[cfg(feature = "tokio")]
+impl Load {
+    fn end(&mut self, ids: Option<crate::cache::IdSet>) {
+        self.ended = true;
+        let now = self.keys.now_us();
+        self.keys
+            .inner
+            .cache
+            .known
+            .end_load(self.generation, ids, now);
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for Load {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(None);
         }
     }
 }
