@@ -35,16 +35,11 @@ async fn a_flood_costs_the_store_its_budget_and_real_keys_still_verify() {
     }
     // None of them is cached (a write drops its id from the cache).
     let before = h.store.gets();
-    flood(&h.keys, 0, 200).await;
-    assert_eq!(
-        h.store.gets() - before,
-        10,
-        "the burst of the budget, no more"
-    );
-
-    // The first refusal past the budget began loading the ids that
-    // exist; once loaded, they are read past the budget, and the flood
-    // reads nothing.
+    flood(&h.keys, 0, 11).await;
+    // The first miss past the budget began loading the ids that exist
+    // (and was read: until that load ends, misses are); once loaded, they
+    // are read past the budget, and the flood reads nothing.
+    assert_eq!(h.store.gets() - before, 11);
     settle().await;
     assert_eq!(h.keys.cache_stats().known_ids, 30);
     for t in &tokens {
@@ -53,9 +48,9 @@ async fn a_flood_costs_the_store_its_budget_and_real_keys_still_verify() {
             .await
             .expect("a real key, read past the budget");
     }
-    assert_eq!(h.store.gets() - before, 10 + 30);
+    assert_eq!(h.store.gets() - before, 11 + 30);
     flood(&h.keys, 1_000, 200).await;
-    assert_eq!(h.store.gets() - before, 10 + 30, "the flood reads nothing");
+    assert_eq!(h.store.gets() - before, 11 + 30, "the flood reads nothing");
 
     // A key created here now is known at once.
     let late = h
@@ -78,7 +73,9 @@ async fn a_flood_costs_the_store_its_budget_and_real_keys_still_verify() {
 #[tokio::test]
 async fn refusals_past_the_budget_are_audited_once_a_second_with_their_number() {
     let h = harness_with(|b| b.unknown_id_reads(budget(5)));
-    flood(&h.keys, 0, 105).await;
+    flood(&h.keys, 0, 6).await;
+    settle().await; // the known ids load
+    flood(&h.keys, 100, 100).await;
     let sampled = |events: &[keyward::AuditEvent]| -> Vec<String> {
         events
             .iter()
@@ -87,7 +84,7 @@ async fn refusals_past_the_budget_are_audited_once_a_second_with_their_number() 
             .collect()
     };
     let events = h.audit.take();
-    // Five read and refused as unknown (each audited as any refusal),
+    // Six read and refused as unknown (each audited as any refusal),
     // then one event for the first refused unread; the other 99 wait.
     assert_eq!(sampled(&events), [r#"{"refused_unread":1}"#]);
     let plain = events
@@ -95,7 +92,7 @@ async fn refusals_past_the_budget_are_audited_once_a_second_with_their_number() 
         .filter(|e| e.outcome == AuditOutcome::Denied("invalid") && e.detail.is_none())
         .count();
     assert_eq!(
-        plain, 5,
+        plain, 6,
         "refusals past the budget are not audited one by one"
     );
     // A second later the budget has five reads again; the sixth id is
@@ -108,8 +105,10 @@ async fn refusals_past_the_budget_are_audited_once_a_second_with_their_number() 
 #[tokio::test]
 async fn the_default_budget_is_a_thousand_reads_and_none_turns_it_off() {
     let h = harness_with(|b| b);
-    flood(&h.keys, 0, 1_500).await;
-    assert_eq!(h.store.gets(), 1_000);
+    flood(&h.keys, 0, 1_001).await;
+    settle().await;
+    flood(&h.keys, 2_000, 499).await;
+    assert_eq!(h.store.gets(), 1_001);
 
     let h = harness_with(|b| b.unknown_id_reads(None));
     flood(&h.keys, 0, 1_500).await;
@@ -117,7 +116,7 @@ async fn the_default_budget_is_a_thousand_reads_and_none_turns_it_off() {
 }
 
 /// A cold start busier than the budget: every key is a miss, and none is
-/// refused; past the budget they wait for the known ids to load.
+/// refused; past the budget they are read while the known ids load.
 #[tokio::test]
 async fn a_cold_start_busier_than_the_budget_refuses_no_real_key() {
     let h = harness_with(|b| b.unknown_id_reads(budget(10)));
@@ -139,6 +138,7 @@ async fn a_cold_start_busier_than_the_budget_refuses_no_real_key() {
             .expect("a real key is never refused for the budget");
     }
     assert_eq!(h.store.gets() - before, 100, "one read each");
+    settle().await; // the load the budget's end began
     assert_eq!(h.keys.cache_stats().known_ids, 100);
     flood(&h.keys, 0, 100).await;
     assert_eq!(h.store.gets() - before, 100, "the flood read nothing");

@@ -9,13 +9,9 @@
 //! other id is refused without a read, with the same answer as an unknown
 //! one.
 
-use std::collections::BTreeMap;
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::{PoisonError, RwLock};
 
 use super::table::IdHash;
 use super::IdSet;
@@ -30,10 +26,11 @@ pub(crate) enum ReadPermit {
     /// Past the budget and not known to exist: refuse it without a read.
     /// `load`: the set of known ids should be loaded (again).
     Refuse { load: bool },
-    /// Past the budget, and the set of known ids was never loaded: load
-    /// it, wait for it ([`KnownIds::ended`]), and ask again. (A cold start
-    /// busier than the budget must not refuse real keys.)
-    AwaitLoad,
+    /// Past the budget, and the set of known ids was never loaded: read
+    /// if a load of it is under way (begin one), so that a cold start
+    /// busier than the budget refuses no real key; otherwise the id cannot
+    /// be told.
+    Unloaded,
 }
 
 /// A GCRA budget of store reads, shared by every miss of an instance.
@@ -107,62 +104,7 @@ pub(crate) struct KnownIds {
     retry_at_us: AtomicI64,
     /// The store holds more ids than are kept: never loaded again.
     too_many: AtomicBool,
-    /// Loads ended (loaded, failed or given up), and who waits for the
-    /// next to end.
-    ended: AtomicU64,
-    waiters: Mutex<Waiters>,
     hash: IdHash,
-}
-
-/// Who waits for the load to end, each under a slot its future removes
-/// when dropped (a verify that timed out leaves nothing behind).
-#[derive(Debug, Default)]
-struct Waiters {
-    next: u64,
-    slots: BTreeMap<u64, Waker>,
-}
-
-/// Ready when a load of the known ids ends (or none is under way).
-pub(crate) struct LoadEnded<'a> {
-    known: &'a KnownIds,
-    seen: u64,
-    slot: Option<u64>,
-}
-
-impl Drop for LoadEnded<'_> {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            let mut waiters = self.known.waiters();
-            waiters.slots.remove(&slot);
-        }
-    }
-}
-
-impl Future for LoadEnded<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let known = this.known;
-        let seen = this.seen;
-        let over = || {
-            known.ended.load(Ordering::Acquire) != seen || !known.loading.load(Ordering::Acquire)
-        };
-        if over() {
-            return Poll::Ready(());
-        }
-        let mut waiters = known.waiters();
-        // Again under the lock: an end that came before it woke nobody.
-        if over() {
-            return Poll::Ready(());
-        }
-        let slot = *this.slot.get_or_insert_with(|| {
-            waiters.next += 1;
-            waiters.next
-        });
-        waiters.slots.insert(slot, cx.waker().clone());
-        Poll::Pending
-    }
 }
 
 /// How long after a failed (or untrusted) load the next may begin.
@@ -192,14 +134,8 @@ impl KnownIds {
             loading: AtomicBool::new(false),
             retry_at_us: AtomicI64::new(i64::MIN),
             too_many: AtomicBool::new(false),
-            ended: AtomicU64::new(0),
-            waiters: Mutex::new(Waiters::default()),
             hash,
         }
-    }
-
-    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Known> {
@@ -260,6 +196,12 @@ impl KnownIds {
         known.generation = known.generation.wrapping_add(1);
     }
 
+    /// Whether a load is under way.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
+    }
+
     /// Claims the load: `Some(generation)` for the one caller that should
     /// scan the store; `None` if a load is under way, one failed less than
     /// [`RETRY_US`] ago, or the store holds too many ids to keep.
@@ -306,26 +248,7 @@ impl KnownIds {
             }
         }
         drop(known);
-        self.finish();
-    }
-
-    /// Ready when the load under way now ends.
-    pub(crate) fn ended(&self) -> LoadEnded<'_> {
-        LoadEnded {
-            known: self,
-            seen: self.ended.load(Ordering::Acquire),
-            slot: None,
-        }
-    }
-
-    /// Marks a load ended and wakes whoever waits for it.
-    fn finish(&self) {
         self.loading.store(false, Ordering::Release);
-        self.ended.fetch_add(1, Ordering::AcqRel);
-        let waiters = std::mem::take(&mut self.waiters().slots);
-        for w in waiters.into_values() {
-            w.wake();
-        }
     }
 
     /// The store holds more ids than are kept: drops the set and never
@@ -337,7 +260,7 @@ impl KnownIds {
         known.ids = None;
         known.during = self.empty();
         drop(known);
-        self.finish();
+        self.loading.store(false, Ordering::Release);
     }
 
     /// Ids held (0 when not loaded).
@@ -349,27 +272,6 @@ impl KnownIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn waiting_for_a_load_ends_when_it_ends() {
-        let known = KnownIds::new(IdHash::random());
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut idle = std::pin::pin!(known.ended());
-        assert!(idle.as_mut().poll(&mut cx).is_ready(), "none under way");
-        let generation = known.begin_load(0).expect("first");
-        let mut wait = std::pin::pin!(known.ended());
-        assert!(wait.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(known.waiters().slots.len(), 1);
-        // A waiter that gives up (a verify that timed out) leaves nothing.
-        let mut gone = Box::pin(known.ended());
-        assert!(gone.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(known.waiters().slots.len(), 2);
-        drop(gone);
-        assert_eq!(known.waiters().slots.len(), 1);
-        known.end_load(generation, Some(known.empty()), 0);
-        assert!(wait.as_mut().poll(&mut cx).is_ready());
-        assert!(known.waiters().slots.is_empty(), "woken");
-    }
 
     fn id(n: u8) -> KeyId {
         KeyId::derived(&[n])

@@ -177,7 +177,7 @@ impl Cache {
                 ReadPermit::Read
             }
             Presence::Absent { reload } => ReadPermit::Refuse { load: reload },
-            Presence::Unloaded { kept: true } => ReadPermit::AwaitLoad,
+            Presence::Unloaded { kept: true } => ReadPermit::Unloaded,
             Presence::Unloaded { kept: false } => ReadPermit::Refuse { load: false },
         }
     }

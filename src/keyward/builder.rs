@@ -235,8 +235,9 @@ impl KeywardBuilder {
     /// loaded in the background (with a tokio runtime) when the budget
     /// first runs out, kept in step by this instance's writes and the
     /// store's change feed, and loaded again after a feed reset and every
-    /// 5 minutes while floods go on. Misses past the budget wait for its
-    /// first load (within the store timeout), so a cold start busier than
+    /// 5 minutes while floods go on. Until its first load ends, misses
+    /// past the budget are still read (a process's first flood costs the
+    /// store the reads of those few seconds), so a cold start busier than
     /// the budget refuses no real key. Any other id is refused as
     /// [`VerifyError::Invalid`](crate::VerifyError::Invalid) without a
     /// read, exactly as an unknown one, counted in

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::Keyward;
-use crate::cache::{Presence, ReadPermit};
+use crate::cache::ReadPermit;
 use crate::error::{StoreError, VerifyError};
 use crate::telemetry::CacheResult;
 use crate::token::{DisplayPrefix, KeyId};
@@ -59,44 +59,35 @@ impl Unread {
 impl Keyward {
     /// Whether a cache miss on `id` may read the store: within the budget,
     /// or known to exist. Past the budget, before the known ids were ever
-    /// loaded, waits for their load (bounded, like the whole verify, by
-    /// the store timeout), so that a cold start busier than the budget
-    /// refuses no real key.
+    /// loaded, it reads while their first load runs (and begins it), so
+    /// that a cold start busier than the budget refuses no real key: the
+    /// first flood of a process costs the store its reads for as long as
+    /// that load takes.
     ///
     /// # Errors
     /// [`VerifyError::Invalid`] without a read, or [`VerifyError::Store`]
-    /// if the known ids could not be loaded.
+    /// if the id cannot be told: the known ids cannot be loaded (no tokio
+    /// runtime, a load failed a moment ago, too many to keep).
     pub(super) async fn may_read(
         &self,
         id: &KeyId,
         prefix: DisplayPrefix,
         now_us: i64,
     ) -> Result<(), VerifyError> {
-        let cache = &self.inner.cache;
-        match cache.may_read(id, now_us) {
+        let err = match self.inner.cache.may_read(id, now_us) {
             ReadPermit::Read => return Ok(()),
             ReadPermit::Refuse { load } => {
                 if load {
                     self.load_known_ids(now_us);
                 }
-                return Err(self.refuse_unread((*id, prefix), now_us, VerifyError::Invalid));
+                VerifyError::Invalid
             }
-            ReadPermit::AwaitLoad => {
-                let ended = cache.known.ended();
-                self.load_known_ids(now_us);
-                ended.await;
-            }
-        }
-        // After the first load (or none could run): ask the set again.
-        let err = match cache.presence(id, now_us) {
-            Presence::Known => return Ok(()),
-            Presence::Absent { .. } | Presence::Unloaded { kept: false } => VerifyError::Invalid,
-            // No runtime to load it, or the load failed (the store is
-            // likely down): "cannot tell", which a client retries, never
-            // "no such key" for what may be a real one.
-            Presence::Unloaded { kept: true } => VerifyError::Store(StoreError::Unavailable {
-                message: "past the budget of store reads, and the ids known to exist could \
-                          not be loaded"
+            ReadPermit::Unloaded if self.load_known_ids(now_us) => return Ok(()),
+            // "Cannot tell", which a client retries; never "no such key"
+            // for what may be a real one.
+            ReadPermit::Unloaded => VerifyError::Store(StoreError::Unavailable {
+                message: "past the budget of store reads, and the ids known to exist could not \
+                          be loaded"
                     .into(),
                 source: None,
             }),
@@ -125,16 +116,17 @@ impl Keyward {
     }
 
     /// Loads the ids known to exist, in the background, unless a load is
-    /// under way (or failed a moment ago). Without a tokio runtime there
-    /// is none: past the budget, only ids in the cache are answered.
-    pub(super) fn load_known_ids(&self, now_us: i64) {
+    /// under way (or failed a moment ago); whether one is under way now.
+    /// Without a tokio runtime there is none.
+    pub(super) fn load_known_ids(&self, now_us: i64) -> bool {
         #[cfg(feature = "tokio")]
         {
+            let known = &self.inner.cache.known;
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
+                return known.loading();
             };
-            let Some(generation) = self.inner.cache.known.begin_load(now_us) else {
-                return;
+            let Some(generation) = known.begin_load(now_us) else {
+                return known.loading();
             };
             let mut load = Load {
                 keys: self.clone(),
@@ -158,9 +150,13 @@ impl Keyward {
                     }
                 }
             });
+            true
         }
         #[cfg(not(feature = "tokio"))]
-        let _ = now_us;
+        {
+            let _ = now_us;
+            false
+        }
     }
 
     /// Every stored id, page by page; `None` if there are too many to
