@@ -27,6 +27,10 @@ struct Config {
     client: ClientAddress,
     render: ErrorRenderer,
     realm: Arc<str>,
+    /// The renderer or realm is the host's: put in each admitted request
+    /// for the permission layers and extractors (which otherwise render
+    /// the default, as this layer does: one allocation fewer a request).
+    custom: bool,
 }
 
 /// Authenticates every request with a [`Keyward`]: reads the key, verifies
@@ -63,6 +67,7 @@ impl KeywardLayer {
                 client: ClientAddress::peer(),
                 render: default_renderer(),
                 realm: Arc::from(DEFAULT_REALM),
+                custom: false,
             }),
         }
     }
@@ -104,7 +109,10 @@ impl KeywardLayer {
     /// cannot hold (`"`, `\\`, non-ASCII, control) are dropped.
     pub fn realm(self, realm: &str) -> Self {
         let realm = super::error::clean_realm(realm);
-        self.config(|c| c.realm = realm)
+        self.config(|c| {
+            c.realm = realm;
+            c.custom = true;
+        })
     }
 
     /// Renders refusals as RFC 9457 `application/problem+json` (see
@@ -120,7 +128,10 @@ impl KeywardLayer {
         render: impl Fn(ApiError) -> Response + Send + Sync + 'static,
     ) -> Self {
         let render: ErrorRenderer = Arc::new(render);
-        self.config(|c| c.render = render)
+        self.config(|c| {
+            c.render = render;
+            c.custom = true;
+        })
     }
 }
 
@@ -178,10 +189,12 @@ impl Gate for Authenticate {
                         tenant = %verified.tenant(),
                     );
                     req.extensions_mut().insert(verified);
-                    req.extensions_mut().insert(Renderer {
-                        render: config.render.clone(),
-                        realm: config.realm.clone(),
-                    });
+                    if config.custom {
+                        req.extensions_mut().insert(Renderer {
+                            render: config.render.clone(),
+                            realm: config.realm.clone(),
+                        });
+                    }
                     Ok((req, span))
                 }
                 Err(e) => Err(render(&config.render, &config.realm, e)),

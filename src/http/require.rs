@@ -2,6 +2,7 @@
 //! key holds one permission.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::response::Response;
 use http::Request;
@@ -23,7 +24,7 @@ use crate::permission::{Catalog, ExprError, PermissionError};
 /// permission: a typo fails the build of the router, not a request.
 pub fn require(catalog: &Catalog, permission: &str) -> Result<RequirePermission, PermissionError> {
     Ok(RequirePermission {
-        need: Requirement::one(catalog, permission)?,
+        need: Arc::new(Requirement::one(catalog, permission)?),
     })
 }
 
@@ -38,14 +39,15 @@ pub fn require(catalog: &Catalog, permission: &str) -> Result<RequirePermission,
 /// [`ExprError`] at start-up: a syntax error or an unknown permission.
 pub fn require_expr(catalog: &Catalog, expression: &str) -> Result<RequirePermission, ExprError> {
     Ok(RequirePermission {
-        need: Requirement::expr(catalog, expression)?,
+        need: Arc::new(Requirement::expr(catalog, expression)?),
     })
 }
 
 /// See [`require`](super::require) and [`require_expr`](super::require_expr).
 #[derive(Debug, Clone)]
 pub struct RequirePermission {
-    need: Requirement,
+    /// Shared: the router clones the service for every request.
+    need: Arc<Requirement>,
 }
 
 impl<S> Layer<S> for RequirePermission {
