@@ -209,6 +209,7 @@ impl KnownIds {
     pub(crate) fn begin_load(&self, now_us: i64) -> Option<u64> {
         if self.too_many.load(Ordering::Acquire)
             || now_us < self.retry_at_us.load(Ordering::Acquire)
+            || self.loading.load(Ordering::Acquire)
             || self.loading.swap(true, Ordering::AcqRel)
         {
             return None;

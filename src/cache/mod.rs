@@ -101,6 +101,9 @@ pub(crate) struct Cache {
     unknown_per_shard: usize,
     /// Store reads granted for ids not known to exist.
     budget: ReadBudget,
+    /// Past it, while the known ids load for the first time: ten times
+    /// its rate, with its burst.
+    loading_budget: ReadBudget,
     /// The ids known to exist, once a flood needed them.
     pub(crate) known: KnownIds,
 }
@@ -146,6 +149,7 @@ impl Cache {
             capacity,
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
             budget: ReadBudget::new(None),
+            loading_budget: ReadBudget::new(None),
             known: KnownIds::new(hash),
         }
     }
@@ -154,6 +158,20 @@ impl Cache {
     /// bound); see [`Cache::may_read`].
     pub(crate) fn bound_reads(&mut self, budget: Option<crate::limit::RateLimit>) {
         self.budget = ReadBudget::new(budget);
+        let loading = budget.map(|b| {
+            // Ten times as many over ten times the period, then at ten
+            // times the rate: the same burst over a tenth of the period.
+            let per_ms = (b.per().num_milliseconds() / 10).max(1);
+            crate::limit::RateLimit::new(b.max(), chrono::Duration::milliseconds(per_ms))
+                .unwrap_or(b)
+        });
+        self.loading_budget = ReadBudget::new(loading);
+    }
+
+    /// One read past the budget while the known ids load for the first
+    /// time, if the larger budget of that window has one.
+    pub(crate) fn take_loading_read(&self, now: i64) -> bool {
+        self.loading_budget.take(now)
     }
 
     /// Whether `id` is in the set of ids known to exist (after a miss).
@@ -177,8 +195,7 @@ impl Cache {
                 ReadPermit::Read
             }
             Presence::Absent { reload } => ReadPermit::Refuse { load: reload },
-            Presence::Unloaded { kept: true } => ReadPermit::Unloaded,
-            Presence::Unloaded { kept: false } => ReadPermit::Refuse { load: false },
+            Presence::Unloaded { .. } => ReadPermit::Unloaded,
         }
     }
 

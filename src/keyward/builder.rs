@@ -236,9 +236,10 @@ impl KeywardBuilder {
     /// first runs out, kept in step by this instance's writes and the
     /// store's change feed, and loaded again after a feed reset and every
     /// 5 minutes while floods go on. Until its first load ends, misses
-    /// past the budget are still read (a process's first flood costs the
-    /// store the reads of those few seconds), so a cold start busier than
-    /// the budget refuses no real key. Any other id is refused as
+    /// past the budget are still read within ten times the budget's rate
+    /// (the same burst), so a cold start busier than the budget refuses
+    /// no real key, and past that get a store error (503: try again),
+    /// never `Invalid`. Any other id is refused as
     /// [`VerifyError::Invalid`](crate::VerifyError::Invalid) without a
     /// read, exactly as an unknown one, counted in
     /// `keyward_cache_lookups_total{result="over_budget"}` and audited once

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::Keyward;
-use crate::cache::ReadPermit;
+use crate::cache::{Presence, ReadPermit};
 use crate::error::{StoreError, VerifyError};
 use crate::telemetry::CacheResult;
 use crate::token::{DisplayPrefix, KeyId};
@@ -59,10 +59,10 @@ impl Unread {
 impl Keyward {
     /// Whether a cache miss on `id` may read the store: within the budget,
     /// or known to exist. Past the budget, before the known ids were ever
-    /// loaded, it reads while their first load runs (and begins it), so
-    /// that a cold start busier than the budget refuses no real key: the
-    /// first flood of a process costs the store its reads for as long as
-    /// that load takes.
+    /// loaded, it begins their load and reads while it runs, within a
+    /// budget ten times the rate (the same burst), so that a cold start
+    /// busier than the budget refuses no real key and a flood during the
+    /// load is still bounded.
     ///
     /// # Errors
     /// [`VerifyError::Invalid`] without a read, or [`VerifyError::Store`]
@@ -82,15 +82,25 @@ impl Keyward {
                 }
                 VerifyError::Invalid
             }
-            ReadPermit::Unloaded if self.load_known_ids(now_us) => return Ok(()),
-            // "Cannot tell", which a client retries; never "no such key"
-            // for what may be a real one.
-            ReadPermit::Unloaded => VerifyError::Store(StoreError::Unavailable {
-                message: "past the budget of store reads, and the ids known to exist could not \
-                          be loaded"
-                    .into(),
-                source: None,
-            }),
+            ReadPermit::Unloaded => {
+                let cache = &self.inner.cache;
+                if self.load_known_ids(now_us) && cache.take_loading_read(now_us) {
+                    return Ok(());
+                }
+                // The load may have ended meanwhile: ask the set again.
+                match cache.presence(id, now_us) {
+                    Presence::Known => return Ok(()),
+                    Presence::Absent { .. } => VerifyError::Invalid,
+                    // "Cannot tell", which a client retries; never "no
+                    // such key" for what may be a real one.
+                    Presence::Unloaded { .. } => VerifyError::Store(StoreError::Unavailable {
+                        message: "past the budget of store reads, and the ids known to exist \
+                                  are not loaded"
+                            .into(),
+                        source: None,
+                    }),
+                }
+            }
         };
         Err(self.refuse_unread((*id, prefix), now_us, err))
     }
