@@ -9,9 +9,15 @@
 //! Groups:
 //! - `valid/{keyward,ideal}/{1k,10k,100k,1M}`: a valid key, picked in a
 //!   fixed random order among all stored keys. `keyward` is the full
-//!   `Keyward::verify` (in-memory store, a rate limit on every key,
-//!   last-used tracking, the default audit sink); `ideal` is the bare
-//!   chain written out below.
+//!   `Keyward::verify` on default settings (in-memory store, a rate limit
+//!   on every key, last-used tracking, the default audit sink, the cache's
+//!   default time limits, entries past them read again in the
+//!   background); `ideal` is the bare chain written out below, without
+//!   the checksum (an accepted key need not pay for it).
+//! - `defaults/{keyward,no_stale}/{1k,1M}`: as `valid/keyward`, measured
+//!   once every entry is past its 10 s time limit at once (the worst
+//!   case: every verify queues a background read); `no_stale` turns the
+//!   stale answers off, so each such verify reads the store first.
 //! - `valid/peer`: `prefixed-api-key` 0.3 parse and hash check of one key.
 //! - `reject/{accept,wrong_secret,unknown_id,malformed,malformed_checksum,
 //!   malformed_typo}`: 1,000 keys stored, one token repeated;
@@ -286,10 +292,25 @@ struct Memory {
     name_bytes: f64,
 }
 
+/// A runtime with one worker, entered by the bench thread, which runs the
+/// background work of the default settings (refreshes, the known ids) on
+/// the other core.
+fn background_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn bench_sizes(c: &mut Criterion, memory: &mut Memory) {
+    // Default settings: an entry older than 10 s answers while a worker
+    // of this runtime reads it again (the larger sizes run long enough).
+    let runtime = background_runtime();
+    let _inside = runtime.enter();
     let mut g = c.benchmark_group("valid");
     for (label, n) in sizes() {
-        let s = setup(n);
+        let s = setup_with(n, |b| b);
         let order = order(n);
         // Fill the cache and measure what it holds per key: the last-used
         // writes are flushed first so that only the cache remains.
@@ -355,11 +376,7 @@ fn bench_sizes(c: &mut Criterion, memory: &mut Memory) {
 /// time limit; and, in the same run, the same with stale answers turned
 /// off: every entry past 10 s is read before its verify answers.
 fn bench_defaults(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = background_runtime();
     let _inside = runtime.enter();
     let mut g = c.benchmark_group("defaults");
     for (label, n) in [("1k", 1_000), ("1M", 1_000_000)] {
@@ -568,15 +585,15 @@ fn report(memory: &Memory) {
     check(
         "two threads / one, different keys".into(),
         diff,
-        ">= 1.6",
-        diff >= 1.6,
+        ">= 1.8",
+        diff >= 1.8,
     );
     let same = 2.0 * ns("threads/one/same") / ns("threads/two/same");
     check(
         "two threads / one, same key".into(),
         same,
-        ">= 1.2",
-        same >= 1.2,
+        ">= 1.3",
+        same >= 1.3,
     );
     for what in [
         "wrong_secret",
