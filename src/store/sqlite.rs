@@ -190,8 +190,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
+        // No ping before each use: a connection to a local file does not
+        // go stale, and the ping is a round trip to the connection's
+        // worker thread on every store read.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(map_err("opening the SQLite database"))?;
