@@ -1,6 +1,6 @@
 //! Verification throughput, against the bare minimum and a peer, in one run.
 //!
-//! `cargo bench --bench verify` runs every group, then prints each target's
+//! `cargo bench --bench verify --features tokio` runs every group, then prints each target's
 //! ratio from criterion's estimates and writes them, with the figures the
 //! plot needs, to `target/criterion/keyward-verify.json`
 //! (`scripts/bench-plot` draws `docs/verify-throughput.svg` from it).
