@@ -20,19 +20,25 @@ async fn flood(keys: &keyward::Keyward, from: u64, n: u64) {
     }
 }
 
-#[tokio::test]
-async fn a_flood_costs_the_store_its_budget_and_real_keys_still_verify() {
-    let h = harness_with(|b| b.unknown_id_reads(budget(10)));
-    let admin = admin(&h.keys, "acme");
-    let mut tokens = Vec::new();
-    for i in 0..30 {
-        let k = h
-            .keys
+/// `n` new keys of tenant `acme`: their tokens.
+async fn create(keys: &keyward::Keyward, n: usize) -> Vec<String> {
+    let admin = admin(keys, "acme");
+    let mut tokens = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = keys
             .create(&admin, NewKey::new(format!("k{i}")))
             .await
             .expect("created");
         tokens.push(k.token.expose_secret().to_string());
     }
+    tokens
+}
+
+#[tokio::test]
+async fn a_flood_costs_the_store_its_budget_and_real_keys_still_verify() {
+    let h = harness_with(|b| b.unknown_id_reads(budget(10)));
+    let admin = admin(&h.keys, "acme");
+    let tokens = create(&h.keys, 30).await;
     // None of them is cached (a write drops its id from the cache).
     let before = h.store.gets();
     flood(&h.keys, 0, 11).await;
@@ -123,16 +129,7 @@ async fn the_default_budget_is_a_thousand_reads_and_none_turns_it_off() {
 #[tokio::test]
 async fn a_cold_start_busier_than_the_budget_refuses_no_real_key() {
     let h = harness_with(|b| b.unknown_id_reads(budget(10)));
-    let admin = admin(&h.keys, "acme");
-    let mut tokens = Vec::new();
-    for i in 0..100 {
-        let k = h
-            .keys
-            .create(&admin, NewKey::new(format!("k{i}")))
-            .await
-            .expect("created");
-        tokens.push(k.token.expose_secret().to_string());
-    }
+    let tokens = create(&h.keys, 100).await;
     let before = h.store.gets();
     let (mut read, mut retry) = (0, Vec::new());
     for t in &tokens {

@@ -19,21 +19,7 @@ impl Keyward {
         err: &VerifyError,
         tenant: Option<&str>,
     ) {
-        let audit = &*self.inner.audit;
-        if !audit.wants_refusals() {
-            return;
-        }
-        audit.record(&AuditEvent {
-            at: micros_to_time(self.now_us()),
-            action: AuditAction::Verify,
-            outcome: verify_outcome(err),
-            actor: None,
-            tenant: tenant.map(str::to_string),
-            key_id: key.map(|k| k.0),
-            key_prefix: key.map(|k| k.1),
-            related_key_id: None,
-            detail: None,
-        });
+        self.record_refusal(key, err, tenant, || None);
     }
 
     /// Records refusals past the read budget: `refused` of them since
@@ -44,20 +30,39 @@ impl Keyward {
         err: &VerifyError,
         refused: u64,
     ) {
+        self.record_refusal(Some(key), err, None, || {
+            Some(format!(r#"{{"refused_unread":{refused}}}"#))
+        });
+    }
+
+    /// A refused verify's event, built only if the sink wants refusals.
+    fn record_refusal(
+        &self,
+        key: Option<(KeyId, DisplayPrefix)>,
+        err: &VerifyError,
+        tenant: Option<&str>,
+        detail: impl FnOnce() -> Option<String>,
+    ) {
         let audit = &*self.inner.audit;
         if !audit.wants_refusals() {
             return;
         }
+        let outcome = match err {
+            VerifyError::Store(_) | VerifyError::LimiterUnavailable => {
+                AuditOutcome::Failed(err.code())
+            }
+            _ => AuditOutcome::Denied(err.code()),
+        };
         audit.record(&AuditEvent {
             at: micros_to_time(self.now_us()),
             action: AuditAction::Verify,
-            outcome: verify_outcome(err),
+            outcome,
             actor: None,
-            tenant: None,
-            key_id: Some(key.0),
-            key_prefix: Some(key.1),
+            tenant: tenant.map(str::to_string),
+            key_id: key.map(|k| k.0),
+            key_prefix: key.map(|k| k.1),
             related_key_id: None,
-            detail: Some(format!(r#"{{"refused_unread":{refused}}}"#)),
+            detail: detail(),
         });
     }
 
@@ -154,14 +159,5 @@ impl Keyward {
             related_key_id: None,
             detail: None,
         });
-    }
-}
-
-/// A refused verify's outcome: a failure when the store or limiter could
-/// not be asked, a denial otherwise.
-fn verify_outcome(err: &VerifyError) -> AuditOutcome {
-    match err {
-        VerifyError::Store(_) | VerifyError::LimiterUnavailable => AuditOutcome::Failed(err.code()),
-        _ => AuditOutcome::Denied(err.code()),
     }
 }
