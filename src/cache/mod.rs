@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod entry;
@@ -94,9 +94,9 @@ pub(crate) struct Cache {
     /// How long past `ttl_us` an entry may still be served while it is
     /// read again in the background (0: never); only while the feed is
     /// live.
-    stale_us: std::sync::atomic::AtomicI64,
+    stale_us: AtomicI64,
     /// Whether the store's change feed is reporting now.
-    feed_live: std::sync::atomic::AtomicBool,
+    feed_live: AtomicBool,
     capacity: usize,
     unknown_per_shard: usize,
     /// Store reads granted for ids not known to exist.
@@ -144,8 +144,8 @@ impl Cache {
             inflight: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hash,
             ttl_us,
-            stale_us: std::sync::atomic::AtomicI64::new(0),
-            feed_live: std::sync::atomic::AtomicBool::new(true),
+            stale_us: AtomicI64::new(0),
+            feed_live: AtomicBool::new(true),
             capacity,
             unknown_per_shard: unknown_capacity.div_ceil(SHARDS),
             budget: ReadBudget::new(None),

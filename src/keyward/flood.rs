@@ -68,7 +68,7 @@ impl Keyward {
     /// [`VerifyError::Invalid`] without a read, or [`VerifyError::Store`]
     /// if the id cannot be told: the known ids cannot be loaded (no tokio
     /// runtime, a load failed a moment ago, too many to keep).
-    pub(super) async fn may_read(
+    pub(super) fn may_read(
         &self,
         id: &KeyId,
         prefix: DisplayPrefix,

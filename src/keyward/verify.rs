@@ -259,7 +259,7 @@ impl Keyward {
             Lookup::Hit(entry) => (Some(entry), false),
             Lookup::Unknown => (None, false),
             Lookup::Miss(ticket) => {
-                self.may_read(&id, parsed.display_prefix(), now_us).await?;
+                self.may_read(&id, parsed.display_prefix(), now_us)?;
                 match self.load(ticket, &id, now_us).await {
                     Ok(entry) => (entry, true),
                     Err(e) => return Err(self.refuse(key, VerifyError::Store(e))),
