@@ -384,3 +384,64 @@ fn a_redis_lease_keeps_verify_allocation_free() {
         "one lease for the key, one for the tenant"
     );
 }
+
+/// The HTTP layers add to a request only the verified key in its
+/// extensions: no boxed future, no clone of a service or of the layer's
+/// settings, when the key is cached and the gates decide at once.
+#[cfg(feature = "axum")]
+#[test]
+fn the_http_layers_allocate_only_the_keys_place_in_the_request() {
+    use axum::body::Body;
+    use http::Request;
+    use keyward::http::{require, KeywardLayer};
+    use tower::{Layer, Service};
+
+    let (keys, token) = keyward_and_token();
+    let handler = tower::service_fn(|_req: Request<()>| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+            Body::empty(),
+        )))
+    });
+    let guard = require(keys.catalog(), "contacts:read").expect("known");
+    let mut protected = KeywardLayer::new(keys.clone()).layer(guard.layer(handler));
+    let mut bare = handler;
+    let requests = |n: usize| -> Vec<Request<()>> {
+        (0..n)
+            .map(|_| {
+                Request::builder()
+                    .header("x-api-key", token.as_str())
+                    .body(())
+                    .expect("request")
+            })
+            .collect()
+    };
+    let serve = |svc: &mut dyn FnMut(Request<()>) -> u16, reqs: Vec<Request<()>>| {
+        allocations(|| {
+            reqs.into_iter()
+                .map(|r| usize::from(svc(r) == 200))
+                .sum::<usize>()
+        })
+    };
+    // Warm up: the first verify fills the cache.
+    for req in requests(3) {
+        assert_eq!(run(protected.call(req)).expect("served").status(), 200);
+    }
+
+    const N: usize = 1_000;
+    let (with_layers, ok) = serve(
+        &mut |r| run(protected.call(r)).expect("served").status().as_u16(),
+        requests(N),
+    );
+    assert_eq!(ok, N, "every request admitted");
+    let (without, ok) = serve(
+        &mut |r| run(bare.call(r)).expect("served").status().as_u16(),
+        requests(N),
+    );
+    assert_eq!(ok, N);
+    // `http::Extensions` boxes its map, allocates the map's table and
+    // boxes the value: three, for the key.
+    assert!(
+        with_layers <= without + 3 * N,
+        "{with_layers} allocations with the layers, {without} without, for {N} requests"
+    );
+}

@@ -49,8 +49,9 @@ use crate::keyward::{Keyward, Verified};
 use crate::permission::{Catalog, ExprError, PermissionError};
 
 impl Headers for actix_web::http::header::HeaderMap {
-    fn values<'a>(&'a self, name: &str) -> impl DoubleEndedIterator<Item = &'a [u8]> {
-        self.get_all(name)
+    fn values<'a>(&'a self, name: &HeaderName) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+        // actix-web speaks `http` 0.2: its header names are another type.
+        self.get_all(name.as_str())
             .map(actix_web::http::header::HeaderValue::as_bytes)
     }
 }

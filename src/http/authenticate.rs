@@ -8,11 +8,19 @@ use http::header::HeaderName;
 
 use super::headers::{extract, tenant_of, Headers};
 use super::{ApiError, KeySource};
-use crate::keyward::{Keyward, Verified, VerifyRequest};
+use crate::keyward::{Keyward, Pending, Verified, VerifyFuture, VerifyRequest};
+use crate::token::DisplayPrefix;
+
+/// Where a verification stands after [`start`]: decided, or waiting on
+/// the store (or a host's limiter), to be finished by [`finish`].
+pub(crate) enum Started {
+    Done(Result<Verified, ApiError>),
+    Pending(Pending),
+}
 
 /// Verifies the key a request presents in one of `sources` (with the
-/// tenant in `tenant_header`, if any): the layer's check, and the
-/// management router's when no layer ran before it, tonic's and
+/// tenant in `tenant_header`, if any): the layer's check, and
+/// the management router's when no layer ran before it, tonic's and
 /// actix-web's.
 pub(crate) async fn authenticate<H: Headers + ?Sized>(
     keys: &Keyward,
@@ -21,16 +29,76 @@ pub(crate) async fn authenticate<H: Headers + ?Sized>(
     headers: &H,
     client_ip: Option<IpAddr>,
 ) -> Result<Verified, ApiError> {
+    match start(keys, sources, tenant_header, headers, client_ip) {
+        Started::Done(result) => result,
+        Started::Pending(pending) => {
+            finish(keys, sources, tenant_header, headers, client_ip, pending).await
+        }
+    }
+}
+
+/// [`authenticate`] as far as it goes without awaiting: for a cached key,
+/// the answer, with nothing cloned or allocated on the way.
+pub(crate) fn start<H: Headers + ?Sized>(
+    keys: &Keyward,
+    sources: &[KeySource],
+    tenant_header: Option<&HeaderName>,
+    headers: &H,
+    client_ip: Option<IpAddr>,
+) -> Started {
+    let (token, req) = match request(keys, sources, tenant_header, headers, client_ip) {
+        Ok(request) => request,
+        Err(e) => return Started::Done(Err(e)),
+    };
+    match keys.verify_now(token, &req) {
+        Ok(result) => Started::Done(result.map_err(|e| refusal(keys, token, &e))),
+        Err(pending) => Started::Pending(pending),
+    }
+}
+
+/// The rest of an [`authenticate`] that [`start`] left pending, for the
+/// same request.
+pub(crate) async fn finish<H: Headers + ?Sized>(
+    keys: &Keyward,
+    sources: &[KeySource],
+    tenant_header: Option<&HeaderName>,
+    headers: &H,
+    client_ip: Option<IpAddr>,
+    pending: Pending,
+) -> Result<Verified, ApiError> {
+    // The same headers give the same token and request as in `start`.
+    let (token, req) = request(keys, sources, tenant_header, headers, client_ip)?;
+    let result = VerifyFuture::resume(keys, token, req, pending).await;
+    result.map_err(|e| refusal(keys, token, &e))
+}
+
+/// The token a request presents and what [`Keyward::verify_with`] is to
+/// know of the request.
+fn request<'h, H: Headers + ?Sized>(
+    keys: &Keyward,
+    sources: &[KeySource],
+    tenant_header: Option<&HeaderName>,
+    headers: &'h H,
+    client_ip: Option<IpAddr>,
+) -> Result<(&'h str, VerifyRequest<'h>), ApiError> {
     let token = extract(headers, sources)?;
-    let prefix = keys.parse(token).ok().map(|p| p.display_prefix());
     let mut req = VerifyRequest::new();
     if let Some(ip) = client_ip {
         req = req.client_ip(ip);
     }
     if let Some(name) = tenant_header {
-        let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix))?;
+        let tenant = tenant_of(headers, name).map_err(|e| e.with_key(prefix(keys, token)))?;
         req = req.tenant(tenant);
     }
-    let result = keys.verify_with(token, req).await;
-    result.map_err(|e| ApiError::from_verify(&e).with_key(prefix))
+    Ok((token, req))
+}
+
+/// The refusal of `token`, naming its key by display prefix when it has
+/// the shape of one (taken only on refusal: an accept never parses twice).
+fn refusal(keys: &Keyward, token: &str, e: &crate::VerifyError) -> ApiError {
+    ApiError::from_verify(e).with_key(prefix(keys, token))
+}
+
+fn prefix(keys: &Keyward, token: &str) -> Option<DisplayPrefix> {
+    keys.parse(token).ok().map(|p| p.display_prefix())
 }

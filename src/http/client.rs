@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use http::header::{HeaderName, FORWARDED};
 use http::HeaderMap;
 use ipnet::IpNet;
 
@@ -101,12 +102,12 @@ impl ClientAddress {
             return Some(peer);
         }
         let name = match self.header {
-            ProxyHeader::XForwardedFor => "x-forwarded-for",
-            ProxyHeader::Forwarded => "forwarded",
+            ProxyHeader::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            ProxyHeader::Forwarded => FORWARDED,
         };
         // Every field line, in order, as one list; read from the right.
         let mut last = peer;
-        for line in headers.values(name).rev() {
+        for line in headers.values(&name).rev() {
             let line = visible(line)?;
             let hops = match self.header {
                 ProxyHeader::XForwardedFor => line.split(',').map(str::trim).collect(),

@@ -8,12 +8,13 @@ use super::{ApiError, BearerError, KeySource};
 
 /// Read access to a request's headers.
 pub(crate) trait Headers {
-    /// Every value of header `name` (lowercase), in order.
-    fn values<'a>(&'a self, name: &str) -> impl DoubleEndedIterator<Item = &'a [u8]>;
+    /// Every value of header `name`, in order.
+    fn values<'a>(&'a self, name: &HeaderName) -> impl DoubleEndedIterator<Item = &'a [u8]>;
 }
 
 impl Headers for http::HeaderMap {
-    fn values<'a>(&'a self, name: &str) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+    fn values<'a>(&'a self, name: &HeaderName) -> impl DoubleEndedIterator<Item = &'a [u8]> {
+        // By `HeaderName`: a lookup without parsing the name again.
         self.get_all(name).iter().map(http::HeaderValue::as_bytes)
     }
 }
@@ -21,11 +22,11 @@ impl Headers for http::HeaderMap {
 /// A header value as text: visible ASCII and tabs only, as
 /// `HeaderValue::to_str` reads it.
 pub(crate) fn visible(value: &[u8]) -> Option<&str> {
-    value
+    // Without an early exit, the check runs over many bytes at a time.
+    let shown = value
         .iter()
-        .all(|&b| b == b'\t' || (32..127).contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
+        .fold(true, |ok, &b| ok & (b == b'\t' || (32..127).contains(&b)));
+    shown.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// The presented key, or why there is none usable: 401 without a key
@@ -47,7 +48,7 @@ pub(crate) fn extract<'h, H: Headers + ?Sized>(
             KeySource::Header(name) => name,
             KeySource::Bearer => &AUTHORIZATION,
         };
-        let mut values = headers.values(name.as_str());
+        let mut values = headers.values(name);
         let Some(value) = values.next() else {
             continue;
         };
@@ -78,7 +79,7 @@ pub(crate) fn tenant_of<'h, H: Headers + ?Sized>(
     headers: &'h H,
     name: &HeaderName,
 ) -> Result<&'h str, ApiError> {
-    let mut values = headers.values(name.as_str());
+    let mut values = headers.values(name);
     let first = values.next();
     if values.next().is_some() {
         return Err(ApiError::invalid_request(format!(

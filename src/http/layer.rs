@@ -1,7 +1,6 @@
 //! [`KeywardLayer`](super::KeywardLayer): authenticates every request with a [`Keyward`].
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::response::Response;
@@ -10,18 +9,20 @@ use http::Request;
 use tower::Layer;
 use tracing::Span;
 
-use super::authenticate::authenticate;
+use super::authenticate::{finish, start, Started};
 use super::client::ClientAddress;
-use super::service::{Authorize, Gate};
+use super::service::{Admission, Authorize, Gate};
 use super::{
     default_renderer, default_sources, render, ApiError, ErrorRenderer, KeySource, Renderer,
     DEFAULT_REALM,
 };
-use crate::keyward::Keyward;
+use crate::keyward::{Keyward, Verified};
 
-/// The layer's settings, shared by its services.
+/// The layer's settings, shared by its services (one reference count to
+/// clone a service by).
 #[derive(Clone)]
 struct Config {
+    keys: Keyward,
     sources: Vec<KeySource>,
     tenant_header: Option<HeaderName>,
     client: ClientAddress,
@@ -42,7 +43,6 @@ struct Config {
 #[derive(Clone)]
 #[must_use]
 pub struct KeywardLayer {
-    keys: Keyward,
     config: Arc<Config>,
 }
 
@@ -60,8 +60,8 @@ impl KeywardLayer {
     /// check; the default JSON errors.
     pub fn new(keys: Keyward) -> Self {
         Self {
-            keys,
             config: Arc::new(Config {
+                keys,
                 sources: default_sources(),
                 tenant_header: None,
                 client: ClientAddress::peer(),
@@ -142,7 +142,6 @@ impl<S> Layer<S> for KeywardLayer {
         Authorize::new(
             inner,
             Authenticate {
-                keys: self.keys.clone(),
                 config: self.config.clone(),
             },
         )
@@ -155,7 +154,6 @@ pub type KeywardService<S> = Authorize<S, Authenticate>;
 /// The gate of [`KeywardLayer`](super::KeywardLayer): verifies the request's key.
 #[derive(Clone)]
 pub struct Authenticate {
-    keys: Keyward,
     config: Arc<Config>,
 }
 
@@ -166,39 +164,62 @@ impl fmt::Debug for Authenticate {
 }
 
 impl Gate for Authenticate {
-    fn admit<B: Send + 'static>(
-        &self,
-        mut req: Request<B>,
-    ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
-        let (keys, config) = (self.keys.clone(), self.config.clone());
-        async move {
-            let client_ip = config.client.of(req.extensions(), req.headers());
-            match authenticate(
-                &keys,
-                &config.sources,
-                config.tenant_header.as_ref(),
-                req.headers(),
-                client_ip,
-            )
-            .await
-            {
-                Ok(verified) => {
-                    let span = tracing::info_span!(
-                        "api_key",
-                        key = %verified.display_prefix(),
-                        tenant = %verified.tenant(),
-                    );
-                    req.extensions_mut().insert(verified);
-                    if config.custom {
-                        req.extensions_mut().insert(Renderer {
-                            render: config.render.clone(),
-                            realm: config.realm.clone(),
-                        });
-                    }
-                    Ok((req, span))
-                }
-                Err(e) => Err(render(&config.render, &config.realm, e)),
+    fn admit<B: Send + 'static>(&self, req: Request<B>) -> Admission<B> {
+        let config = &*self.config;
+        let client_ip = config.client.of(req.extensions(), req.headers());
+        let tenant_header = config.tenant_header.as_ref();
+        match start(
+            &config.keys,
+            &config.sources,
+            tenant_header,
+            req.headers(),
+            client_ip,
+        ) {
+            // A cached key: decided here, with nothing cloned.
+            Started::Done(result) => config.decide(req, result).into(),
+            Started::Pending(pending) => {
+                let config = self.config.clone();
+                Admission::later(async move {
+                    let result = finish(
+                        &config.keys,
+                        &config.sources,
+                        config.tenant_header.as_ref(),
+                        req.headers(),
+                        client_ip,
+                        pending,
+                    )
+                    .await;
+                    config.decide(req, result)
+                })
             }
         }
+    }
+}
+
+impl Config {
+    /// The request with its verified key (and the host's renderer) in its
+    /// extensions, and the span to serve it in; or the refusal.
+    // The error is the response to send, moved once: boxing it would cost
+    // every refusal an allocation.
+    #[allow(clippy::result_large_err)]
+    fn decide<B>(
+        &self,
+        mut req: Request<B>,
+        verified: Result<Verified, ApiError>,
+    ) -> Result<(Request<B>, Span), Response> {
+        let verified = verified.map_err(|e| render(&self.render, &self.realm, e))?;
+        let span = tracing::info_span!(
+            "api_key",
+            key = %verified.display_prefix(),
+            tenant = %verified.tenant(),
+        );
+        req.extensions_mut().insert(verified);
+        if self.custom {
+            req.extensions_mut().insert(Renderer {
+                render: self.render.clone(),
+                realm: self.realm.clone(),
+            });
+        }
+        Ok((req, span))
     }
 }

@@ -87,7 +87,7 @@ pub(crate) use requirement::missing_layer;
 #[cfg(feature = "axum")]
 pub use secret_scanning::secret_scanning;
 #[cfg(feature = "axum")]
-pub use service::{Authorize, Gate};
+pub use service::{Admission, Authorize, AuthorizeFuture, Decision, Gate};
 
 /// Where a request may carry its key.
 #[derive(Debug, Clone, PartialEq, Eq)]

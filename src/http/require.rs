@@ -1,17 +1,15 @@
 //! [`require`](super::require): a route layer that lets a request through only if its
 //! key holds one permission.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use axum::response::Response;
 use http::Request;
 use tower::Layer;
 use tracing::Span;
 
 use super::render_with;
 use super::requirement::Requirement;
-use super::service::{Authorize, Gate};
+use super::service::{Admission, Authorize, Gate};
 use crate::keyward::Verified;
 use crate::permission::{Catalog, ExprError, PermissionError};
 
@@ -62,14 +60,10 @@ impl<S> Layer<S> for RequirePermission {
 pub type RequireService<S> = Authorize<S, RequirePermission>;
 
 impl Gate for RequirePermission {
-    fn admit<B: Send + 'static>(
-        &self,
-        req: Request<B>,
-    ) -> impl Future<Output = Result<(Request<B>, Span), Response>> + Send + 'static {
-        let decided = match self.need.check(req.extensions().get::<Verified>()) {
-            Ok(()) => Ok((req, Span::none())),
-            Err(err) => Err(render_with(req.extensions(), err)),
-        };
-        std::future::ready(decided)
+    fn admit<B: Send + 'static>(&self, req: Request<B>) -> Admission<B> {
+        match self.need.check(req.extensions().get::<Verified>()) {
+            Ok(()) => Admission::Admit(req, Span::none()),
+            Err(err) => Admission::Refuse(render_with(req.extensions(), err)),
+        }
     }
 }

@@ -274,3 +274,72 @@ async fn the_layers_wrap_a_plain_tower_service() {
     assert_eq!(body["error"]["permission"], "contacts:write");
     assert_eq!(body["error"]["key"], serde_json::json!(&token[..12]));
 }
+
+/// A key the cache does not hold yet is read from the store behind the
+/// layer (the gate awaits), then served from the cache (the gate decides
+/// at once); a mistyped token is refused alike before and after.
+#[tokio::test]
+async fn a_key_first_read_from_the_store_then_from_the_cache() {
+    let catalog = Catalog::builder()
+        .resource("contacts", ["read", "write"])
+        .build()
+        .expect("catalog");
+    let store = MemoryStore::new();
+    let keys = Keyward::builder(store.clone(), catalog.clone())
+        .build()
+        .expect("config");
+    let boss = Actor::new("boss", "acme")
+        .permissions(keys.catalog().all())
+        .may_manage_keys(true);
+    let created = keys
+        .create(&boss, NewKey::new("k").permissions(["contacts:read"]))
+        .await
+        .expect("create");
+    let token = created.token.expose_secret().to_string();
+    // A second instance on the same store: its cache is empty.
+    let cold = Keyward::builder(store, catalog).build().expect("config");
+    assert_eq!(cold.cache_stats().keys, 0);
+    let inner = tower::service_fn(|req: Request<String>| async move {
+        let name = req
+            .extensions()
+            .get::<Verified>()
+            .map(|v| v.name().to_string());
+        Ok::<_, std::convert::Infallible>(http::Response::new(name.unwrap_or_default()))
+    });
+    let read = require(cold.catalog(), "contacts:read").expect("permission");
+    let svc = KeywardLayer::new(cold.clone()).layer(read.layer(inner));
+    let request = |token: &str| {
+        Request::builder()
+            .header("x-api-key", token)
+            .body(String::new())
+            .expect("request")
+    };
+    let mut typo = token.clone();
+    let last = typo.pop().expect("a token");
+    typo.push(if last == 'a' { 'b' } else { 'a' });
+    let before = svc
+        .clone()
+        .oneshot(request(&typo))
+        .await
+        .expect("infallible");
+    for round in ["store", "cache"] {
+        let ok = svc
+            .clone()
+            .oneshot(request(&token))
+            .await
+            .expect("infallible");
+        assert_eq!(ok.status(), StatusCode::OK, "from the {round}");
+        let body = axum::body::to_bytes(ok.into_body(), 1024)
+            .await
+            .expect("body");
+        assert_eq!(&body[..], b"k", "from the {round}");
+        assert_eq!(
+            cold.cache_stats().keys,
+            1,
+            "after the read from the {round}"
+        );
+    }
+    let after = svc.oneshot(request(&typo)).await.expect("infallible");
+    assert_eq!(before.status(), after.status());
+    assert!(after.status().is_client_error());
+}

@@ -43,6 +43,25 @@ impl<'a> VerifyFuture<'a> {
             done: false,
         }
     }
+
+    #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+    /// The rest of a verification that [`Keyward::verify_now`] could not
+    /// decide, from the step where it stopped (so nothing is counted
+    /// twice); `token` and `req` must be the ones it was given.
+    pub(crate) fn resume(
+        keys: &'a Keyward,
+        token: &'a str,
+        req: VerifyRequest<'a>,
+        pending: Pending,
+    ) -> Self {
+        Self {
+            keys,
+            token,
+            req,
+            slow: Some(slow_boxed(keys, token, req, pending.0)),
+            done: false,
+        }
+    }
 }
 
 impl fmt::Debug for VerifyFuture<'_> {
@@ -99,6 +118,18 @@ fn slow_boxed<'a>(
 ) -> Within<Boxed<'a, Result<Verified, VerifyError>>> {
     let work: Boxed<'a, _> = Box::pin(keys.verify_slow(token, req, resume));
     crate::deadline::within(keys.inner.store_timeout, work)
+}
+
+#[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+/// A verification [`Keyward::verify_now`] could not decide without
+/// awaiting: where it stopped, for [`VerifyFuture::resume`].
+pub(crate) struct Pending(Option<(Held, Gate)>);
+
+#[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+impl Pending {
+    pub(super) fn at(resume: Option<(Held, Gate)>) -> Self {
+        Self(resume)
+    }
 }
 
 /// The outcome of the cached verification.

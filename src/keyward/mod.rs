@@ -40,6 +40,8 @@ use crate::role::{granted, RoleMap};
 pub use builder::KeywardBuilder;
 #[cfg(feature = "webhooks")]
 pub use deliver::{DeliveryRound, DeliverySettings};
+#[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+pub(crate) use future::Pending;
 pub use future::VerifyFuture;
 pub use import::{ImportOptions, ImportReport};
 #[cfg(feature = "leaks")]

@@ -14,6 +14,8 @@ use crate::telemetry::CacheResult;
 use crate::tenant;
 use crate::token::{DisplayPrefix, KeyHash, KeyId, MalformedToken, ParsedToken};
 
+#[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+use super::future::Pending;
 use super::future::{Fast, VerifyFuture};
 use super::request::VerifyRequest;
 use super::verified::Verified;
@@ -82,6 +84,23 @@ impl Keyward {
     /// [`VerifyError::IpNotAllowed`] and [`VerifyError::LimitExceeded`].
     pub fn verify_with<'a>(&'a self, token: &'a str, req: VerifyRequest<'a>) -> VerifyFuture<'a> {
         VerifyFuture::new(self, token, req)
+    }
+
+    #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+    /// [`Keyward::verify_with`] as far as it goes without awaiting: the
+    /// answer for a cached key whose every check can be decided here, or
+    /// what [`VerifyFuture::resume`] needs to finish. For a caller that
+    /// would otherwise have to own its future (an HTTP gate): it borrows,
+    /// allocates and clones nothing on the way to an answer.
+    pub(crate) fn verify_now(
+        &self,
+        token: &str,
+        req: &VerifyRequest<'_>,
+    ) -> Result<Result<Verified, VerifyError>, Pending> {
+        match self.verify_cached(token, req) {
+            Fast::Done(result) => Ok(result),
+            Fast::Slow(resume) => Err(Pending::at(resume)),
+        }
     }
 
     /// Verification from the cache alone, without awaiting anything: a
