@@ -179,7 +179,12 @@ fn flood_run(keys: &Keyward, tokens: &[String], flood: bool, secs: u64) -> Flood
 /// read budget, a flood with none.
 fn flood_figures(store: &SqliteStore, tokens: &[String]) {
     let build = |budget: bool| {
-        let b = Keyward::builder(store.clone(), catalog()).audit(NoAudit);
+        // Store reads are counted as the unknown ids the cache remembers:
+        // room for every id a flood can send in the run, so that the
+        // count is never capped.
+        let b = Keyward::builder(store.clone(), catalog())
+            .audit(NoAudit)
+            .unknown_cache_capacity(16_777_216);
         let b = if budget { b } else { b.unknown_id_reads(None) };
         b.build().expect("valid config")
     };

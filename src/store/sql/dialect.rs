@@ -94,6 +94,14 @@ pub(crate) trait Dialect: Queries + fmt::Debug + 'static {
         format!("?{n}")
     }
 
+    /// The rows of `sql`, a `SELECT` of every column of the keys table by
+    /// primary key, read on the calling thread without awaiting, where
+    /// the database answers that in microseconds (a local SQLite file);
+    /// `None` to read through the pool.
+    fn fetch_rows_now(&self, _sql: &str, _args: &[Value]) -> Option<Vec<Row>> {
+        None
+    }
+
     /// Moves each key's `last_used_at` forward to the batch's instant (the
     /// latest, when a key is in it twice), never back.
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), sqlx::Error>;

@@ -337,11 +337,13 @@ impl SqlEngine {
         what: &'static str,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows = self.dialect.fetch_rows(sql, args).await;
-        rows.map_err(map_err(what))?
-            .into_iter()
-            .map(Row::into_record)
-            .collect()
+        records(rows.map_err(map_err(what))?)
     }
+}
+
+/// The records of rows of the keys table.
+fn records(rows: Vec<Row>) -> Result<Vec<KeyRecord>, StoreError> {
+    rows.into_iter().map(Row::into_record).collect()
 }
 
 #[async_trait]
@@ -378,8 +380,12 @@ impl KeyStore for SqlEngine {
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        let rows = self.rows(&self.sql.get, vec![text(id.as_str())], "reading a key");
-        Ok(rows.await?.pop())
+        let args = vec![text(id.as_str())];
+        let mut rows = match self.dialect.fetch_rows_now(&self.sql.get, &args) {
+            Some(rows) => records(rows)?,
+            None => self.rows(&self.sql.get, args, "reading a key").await?,
+        };
+        Ok(rows.pop())
     }
 
     async fn update(&self, record: &KeyRecord) -> Result<u64, StoreError> {

@@ -3,6 +3,8 @@
 //! microseconds in `INTEGER` columns, and a migration takes the write
 //! lock first.
 
+mod reads;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,9 +19,10 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Sqlite as Db, Transaction};
 
 use super::forward_store;
-use super::sql::{map_err, migrate, queries_over_pool, Dialect, Migration, SqlEngine};
+use super::sql::{map_err, migrate, queries_over_pool, Dialect, Migration, Row, SqlEngine, Value};
 use crate::error::StoreError;
 use crate::token::KeyId;
+use reads::Reads;
 
 /// Versioned schema changes, applied in order, each once. Timestamps are
 /// microseconds since the Unix epoch (UTC) in `INTEGER` columns.
@@ -170,6 +173,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// subscribers at once; another process writing the same file is seen
 /// after the cache time limit
 /// ([`KeywardBuilder::cache_ttl`](crate::KeywardBuilder::cache_ttl)).
+///
+/// A store opened by path reads a key by id (the read of a cold verify)
+/// on the calling thread, through one of up to four read-only connections:
+/// a primary-key read from SQLite's page cache, microseconds, where sqlx
+/// would hand the command to a connection's worker thread and back. When
+/// no read connection is free, or SQLite would have to wait, the pool
+/// reads instead. Everything else goes through the pool.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -184,6 +194,7 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] if the file cannot be opened, created
     /// or migrated.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -199,7 +210,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err("opening the SQLite database"))?;
-        Self::with_pool(pool).await
+        Self::start(pool, Some(Arc::new(Reads::new(path.to_path_buf())))).await
     }
 
     /// A private in-memory database, gone when the store (and its clones)
@@ -217,7 +228,16 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Unavailable`] if the migration fails.
     pub async fn with_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        let dialect = Sqlite { pool: pool.clone() };
+        Self::start(pool, None).await
+    }
+
+    /// The store over `pool`, reading keys through `reads` where it can
+    /// (a file [`SqliteStore::open`] opened).
+    async fn start(pool: SqlitePool, reads: Option<Arc<Reads>>) -> Result<Self, StoreError> {
+        let dialect = Sqlite {
+            pool: pool.clone(),
+            reads,
+        };
         migrate(&dialect, MIGRATIONS, "migrating the SQLite schema").await?;
         Ok(Self {
             pool,
@@ -252,6 +272,7 @@ impl SqliteStore {
         crate::store::SqlAuditTrail::start(
             Sqlite {
                 pool: self.pool.clone(),
+                reads: None,
             },
             settings,
         )
@@ -286,6 +307,9 @@ async fn memory_pool() -> Result<SqlitePool, sqlx::Error> {
 #[derive(Debug)]
 struct Sqlite {
     pool: SqlitePool,
+    /// Point reads of keys on the calling thread, for a file opened by
+    /// path.
+    reads: Option<Arc<Reads>>,
 }
 
 queries_over_pool!(
@@ -331,6 +355,10 @@ impl Dialect for Sqlite {
 
     fn batch_param(&self, _n: usize) -> String {
         "?".to_string()
+    }
+
+    fn fetch_rows_now(&self, sql: &str, args: &[Value]) -> Option<Vec<Row>> {
+        self.reads.as_ref()?.rows(sql, args)
     }
 
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), sqlx::Error> {
@@ -394,7 +422,73 @@ impl Migration for SqliteMigration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sql::COLUMNS;
     use crate::store::KeyStore;
+
+    /// A key read on the calling thread (a file opened by path) is the
+    /// key the pool reads; a row the read connections cannot decode is
+    /// left to the pool, which reports it.
+    #[tokio::test]
+    async fn point_reads_match_the_pool_and_leave_faults_to_it() {
+        let dir = std::env::temp_dir().join(format!("keyward-reads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("keys.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let pool_only = SqliteStore::with_pool(store.pool().clone())
+            .await
+            .expect("pool");
+        sqlx::query(
+            "INSERT INTO keyward_keys (id, prefix, hash, tenant, name, permissions, \
+             created_by, created_at, version, expires_at, metadata, remaining, \
+             rate_limit_max, rate_limit_per_ms) \
+             VALUES ('readkey1', 'sk_readkey1_', randomblob(32), 'acme', 'zapier', \
+             '[\"contacts:read\"]', 'boss', 1700000000123456, 3, 1800000000000001, \
+             '{\"plan\":\"pro\"}', 7, 10, 1000)",
+        )
+        .execute(store.pool())
+        .await
+        .expect("row");
+        let id: KeyId = "readkey1".parse().expect("id");
+        let fast = store.get(&id).await.expect("get").expect("exists");
+        let pooled = pool_only.get(&id).await.expect("get").expect("exists");
+        assert_eq!(fast, pooled);
+        assert_eq!(fast.remaining, Some(7));
+        assert_eq!(
+            fast.expires_at.map(|t| t.timestamp_micros()),
+            Some(1_800_000_000_000_001)
+        );
+
+        let reads = Reads::new(path.clone());
+        let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+        let sql = format!(
+            "SELECT {} FROM keyward_keys WHERE id = ?1",
+            names.join(", ")
+        );
+        let by_id = [Value::Text(Some("readkey1".into()))];
+        assert_eq!(reads.rows(&sql, &by_id).map(|r| r.len()), Some(1));
+        let missing = [Value::Text(Some("nokey001".into()))];
+        assert_eq!(reads.rows(&sql, &missing).map(|r| r.len()), Some(0));
+        assert_eq!(
+            store.get(&"nokey001".parse().expect("id")).await.ok(),
+            Some(None)
+        );
+
+        // An instant SQLite holds but chrono cannot: not decoded here, and
+        // the store's answer is the pool's error.
+        sqlx::query("UPDATE keyward_keys SET expires_at = 9223372036854775807")
+            .execute(store.pool())
+            .await
+            .expect("update");
+        assert!(reads.rows(&sql, &by_id).is_none());
+        let (fast, pooled) = (store.get(&id).await, pool_only.get(&id).await);
+        assert!(fast.is_err());
+        assert_eq!(
+            fast.map_err(|e| e.to_string()),
+            pooled.map_err(|e| e.to_string())
+        );
+        drop((store, pool_only, reads));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     /// A database of schema 1 (before keys named their successor) with a key rolled
     /// twice: migration 2 names the newest successor, so the old key can
