@@ -150,9 +150,16 @@ where
             Admission::Admit(req, span) => State::Inner {
                 future: self.inner.call(req).instrument(span),
             },
-            Admission::Refuse(refusal) => State::Refused {
-                refusal: Some(refusal),
-            },
+            Admission::Refuse(refusal) => {
+                // What the ready service reserved in `poll_ready` (a
+                // concurrency slot, a buffer permit) goes with it; a clone
+                // waits for the next `poll_ready`.
+                let clone = self.inner.clone();
+                drop(std::mem::replace(&mut self.inner, clone));
+                State::Refused {
+                    refusal: Some(refusal),
+                }
+            }
             // Decided later: the ready service goes with the decision
             // (a clone stays behind for the next `poll_ready`).
             Admission::Await(decision) => {

@@ -58,7 +58,12 @@ impl<'a> VerifyFuture<'a> {
             keys,
             token,
             req,
-            slow: Some(slow_boxed(keys, token, req, pending.0)),
+            slow: Some(slow_boxed(
+                keys,
+                token,
+                req,
+                keys.resumable(token, pending.0),
+            )),
             done: false,
         }
     }
@@ -138,4 +143,51 @@ pub(super) enum Fast {
     /// Needs the store or a host's limiter: from the start, or from a
     /// step of the decision with the entry it was made on.
     Slow(Option<(Held, Gate)>),
+}
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use super::*;
+    use crate::{Actor, Catalog, MemoryStore, NewKey};
+
+    /// A verification resumed with another token than the one that
+    /// started it starts over: another key's token is verified as that
+    /// key, a token with the same id and another secret is refused, and
+    /// neither spends the first key's uses.
+    #[tokio::test]
+    async fn a_resume_with_another_token_starts_over() {
+        let catalog = Catalog::builder()
+            .resource("contacts", ["read"])
+            .build()
+            .expect("catalog");
+        let keys = Keyward::builder(MemoryStore::new(), catalog)
+            .build()
+            .expect("config");
+        let boss = Actor::new("boss", "acme")
+            .permissions(keys.catalog().all())
+            .may_manage_keys(true);
+        let create = |name: &'static str| keys.create(&boss, NewKey::new(name).remaining(5));
+        let a = create("a").await.expect("a");
+        let b = create("b").await.expect("b");
+        let (a_token, b_token) = (a.token.expose_secret(), b.token.expose_secret());
+        let req = VerifyRequest::new();
+        // Both cached; a usage-limited key's verify awaits its credit.
+        for token in [a_token, b_token] {
+            assert_eq!(
+                keys.verify(token).await.expect("valid").remaining(),
+                Some(4)
+            );
+        }
+        let pending = || match keys.verify_now(a_token, &req) {
+            Err(pending) => pending,
+            Ok(_) => panic!("a usage-limited key awaits its credit"),
+        };
+        let other = VerifyFuture::resume(&keys, b_token, req, pending()).await;
+        assert_eq!(other.expect("b is valid").id(), b.key.id);
+        let forged = crate::token::same_id_other_secret(a_token);
+        let refused = VerifyFuture::resume(&keys, &forged, req, pending()).await;
+        assert!(matches!(refused, Err(VerifyError::Invalid)), "{refused:?}");
+        let same = VerifyFuture::resume(&keys, a_token, req, pending()).await;
+        assert_eq!(same.expect("a is valid").remaining(), Some(3));
+    }
 }

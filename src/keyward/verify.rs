@@ -103,6 +103,21 @@ impl Keyward {
         }
     }
 
+    /// Where a verification of `token` that [`Keyward::verify_now`] left
+    /// pending goes on: from the step it stopped at if `token` is the one
+    /// proven there (a caller that read the token again got the same
+    /// one: same id, same hash); from the start otherwise, never on an
+    /// entry this token did not prove. Costs a hash, on a path that
+    /// awaits the store or a limiter.
+    #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+    pub(super) fn resumable(&self, token: &str, at: Option<(Held, Gate)>) -> Option<(Held, Gate)> {
+        let (entry, gate) = at?;
+        let parsed = self.split(token).ok()?;
+        let mut block = parsed.padded()?;
+        let proven = parsed.id() == entry.id && entry.hash.ct_eq(&KeyHash::of_block(&mut block));
+        proven.then_some((entry, gate))
+    }
+
     /// Verification from the cache alone, without awaiting anything: a
     /// known key whose every check can be decided here. Anything else
     /// goes on in [`Keyward::verify_slow`], from the step where it

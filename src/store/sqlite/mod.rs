@@ -179,7 +179,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// a primary-key read from SQLite's page cache, microseconds, where sqlx
 /// would hand the command to a connection's worker thread and back. When
 /// no read connection is free, or SQLite would have to wait, the pool
-/// reads instead. Everything else goes through the pool.
+/// reads instead. That read is not bounded by
+/// [`KeywardBuilder::store_timeout`](crate::KeywardBuilder::store_timeout):
+/// a read slower than a millisecond, or a failed one, sends key reads to
+/// the pool for ten seconds. Everything else goes through the pool.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -210,7 +213,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err("opening the SQLite database"))?;
-        Self::start(pool, Some(Arc::new(Reads::new(path.to_path_buf())))).await
+        Self::start(pool, Reads::open(path).map(Arc::new)).await
     }
 
     /// A private in-memory database, gone when the store (and its clones)
@@ -458,7 +461,7 @@ mod tests {
             Some(1_800_000_000_000_001)
         );
 
-        let reads = Reads::new(path.clone());
+        let reads = Reads::open(&path).expect("read connections");
         let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
         let sql = format!(
             "SELECT {} FROM keyward_keys WHERE id = ?1",
@@ -480,6 +483,8 @@ mod tests {
             .await
             .expect("update");
         assert!(reads.rows(&sql, &by_id).is_none());
+        // The row was at fault, not the connection: kept, and reads go on.
+        assert_eq!(reads.rows(&sql, &missing).map(|r| r.len()), Some(0));
         let (fast, pooled) = (store.get(&id).await, pool_only.get(&id).await);
         assert!(fast.is_err());
         assert_eq!(

@@ -7,10 +7,10 @@
 //! answer at once (no free connection, SQLite busy, any error) goes
 //! through the pool as before, which reports it.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::DateTime;
 use rusqlite::types::Value as Sql;
@@ -22,6 +22,14 @@ use crate::store::sql::{Kind, Row, Value, COLUMNS};
 /// reads past this go through the pool.
 const MAX_READERS: usize = 4;
 
+/// A read slower than this (a disk that is slow or busy, a page cache
+/// under pressure) blocks the calling thread too long: reads go through
+/// the pool for [`PAUSE`] after it.
+const SLOW_READ: Duration = Duration::from_millis(1);
+
+/// How long reads go through the pool after a slow or failed read.
+const PAUSE: Duration = Duration::from_secs(10);
+
 /// The read-only connections of one database file.
 #[derive(Debug)]
 pub(super) struct Reads {
@@ -29,41 +37,97 @@ pub(super) struct Reads {
     idle: Mutex<Vec<Connection>>,
     /// Connections open, idle or in use.
     open: AtomicUsize,
+    /// The start of [`Reads::paused_until`]'s clock.
+    epoch: Instant,
+    /// Microseconds since `epoch` before which reads go through the pool.
+    paused_until: AtomicU64,
 }
 
 impl Reads {
-    pub(super) fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            idle: Mutex::new(Vec::new()),
-            open: AtomicUsize::new(0),
-        }
-    }
-
-    /// The rows `sql` (a `SELECT` of every column of the keys table, by
-    /// primary key) answers with `args`, in [`COLUMNS`] order; `None` when
-    /// no connection is free or the read fails, for the pool to do it.
-    pub(super) fn rows(&self, sql: &str, args: &[Value]) -> Option<Vec<Row>> {
-        let conn = self.take()?;
-        match read(&conn, sql, args) {
-            Ok(rows) => {
-                self.idle().push(conn);
-                Some(rows)
-            }
+    /// Read connections to the database file at `path`, which the pool
+    /// has opened: the path made absolute, so that every connection opens
+    /// the file the pool did, and one connection opened now, so that a
+    /// file that cannot be read this way shows at once. `None`, with a
+    /// warning, if it cannot: the store reads through the pool.
+    pub(super) fn open(path: &Path) -> Option<Self> {
+        let opened = std::fs::canonicalize(path)
+            .map_err(|e| e.to_string())
+            .and_then(|path| Ok((connect(&path).map_err(|e| e.to_string())?, path)));
+        match opened {
+            Ok((conn, path)) => Some(Self {
+                path,
+                idle: Mutex::new(vec![conn]),
+                open: AtomicUsize::new(1),
+                epoch: Instant::now(),
+                paused_until: AtomicU64::new(0),
+            }),
             Err(e) => {
-                // A connection that failed is not reused.
-                self.open.fetch_sub(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "SQLite read connection failed; reading through the pool");
+                tracing::warn!(error = %e, "SQLite read connections unavailable; keys are read through the pool");
                 None
             }
         }
     }
 
+    /// The rows `sql` (a `SELECT` of every column of the keys table, by
+    /// primary key) answers with `args`, in [`COLUMNS`] order; `None` when
+    /// no connection is free, reads are paused, or the read fails, for the
+    /// pool to do it (and report what went wrong).
+    ///
+    /// The read runs on the calling thread and is not bounded by the
+    /// store timeout: a read slower than [`SLOW_READ`], or any failure
+    /// other than a row this version cannot decode, sends reads to the
+    /// pool for [`PAUSE`].
+    pub(super) fn rows(&self, sql: &str, args: &[Value]) -> Option<Vec<Row>> {
+        if self.since_epoch() < self.paused_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        let reader = self.take()?;
+        let started = Instant::now();
+        let rows = read(reader.conn(), sql, args);
+        let took = started.elapsed();
+        match rows {
+            Ok(rows) => {
+                if took > SLOW_READ {
+                    self.pause(&format!("a key read took {} us", took.as_micros()));
+                }
+                self.idle().push(reader.keep());
+                Some(rows)
+            }
+            // The row, not the connection: the pool reads it and reports.
+            Err(e) if undecodable(&e) => {
+                self.idle().push(reader.keep());
+                None
+            }
+            // `reader` is dropped: a connection that failed is not reused.
+            Err(e) => {
+                self.pause(&e.to_string());
+                None
+            }
+        }
+    }
+
+    fn since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Reads go through the pool for [`PAUSE`]; said once per pause.
+    fn pause(&self, why: &str) {
+        let until = self.since_epoch().saturating_add(PAUSE.as_micros() as u64);
+        let before = self.paused_until.swap(until, Ordering::Relaxed);
+        if before <= self.since_epoch() {
+            tracing::warn!(
+                reason = why,
+                pause_secs = PAUSE.as_secs(),
+                "SQLite key reads on the calling thread paused; reading through the pool"
+            );
+        }
+    }
+
     /// An idle connection, or a new one while fewer than
     /// [`MAX_READERS`] are open.
-    fn take(&self) -> Option<Connection> {
+    fn take(&self) -> Option<Reader<'_>> {
         if let Some(conn) = self.idle().pop() {
-            return Some(conn);
+            return Some(Reader::new(self, conn));
         }
         let opened = self
             .open
@@ -72,10 +136,10 @@ impl Reads {
             });
         opened.ok()?;
         match connect(&self.path) {
-            Ok(conn) => Some(conn),
+            Ok(conn) => Some(Reader::new(self, conn)),
             Err(e) => {
                 self.open.fetch_sub(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "cannot open a SQLite read connection");
+                self.pause(&e.to_string());
                 None
             }
         }
@@ -87,10 +151,61 @@ impl Reads {
     }
 }
 
-/// A read-only connection that never waits: a reader of a WAL database
-/// is not held up by writers, and where SQLite would wait (recovery of
-/// another process's crash) the pool reads instead, with its timeout.
-fn connect(path: &PathBuf) -> rusqlite::Result<Connection> {
+/// A connection taken from [`Reads`]: counted as open until it is
+/// given back ([`Reader::keep`]) or dropped, whatever happens between.
+struct Reader<'r> {
+    reads: &'r Reads,
+    conn: Option<Connection>,
+}
+
+impl<'r> Reader<'r> {
+    fn new(reads: &'r Reads, conn: Connection) -> Self {
+        Self {
+            reads,
+            conn: Some(conn),
+        }
+    }
+
+    fn conn(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("kept once, at the end"))
+    }
+
+    /// The connection, to be put back among the idle ones.
+    fn keep(mut self) -> Connection {
+        self.conn
+            .take()
+            .unwrap_or_else(|| unreachable!("kept once"))
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.reads.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A failure of the row read, not of the connection: a value of a type or
+/// range this version does not read.
+fn undecodable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+    )
+}
+
+/// A read-only connection. A reader of a WAL database is not held up by
+/// writers; where SQLite would wait for a lock (another process's crash
+/// being recovered) it answers busy at once and the pool reads instead,
+/// with its timeout. (SQLite may still retry briefly inside a read when
+/// the WAL index is being rebuilt; [`SLOW_READ`] catches a read that
+/// took long.)
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::ZERO)?;
@@ -132,5 +247,39 @@ fn param(value: &Value) -> Sql {
         Value::Int(Some(n)) => Sql::Integer(*n),
         Value::Time(Some(t)) => Sql::Integer(t.timestamp_micros()),
         Value::Text(None) | Value::Bytes(None) | Value::Int(None) | Value::Time(None) => Sql::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that is not a database: no read connections (the store
+    /// reads through its pool); a connection that fails mid-way pauses
+    /// the reads, and gives its place back.
+    #[test]
+    fn failures_leave_reads_to_the_pool() {
+        let dir = std::env::temp_dir().join(format!("keyward-readers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        assert!(Reads::open(&dir.join("absent.db")).is_none());
+
+        let path = dir.join("keys.db");
+        let conn = Connection::open(&path).expect("create");
+        conn.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY)")
+            .expect("table");
+        let reads = Reads::open(&path).expect("opens");
+        // A statement the connection cannot prepare: a failure of the
+        // connection's kind, not of a row.
+        assert!(reads.rows("SELECT nothing FROM nowhere", &[]).is_none());
+        assert_eq!(
+            reads.open.load(Ordering::Relaxed),
+            0,
+            "the failed one is closed"
+        );
+        assert!(reads.since_epoch() < reads.paused_until.load(Ordering::Relaxed));
+        // Paused: not even a good statement is read here.
+        assert!(reads.rows("SELECT id FROM t", &[]).is_none());
+        assert_eq!(reads.open.load(Ordering::Relaxed), 0);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
