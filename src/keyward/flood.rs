@@ -14,9 +14,9 @@ use crate::token::{DisplayPrefix, KeyId};
 /// How often, at most, refusals past the budget are audited (and
 /// logged), in microseconds: one event for all refused since the last.
 const AUDIT_EVERY_US: i64 = 1_000_000;
-/// Records per page of the scan that loads the known ids.
+/// Ids per page of the scan that loads the known ids.
 #[cfg(feature = "tokio")]
-const SCAN_PAGE: usize = 5_000;
+const SCAN_PAGE: usize = 20_000;
 /// Most ids held: past it the set is not kept (about 16 bytes an id),
 /// and past the budget only ids found in the cache are answered.
 #[cfg(feature = "tokio")]
@@ -177,14 +177,14 @@ impl Keyward {
         let mut after: Option<KeyId> = None;
         loop {
             let page = self
-                .deadline(self.inner.store.scan(after.as_ref(), SCAN_PAGE))
+                .deadline(self.inner.store.scan_ids(after.as_ref(), SCAN_PAGE))
                 .await?;
-            ids.extend(page.iter().map(|r| r.id));
+            ids.extend(page.iter().copied());
             if ids.len() > MAX_KNOWN {
                 return Ok(None);
             }
             match page.last() {
-                Some(last) if page.len() == SCAN_PAGE => after = Some(last.id),
+                Some(last) if page.len() == SCAN_PAGE => after = Some(*last),
                 _ => return Ok(Some(ids)),
             }
         }

@@ -461,6 +461,24 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     async fn scan(&self, after: Option<&KeyId>, limit: usize)
         -> Result<Vec<KeyRecord>, StoreError>;
 
+    /// Up to `limit` ids of any tenant greater than `after`, in id order:
+    /// the walk that loads the set of ids known to exist (see
+    /// [`KeywardBuilder::unknown_id_reads`](crate::KeywardBuilder::unknown_id_reads)).
+    ///
+    /// The default takes them from [`KeyStore::scan`]; a store that can
+    /// read the ids alone should, since a load walks every key.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn scan_ids(
+        &self,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let page = self.scan(after, limit).await?;
+        Ok(page.into_iter().map(|r| r.id).collect())
+    }
+
     /// Up to `limit` records matching `due` ([`SweepDue::matches`]) with
     /// ids greater than `after`, in id order: the keys a maintenance sweep
     /// must look at, so that it need not read every key.
@@ -724,6 +742,14 @@ macro_rules! forward_store {
             ) -> Result<Vec<$crate::key::KeyRecord>, $crate::error::StoreError> {
                 let $this = self;
                 ($target).scan(after, limit).await
+            }
+            async fn scan_ids(
+                &self,
+                after: Option<&$crate::token::KeyId>,
+                limit: usize,
+            ) -> Result<Vec<$crate::token::KeyId>, $crate::error::StoreError> {
+                let $this = self;
+                ($target).scan_ids(after, limit).await
             }
             async fn scan_due(
                 &self,

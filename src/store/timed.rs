@@ -70,6 +70,13 @@ impl KeyStore for Timed {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         timed!("scan", self.0.scan(after, limit))
     }
+    async fn scan_ids(
+        &self,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        timed!("scan_ids", self.0.scan_ids(after, limit))
+    }
     async fn scan_due(
         &self,
         due: &SweepDue,

@@ -445,4 +445,22 @@ pub(super) async fn scan_visits_every_key_once_in_order<S: KeyStore>(store: Arc<
         seen, expected,
         "scan must visit every key once, in id order"
     );
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .scan_ids(after.as_ref(), 100)
+            .await
+            .expect("scan_ids must succeed");
+        assert!(page.len() <= 100, "a page must hold at most `limit` ids");
+        ids.extend(page.iter().copied());
+        if page.len() < 100 {
+            break;
+        }
+        after = page.last().copied();
+    }
+    assert_eq!(
+        ids, expected,
+        "scan_ids must visit every id once, in id order"
+    );
 }

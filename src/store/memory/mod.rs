@@ -170,6 +170,20 @@ impl KeyStore for MemoryStore {
             .collect())
     }
 
+    async fn scan_ids(
+        &self,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let m = self.read();
+        Ok(m.order
+            .range(after.copied().unwrap_or(MIN_ID)..)
+            .filter(|id| after != Some(*id))
+            .take(limit)
+            .copied()
+            .collect())
+    }
+
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
         let mut m = self.write();
         for (id, at) in batch {

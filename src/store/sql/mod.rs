@@ -57,6 +57,7 @@ struct Statements {
     delete: Arc<str>,
     list: Arc<str>,
     scan: Arc<str>,
+    scan_ids: Arc<str>,
     due: Arc<str>,
     refill: Arc<str>,
     take: Arc<str>,
@@ -110,6 +111,9 @@ impl Statements {
                 "{select} WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
             )),
             scan: s(format!("{select} WHERE id > ?1 ORDER BY id LIMIT ?2")),
+            scan_ids: s(format!(
+                "SELECT id FROM {t} WHERE id > ?1 ORDER BY id LIMIT ?2"
+            )),
             due: s(format!(
                 "{select} WHERE id > ?1 AND ({DUE}) ORDER BY id LIMIT ?6"
             )),
@@ -445,6 +449,27 @@ impl KeyStore for SqlEngine {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let args = vec![after(after_id), limit(page)];
         self.rows(&self.sql.scan, args, "scanning keys").await
+    }
+
+    async fn scan_ids(
+        &self,
+        after_id: Option<&KeyId>,
+        page: usize,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let args = vec![after(after_id), limit(page)];
+        let rows = self
+            .dialect
+            .fetch_values(&self.sql.scan_ids, args, &[Kind::Text])
+            .await;
+        let rows = rows.map_err(map_err("scanning key ids"))?;
+        rows.into_iter()
+            .map(|row| match row.as_slice() {
+                [Value::Text(Some(id))] => id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("invalid key id {id:?}"))),
+                _ => Err(StoreError::Corrupt("invalid key id row".into())),
+            })
+            .collect()
     }
 
     async fn scan_due(
