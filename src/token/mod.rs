@@ -408,6 +408,7 @@ impl KeyHash {
     /// (a quarter of the cost of a short digest). Padding early and
     /// compressing later also lets the stores settle before the block is
     /// read back in 16-byte loads.
+    #[inline]
     pub(crate) fn pad(token: &[u8]) -> Option<[u8; 64]> {
         if token.len() > ONE_BLOCK {
             return None;
@@ -622,6 +623,7 @@ impl TokenFormat {
     /// verify of a cached key, whose stored hash proves (or refutes) the
     /// whole token; [`ParsedToken::checksum_ok`] is asked before anything
     /// costlier, such as a store read.
+    #[inline]
     pub(crate) fn split<'a>(&self, input: &'a str) -> Result<ParsedToken<'a>, MalformedToken> {
         let t = input.trim_ascii().as_bytes();
         let p = self.prefix.len();
@@ -701,7 +703,11 @@ impl ParsedToken<'_> {
         checksum_matches(signed, sum)
     }
 
-    /// The token padded for hashing: see [`KeyHash::pad`].
+    /// The token padded for hashing: see [`KeyHash::pad`]. Inlined with
+    /// it: returned through memory, the block was copied out of the
+    /// stores that wrote it before they could forward (a stall of the
+    /// accept path).
+    #[inline]
     pub(crate) fn padded(&self) -> Option<[u8; 64]> {
         KeyHash::pad(self.token)
     }
