@@ -253,13 +253,17 @@ impl Cache {
     #[inline]
     fn probe(&self, id: &KeyId) -> (usize, Option<Held>) {
         let table = &self.table;
+        let want = id.as_u64();
         let mut i = self.hash.of(id) as usize & table.mask;
         for _ in 0..table.slots.len() {
-            let slot = table.slots[i].load();
-            if slot.id == *id {
-                return (i, Some(slot));
+            let at = table.id_at(i);
+            if at == want {
+                // The entry is checked too: a writer may have changed the
+                // slot between the two reads (then this is a miss).
+                let entry = table.slots[i].entry.load();
+                return (i, (entry.id == *id).then_some(entry));
             }
-            if !table.occupied(&slot) {
+            if table.is_empty_id(at) {
                 break;
             }
             i = (i + 1) & table.mask;
@@ -412,7 +416,7 @@ impl Cache {
             w.len += 1;
         }
         drop(replaced);
-        self.table.slots[i].store(entry);
+        self.table.put(i, entry);
     }
 
     /// Takes `id` out of the table (its limiter state to the stash), and
@@ -436,7 +440,7 @@ impl Cache {
         let mut j = hole;
         loop {
             j = (j + 1) & table.mask;
-            let e = table.slots[j].load_full();
+            let e = table.slots[j].entry.load_full();
             if !table.occupied(&e) {
                 return;
             }
@@ -448,8 +452,8 @@ impl Cache {
                 hole < home || home <= j
             };
             if !stays {
-                table.slots[hole].store(e);
-                table.slots[j].store(table.empty.clone());
+                table.put(hole, e);
+                drop(table.take(j));
                 hole = j;
             }
         }
@@ -463,7 +467,7 @@ impl Cache {
         w.cursor = w.cursor.wrapping_add(1);
         for k in 0..table.slots.len() {
             let i = (start + k) & table.mask;
-            if table.occupied(&table.slots[i].load()) {
+            if table.occupied(&table.slots[i].entry.load()) {
                 self.remove_at(w, table, i);
                 return;
             }
@@ -477,7 +481,7 @@ impl Cache {
         for _ in 0..PURGE_STEP {
             let i = w.cursor & table.mask;
             w.cursor = w.cursor.wrapping_add(1);
-            let slot = table.slots[i].load();
+            let slot = table.slots[i].entry.load();
             let stale = table.occupied(&slot)
                 && !self.fresh(slot.loaded_at, now)
                 && !self.servable_stale(slot.loaded_at, now);

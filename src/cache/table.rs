@@ -1,6 +1,7 @@
 //! The keyed id hash and the lock-free open-addressing table.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -77,26 +78,48 @@ impl Hasher for IdHasher {
 /// An open-addressing table (linear probing, at most half full) of
 /// entries, each slot swapped atomically: a lookup takes no lock and
 /// writes no shared memory, so threads verifying the same key do not
-/// contend on the cache. Allocated once at twice the capacity (8 bytes a
-/// slot), so a lookup follows no pointer to find the table.
+/// contend on the cache. Allocated once at twice the capacity (16 bytes a
+/// slot: the entry and its id), so a lookup follows no pointer to find
+/// the table, and none to pass another key's slot.
 ///
 /// An empty slot holds the table's `empty` entry (an id no token can
 /// name), so that a lookup hands out a guard of a plain `Arc`: a
 /// [`Verified`](crate::Verified) keeps that guard and costs no
 /// reference-count traffic on the key's entry.
 pub(super) struct Table {
-    pub(super) slots: Box<[ArcSwap<CachedKey>]>,
+    pub(super) slots: Box<[Slot]>,
     pub(super) mask: usize,
     pub(super) empty: Arc<CachedKey>,
+    /// The id of `empty`, which no token can name.
+    empty_id: u64,
+}
+
+/// One slot of a [`Table`]: the entry, and its id beside it so that a
+/// probe passes other keys' slots without taking a guard on them or
+/// reading their entries (at a million keys, each such read is a cache
+/// miss). Written only by the cache's writer, id first when an entry
+/// goes in and last when it goes out: a lookup that finds the id may
+/// still find another entry (a write between the two), which it treats
+/// as a miss, and a miss reads the store, which is always correct.
+pub(super) struct Slot {
+    id: AtomicU64,
+    pub(super) entry: ArcSwap<CachedKey>,
 }
 
 impl Table {
     pub(super) fn new(size: usize) -> Self {
         let empty = Arc::new(CachedKey::empty());
+        let empty_id = empty.id.as_u64();
         Self {
-            slots: (0..size).map(|_| ArcSwap::new(empty.clone())).collect(),
+            slots: (0..size)
+                .map(|_| Slot {
+                    id: AtomicU64::new(empty_id),
+                    entry: ArcSwap::new(empty.clone()),
+                })
+                .collect(),
             mask: size - 1,
             empty,
+            empty_id,
         }
     }
 
@@ -105,9 +128,27 @@ impl Table {
         !Arc::ptr_eq(e, &self.empty)
     }
 
-    /// Empties slot `i`, returning what it held.
+    /// The id slot `i` holds, as a `u64`; [`Table::is_empty_id`] for none.
+    #[inline]
+    pub(super) fn id_at(&self, i: usize) -> u64 {
+        self.slots[i].id.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub(super) fn is_empty_id(&self, id: u64) -> bool {
+        id == self.empty_id
+    }
+
+    /// Puts `entry` in slot `i` (the writer's).
+    pub(super) fn put(&self, i: usize, entry: Arc<CachedKey>) {
+        self.slots[i].id.store(entry.id.as_u64(), Ordering::Release);
+        self.slots[i].entry.store(entry);
+    }
+
+    /// Empties slot `i`, returning what it held (the writer's).
     pub(super) fn take(&self, i: usize) -> Option<Arc<CachedKey>> {
-        let old = self.slots[i].swap(self.empty.clone());
+        let old = self.slots[i].entry.swap(self.empty.clone());
+        self.slots[i].id.store(self.empty_id, Ordering::Release);
         self.occupied(&old).then_some(old)
     }
 }

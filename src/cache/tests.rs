@@ -169,3 +169,61 @@ fn stale_entries_are_served_only_within_their_window_and_while_the_feed_is_live(
     }
     assert!(cache.find(&id).is_none(), "purged past its window");
 }
+
+/// Lookups racing a writer that fills, evicts and removes (so entries
+/// move back in their runs) only ever hand out the entry of the id asked
+/// for (a lookup that races a move may miss, which reads the store).
+#[test]
+fn lookups_racing_writes_never_hand_out_another_keys_entry() {
+    let cache = Arc::new(new_cache(64, 64, i64::MAX / 4));
+    let ids: Vec<KeyId> = (0..200).map(|_| key().id).collect();
+    let resident = key();
+    let resident_id = resident.id;
+    let Lookup::Miss(ticket) = cache.get(&resident_id, 0) else {
+        panic!("must miss");
+    };
+    cache.put(ticket, &resident_id, Some(resident), 0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, ids, stop) = (cache.clone(), ids.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut found, mut resident_found, mut rounds) = (0u64, 0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    for id in &ids {
+                        if let Some(e) = cache.find(id) {
+                            assert_eq!(e.id, *id, "another key's entry");
+                            found += 1;
+                        }
+                    }
+                    let e = cache.find(&resident_id);
+                    assert!(e.as_ref().is_none_or(|e| e.id == resident_id));
+                    resident_found += u64::from(e.is_some());
+                    rounds += 1;
+                }
+                (found, resident_found, rounds)
+            })
+        })
+        .collect();
+    for round in 0..50 {
+        for &id in &ids {
+            if let Lookup::Miss(ticket) = cache.get(&id, 0) {
+                let mut record = sample_record("acme");
+                record.id = id;
+                let catalog = Catalog::builder().build().expect("empty catalog");
+                let tenant = Arc::new(Tenant::new("acme", None));
+                let fresh = CachedKey::new(&record, catalog.none(), tenant, None);
+                cache.put(ticket, &id, Some(fresh), 0);
+            }
+            if round % 2 == 1 {
+                cache.invalidate(&id);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let (found, resident_found, rounds) = r.join().expect("no reader panicked");
+        assert!(found > 0, "some lookups found their key");
+        assert!(rounds > 0 && resident_found <= rounds);
+    }
+}

@@ -259,7 +259,7 @@ impl KeywardBuilder {
     }
 
     /// How many keys the verification cache holds at most. Default:
-    /// 100,000 (about 240 bytes each, plus name). Its slot table (16–32 bytes
+    /// 100,000 (about 240 bytes each, plus name). Its slot table (32–64 bytes
     /// per key of capacity) is allocated when the `Keyward` is built, so
     /// the limit is 16,777,216 keys; [`build`](Self::build) refuses more.
     pub fn cache_capacity(mut self, keys: usize) -> Self {
