@@ -200,3 +200,27 @@ fn without_a_runtime_an_aged_entry_is_read_and_others_are_unanswerable() {
     h.clock.advance(chrono::Duration::seconds(1));
     run_here(h.keys.verify(cold.token.expose_secret())).expect("within the budget again");
 }
+
+/// A store that answers `scan` and not `scan_ids` (as `CountingStore`)
+/// gets the provided id walk: every id once, in order, read from `scan`
+/// at most 5,000 records at a time whatever page of ids is asked for.
+#[tokio::test]
+async fn the_provided_id_walk_reads_records_a_few_thousand_at_a_time() {
+    use keyward::store::KeyStore;
+    let h = harness_with(|b| b);
+    create(&h.keys, 6_000).await;
+    let before = h.store.calls();
+    let ids = h.store.scan_ids(None, 20_000).await.expect("ids");
+    assert_eq!(h.store.calls() - before, 2, "5,000 records, then 1,000");
+    assert_eq!(ids.len(), 6_000);
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in id order, once each"
+    );
+    let first = h.store.scan_ids(None, 10).await.expect("ids");
+    assert_eq!(first, ids[..10]);
+    let next = h.store.scan_ids(Some(&ids[9]), 10).await.expect("ids");
+    assert_eq!(next, ids[10..20]);
+    let last = h.store.scan_ids(ids.last(), 10).await.expect("ids");
+    assert!(last.is_empty());
+}

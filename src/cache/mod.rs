@@ -259,11 +259,15 @@ impl Cache {
             let at = table.id_at(i);
             if at == want {
                 // The entry is checked too: a writer may have changed the
-                // slot between the two reads (then this is a miss).
+                // slot between the two reads; then the probe goes on (the
+                // entry, if it is still here, is further along). Under the
+                // writer's lock the two always agree, so `insert` never
+                // takes such a slot for an empty one.
                 let entry = table.slots[i].entry.load();
-                return (i, (entry.id == *id).then_some(entry));
-            }
-            if table.is_empty_id(at) {
+                if entry.id == *id {
+                    return (i, Some(entry));
+                }
+            } else if table.is_empty_id(at) {
                 break;
             }
             i = (i + 1) & table.mask;

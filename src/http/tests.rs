@@ -210,13 +210,17 @@ fn http_codes_are_the_library_codes() {
 }
 
 async fn keys_and_token() -> (Keyward, String) {
+    keys_and_token_on(MemoryStore::new()).await
+}
+
+/// A `Keyward` on `store` and the token of a key of tenant `acme` that
+/// may read contacts.
+async fn keys_and_token_on(store: MemoryStore) -> (Keyward, String) {
     let catalog = Catalog::builder()
         .resource("contacts", ["read", "write"])
         .build()
         .expect("catalog");
-    let keys = Keyward::builder(MemoryStore::new(), catalog)
-        .build()
-        .expect("config");
+    let keys = Keyward::builder(store, catalog).build().expect("config");
     let boss = Actor::new("boss", "acme")
         .permissions(keys.catalog().all())
         .may_manage_keys(true);
@@ -280,24 +284,12 @@ async fn the_layers_wrap_a_plain_tower_service() {
 /// at once); a mistyped token is refused alike before and after.
 #[tokio::test]
 async fn a_key_first_read_from_the_store_then_from_the_cache() {
-    let catalog = Catalog::builder()
-        .resource("contacts", ["read", "write"])
-        .build()
-        .expect("catalog");
     let store = MemoryStore::new();
-    let keys = Keyward::builder(store.clone(), catalog.clone())
+    let (keys, token) = keys_and_token_on(store.clone()).await;
+    // A second instance on the same store: its cache is empty.
+    let cold = Keyward::builder(store, keys.catalog().clone())
         .build()
         .expect("config");
-    let boss = Actor::new("boss", "acme")
-        .permissions(keys.catalog().all())
-        .may_manage_keys(true);
-    let created = keys
-        .create(&boss, NewKey::new("k").permissions(["contacts:read"]))
-        .await
-        .expect("create");
-    let token = created.token.expose_secret().to_string();
-    // A second instance on the same store: its cache is empty.
-    let cold = Keyward::builder(store, catalog).build().expect("config");
     assert_eq!(cold.cache_stats().keys, 0);
     let inner = tower::service_fn(|req: Request<String>| async move {
         let name = req

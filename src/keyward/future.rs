@@ -62,7 +62,7 @@ impl<'a> VerifyFuture<'a> {
                 keys,
                 token,
                 req,
-                keys.resumable(token, pending.0),
+                keys.resumable(token, &req, pending),
             )),
             done: false,
         }
@@ -128,13 +128,34 @@ fn slow_boxed<'a>(
 #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
 /// A verification [`Keyward::verify_now`] could not decide without
 /// awaiting: where it stopped, for [`VerifyFuture::resume`].
-pub(crate) struct Pending(Option<(Held, Gate)>);
+pub(crate) struct Pending {
+    at: Option<(Held, Gate)>,
+    /// A fingerprint of the request the steps before `at` were taken for.
+    request: u64,
+}
 
 #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
 impl Pending {
-    pub(super) fn at(resume: Option<(Held, Gate)>) -> Self {
-        Self(resume)
+    pub(super) fn at(at: Option<(Held, Gate)>, req: &VerifyRequest<'_>) -> Self {
+        Self {
+            at,
+            request: fingerprint(req),
+        }
     }
+
+    /// Where to go on from for `req`: nowhere (the start) if it is not the
+    /// request the earlier steps were taken for.
+    pub(super) fn resume_for(self, req: &VerifyRequest<'_>) -> Option<(Held, Gate)> {
+        self.at.filter(|_| fingerprint(req) == self.request)
+    }
+}
+
+#[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
+fn fingerprint(req: &VerifyRequest<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    req.hash(&mut h);
+    h.finish()
 }
 
 /// The outcome of the cached verification.
@@ -150,10 +171,11 @@ mod tests {
     use super::*;
     use crate::{Actor, Catalog, MemoryStore, NewKey};
 
-    /// A verification resumed with another token than the one that
-    /// started it starts over: another key's token is verified as that
-    /// key, a token with the same id and another secret is refused, and
-    /// neither spends the first key's uses.
+    /// A verification resumed with another token or request than the
+    /// ones that started it starts over: another key's token is verified
+    /// as that key, a token with the same id and another secret is
+    /// refused, the same token naming another tenant is refused, and none
+    /// spends the first key's uses.
     #[tokio::test]
     async fn a_resume_with_another_token_starts_over() {
         let catalog = Catalog::builder()
@@ -187,6 +209,11 @@ mod tests {
         let forged = crate::token::same_id_other_secret(a_token);
         let refused = VerifyFuture::resume(&keys, &forged, req, pending()).await;
         assert!(matches!(refused, Err(VerifyError::Invalid)), "{refused:?}");
+        // The same token for another request (another tenant named):
+        // from the start, refused by the check it would have skipped.
+        let elsewhere = VerifyRequest::new().tenant("globex");
+        let moved = VerifyFuture::resume(&keys, a_token, elsewhere, pending()).await;
+        assert!(moved.is_err(), "{moved:?}");
         let same = VerifyFuture::resume(&keys, a_token, req, pending()).await;
         assert_eq!(same.expect("a is valid").remaining(), Some(3));
     }

@@ -20,7 +20,7 @@ use crate::limit::Costs;
 /// # let _ = request;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[must_use]
 pub struct VerifyRequest<'a> {
     pub(crate) tenant: Option<&'a str>,

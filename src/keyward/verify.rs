@@ -99,22 +99,32 @@ impl Keyward {
     ) -> Result<Result<Verified, VerifyError>, Pending> {
         match self.verify_cached(token, req) {
             Fast::Done(result) => Ok(result),
-            Fast::Slow(resume) => Err(Pending::at(resume)),
+            Fast::Slow(resume) => Err(Pending::at(resume, req)),
         }
     }
 
-    /// Where a verification of `token` that [`Keyward::verify_now`] left
-    /// pending goes on: from the step it stopped at if `token` is the one
-    /// proven there (a caller that read the token again got the same
-    /// one: same id, same hash); from the start otherwise, never on an
-    /// entry this token did not prove. Costs a hash, on a path that
-    /// awaits the store or a limiter.
+    /// Where a verification of `token` for `req` that
+    /// [`Keyward::verify_now`] left pending goes on: from the step it
+    /// stopped at if both are the ones it was given (a caller that read
+    /// them again got the same: the same id and hash, the same request);
+    /// from the start otherwise, never on an entry this token did not
+    /// prove or past checks made for another request. Costs a hash, on a
+    /// path that awaits the store or a limiter.
     #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
-    pub(super) fn resumable(&self, token: &str, at: Option<(Held, Gate)>) -> Option<(Held, Gate)> {
-        let (entry, gate) = at?;
+    pub(super) fn resumable(
+        &self,
+        token: &str,
+        req: &VerifyRequest<'_>,
+        pending: Pending,
+    ) -> Option<(Held, Gate)> {
+        let (entry, gate) = pending.resume_for(req)?;
         let parsed = self.split(token).ok()?;
+        if parsed.id() != entry.id {
+            return None;
+        }
+        // Hashed (and so scrubbed) whenever it is padded.
         let mut block = parsed.padded()?;
-        let proven = parsed.id() == entry.id && entry.hash.ct_eq(&KeyHash::of_block(&mut block));
+        let proven = entry.hash.ct_eq(&KeyHash::of_block(&mut block));
         proven.then_some((entry, gate))
     }
 

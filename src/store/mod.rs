@@ -465,8 +465,9 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
     /// the walk that loads the set of ids known to exist (see
     /// [`KeywardBuilder::unknown_id_reads`](crate::KeywardBuilder::unknown_id_reads)).
     ///
-    /// The default takes them from [`KeyStore::scan`]; a store that can
-    /// read the ids alone should, since a load walks every key.
+    /// The default takes them from [`KeyStore::scan`], 5,000 records at a
+    /// time; a store that can read the ids alone should, since a load
+    /// walks every key.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
@@ -475,8 +476,19 @@ pub trait KeyStore: std::fmt::Debug + Send + Sync + 'static {
         after: Option<&KeyId>,
         limit: usize,
     ) -> Result<Vec<KeyId>, StoreError> {
-        let page = self.scan(after, limit).await?;
-        Ok(page.into_iter().map(|r| r.id).collect())
+        const RECORDS: usize = 5_000;
+        let mut ids: Vec<KeyId> = Vec::new();
+        let mut from = after.copied();
+        while ids.len() < limit {
+            let want = RECORDS.min(limit - ids.len());
+            let page = self.scan(from.as_ref(), want).await?;
+            ids.extend(page.iter().map(|r| r.id));
+            match page.last() {
+                Some(last) if page.len() == want => from = Some(last.id),
+                _ => break,
+            }
+        }
+        Ok(ids)
     }
 
     /// Up to `limit` records matching `due` ([`SweepDue::matches`]) with

@@ -28,6 +28,16 @@ struct Maps {
     outbox: outbox::Deliveries,
 }
 
+impl Maps {
+    /// Every id greater than `after`, in id order: the walk of `scan` and
+    /// `scan_ids`.
+    fn ids_after<'m>(&'m self, after: Option<&'m KeyId>) -> impl Iterator<Item = &'m KeyId> + 'm {
+        self.order
+            .range(after.copied().unwrap_or(MIN_ID)..)
+            .filter(move |id| after != Some(*id))
+    }
+}
+
 /// Keys in a hash map behind a lock; lost when the process ends. Clones
 /// share the same keys, and tell every subscriber of any clone about
 /// changes.
@@ -162,9 +172,7 @@ impl KeyStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let m = self.read();
-        Ok(m.order
-            .range(after.copied().unwrap_or(MIN_ID)..)
-            .filter(|id| after != Some(*id))
+        Ok(m.ids_after(after)
             .take(limit)
             .filter_map(|id| m.by_id.get(id).cloned())
             .collect())
@@ -176,12 +184,7 @@ impl KeyStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<KeyId>, StoreError> {
         let m = self.read();
-        Ok(m.order
-            .range(after.copied().unwrap_or(MIN_ID)..)
-            .filter(|id| after != Some(*id))
-            .take(limit)
-            .copied()
-            .collect())
+        Ok(m.ids_after(after).take(limit).copied().collect())
     }
 
     async fn record_last_used(&self, batch: &[(KeyId, DateTime<Utc>)]) -> Result<(), StoreError> {
