@@ -99,8 +99,9 @@ pub(super) struct Table {
 /// reading their entries (at a million keys, each such read is a cache
 /// miss). Written only by the cache's writer, id first when an entry
 /// goes in and last when it goes out: a lookup that finds the id may
-/// still find another entry (a write between the two), which it treats
-/// as a miss, and a miss reads the store, which is always correct.
+/// still find another entry (a write between the two); it then probes on,
+/// and if the key was moved out of its reach meanwhile, misses, and a miss
+/// reads the store, which is always correct.
 pub(super) struct Slot {
     id: AtomicU64,
     pub(super) entry: ArcSwap<CachedKey>,

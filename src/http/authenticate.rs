@@ -19,8 +19,8 @@ pub(crate) enum Started {
 }
 
 /// Verifies the key a request presents in one of `sources` (with the
-/// tenant in `tenant_header`, if any): the layer's check, and
-/// the management router's when no layer ran before it, tonic's and
+/// tenant in `tenant_header`, if any): the layer's check, and the
+/// management router's when no layer ran before it, tonic's and
 /// actix-web's.
 pub(crate) async fn authenticate<H: Headers + ?Sized>(
     keys: &Keyward,

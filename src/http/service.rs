@@ -116,6 +116,16 @@ impl<S, G> Authorize<S, G> {
     pub fn new(inner: S, gate: G) -> Self {
         Self { inner, gate }
     }
+
+    /// The inner service that was polled ready, taken out; a clone stays
+    /// behind for the next `poll_ready`.
+    fn take_ready(&mut self) -> S
+    where
+        S: Clone,
+    {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
 }
 
 impl<S, G: fmt::Debug> fmt::Debug for Authorize<S, G> {
@@ -152,19 +162,15 @@ where
             },
             Admission::Refuse(refusal) => {
                 // What the ready service reserved in `poll_ready` (a
-                // concurrency slot, a buffer permit) goes with it; a clone
-                // waits for the next `poll_ready`.
-                let clone = self.inner.clone();
-                drop(std::mem::replace(&mut self.inner, clone));
+                // concurrency slot, a buffer permit) goes with it.
+                drop(self.take_ready());
                 State::Refused {
                     refusal: Some(refusal),
                 }
             }
-            // Decided later: the ready service goes with the decision
-            // (a clone stays behind for the next `poll_ready`).
+            // Decided later: the ready service goes with the decision.
             Admission::Await(decision) => {
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let mut inner = self.take_ready();
                 State::Gated {
                     future: Box::pin(async move {
                         match decision.await {

@@ -144,7 +144,7 @@ impl Keyward {
                 ended: false,
             };
             runtime.spawn(async move {
-                match load.keys.scan_ids().await {
+                match load.keys.stored_ids().await {
                     Ok(Some(ids)) => {
                         tracing::info!(target: "keyward", ids = ids.len(), "loaded the ids known to exist");
                         load.end(Some(ids));
@@ -172,7 +172,7 @@ impl Keyward {
     /// Every stored id, page by page; `None` if there are too many to
     /// keep.
     #[cfg(feature = "tokio")]
-    async fn scan_ids(&self) -> Result<Option<crate::cache::IdSet>, crate::error::StoreError> {
+    async fn stored_ids(&self) -> Result<Option<crate::cache::IdSet>, crate::error::StoreError> {
         let mut ids = self.inner.cache.known.empty();
         let mut after: Option<KeyId> = None;
         loop {
