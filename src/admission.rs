@@ -95,8 +95,10 @@ pub(crate) enum Verdict {
 }
 
 /// Decides, from step `from` on, whether `entry` may serve `req`,
-/// counting the request against the limits it passes.
-#[inline]
+/// counting the request against the limits it passes. Always inlined:
+/// passed through memory, the request's parts were read back in wider
+/// loads than the stores that wrote them, a stall on every verify.
+#[inline(always)]
 pub(crate) fn admit(entry: &CachedKey, req: &Request<'_>, limits: &Limits, from: Gate) -> Verdict {
     if from <= Gate::Status {
         match entry.status(req.now_us) {

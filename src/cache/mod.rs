@@ -249,8 +249,11 @@ impl Cache {
 
     /// Walks `id`'s probe run: the slot holding it and its entry, or the
     /// empty slot that ends the run and `None`. (The table is at most half
-    /// full, so every run ends.)
-    #[inline]
+    /// full, so every run ends.) Always inlined, as are [`Cache::find`]
+    /// and [`Cache::hit`]: an entry returned through memory is read back
+    /// in wider loads than the stores that wrote it, a stall on every
+    /// verify.
+    #[inline(always)]
     fn probe(&self, id: &KeyId) -> (usize, Option<Held>) {
         let table = &self.table;
         let want = id.as_u64();
@@ -276,14 +279,14 @@ impl Cache {
     }
 
     /// The entry for `id` in the table, fresh or not.
-    #[inline]
+    #[inline(always)]
     fn find(&self, id: &KeyId) -> Option<Held> {
         self.probe(id).1
     }
 
     /// An entry for `id`, from the table alone (no lock), and whether it
     /// is past its time limit (served stale: read it again).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn hit(&self, id: &KeyId, now: i64) -> Option<(Held, bool)> {
         let entry = self.find(id)?;
         if self.fresh(entry.loaded_at, now) {

@@ -138,11 +138,20 @@ impl LastUsed {
 
     /// Notes a use; returns whether a flush is due. A key seen within the
     /// interval costs one atomic read here, no lock.
+    #[inline]
     pub(super) fn note(&self, key: &CachedKey, now_us: i64) -> bool {
         let last = key.last_used_us.load(Ordering::Relaxed);
         if last != i64::MIN && now_us.saturating_sub(last) < self.interval_us {
             return false;
         }
+        self.note_locked(key, now_us)
+    }
+
+    /// [`LastUsed::note`] of a use the store does not know yet, once an
+    /// interval.
+    #[cold]
+    #[inline(never)]
+    fn note_locked(&self, key: &CachedKey, now_us: i64) -> bool {
         let now = micros_to_time(now_us);
         let mut p = self.lock();
         if p.entries.len() >= MAX_PENDING_HARD && !p.entries.contains_key(&key.id) {

@@ -123,20 +123,44 @@ impl Keyward {
             return None;
         }
         // Hashed (and so scrubbed) whenever it is padded.
-        let mut block = parsed.padded()?;
-        let proven = entry.hash.ct_eq(&KeyHash::of_block(&mut block));
+        let mut block = [0u8; 64];
+        if !parsed.pad_into(&mut block) {
+            return None;
+        }
+        let proven = entry.hash.proven_by(&mut block);
         proven.then_some((entry, gate))
     }
 
     /// Verification from the cache alone, without awaiting anything: a
     /// known key whose every check can be decided here. Anything else
     /// goes on in [`Keyward::verify_slow`], from the step where it
-    /// stopped, so nothing is counted twice.
+    /// stopped, so nothing is counted twice. Always inlined, for the
+    /// same reason as [`Keyward::admitted`]: what it answers is read
+    /// straight from where it was made.
+    #[inline(always)]
     pub(super) fn verify_cached(&self, token: &str, req: &VerifyRequest<'_>) -> Fast {
-        let inner = &*self.inner;
         if let Some(Err(e)) = req.tenant.map(tenant::validate) {
             return Fast::Done(Err(self.refuse(None, VerifyError::InvalidTenant(e))));
         }
+        // Two copies of the rest, one per way of reading the token: had
+        // both led into one, the parts would be stored to memory at the
+        // join and read back in wider loads than the stores that wrote
+        // them, a stall on every verify.
+        if self.inner.legacy.is_empty() {
+            self.verify_parsed(self.inner.format.split(token), req)
+        } else {
+            self.verify_parsed(self.parse(token), req)
+        }
+    }
+
+    /// [`Keyward::verify_cached`] once the token is read.
+    #[inline(always)]
+    fn verify_parsed(
+        &self,
+        parsed: Result<ParsedToken<'_>, MalformedToken>,
+        req: &VerifyRequest<'_>,
+    ) -> Fast {
+        let inner = &*self.inner;
         // The shape first: made-up strings stop here, before the clock,
         // the cache or SHA-256. The checksum is asked only when the id is
         // not cached (before anything costlier than a lookup) or the hash
@@ -145,13 +169,14 @@ impl Keyward {
         // format has no checksum: its id is derived from its hash, so it
         // costs a hash here, and a store read the first time its id is
         // asked for.)
-        let Ok(parsed) = self.split(token) else {
+        let Ok(parsed) = parsed else {
             return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
         };
         let id = parsed.id();
-        let Some(mut block) = parsed.padded() else {
+        let mut block = [0u8; 64];
+        if !parsed.pad_into(&mut block) {
             return Fast::Slow(None);
-        };
+        }
         let now_us = self.now_us();
         let Some((entry, stale)) = inner.cache.hit(&id, now_us) else {
             // The id is public (lists, logs, errors name it) and its secret
@@ -170,8 +195,7 @@ impl Keyward {
             return Fast::Slow(None);
         };
         inner.telemetry.lookup(CacheResult::Hit);
-        let hash = KeyHash::of_block(&mut block);
-        if !entry.hash.ct_eq(&hash) {
+        if !entry.hash.proven_by(&mut block) {
             // A typo is told from a wrong secret here, as before a store
             // read: the answer does not depend on what is cached.
             if !parsed.checksum_ok() {
@@ -210,6 +234,7 @@ impl Keyward {
     /// `token` read for the cached path: the shape of a keyward token,
     /// its checksum left to [`ParsedToken::checksum_ok`] (with legacy
     /// formats, [`Keyward::parse`], which tells the formats apart by it).
+    #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
     fn split<'t>(&self, token: &'t str) -> Result<ParsedToken<'t>, MalformedToken> {
         if self.inner.legacy.is_empty() {
             self.inner.format.split(token)
@@ -230,7 +255,10 @@ impl Keyward {
         }
     }
 
-    /// A verified key; its use noted for the last-used write.
+    /// A verified key; its use noted for the last-used write. Always
+    /// inlined: a `Verified` returned through memory is read back in
+    /// wider loads than the stores that wrote it, a stall.
+    #[inline(always)]
     fn admitted(&self, entry: Held, now_us: i64, remaining: Option<u64>) -> Verified {
         self.inner.telemetry.verified();
         if self.inner.last_used.note(&entry, now_us) {

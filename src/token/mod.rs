@@ -396,35 +396,42 @@ impl KeyHash {
     }
 
     pub(crate) fn of(token: &[u8]) -> Self {
-        match Self::pad(token) {
-            Some(mut block) => Self::of_block(&mut block),
-            None => Self(Sha256::digest(token).into()),
+        let mut block = [0u8; 64];
+        if Self::pad(token, &mut block) {
+            Self::of_block(&mut block)
+        } else {
+            Self(Sha256::digest(token).into())
         }
     }
 
-    /// `token` padded into one SHA-256 block, if it fits (every token
-    /// does): padding it here and running the compression function once
-    /// skips the streaming hasher's buffering
-    /// (a quarter of the cost of a short digest). Padding early and
-    /// compressing later also lets the stores settle before the block is
-    /// read back in 16-byte loads.
+    /// Pads `token` into `block` (all zeros) as one SHA-256 block, if it
+    /// fits (every token does): padding it here and running the
+    /// compression function once skips the streaming hasher's buffering
+    /// (a quarter of the cost of a short digest). Returns whether it fit;
+    /// `block` is untouched if not.
+    ///
+    /// Built where the caller keeps it, never returned by value: a block
+    /// moved right after it is written is read back in 16-byte loads that
+    /// span several of the stores that wrote it, and such loads wait for
+    /// those stores to reach the cache (a stall of the accept path). Read
+    /// later, by the compression after a cache lookup, they have.
     #[inline]
-    pub(crate) fn pad(token: &[u8]) -> Option<[u8; 64]> {
-        if token.len() > ONE_BLOCK {
-            return None;
+    pub(crate) fn pad(token: &[u8], block: &mut [u8; 64]) -> bool {
+        let n = token.len();
+        if n > ONE_BLOCK {
+            return false;
         }
-        let mut block = [0u8; 64];
-        // Word by word, then the tail: fixed-size moves, no memcpy call.
-        let words = token.len() / 8;
-        for (dst, src) in block.chunks_exact_mut(8).zip(token.chunks_exact(8)) {
-            dst.copy_from_slice(src);
+        if n >= 32 {
+            // Two overlapping fixed-size copies: inline moves, no memcpy
+            // call for a length only known at run time.
+            block[..32].copy_from_slice(&token[..32]);
+            block[n - 32..n].copy_from_slice(&token[n - 32..]);
+        } else {
+            block[..n].copy_from_slice(token);
         }
-        for (dst, src) in block[words * 8..].iter_mut().zip(&token[words * 8..]) {
-            *dst = *src;
-        }
-        block[token.len()] = 0x80;
-        block[56..].copy_from_slice(&((token.len() as u64) * 8).to_be_bytes());
-        Some(block)
+        block[n] = 0x80;
+        block[56..].copy_from_slice(&((n as u64) * 8).to_be_bytes());
+        true
     }
 
     /// Overwrites a block from [`KeyHash::pad`] (a copy of the secret):
@@ -438,14 +445,37 @@ impl KeyHash {
     /// The hash of a block from [`KeyHash::pad`].
     /// The block, a copy of the secret, is scrubbed afterwards.
     pub(crate) fn of_block(block: &mut [u8; 64]) -> Self {
-        let mut state = SHA256_IV;
-        sha2::block_api::compress256(&mut state, std::slice::from_ref(block));
-        Self::scrub(block);
+        let state = Self::state_of(block);
         let mut out = [0u8; 32];
         for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
             chunk.copy_from_slice(&word.to_be_bytes());
         }
         Self(out)
+    }
+
+    /// SHA-256 of a block from [`KeyHash::pad`], as the eight state
+    /// words; the block is scrubbed.
+    #[inline]
+    fn state_of(block: &mut [u8; 64]) -> [u32; 8] {
+        let mut state = SHA256_IV;
+        sha2::block_api::compress256(&mut state, std::slice::from_ref(block));
+        Self::scrub(block);
+        state
+    }
+
+    /// Whether this is the hash of a block from [`KeyHash::pad`], in
+    /// constant time as [`KeyHash::ct_eq`]; the block is scrubbed. Compares
+    /// the hash's state words as they come out of the compression, with no
+    /// digest written out in between (whose four-byte stores the compare's
+    /// eight-byte loads would have waited for).
+    #[inline]
+    pub(crate) fn proven_by(&self, block: &mut [u8; 64]) -> bool {
+        let state = Self::state_of(block);
+        let mut diff = 0u32;
+        for (stored, word) in self.0.chunks_exact(4).zip(state) {
+            diff |= u32::from_be_bytes(stored.try_into().unwrap_or_default()) ^ word;
+        }
+        diff.ct_eq(&0).into()
     }
 }
 
@@ -623,7 +653,11 @@ impl TokenFormat {
     /// verify of a cached key, whose stored hash proves (or refutes) the
     /// whole token; [`ParsedToken::checksum_ok`] is asked before anything
     /// costlier, such as a store read.
-    #[inline]
+    ///
+    /// Always inlined: returned through memory, the parts were read back
+    /// in wider loads than the stores that wrote them, a stall of the
+    /// accept path.
+    #[inline(always)]
     pub(crate) fn split<'a>(&self, input: &'a str) -> Result<ParsedToken<'a>, MalformedToken> {
         let t = input.trim_ascii().as_bytes();
         let p = self.prefix.len();
@@ -703,13 +737,11 @@ impl ParsedToken<'_> {
         checksum_matches(signed, sum)
     }
 
-    /// The token padded for hashing: see [`KeyHash::pad`]. Inlined with
-    /// it: returned through memory, the block was copied out of the
-    /// stores that wrote it before they could forward (a stall of the
-    /// accept path).
+    /// Pads the token into `block` (all zeros) for hashing, if it fits:
+    /// see [`KeyHash::pad`].
     #[inline]
-    pub(crate) fn padded(&self) -> Option<[u8; 64]> {
-        KeyHash::pad(self.token)
+    pub(crate) fn pad_into(&self, block: &mut [u8; 64]) -> bool {
+        KeyHash::pad(self.token, block)
     }
 }
 

@@ -18,6 +18,29 @@ fn the_one_block_hash_is_sha256() {
 }
 
 #[test]
+fn a_block_proves_its_hash_and_no_other() {
+    let token = issue("sk");
+    let token = token.expose_secret().as_bytes();
+    let hash = KeyHash::of(token);
+    let block = |t: &[u8]| {
+        let mut b = [0u8; 64];
+        assert!(KeyHash::pad(t, &mut b), "fits");
+        b
+    };
+    let mut b = block(token);
+    assert!(hash.proven_by(&mut b));
+    assert_eq!(b, [0u8; 64], "scrubbed");
+    for i in 0..32 {
+        for bit in 0..8 {
+            let mut other = *hash.as_bytes();
+            other[i] ^= 1 << bit;
+            let other = KeyHash::from_bytes(other);
+            assert!(!other.proven_by(&mut block(token)), "byte {i} bit {bit}");
+        }
+    }
+}
+
+#[test]
 fn constant_time_compare_sees_every_byte() {
     let a = KeyHash::of(b"sk_test");
     assert!(a.ct_eq(&a));
