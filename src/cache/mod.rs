@@ -58,6 +58,10 @@ pub(crate) enum Lookup {
     Miss(Ticket),
 }
 
+/// Where [`Cache::locate`] found an id: a slot of its probe run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Located(usize);
+
 /// Proof of the shard's invalidation count before a store read.
 pub(crate) struct Ticket {
     shard: usize,
@@ -247,17 +251,28 @@ impl Cache {
         now.saturating_sub(loaded_at) < self.ttl_us && now >= loaded_at
     }
 
+    /// Where `id`'s probe run starts.
+    #[inline(always)]
+    fn start(&self, id: &KeyId) -> usize {
+        self.hash.of(id) as usize & self.table.mask
+    }
+
     /// Walks `id`'s probe run: the slot holding it and its entry, or the
     /// empty slot that ends the run and `None`. (The table is at most half
-    /// full, so every run ends.) Always inlined, as are [`Cache::find`]
-    /// and [`Cache::hit`]: an entry returned through memory is read back
-    /// in wider loads than the stores that wrote it, a stall on every
-    /// verify.
+    /// full, so every run ends.)
     #[inline(always)]
     fn probe(&self, id: &KeyId) -> (usize, Option<Held>) {
+        self.probe_from(self.start(id), id)
+    }
+
+    /// [`Cache::probe`] from slot `i` of `id`'s run on. Always inlined, as
+    /// are [`Cache::find`] and [`Cache::hit_at`]: an entry returned through
+    /// memory is read back in wider loads than the stores that wrote it, a
+    /// stall on every verify.
+    #[inline(always)]
+    fn probe_from(&self, mut i: usize, id: &KeyId) -> (usize, Option<Held>) {
         let table = &self.table;
         let want = id.as_u64();
-        let mut i = self.hash.of(id) as usize & table.mask;
         for _ in 0..table.slots.len() {
             let at = table.id_at(i);
             if at == want {
@@ -284,11 +299,42 @@ impl Cache {
         self.probe(id).1
     }
 
+    /// Whether `id` is in the table, and where: its ids alone, a plain
+    /// load a slot, no guard taken and no entry read. A verify asks this
+    /// first and hashes the token only for an id that is there, while the
+    /// table's memory is on its way (at a million keys, a cache miss the
+    /// hash then hides), and takes the entry with [`Cache::hit_at`].
+    #[inline(always)]
+    pub(crate) fn locate(&self, id: &KeyId) -> Option<Located> {
+        let table = &self.table;
+        let want = id.as_u64();
+        let mut i = self.start(id);
+        for _ in 0..table.slots.len() {
+            let at = table.id_at(i);
+            if at == want {
+                return Some(Located(i));
+            }
+            if table.is_empty_id(at) {
+                return None;
+            }
+            i = (i + 1) & table.mask;
+        }
+        None
+    }
+
     /// An entry for `id`, from the table alone (no lock), and whether it
     /// is past its time limit (served stale: read it again).
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn hit(&self, id: &KeyId, now: i64) -> Option<(Held, bool)> {
-        let entry = self.find(id)?;
+        self.hit_at(Located(self.start(id)), id, now)
+    }
+
+    /// [`Cache::hit`], probing from where [`Cache::locate`] found `id`. A
+    /// write since may have moved the entry on (the probe follows it) or
+    /// out of reach (a miss, and a miss reads the store).
+    #[inline(always)]
+    pub(crate) fn hit_at(&self, at: Located, id: &KeyId, now: i64) -> Option<(Held, bool)> {
+        let entry = self.probe_from(at.0, id).1?;
         if self.fresh(entry.loaded_at, now) {
             Some((entry, false))
         } else if self.servable_stale(entry.loaded_at, now) {

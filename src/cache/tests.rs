@@ -195,6 +195,12 @@ fn lookups_racing_writes_never_hand_out_another_keys_entry() {
                             assert_eq!(e.id, *id, "another key's entry");
                             found += 1;
                         }
+                        // A verify's way: the slot by ids, then the entry.
+                        let located = cache.locate(id);
+                        if let Some((e, _)) = located.and_then(|at| cache.hit_at(at, id, 0)) {
+                            assert_eq!(e.id, *id, "another key's entry, by locate");
+                            found += 1;
+                        }
                     }
                     let e = cache.find(&resident_id);
                     assert!(e.as_ref().is_none_or(|e| e.id == resident_id));

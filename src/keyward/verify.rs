@@ -12,7 +12,7 @@ use crate::error::{StoreError, VerifyError};
 use crate::store::{Credit, RefillDue};
 use crate::telemetry::CacheResult;
 use crate::tenant;
-use crate::token::{DisplayPrefix, KeyHash, KeyId, MalformedToken, ParsedToken};
+use crate::token::{BlockHash, DisplayPrefix, KeyHash, KeyId, MalformedToken, ParsedToken};
 
 #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
 use super::future::Pending;
@@ -178,24 +178,27 @@ impl Keyward {
             return Fast::Slow(None);
         }
         let now_us = self.now_us();
-        let Some((entry, stale)) = inner.cache.hit(&id, now_us) else {
-            // The id is public (lists, logs, errors name it) and its secret
-            // is never compared here, so an unknown id costs no hash: a
-            // flood of made-up tokens is the cheapest kind to refuse.
-            KeyHash::scrub(&mut block);
-            if !parsed.checksum_ok() {
-                return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
+        // The id is public (lists, logs, errors name it), so the token is
+        // hashed only when its id is in the cache: an unknown id costs no
+        // hash, and a flood of made-up tokens is the cheapest kind to
+        // refuse. The id is found by the table's ids alone, the hash runs
+        // while that slot's memory is on its way (at a million keys, a
+        // cache miss), and the entry is taken after it.
+        let mut hash = BlockHash::NONE;
+        let hit = match inner.cache.locate(&id) {
+            Some(at) => {
+                hash = KeyHash::of_padded(&block);
+                inner.cache.hit_at(at, &id, now_us)
             }
-            if inner.cache.known_unknown(&id, now_us) {
-                inner.telemetry.lookup(CacheResult::UnknownId);
-                let key = Some((id, parsed.display_prefix()));
-                return Fast::Done(Err(self.refuse(key, VerifyError::Invalid)));
-            }
-            inner.telemetry.lookup(CacheResult::Miss);
-            return Fast::Slow(None);
+            None => None,
+        };
+        // The copy of the secret, on every path, before any can return.
+        KeyHash::scrub(&mut block);
+        let Some((entry, stale)) = hit else {
+            return self.not_cached(&parsed, now_us);
         };
         inner.telemetry.lookup(CacheResult::Hit);
-        if !entry.hash.proven_by(&mut block) {
+        if !entry.hash.matches(&hash) {
             // A typo is told from a wrong secret here, as before a store
             // read: the answer does not depend on what is cached.
             if !parsed.checksum_ok() {
@@ -218,6 +221,27 @@ impl Keyward {
             Verdict::Refuse(err) => Fast::Done(Err(self.refuse_proven(&entry, err))),
             Verdict::Await(gate) => Fast::Slow(Some((entry, gate))),
         }
+    }
+
+    /// [`Keyward::verify_cached`] of a token whose id the cache does not
+    /// hold (or holds past every time limit): refused here if its checksum
+    /// is wrong or its id is known not to exist, read from the store
+    /// otherwise. Inlined: a `Fast` returned through memory here made the
+    /// accept path's answer go through memory too.
+    #[inline(always)]
+    fn not_cached(&self, parsed: &ParsedToken<'_>, now_us: i64) -> Fast {
+        let inner = &*self.inner;
+        if !parsed.checksum_ok() {
+            return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
+        }
+        let id = parsed.id();
+        if inner.cache.known_unknown(&id, now_us) {
+            inner.telemetry.lookup(CacheResult::UnknownId);
+            let key = Some((id, parsed.display_prefix()));
+            return Fast::Done(Err(self.refuse(key, VerifyError::Invalid)));
+        }
+        inner.telemetry.lookup(CacheResult::Miss);
+        Fast::Slow(None)
     }
 
     /// `token` read as a keyward token (shape and checksum) or, failing

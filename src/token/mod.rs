@@ -445,7 +445,7 @@ impl KeyHash {
     /// The hash of a block from [`KeyHash::pad`].
     /// The block, a copy of the secret, is scrubbed afterwards.
     pub(crate) fn of_block(block: &mut [u8; 64]) -> Self {
-        let state = Self::state_of(block);
+        let BlockHash(state) = Self::state_of(block);
         let mut out = [0u8; 32];
         for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
             chunk.copy_from_slice(&word.to_be_bytes());
@@ -453,30 +453,54 @@ impl KeyHash {
         Self(out)
     }
 
-    /// SHA-256 of a block from [`KeyHash::pad`], as the eight state
-    /// words; the block is scrubbed.
+    /// SHA-256 of a block from [`KeyHash::pad`], as the compression's
+    /// eight state words; the block is scrubbed.
     #[inline]
-    fn state_of(block: &mut [u8; 64]) -> [u32; 8] {
+    fn state_of(block: &mut [u8; 64]) -> BlockHash {
+        let hash = Self::of_padded(block);
+        Self::scrub(block);
+        hash
+    }
+
+    /// [`KeyHash::state_of`], the block left for the caller to scrub (with
+    /// [`KeyHash::scrub`], on every path).
+    #[inline]
+    pub(crate) fn of_padded(block: &[u8; 64]) -> BlockHash {
         let mut state = SHA256_IV;
         sha2::block_api::compress256(&mut state, std::slice::from_ref(block));
-        Self::scrub(block);
-        state
+        BlockHash(state)
     }
 
     /// Whether this is the hash of a block from [`KeyHash::pad`], in
-    /// constant time as [`KeyHash::ct_eq`]; the block is scrubbed. Compares
-    /// the hash's state words as they come out of the compression, with no
-    /// digest written out in between (whose four-byte stores the compare's
-    /// eight-byte loads would have waited for).
-    #[inline]
+    /// constant time as [`KeyHash::ct_eq`]; the block is scrubbed.
+    #[cfg(any(feature = "axum", feature = "actix", feature = "tonic", test))]
     pub(crate) fn proven_by(&self, block: &mut [u8; 64]) -> bool {
-        let state = Self::state_of(block);
+        self.matches(&Self::state_of(block))
+    }
+
+    /// Whether this is `hash`, in constant time as [`KeyHash::ct_eq`].
+    /// Compares the state words as they came out of the compression, with
+    /// no digest written out in between (whose four-byte stores the
+    /// compare's eight-byte loads would have waited for).
+    #[inline]
+    pub(crate) fn matches(&self, hash: &BlockHash) -> bool {
         let mut diff = 0u32;
-        for (stored, word) in self.0.chunks_exact(4).zip(state) {
+        for (stored, word) in self.0.chunks_exact(4).zip(hash.0) {
             diff |= u32::from_be_bytes(stored.try_into().unwrap_or_default()) ^ word;
         }
         diff.ct_eq(&0).into()
     }
+}
+
+/// A SHA-256 as the compression function leaves it (eight words), for
+/// [`KeyHash::matches`]. Not printable: it is the hash of a secret.
+pub(crate) struct BlockHash([u32; 8]);
+
+impl BlockHash {
+    /// No hash yet: all zeros, which no SHA-256 state is known to be and
+    /// no stored hash is (a key's is a digest; the table's empty entry
+    /// is never handed out).
+    pub(crate) const NONE: Self = Self([0; 8]);
 }
 
 impl fmt::Debug for KeyHash {
