@@ -300,7 +300,7 @@ impl Cache {
     }
 
     /// Whether `id` is in the table, and where: its ids alone, a plain
-    /// load a slot, no guard taken and no entry read. A verify asks this
+    /// load per slot, no guard taken and no entry read. A verify asks this
     /// first and hashes the token only for an id that is there, while the
     /// table's memory is on its way (at a million keys, a cache miss the
     /// hash then hides), and takes the entry with [`Cache::hit_at`].
@@ -322,19 +322,24 @@ impl Cache {
         None
     }
 
-    /// An entry for `id`, from the table alone (no lock), and whether it
-    /// is past its time limit (served stale: read it again).
+    /// [`Cache::hit_at`] from the start of `id`'s run.
     #[cfg(test)]
     pub(crate) fn hit(&self, id: &KeyId, now: i64) -> Option<(Held, bool)> {
         self.hit_at(Located(self.start(id)), id, now)
     }
 
-    /// [`Cache::hit`], probing from where [`Cache::locate`] found `id`. A
-    /// write since may have moved the entry on (the probe follows it) or
-    /// out of reach (a miss, and a miss reads the store).
+    /// An entry for `id`, from the table alone (no lock), and whether it
+    /// is past its time limit (served stale: read it again), probing from
+    /// where [`Cache::locate`] found `id`. A write since may have moved the
+    /// entry on in its run (the probe follows it) or back (a removal
+    /// shifts later entries back): then it is probed for again from the
+    /// run's start. Gone, it is a miss, and a miss reads the store.
     #[inline(always)]
     pub(crate) fn hit_at(&self, at: Located, id: &KeyId, now: i64) -> Option<(Held, bool)> {
-        let entry = self.probe_from(at.0, id).1?;
+        let entry = match self.probe_from(at.0, id).1 {
+            Some(entry) => entry,
+            None => self.probe(id).1?,
+        };
         if self.fresh(entry.loaded_at, now) {
             Some((entry, false))
         } else if self.servable_stale(entry.loaded_at, now) {

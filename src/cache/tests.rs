@@ -233,3 +233,28 @@ fn lookups_racing_writes_never_hand_out_another_keys_entry() {
         assert!(rounds > 0 && resident_found <= rounds);
     }
 }
+
+/// A verify finds a key's slot, hashes, then takes the entry: a removal in
+/// between that shifts the entry back in its run must not make it a miss.
+#[test]
+fn an_entry_shifted_back_after_it_was_located_is_still_found() {
+    let cache = new_cache(64, 64, i64::MAX / 4);
+    let first = key();
+    let home = cache.start(&first.id);
+    // Another key whose run starts at the same slot: it sits after `first`.
+    let second = std::iter::repeat_with(key)
+        .find(|k| cache.start(&k.id) == home)
+        .expect("some id lands there");
+    let (first_id, second_id) = (first.id, second.id);
+    for k in [first, second] {
+        let id = k.id;
+        let Lookup::Miss(ticket) = cache.get(&id, 0) else {
+            panic!("must miss");
+        };
+        cache.put(ticket, &id, Some(k), 0);
+    }
+    let at = cache.locate(&second_id).expect("cached");
+    cache.invalidate(&first_id);
+    let (entry, _) = cache.hit_at(at, &second_id, 0).expect("still cached");
+    assert_eq!(entry.id, second_id);
+}

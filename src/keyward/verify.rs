@@ -12,7 +12,7 @@ use crate::error::{StoreError, VerifyError};
 use crate::store::{Credit, RefillDue};
 use crate::telemetry::CacheResult;
 use crate::tenant;
-use crate::token::{BlockHash, DisplayPrefix, KeyHash, KeyId, MalformedToken, ParsedToken};
+use crate::token::{DisplayPrefix, KeyHash, KeyId, MalformedToken, ParsedToken};
 
 #[cfg(any(feature = "axum", feature = "actix", feature = "tonic"))]
 use super::future::Pending;
@@ -173,28 +173,30 @@ impl Keyward {
             return Fast::Done(Err(self.refuse(None, VerifyError::Malformed)));
         };
         let id = parsed.id();
+        // The host's clock first: from the padding to the scrub, only
+        // keyward's own code runs.
+        let now_us = self.now_us();
         let mut block = [0u8; 64];
         if !parsed.pad_into(&mut block) {
             return Fast::Slow(None);
         }
-        let now_us = self.now_us();
         // The id is public (lists, logs, errors name it), so the token is
         // hashed only when its id is in the cache: an unknown id costs no
         // hash, and a flood of made-up tokens is the cheapest kind to
         // refuse. The id is found by the table's ids alone, the hash runs
         // while that slot's memory is on its way (at a million keys, a
         // cache miss), and the entry is taken after it.
-        let mut hash = BlockHash::NONE;
         let hit = match inner.cache.locate(&id) {
             Some(at) => {
-                hash = KeyHash::of_padded(&block);
-                inner.cache.hit_at(at, &id, now_us)
+                let hash = KeyHash::of_padded(&block);
+                inner.cache.hit_at(at, &id, now_us).map(|hit| (hit, hash))
             }
             None => None,
         };
-        // The copy of the secret, on every path, before any can return.
+        // The copy of the secret, on every path from the padding on,
+        // before any can return.
         KeyHash::scrub(&mut block);
-        let Some((entry, stale)) = hit else {
+        let Some(((entry, stale), hash)) = hit else {
             return self.not_cached(&parsed, now_us);
         };
         inner.telemetry.lookup(CacheResult::Hit);
@@ -369,6 +371,10 @@ impl Keyward {
     }
 
     /// A refusal before the secret was proven: audited without a tenant.
+    /// Always inlined: the error it hands back, returned through memory,
+    /// was read back in wider loads than the stores that wrote it, which
+    /// made a wrong secret cost more than an accept.
+    #[inline(always)]
     pub(super) fn refuse(
         &self,
         key: Option<(KeyId, DisplayPrefix)>,

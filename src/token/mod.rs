@@ -405,7 +405,7 @@ impl KeyHash {
     }
 
     /// Pads `token` into `block` (all zeros) as one SHA-256 block, if it
-    /// fits (every token does): padding it here and running the
+    /// fits (every keyward token does; a long legacy one may not): padding it here and running the
     /// compression function once skips the streaming hasher's buffering
     /// (a quarter of the cost of a short digest). Returns whether it fit;
     /// `block` is untouched if not.
@@ -421,6 +421,7 @@ impl KeyHash {
         if n > ONE_BLOCK {
             return false;
         }
+        debug_assert!(block.iter().all(|&b| b == 0), "a zeroed block");
         if n >= 32 {
             // Two overlapping fixed-size copies: inline moves, no memcpy
             // call for a length only known at run time.
@@ -495,13 +496,6 @@ impl KeyHash {
 /// A SHA-256 as the compression function leaves it (eight words), for
 /// [`KeyHash::matches`]. Not printable: it is the hash of a secret.
 pub(crate) struct BlockHash([u32; 8]);
-
-impl BlockHash {
-    /// No hash yet: all zeros, which no SHA-256 state is known to be and
-    /// no stored hash is (a key's is a digest; the table's empty entry
-    /// is never handed out).
-    pub(crate) const NONE: Self = Self([0; 8]);
-}
 
 impl fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
