@@ -277,10 +277,12 @@ impl Cache {
             let at = table.id_at(i);
             if at == want {
                 // The entry is checked too: a writer may have changed the
-                // slot between the two reads; then the probe goes on (the
-                // entry, if it is still here, is further along). Under the
-                // writer's lock the two always agree, so `insert` never
-                // takes such a slot for an empty one.
+                // slot between the two reads; then the probe goes on. (An
+                // entry another took this slot from is further along; one
+                // a removal shifted back is earlier, which `Cache::hit_at`
+                // probes again for.) Under the writer's lock the two
+                // always agree, so `insert` never takes such a slot for an
+                // empty one.
                 let entry = table.slots[i].entry.load();
                 if entry.id == *id {
                     return (i, Some(entry));
@@ -367,7 +369,7 @@ impl Cache {
     }
 
     /// Whether `id` was looked up recently and does not exist (after
-    /// [`Cache::hit`] found nothing).
+    /// [`Cache::locate`] or [`Cache::hit_at`] found nothing).
     pub(crate) fn known_unknown(&self, id: &KeyId, now: i64) -> bool {
         let shard = self.unknown_read(self.stripe(id));
         shard.0.get(id).is_some_and(|at| self.fresh(*at, now))

@@ -174,7 +174,7 @@ impl Keyward {
         };
         let id = parsed.id();
         // The host's clock first: from the padding to the scrub, only
-        // keyward's own code runs.
+        // plain loads and the hash run.
         let now_us = self.now_us();
         let mut block = [0u8; 64];
         if !parsed.pad_into(&mut block) {
@@ -186,17 +186,17 @@ impl Keyward {
         // refuse. The id is found by the table's ids alone, the hash runs
         // while that slot's memory is on its way (at a million keys, a
         // cache miss), and the entry is taken after it.
-        let hit = match inner.cache.locate(&id) {
-            Some(at) => {
-                let hash = KeyHash::of_padded(&block);
-                inner.cache.hit_at(at, &id, now_us).map(|hit| (hit, hash))
-            }
-            None => None,
+        //
+        // This function's copy of the secret is scrubbed on both paths
+        // before anything but plain loads and the hash runs (taking the
+        // entry may free another, through the allocator).
+        let Some(at) = inner.cache.locate(&id) else {
+            KeyHash::scrub(&mut block);
+            return self.not_cached(&parsed, now_us);
         };
-        // The copy of the secret, on every path from the padding on,
-        // before any can return.
+        let hash = KeyHash::of_padded(&block);
         KeyHash::scrub(&mut block);
-        let Some(((entry, stale), hash)) = hit else {
+        let Some((entry, stale)) = inner.cache.hit_at(at, &id, now_us) else {
             return self.not_cached(&parsed, now_us);
         };
         inner.telemetry.lookup(CacheResult::Hit);

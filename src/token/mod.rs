@@ -405,10 +405,10 @@ impl KeyHash {
     }
 
     /// Pads `token` into `block` (all zeros) as one SHA-256 block, if it
-    /// fits (every keyward token does; a long legacy one may not): padding it here and running the
-    /// compression function once skips the streaming hasher's buffering
-    /// (a quarter of the cost of a short digest). Returns whether it fit;
-    /// `block` is untouched if not.
+    /// fits (every keyward token does; a long legacy one may not):
+    /// padding it here and running the compression function once skips
+    /// the streaming hasher's buffering (a quarter of the cost of a short
+    /// digest). Returns whether it fit; `block` is untouched if not.
     ///
     /// Built where the caller keeps it, never returned by value: a block
     /// moved right after it is written is read back in 16-byte loads that
