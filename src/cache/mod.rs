@@ -265,34 +265,53 @@ impl Cache {
         self.probe_from(self.start(id), id)
     }
 
-    /// [`Cache::probe`] from slot `i` of `id`'s run on. Always inlined, as
+    /// [`Cache::probe`] from slot `from` of `id`'s run on. Always inlined, as
     /// are [`Cache::find`] and [`Cache::hit_at`]: an entry returned through
     /// memory is read back in wider loads than the stores that wrote it, a
     /// stall on every verify.
     #[inline(always)]
-    fn probe_from(&self, mut i: usize, id: &KeyId) -> (usize, Option<Held>) {
+    fn probe_from(&self, from: usize, id: &KeyId) -> (usize, Option<Held>) {
         let table = &self.table;
-        let want = id.as_u64();
+        let mut i = from;
+        for _ in 0..table.slots.len() {
+            match self.walk_ids(i, id.as_u64()) {
+                Ok(at) => {
+                    // The entry is checked too: a writer may have changed
+                    // the slot between the two reads; then the probe goes
+                    // on. (An entry another took this slot from is further
+                    // along; one a removal shifted back is earlier, which
+                    // `Cache::hit_at` probes again for.) Under the writer's
+                    // lock the two always agree, so `insert` never takes
+                    // such a slot for an empty one.
+                    let entry = table.slots[at].entry.load();
+                    if entry.id == *id {
+                        return (at, Some(entry));
+                    }
+                    i = (at + 1) & table.mask;
+                }
+                Err(end) => return (end, None),
+            }
+        }
+        (i, None)
+    }
+
+    /// The walk of every probe, by the slots' ids alone: from slot `i`
+    /// on, the first slot holding id `want` (`Ok`), or the empty slot
+    /// that ends the run (`Err`).
+    #[inline(always)]
+    fn walk_ids(&self, mut i: usize, want: u64) -> Result<usize, usize> {
+        let table = &self.table;
         for _ in 0..table.slots.len() {
             let at = table.id_at(i);
             if at == want {
-                // The entry is checked too: a writer may have changed the
-                // slot between the two reads; then the probe goes on. (An
-                // entry another took this slot from is further along; one
-                // a removal shifted back is earlier, which `Cache::hit_at`
-                // probes again for.) Under the writer's lock the two
-                // always agree, so `insert` never takes such a slot for an
-                // empty one.
-                let entry = table.slots[i].entry.load();
-                if entry.id == *id {
-                    return (i, Some(entry));
-                }
-            } else if table.is_empty_id(at) {
-                break;
+                return Ok(i);
+            }
+            if table.is_empty_id(at) {
+                return Err(i);
             }
             i = (i + 1) & table.mask;
         }
-        (i, None)
+        Err(i)
     }
 
     /// The entry for `id` in the table, fresh or not.
@@ -308,20 +327,7 @@ impl Cache {
     /// hash then hides), and takes the entry with [`Cache::hit_at`].
     #[inline(always)]
     pub(crate) fn locate(&self, id: &KeyId) -> Option<Located> {
-        let table = &self.table;
-        let want = id.as_u64();
-        let mut i = self.start(id);
-        for _ in 0..table.slots.len() {
-            let at = table.id_at(i);
-            if at == want {
-                return Some(Located(i));
-            }
-            if table.is_empty_id(at) {
-                return None;
-            }
-            i = (i + 1) & table.mask;
-        }
-        None
+        self.walk_ids(self.start(id), id.as_u64()).ok().map(Located)
     }
 
     /// [`Cache::hit_at`] from the start of `id`'s run.
