@@ -6,7 +6,7 @@ mod common;
 use chrono::Duration;
 use common::forge::{same_id_other_secret, unknown_token};
 use common::{admin, catalog, harness_with, CountingStore};
-use keyward::{Keyward, ManualClock, MemoryStore, NewKey, VerifyError};
+use keyward::{Keyward, ManualClock, MemoryStore, NewKey, RateLimit, VerifyError};
 
 #[tokio::test]
 async fn a_hot_key_reads_the_store_once_per_time_limit() {
@@ -555,6 +555,79 @@ async fn past_its_time_limit_a_busy_key_is_served_while_one_read_runs() {
     clock.advance(Duration::minutes(11));
     keys.verify(token).await.expect("valid");
     assert_eq!(store.gets() - before, 2, "read before answering");
+}
+
+/// Twenty keys over a feed that sees every writer, read into the cache;
+/// background reads bounded by `budget`.
+async fn twenty_aged_keys(
+    budget: Option<RateLimit>,
+) -> (Keyward, CountingStore, ManualClock, Vec<String>) {
+    let store = CountingStore {
+        with_feed: true,
+        ..CountingStore::default()
+    };
+    let clock = ManualClock::default();
+    let keys = Keyward::builder(store.clone(), catalog())
+        .clock(clock.clone())
+        .cache_ttl(Duration::seconds(10))
+        .cache_refresh_reads(budget)
+        .build()
+        .expect("config");
+    let admin = admin(&keys, "acme");
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let issued = keys
+            .create(&admin, NewKey::new(format!("k{i}")))
+            .await
+            .expect("create");
+        tokens.push(issued.token.expose_secret().to_string());
+    }
+    for t in &tokens {
+        keys.verify(t).await.expect("valid");
+    }
+    (keys, store, clock, tokens)
+}
+
+/// Verifies every token, each served from the cache.
+async fn verify_all(keys: &Keyward, tokens: &[String]) {
+    for t in tokens {
+        keys.verify(t).await.expect("valid");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_reads_of_aged_keys_stay_within_their_budget() {
+    let per_minute = RateLimit::new(5, Duration::minutes(1)).expect("limit");
+    let (keys, store, clock, tokens) = twenty_aged_keys(Some(per_minute)).await;
+    let before = store.gets();
+    clock.advance(Duration::seconds(11));
+    // Every aged key answers at once, twice; five are read again.
+    verify_all(&keys, &tokens).await;
+    verify_all(&keys, &tokens).await;
+    until("five background reads", || store.gets() - before == 5).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(store.gets() - before, 5, "no read past the budget");
+    // A minute on, inside the stale window: the budget has refilled.
+    clock.advance(Duration::minutes(1));
+    verify_all(&keys, &tokens).await;
+    until("five more", || store.gets() - before == 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(store.gets() - before, 10, "no read past the budget");
+    // Past every entry's stale window, each key is read before its verify
+    // answers, whatever the budget.
+    clock.advance(Duration::minutes(11));
+    let mid = store.gets();
+    verify_all(&keys, &tokens).await;
+    assert_eq!(store.gets() - mid, 20, "every key read before answering");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_budget_every_aged_key_is_read_again() {
+    let (keys, store, clock, tokens) = twenty_aged_keys(None).await;
+    let before = store.gets();
+    clock.advance(Duration::seconds(11));
+    verify_all(&keys, &tokens).await;
+    until("twenty background reads", || store.gets() - before == 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

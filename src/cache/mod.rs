@@ -32,10 +32,10 @@ mod table;
 pub(crate) use entry::CachedKey;
 use flight::Flights;
 pub(crate) use flight::Load;
-pub(crate) use flood::{Presence, ReadPermit};
+pub(crate) use flood::{Presence, ReadBudget, ReadPermit};
 /// A set of ids, hashed with the cache's keyed hash.
 pub(crate) type IdSet = HashSet<KeyId, IdHash>;
-use flood::{KnownIds, ReadBudget};
+use flood::KnownIds;
 use table::{fold, IdHash, Table};
 
 use crate::limit::{gcra_now, Stash};

@@ -50,6 +50,7 @@ pub struct KeywardBuilder {
     cache_capacity: usize,
     unknown_cache_capacity: usize,
     unknown_id_reads: Option<RateLimit>,
+    cache_refresh_reads: Option<RateLimit>,
     store_timeout: Duration,
 }
 
@@ -223,6 +224,26 @@ impl KeywardBuilder {
         self
     }
 
+    /// How many background reads of aged cache entries
+    /// ([`cache_stale_for`](Self::cache_stale_for)) an instance makes, at
+    /// most. Default: 1,000 a second, in bursts of up to 1,000. `None`: no
+    /// bound.
+    ///
+    /// These reads are a safety net behind the change feed, which drops a
+    /// changed key from the cache at once; unbounded, they would cost the
+    /// store one read per busy key per [`cache_ttl`](Self::cache_ttl) (a
+    /// million busy keys: 100,000 reads a second, per instance). Past the
+    /// budget, an aged entry goes on answering and is queued by a later
+    /// verify; one whose stale window has ended is read before its verify
+    /// answers, as any miss. So at the default, up to 600,000 busy keys
+    /// are read again within the default 10-minute window without a
+    /// verify ever waiting; beyond that, the rest wait for one read each
+    /// per window, unless the budget is raised.
+    pub fn cache_refresh_reads(mut self, budget: Option<RateLimit>) -> Self {
+        self.cache_refresh_reads = budget;
+        self
+    }
+
     /// How many store reads per instance may go to ids that are not
     /// known to exist: the bound on what a flood of made-up tokens costs
     /// the store (anyone can make well-formed tokens; the checksum is
@@ -351,7 +372,7 @@ impl KeywardBuilder {
                 telemetry: crate::telemetry::Telemetry::default(),
                 limit_events: Default::default(),
                 unread: Default::default(),
-                refresh: Default::default(),
+                refresh: super::refresh::RefreshQueue::new(self.cache_refresh_reads),
                 // Without OS randomness no key can be issued anyway; the
                 // process id still tells instances apart.
                 instance: super::webhooks::random_id("kw_")
@@ -462,6 +483,7 @@ impl Keyward {
             cache_capacity: 100_000,
             unknown_cache_capacity: 100_000,
             unknown_id_reads: RateLimit::per_second(1_000).ok(),
+            cache_refresh_reads: RateLimit::per_second(1_000).ok(),
             store_timeout: Duration::seconds(2),
         }
     }

@@ -2,12 +2,16 @@
 //! (stale-while-revalidate): a verify that answers from an aged entry
 //! puts it on one of a few bounded queues (by id), and one task per queue
 //! reads its keys again, one after another, so a slow read holds up only
-//! its queue. The verify never spawns, allocates or waits for it.
+//! its queue. The verify never spawns, allocates or waits for it. The
+//! reads are bounded by a budget per instance
+//! ([`KeywardBuilder::cache_refresh_reads`](crate::KeywardBuilder::cache_refresh_reads)):
+//! past it, an aged entry answers on and is queued by a later verify.
 
 use std::sync::Arc;
 
 use super::Keyward;
-use crate::cache::CachedKey;
+use crate::cache::{CachedKey, ReadBudget};
+use crate::limit::RateLimit;
 
 /// Entries waiting to be read again, at most, per queue: past it, an
 /// aged entry is queued by a later verify (it is served meanwhile).
@@ -23,10 +27,24 @@ type Sender = tokio::sync::mpsc::Sender<Arc<CachedKey>>;
 /// The queues of an instance; their tasks are started by the first
 /// entry, in the runtime of the verify that queues it (again if that
 /// runtime has gone).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct RefreshQueue {
     #[cfg(feature = "tokio")]
     tx: std::sync::Mutex<Vec<Sender>>,
+    /// Background reads granted.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    budget: ReadBudget,
+}
+
+impl RefreshQueue {
+    /// Queues whose reads are bounded by `budget` (`None`: no bound).
+    pub(super) fn new(budget: Option<RateLimit>) -> Self {
+        Self {
+            #[cfg(feature = "tokio")]
+            tx: std::sync::Mutex::default(),
+            budget: ReadBudget::new(budget),
+        }
+    }
 }
 
 impl Keyward {
@@ -34,14 +52,17 @@ impl Keyward {
     /// one read per entry (the entry's flag), shared with any load of the
     /// same id (the cache's single flight), cached unless the key changed
     /// meanwhile; if it was not cached (it failed, or raced a change) the
-    /// stale entry goes too. Without a tokio runtime the entry is served
-    /// until its stale window ends, then read as any miss.
-    pub(super) fn revalidate(&self, entry: &Arc<CachedKey>) {
+    /// stale entry goes too. Past the budget of background reads, or
+    /// without a tokio runtime, the entry is served on (a later verify
+    /// queues it) until its stale window ends, then read as any miss.
+    pub(super) fn revalidate(&self, entry: &Arc<CachedKey>, now_us: i64) {
         #[cfg(feature = "tokio")]
         {
             use std::sync::atomic::Ordering;
-            // A load first: a hot entry's line is not written on every hit.
+            // Loads first: a hot entry's line is not written on every hit,
+            // nor the budget's past it.
             if entry.refreshing.load(Ordering::Relaxed)
+                || !self.inner.refresh.budget.take(now_us)
                 || entry.refreshing.swap(true, Ordering::AcqRel)
             {
                 return;
@@ -52,7 +73,7 @@ impl Keyward {
             }
         }
         #[cfg(not(feature = "tokio"))]
-        let _ = entry;
+        let _ = (entry, now_us);
     }
 
     /// Queues `entry`, starting the queue's task if there is none (or its

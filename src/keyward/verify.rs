@@ -216,7 +216,7 @@ impl Keyward {
         // After the verdict: what it counted on the entry's limiter is in
         // the state the background read copies to the new entry.
         if stale {
-            self.revalidate(&entry);
+            self.revalidate(&entry, now_us);
         }
         match verdict {
             Verdict::Admit => Fast::Done(Ok(self.admitted(entry, now_us, None))),
