@@ -14,34 +14,21 @@ use crate::token::{DisplayPrefix, KeyHash, KeyId};
 
 /// What a verify needs of one key, with permissions already parsed and
 /// times in microseconds. Per-key limiter state lives here too: one
-/// place, one cache miss. `repr(C)`, in two parts: what a verify writes
-/// (the limiter state) and what it reads only after that write, on a
-/// cache line of their own, then what the lookup and the checks read,
-/// together. Threads verifying the same key pass the written line to
-/// each other; had it held the hash, the expiry or the permissions, they
-/// would pass those back and forth too, for reads.
+/// place, one cache miss. `repr(C)`, in the order a verify reads: what
+/// the lookup and the checks read comes first, together.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct CachedKey {
-    /// The key's rate limit (the instance's default if the key has none)
-    /// as GCRA parameters, and its state: written by every verify.
-    pub(crate) slot: KeySlot,
-    /// Latest use known here, in microseconds since the epoch
-    /// (`i64::MIN`: none): the stored `last_used_at` at load, moved forward
-    /// by this instance's verifies (once an interval).
-    pub(crate) last_used_us: AtomicI64,
-    pub(crate) name: Box<str>,
-    /// A background read of this key is under way (stale-while-revalidate:
-    /// one per entry).
-    pub(crate) refreshing: std::sync::atomic::AtomicBool,
-    /// What follows starts a new cache line.
-    _read: NewLine,
     pub(crate) id: KeyId,
     /// When it was read from the store, in clock microseconds.
     pub(super) loaded_at: i64,
     pub(crate) hash: KeyHash,
     /// `i64::MAX`: never.
     pub(crate) expires_us: i64,
+    /// Latest use known here, in microseconds since the epoch
+    /// (`i64::MIN`: none): the stored `last_used_at` at load, moved forward
+    /// by this instance's verifies.
+    pub(crate) last_used_us: AtomicI64,
     pub(crate) created_us: i64,
     pub(crate) revoked: bool,
     /// Usage-limited: every verify asks the store for a credit.
@@ -50,24 +37,22 @@ pub(crate) struct CachedKey {
     /// otherwise the stash does.
     pub(super) cached: bool,
     pub(crate) tenant: Arc<Tenant>,
+    /// The key's rate limit (the instance's default if the key has none)
+    /// as GCRA parameters, and its state: read by every verify ...
+    pub(crate) slot: KeySlot,
     pub(crate) permissions: PermissionSet,
-    /// The key's rate limit as written, for a host's limiter.
+    pub(crate) name: Box<str>,
+    /// ... and as written, for a host's limiter.
     pub(crate) limit: Option<RateLimit>,
     pub(crate) prefix: DisplayPrefix,
     /// What only some keys have (a refill, a successor, access rules):
     /// boxed, and absent for most keys, whose verify reads only that it
     /// is absent.
     cold: Option<Box<Cold>>,
+    /// A background read of this key is under way (stale-while-revalidate:
+    /// one per entry).
+    pub(crate) refreshing: std::sync::atomic::AtomicBool,
 }
-
-/// Zero-sized, aligned to a cache line: in a `repr(C)` struct, the
-/// fields after it start a new line.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct NewLine;
-
-// The written part fits its line, and the read part starts the next.
-const _: () = assert!(std::mem::offset_of!(CachedKey, _read) == 64);
 
 /// The rarely set part of a [`CachedKey`].
 #[derive(Debug)]
@@ -132,7 +117,6 @@ impl CachedKey {
             prefix: record.prefix,
             cold: Cold::of(record).map(Box::new),
             refreshing: std::sync::atomic::AtomicBool::new(false),
-            _read: NewLine,
         }
     }
 
@@ -157,7 +141,6 @@ impl CachedKey {
             prefix: DisplayPrefix::default(),
             cold: None,
             refreshing: std::sync::atomic::AtomicBool::new(false),
-            _read: NewLine,
         }
     }
 
