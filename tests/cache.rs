@@ -557,34 +557,36 @@ async fn past_its_time_limit_a_busy_key_is_served_while_one_read_runs() {
     assert_eq!(store.gets() - before, 2, "read before answering");
 }
 
-/// Twenty keys over a feed that sees every writer, read into the cache;
-/// background reads bounded by `budget`.
-async fn twenty_aged_keys(
-    budget: Option<RateLimit>,
+/// `n` keys over a feed that sees every writer, read into the cache,
+/// with a budget of background reads set by `budget` (the default if it
+/// sets none).
+async fn aged_keys(
+    n: usize,
+    budget: impl FnOnce(keyward::KeywardBuilder) -> keyward::KeywardBuilder,
 ) -> (Keyward, CountingStore, ManualClock, Vec<String>) {
     let store = CountingStore {
         with_feed: true,
         ..CountingStore::default()
     };
     let clock = ManualClock::default();
-    let keys = Keyward::builder(store.clone(), catalog())
-        .clock(clock.clone())
-        .cache_ttl(Duration::seconds(10))
-        .cache_refresh_reads(budget)
-        .build()
-        .expect("config");
+    let keys = budget(
+        Keyward::builder(store.clone(), catalog())
+            .clock(clock.clone())
+            .cache_ttl(Duration::seconds(10)),
+    )
+    .cache_capacity(n.max(1_000))
+    .build()
+    .expect("config");
     let admin = admin(&keys, "acme");
     let mut tokens = Vec::new();
-    for i in 0..20 {
+    for i in 0..n {
         let issued = keys
             .create(&admin, NewKey::new(format!("k{i}")))
             .await
             .expect("create");
         tokens.push(issued.token.expose_secret().to_string());
     }
-    for t in &tokens {
-        keys.verify(t).await.expect("valid");
-    }
+    verify_all(&keys, &tokens).await;
     (keys, store, clock, tokens)
 }
 
@@ -598,7 +600,8 @@ async fn verify_all(keys: &Keyward, tokens: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_reads_of_aged_keys_stay_within_their_budget() {
     let per_minute = RateLimit::new(5, Duration::minutes(1)).expect("limit");
-    let (keys, store, clock, tokens) = twenty_aged_keys(Some(per_minute)).await;
+    let (keys, store, clock, tokens) =
+        aged_keys(20, |b| b.cache_refresh_reads(Some(per_minute))).await;
     let before = store.gets();
     clock.advance(Duration::seconds(11));
     // Every aged key answers at once, twice; five are read again.
@@ -622,12 +625,53 @@ async fn background_reads_of_aged_keys_stay_within_their_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_budget_every_aged_key_is_read_again() {
-    let (keys, store, clock, tokens) = twenty_aged_keys(None).await;
+async fn by_default_a_thousand_aged_keys_are_read_again_and_without_a_budget_all() {
+    for (budget, reads) in [(Some(()), 1_000), (None, 1_100)] {
+        let (keys, store, clock, tokens) = aged_keys(1_100, |b| match budget {
+            Some(()) => b,
+            None => b.cache_refresh_reads(None),
+        })
+        .await;
+        let before = store.gets();
+        clock.advance(Duration::seconds(11));
+        verify_all(&keys, &tokens).await;
+        for _ in 0..400 {
+            if store.gets() - before >= reads {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(store.gets() - before, reads, "budget {budget:?}");
+    }
+}
+
+/// Polls `f` once, outside any runtime.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_read_that_cannot_start_goes_back_to_the_budget() {
+    let one = RateLimit::new(1, Duration::minutes(1)).expect("limit");
+    let (keys, store, clock, tokens) = aged_keys(2, |b| b.cache_refresh_reads(Some(one))).await;
     let before = store.gets();
     clock.advance(Duration::seconds(11));
-    verify_all(&keys, &tokens).await;
-    until("twenty background reads", || store.gets() - before == 20).await;
+    // Verified on a thread outside any runtime: nothing can run the read.
+    let (k, t) = (keys.clone(), tokens[0].clone());
+    std::thread::spawn(move || poll_once(k.verify(&t)).expect("ready").expect("valid"))
+        .join()
+        .expect("verified");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(store.gets() - before, 0, "no read could start");
+    // The read granted went back: the other aged key gets it.
+    keys.verify(&tokens[1]).await.expect("valid");
+    until("the read", || store.gets() - before == 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

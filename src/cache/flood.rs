@@ -59,6 +59,14 @@ impl ReadBudget {
         self.gcra
             .is_none_or(|g| g.check(&self.tat, gcra_now(now_us)).is_ok())
     }
+
+    /// Gives back a read taken by [`ReadBudget::take`] and not made.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn refund(&self) {
+        if let Some(g) = &self.gcra {
+            g.refund(&self.tat);
+        }
+    }
 }
 
 /// Whether an id is among the ids known to exist.

@@ -208,9 +208,11 @@ impl KeywardBuilder {
 
     /// How long past [`cache_ttl`](Self::cache_ttl) a cached key may still
     /// answer a verify while it is read again in the background
-    /// (stale-while-revalidate), so that a busy key never waits for the
+    /// (stale-while-revalidate), so that a busy key does not wait for the
     /// store when its time limit ends. Default: 10 minutes. Zero turns it
-    /// off.
+    /// off. The background reads have a budget
+    /// ([`cache_refresh_reads`](Self::cache_refresh_reads)); a key still
+    /// unread when its window ends is read before its verify answers.
     ///
     /// It applies only with a store whose change feed sees every writer
     /// ([`KeyStore::feed_sees_every_writer`]: PostgreSQL, the memory
@@ -235,10 +237,15 @@ impl KeywardBuilder {
     /// million busy keys: 100,000 reads a second, per instance). Past the
     /// budget, an aged entry goes on answering and is queued by a later
     /// verify; one whose stale window has ended is read before its verify
-    /// answers, as any miss. So at the default, up to 600,000 busy keys
-    /// are read again within the default 10-minute window without a
-    /// verify ever waiting; beyond that, the rest wait for one read each
-    /// per window, unless the budget is raised.
+    /// answers, as any miss. The reads go to whichever aged keys are
+    /// verified first once the budget refills, so the keys used most are
+    /// read again most often, and a key used less often may reach the end
+    /// of its window and wait for one read. At the default, at most
+    /// 600,000 keys are read again in the background per 10-minute
+    /// window; a service with more busy keys than that, or with a few
+    /// very busy ones among many, raises it. For a key over the budget, a
+    /// change the feed missed can be served until its window ends
+    /// (`cache_ttl` + `cache_stale_for`), the bound documented there.
     pub fn cache_refresh_reads(mut self, budget: Option<RateLimit>) -> Self {
         self.cache_refresh_reads = budget;
         self

@@ -61,15 +61,18 @@ impl Keyward {
             use std::sync::atomic::Ordering;
             // Loads first: a hot entry's line is not written on every hit,
             // nor the budget's past it.
-            if entry.refreshing.load(Ordering::Relaxed)
-                || !self.inner.refresh.budget.take(now_us)
-                || entry.refreshing.swap(true, Ordering::AcqRel)
-            {
+            let budget = &self.inner.refresh.budget;
+            if entry.refreshing.load(Ordering::Relaxed) || !budget.take(now_us) {
                 return;
             }
-            if !self.enqueue_refresh(entry) {
-                // Not queued: a later verify queues it.
+            // A read granted and not made is given back: another verify
+            // queued the entry first, or it could not be queued (a full
+            // queue, no runtime; a later verify queues it).
+            if entry.refreshing.swap(true, Ordering::AcqRel) {
+                budget.refund();
+            } else if !self.enqueue_refresh(entry) {
                 entry.refreshing.store(false, Ordering::Release);
+                budget.refund();
             }
         }
         #[cfg(not(feature = "tokio"))]
@@ -117,7 +120,9 @@ impl Keyward {
         let id = entry.id;
         let now_us = self.now_us();
         let Lookup::Miss(ticket) = self.inner.cache.get(&id, now_us) else {
-            // Read again meanwhile (a verify's miss, or a change).
+            // Read again meanwhile (a verify's miss, or a change): the
+            // read granted is not made.
+            self.inner.refresh.budget.refund();
             return;
         };
         if let Err(e) = self.deadline(self.load(ticket, &id, now_us)).await {
