@@ -62,7 +62,23 @@ impl Keyward {
             // Loads first: a hot entry's line is not written on every hit,
             // nor the budget's past it.
             let budget = &self.inner.refresh.budget;
-            if entry.refreshing.load(Ordering::Relaxed) || !budget.take(now_us) {
+            if entry.refreshing.load(Ordering::Relaxed) {
+                return;
+            }
+            // An entry early in its stale window leaves half the budget to
+            // those late in theirs: the busiest keys, which age first and
+            // are verified first, cannot take every read from quieter keys
+            // whose windows are ending.
+            let granted = if self
+                .inner
+                .cache
+                .late_in_window(entry.loaded_at_us(), now_us)
+            {
+                budget.take(now_us)
+            } else {
+                budget.take_if_half_left(now_us)
+            };
+            if !granted {
                 return;
             }
             // A read granted and not made is given back: another verify
