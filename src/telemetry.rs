@@ -69,10 +69,21 @@ pub(crate) enum CacheResult {
     OverBudget,
 }
 
+/// What became of an aged cache entry's call for a background read.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) enum Refresh {
+    /// Queued for a background read.
+    Queued,
+    /// Past the budget of background reads: served on unread.
+    OverBudget,
+}
+
 #[cfg(feature = "metrics")]
 struct Handles {
     outcomes: Vec<metrics::Counter>,
     lookups: [metrics::Counter; 4],
+    refreshes: [metrics::Counter; 2],
 }
 
 #[cfg(feature = "metrics")]
@@ -85,6 +96,8 @@ impl Handles {
                 .collect(),
             lookups: ["hit", "miss", "unknown_id", "over_budget"]
                 .map(|r| metrics::counter!("keyward_cache_lookups_total", "result" => r)),
+            refreshes: ["queued", "over_budget"]
+                .map(|r| metrics::counter!("keyward_cache_refreshes_total", "result" => r)),
         }
     }
 }
@@ -122,6 +135,16 @@ impl Telemetry {
         self.handles().outcomes[outcome_index(err.code())].increment(1);
         #[cfg(not(feature = "metrics"))]
         let _ = err;
+    }
+
+    /// An aged entry's call for a background read.
+    #[inline]
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn refresh(&self, result: Refresh) {
+        #[cfg(feature = "metrics")]
+        self.handles().refreshes[result as usize].increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = result;
     }
 
     /// A lookup of the verification cache.

@@ -759,3 +759,47 @@ async fn without_a_feed_that_sees_every_writer_the_time_limit_alone_rules() {
     h.keys.verify(token).await.expect("valid");
     assert_eq!(h.store.gets() - before, 1, "read before answering");
 }
+
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_for_background_reads_are_counted_queued_or_over_budget() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let store = CountingStore {
+        with_feed: true,
+        ..CountingStore::default()
+    };
+    let clock = ManualClock::default();
+    let one = RateLimit::new(1, Duration::minutes(10)).expect("limit");
+    let keys = Keyward::builder(store, catalog())
+        .clock(clock.clone())
+        .cache_ttl(Duration::seconds(10))
+        .cache_refresh_reads(Some(one))
+        .build()
+        .expect("config");
+    let admin = admin(&keys, "acme");
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let issued = keys
+            .create(&admin, NewKey::new(format!("k{i}")))
+            .await
+            .expect("create");
+        tokens.push(issued.token.expose_secret().to_string());
+    }
+    // The instance's metric handles are registered at its first verify,
+    // with the recorder in force then: this one.
+    metrics::with_local_recorder(&recorder, || {
+        let verify = |t: &String| {
+            poll_once(keys.verify(t)).expect("ready").expect("valid");
+        };
+        tokens.iter().for_each(verify);
+        clock.advance(Duration::seconds(11));
+        tokens.iter().for_each(verify);
+    });
+    let text = recorder.handle().render();
+    for line in [
+        r#"keyward_cache_refreshes_total{result="queued"} 1"#,
+        r#"keyward_cache_refreshes_total{result="over_budget"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+}

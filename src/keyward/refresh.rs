@@ -12,6 +12,8 @@ use std::sync::Arc;
 use super::Keyward;
 use crate::cache::{CachedKey, ReadBudget};
 use crate::limit::RateLimit;
+#[cfg(feature = "tokio")]
+use crate::telemetry::Refresh;
 
 /// Entries waiting to be read again, at most, per queue: past it, an
 /// aged entry is queued by a later verify (it is served meanwhile).
@@ -79,6 +81,7 @@ impl Keyward {
                 budget.take_if_half_left(now_us)
             };
             if !granted {
+                self.inner.telemetry.refresh(Refresh::OverBudget);
                 return;
             }
             // A read granted and not made is given back: another verify
@@ -86,7 +89,9 @@ impl Keyward {
             // queue, no runtime; a later verify queues it).
             if entry.refreshing.swap(true, Ordering::AcqRel) {
                 budget.refund();
-            } else if !self.enqueue_refresh(entry) {
+            } else if self.enqueue_refresh(entry) {
+                self.inner.telemetry.refresh(Refresh::Queued);
+            } else {
                 entry.refreshing.store(false, Ordering::Release);
                 budget.refund();
             }
