@@ -49,15 +49,6 @@ impl ReadBudget {
         }
     }
 
-    /// [`ReadBudget::take`] for a read that can wait: only while at least
-    /// half the burst is left, so reads that cannot wait always find the
-    /// other half.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn take_if_half_left(&self, now_us: i64) -> bool {
-        self.gcra
-            .is_none_or(|g| g.half_burst().check(&self.tat, gcra_now(now_us)).is_ok())
-    }
-
     /// Whether every read is granted.
     pub(crate) fn unbounded(&self) -> bool {
         self.gcra.is_none()
@@ -289,18 +280,6 @@ impl KnownIds {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_read_that_can_wait_leaves_half_the_burst() {
-        let limit = RateLimit::new(10, chrono::Duration::minutes(1)).expect("limit");
-        let budget = ReadBudget::new(Some(limit));
-        let waiting = (0..10).filter(|_| budget.take_if_half_left(0)).count();
-        assert_eq!(waiting, 5);
-        let urgent = (0..10).filter(|_| budget.take(0)).count();
-        assert_eq!(urgent, 5, "the other half");
-        // Unbounded: always.
-        assert!(ReadBudget::new(None).take_if_half_left(0));
-    }
-
     use super::*;
 
     fn id(n: u8) -> KeyId {

@@ -219,15 +219,6 @@ impl Cache {
             && self.feed_live.load(Ordering::Acquire)
     }
 
-    /// Whether an entry loaded at `loaded_at` is in the second half of
-    /// its stale window at `now`: its background read can wait no longer
-    /// than the first half did.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn late_in_window(&self, loaded_at: i64, now: i64) -> bool {
-        let half = self.stale_us.load(Ordering::Relaxed) / 2;
-        now.saturating_sub(loaded_at) >= self.ttl_us.saturating_add(half)
-    }
-
     /// The stripe of `id` for the unknown map, loads and epochs.
     fn stripe(&self, id: &KeyId) -> usize {
         // Middle bits: the maps index by the low bits and tag entries with

@@ -237,12 +237,10 @@ impl KeywardBuilder {
     /// million busy keys: 100,000 reads a second, per instance). Past the
     /// budget, an aged entry goes on answering and is queued by a later
     /// verify; one whose stale window has ended is read before its verify
-    /// answers, as any miss. The reads go to the aged keys verified first
-    /// once the budget refills, but an entry in the first half of its
-    /// stale window takes a read only while half the burst is left: the
-    /// busiest keys, which age first, cannot take every read from quieter
-    /// keys late in their windows. A key used rarely may still reach the
-    /// end of its window and wait for one read. At the default, at most
+    /// answers, as any miss. The reads go to whichever aged keys are
+    /// verified first once the budget refills, so the keys used most are
+    /// read again most often, and a key used less often may reach the end
+    /// of its window and wait for one read. At the default, at most
     /// 600,000 keys are read again in the background per 10-minute
     /// window; a service with more busy keys than that, or with a few
     /// very busy ones among many, raises it. For a key over the budget, a

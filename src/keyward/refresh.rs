@@ -67,20 +67,7 @@ impl Keyward {
             if entry.refreshing.load(Ordering::Relaxed) {
                 return;
             }
-            // An entry early in its stale window leaves half the budget to
-            // those late in theirs: the busiest keys, which age first and
-            // are verified first, cannot take every read from quieter keys
-            // whose windows are ending.
-            let granted = if self
-                .inner
-                .cache
-                .late_in_window(entry.loaded_at_us(), now_us)
-            {
-                budget.take(now_us)
-            } else {
-                budget.take_if_half_left(now_us)
-            };
-            if !granted {
+            if !budget.take(now_us) {
                 self.inner.telemetry.refresh(Refresh::OverBudget);
                 return;
             }
@@ -141,9 +128,10 @@ impl Keyward {
         let id = entry.id;
         let now_us = self.now_us();
         let Lookup::Miss(ticket) = self.inner.cache.get(&id, now_us) else {
-            // Read again meanwhile (a verify's miss, or a change): the
-            // read granted is not made.
-            self.inner.refresh.budget.refund();
+            // Read again meanwhile (a verify's miss, or a change). The
+            // read granted is not given back: the store was read for the
+            // key all the same, and a refund this late could be one the
+            // budget has refilled since, granting a read twice.
             return;
         };
         if let Err(e) = self.deadline(self.load(ticket, &id, now_us)).await {

@@ -35,16 +35,6 @@ impl Gcra {
         }
     }
 
-    /// The same limit, less half its burst: over one state, a check of it
-    /// passes only while at least half the burst is left, so the checks
-    /// of the whole limit always find the other half.
-    pub(crate) fn half_burst(self) -> Self {
-        Self {
-            tolerance_ns: self.tolerance_ns / 2,
-            ..self
-        }
-    }
-
     /// Gives back one request counted by [`Gcra::check`], when a later
     /// limit refused the request it was counted for.
     pub(crate) fn refund(&self, state: &AtomicU64) {
