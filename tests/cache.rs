@@ -6,7 +6,7 @@ mod common;
 use chrono::Duration;
 use common::forge::{same_id_other_secret, unknown_token};
 use common::{admin, catalog, harness_with, CountingStore};
-use keyward::{Keyward, ManualClock, MemoryStore, NewKey, RateLimit, VerifyError};
+use keyward::{Keyward, KeywardBuilder, ManualClock, MemoryStore, NewKey, RateLimit, VerifyError};
 
 #[tokio::test]
 async fn a_hot_key_reads_the_store_once_per_time_limit() {
@@ -490,18 +490,41 @@ async fn a_cancelled_request_loses_no_last_used_write() {
 /// and the memory store's do): past its time limit a cached key is
 /// served stale while it is read again.
 fn with_feed(stale: Duration) -> (Keyward, CountingStore, ManualClock) {
+    feed_harness(|b| b.cache_stale_for(stale))
+}
+
+/// [`with_feed`]'s harness (a 10 s `cache_ttl`), with `configure` applied
+/// to its builder.
+fn feed_harness(
+    configure: impl FnOnce(KeywardBuilder) -> KeywardBuilder,
+) -> (Keyward, CountingStore, ManualClock) {
     let store = CountingStore {
         with_feed: true,
         ..CountingStore::default()
     };
     let clock = ManualClock::default();
-    let keys = Keyward::builder(store.clone(), catalog())
-        .clock(clock.clone())
-        .cache_ttl(Duration::seconds(10))
-        .cache_stale_for(stale)
-        .build()
-        .expect("config");
+    let keys = configure(
+        Keyward::builder(store.clone(), catalog())
+            .clock(clock.clone())
+            .cache_ttl(Duration::seconds(10)),
+    )
+    .build()
+    .expect("config");
     (keys, store, clock)
+}
+
+/// Creates `n` keys of tenant `acme`; their tokens.
+async fn create_keys(keys: &Keyward, n: usize) -> Vec<String> {
+    let admin = admin(keys, "acme");
+    let mut tokens = Vec::new();
+    for i in 0..n {
+        let issued = keys
+            .create(&admin, NewKey::new(format!("k{i}")))
+            .await
+            .expect("create");
+        tokens.push(issued.token.expose_secret().to_string());
+    }
+    tokens
 }
 
 /// Waits (a little, in real time) for background reads to land.
@@ -562,30 +585,10 @@ async fn past_its_time_limit_a_busy_key_is_served_while_one_read_runs() {
 /// sets none).
 async fn aged_keys(
     n: usize,
-    budget: impl FnOnce(keyward::KeywardBuilder) -> keyward::KeywardBuilder,
+    budget: impl FnOnce(KeywardBuilder) -> KeywardBuilder,
 ) -> (Keyward, CountingStore, ManualClock, Vec<String>) {
-    let store = CountingStore {
-        with_feed: true,
-        ..CountingStore::default()
-    };
-    let clock = ManualClock::default();
-    let keys = budget(
-        Keyward::builder(store.clone(), catalog())
-            .clock(clock.clone())
-            .cache_ttl(Duration::seconds(10)),
-    )
-    .cache_capacity(n.max(1_000))
-    .build()
-    .expect("config");
-    let admin = admin(&keys, "acme");
-    let mut tokens = Vec::new();
-    for i in 0..n {
-        let issued = keys
-            .create(&admin, NewKey::new(format!("k{i}")))
-            .await
-            .expect("create");
-        tokens.push(issued.token.expose_secret().to_string());
-    }
+    let (keys, store, clock) = feed_harness(|b| budget(b.cache_capacity(n.max(1_000))));
+    let tokens = create_keys(&keys, n).await;
     verify_all(&keys, &tokens).await;
     (keys, store, clock, tokens)
 }
@@ -730,27 +733,9 @@ async fn without_a_feed_that_sees_every_writer_the_time_limit_alone_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_for_background_reads_are_counted_queued_or_over_budget() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let store = CountingStore {
-        with_feed: true,
-        ..CountingStore::default()
-    };
-    let clock = ManualClock::default();
     let one = RateLimit::new(1, Duration::minutes(10)).expect("limit");
-    let keys = Keyward::builder(store, catalog())
-        .clock(clock.clone())
-        .cache_ttl(Duration::seconds(10))
-        .cache_refresh_reads(Some(one))
-        .build()
-        .expect("config");
-    let admin = admin(&keys, "acme");
-    let mut tokens = Vec::new();
-    for i in 0..3 {
-        let issued = keys
-            .create(&admin, NewKey::new(format!("k{i}")))
-            .await
-            .expect("create");
-        tokens.push(issued.token.expose_secret().to_string());
-    }
+    let (keys, _store, clock) = feed_harness(|b| b.cache_refresh_reads(Some(one)));
+    let tokens = create_keys(&keys, 3).await;
     // The instance's metric handles are registered at its first verify,
     // with the recorder in force then: this one. The store answers at
     // once, so each verify, the first reads too, ends in one poll.
