@@ -5,7 +5,7 @@ mod common;
 
 use chrono::Duration;
 use common::forge::{same_id_other_secret, unknown_token};
-use common::{admin, catalog, harness_with, CountingStore};
+use common::{admin, catalog, create_keys, harness_with, CountingStore};
 use keyward::{Keyward, KeywardBuilder, ManualClock, MemoryStore, NewKey, RateLimit, VerifyError};
 
 #[tokio::test]
@@ -511,20 +511,6 @@ fn feed_harness(
     .build()
     .expect("config");
     (keys, store, clock)
-}
-
-/// Creates `n` keys of tenant `acme`; their tokens.
-async fn create_keys(keys: &Keyward, n: usize) -> Vec<String> {
-    let admin = admin(keys, "acme");
-    let mut tokens = Vec::new();
-    for i in 0..n {
-        let issued = keys
-            .create(&admin, NewKey::new(format!("k{i}")))
-            .await
-            .expect("create");
-        tokens.push(issued.token.expose_secret().to_string());
-    }
-    tokens
 }
 
 /// Waits (a little, in real time) for background reads to land.

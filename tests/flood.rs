@@ -5,7 +5,7 @@
 mod common;
 
 use common::forge::unknown_token;
-use common::{admin, harness_with, settle};
+use common::{admin, create_keys, harness_with, settle};
 use keyward::{AuditOutcome, NewKey, RateLimit, VerifyError};
 
 fn budget(per_second: u32) -> Option<RateLimit> {
@@ -20,25 +20,11 @@ async fn flood(keys: &keyward::Keyward, from: u64, n: u64) {
     }
 }
 
-/// `n` new keys of tenant `acme`: their tokens.
-async fn create(keys: &keyward::Keyward, n: usize) -> Vec<String> {
-    let admin = admin(keys, "acme");
-    let mut tokens = Vec::with_capacity(n);
-    for i in 0..n {
-        let k = keys
-            .create(&admin, NewKey::new(format!("k{i}")))
-            .await
-            .expect("created");
-        tokens.push(k.token.expose_secret().to_string());
-    }
-    tokens
-}
-
 #[tokio::test]
 async fn a_flood_costs_the_store_its_budget_and_real_keys_still_verify() {
     let h = harness_with(|b| b.unknown_id_reads(budget(10)));
     let admin = admin(&h.keys, "acme");
-    let tokens = create(&h.keys, 30).await;
+    let tokens = create_keys(&h.keys, 30).await;
     // None of them is cached (a write drops its id from the cache).
     let before = h.store.gets();
     flood(&h.keys, 0, 11).await;
@@ -129,7 +115,7 @@ async fn the_default_budget_is_a_thousand_reads_and_none_turns_it_off() {
 #[tokio::test]
 async fn a_cold_start_busier_than_the_budget_refuses_no_real_key() {
     let h = harness_with(|b| b.unknown_id_reads(budget(10)));
-    let tokens = create(&h.keys, 100).await;
+    let tokens = create_keys(&h.keys, 100).await;
     let before = h.store.gets();
     let (mut read, mut retry) = (0, Vec::new());
     for t in &tokens {
@@ -208,7 +194,7 @@ fn without_a_runtime_an_aged_entry_is_read_and_others_are_unanswerable() {
 async fn the_provided_id_walk_reads_records_a_few_thousand_at_a_time() {
     use keyward::store::KeyStore;
     let h = harness_with(|b| b);
-    create(&h.keys, 6_000).await;
+    create_keys(&h.keys, 6_000).await;
     let before = h.store.calls();
     let ids = h.store.scan_ids(None, 20_000).await.expect("ids");
     assert_eq!(h.store.calls() - before, 2, "5,000 records, then 1,000");

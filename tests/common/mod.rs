@@ -259,6 +259,20 @@ pub fn admin(keys: &Keyward, tenant: &str) -> Actor {
         .may_manage_keys(true)
 }
 
+/// `n` new keys of tenant `acme` (named `k0`, `k1`, …): their tokens.
+pub async fn create_keys(keys: &Keyward, n: usize) -> Vec<String> {
+    let admin = admin(keys, "acme");
+    let mut tokens = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = keys
+            .create(&admin, keyward::NewKey::new(format!("k{i}")))
+            .await
+            .expect("created");
+        tokens.push(k.token.expose_secret().to_string());
+    }
+    tokens
+}
+
 /// A loopback port free at the time of asking (a server started on it
 /// may still find it taken: callers retry).
 pub fn free_port() -> u16 {
