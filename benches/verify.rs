@@ -27,7 +27,8 @@
 //!   one of 10 networks (the client's matched last), and with two named
 //!   limits charged a cost of 3.
 //! - `threads/{one,two}/{different,same}`: one iteration is one verify
-//!   per thread, so throughput(two) / throughput(one) = 2 × t(one) / t(two).
+//!   per thread, so throughput(two) / throughput(one) = 2 × t(one) / t(two);
+//!   `threads/ideal_{one,two}/same`: the ideal chain alike, on one key.
 
 #![allow(unsafe_code)] // the counting allocator only
 
@@ -508,8 +509,9 @@ fn bench_access(c: &mut Criterion) {
     g.finish();
 }
 
-/// `threads` threads, each verifying `iters` times its token.
-fn concurrent(keys: &Keyward, tokens: &[&str], iters: u64) -> Duration {
+/// `tokens.len()` threads, each calling `verify` `iters` times with its
+/// token.
+fn concurrent(verify: &(impl Fn(&str) + Sync), tokens: &[&str], iters: u64) -> Duration {
     let barrier = Barrier::new(tokens.len() + 1);
     std::thread::scope(|scope| {
         for t in tokens {
@@ -517,7 +519,7 @@ fn concurrent(keys: &Keyward, tokens: &[&str], iters: u64) -> Duration {
             scope.spawn(move || {
                 barrier.wait();
                 for _ in 0..iters {
-                    black_box(run(keys.verify(black_box(t))).expect("valid"));
+                    verify(black_box(t));
                 }
                 barrier.wait();
             });
@@ -532,18 +534,31 @@ fn concurrent(keys: &Keyward, tokens: &[&str], iters: u64) -> Duration {
 fn bench_threads(c: &mut Criterion) {
     let s = setup(1_000);
     let (a, b2) = (s.tokens[0].as_str(), s.tokens[1].as_str());
+    let keyward = |t: &str| {
+        black_box(run(s.keys.verify(t)).expect("valid"));
+    };
     let mut g = c.benchmark_group("threads");
     g.bench_function("one/different", |b| {
-        b.iter_custom(|iters| concurrent(&s.keys, &[a], iters))
+        b.iter_custom(|iters| concurrent(&keyward, &[a], iters))
     });
     g.bench_function("two/different", |b| {
-        b.iter_custom(|iters| concurrent(&s.keys, &[a, b2], iters))
+        b.iter_custom(|iters| concurrent(&keyward, &[a, b2], iters))
     });
     g.bench_function("one/same", |b| {
-        b.iter_custom(|iters| concurrent(&s.keys, &[a], iters))
+        b.iter_custom(|iters| concurrent(&keyward, &[a], iters))
     });
     g.bench_function("two/same", |b| {
-        b.iter_custom(|iters| concurrent(&s.keys, &[a, a], iters))
+        b.iter_custom(|iters| concurrent(&keyward, &[a, a], iters))
+    });
+    // The ideal chain on one key from two threads: what one shared
+    // limiter word allows any design that counts every request exactly.
+    let map = ideal_map(&s.tokens);
+    let ideal = |t: &str| assert!(ideal_verify(&map, t, 0b01));
+    g.bench_function("ideal_one/same", |b| {
+        b.iter_custom(|iters| concurrent(&ideal, &[a], iters))
+    });
+    g.bench_function("ideal_two/same", |b| {
+        b.iter_custom(|iters| concurrent(&ideal, &[a, a], iters))
     });
     g.finish();
 }
@@ -607,6 +622,8 @@ fn report(memory: &Memory) {
         ">= 1.3",
         same >= 1.3,
     );
+    let ideal_same = 2.0 * ns("threads/ideal_one/same") / ns("threads/ideal_two/same");
+    check("  the same, ideal chain".into(), ideal_same, "-", true);
     for what in [
         "wrong_secret",
         "unknown_id",
@@ -714,6 +731,8 @@ fn report(memory: &Memory) {
             "two_different": ns("threads/two/different"),
             "one_same": ns("threads/one/same"),
             "two_same": ns("threads/two/same"),
+            "ideal_one_same": ns("threads/ideal_one/same"),
+            "ideal_two_same": ns("threads/ideal_two/same"),
         },
     });
     let dir = std::path::Path::new(
