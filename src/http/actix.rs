@@ -39,7 +39,7 @@ use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, HttpResponse, Resp
 use http::header::HeaderName;
 use tracing::Instrument;
 
-use super::authenticate::authenticate;
+use super::authenticate::{authenticate, key_span};
 use super::client::ClientAddress;
 use super::error::clean_realm;
 use super::headers::Headers;
@@ -239,11 +239,7 @@ where
             .await;
             match verified {
                 Ok(verified) => {
-                    let span = tracing::info_span!(
-                        "api_key",
-                        key = %verified.display_prefix(),
-                        tenant = %verified.tenant(),
-                    );
+                    let span = key_span(&verified);
                     req.extensions_mut().insert(verified);
                     req.extensions_mut().insert(Realm(config.realm.clone()));
                     let response = service.call(req).instrument(span).await?;

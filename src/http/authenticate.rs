@@ -95,6 +95,24 @@ fn request<'h, H: Headers + ?Sized>(
 
 /// The refusal of `token`, naming its key by display prefix when it has
 /// the shape of one (taken only on refusal: an accept never parses twice).
+/// The `api_key` span a verified request is served in, carrying the
+/// key's display prefix and tenant; made only when a `tracing`
+/// subscriber records spans at `INFO`. (Otherwise `Span::none()`: a
+/// disabled span would still be checked on every poll, and, with
+/// `tracing`'s `log` feature on, offered to the `log` crate.)
+#[cfg(any(feature = "axum", feature = "actix"))]
+pub(crate) fn key_span(verified: &Verified) -> tracing::Span {
+    if tracing::level_enabled!(tracing::Level::INFO) {
+        tracing::info_span!(
+            "api_key",
+            key = %verified.display_prefix(),
+            tenant = %verified.tenant(),
+        )
+    } else {
+        tracing::Span::none()
+    }
+}
+
 fn refusal(keys: &Keyward, token: &str, e: &crate::VerifyError) -> ApiError {
     ApiError::from_verify(e).with_key(prefix(keys, token))
 }

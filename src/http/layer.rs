@@ -9,7 +9,7 @@ use http::Request;
 use tower::Layer;
 use tracing::Span;
 
-use super::authenticate::{finish, start, Started};
+use super::authenticate::{finish, key_span, start, Started};
 use super::client::ClientAddress;
 use super::service::{Admission, Authorize, Gate};
 use super::{
@@ -208,11 +208,7 @@ impl Config {
         verified: Result<Verified, ApiError>,
     ) -> Result<(Request<B>, Span), Response> {
         let verified = verified.map_err(|e| render(&self.render, &self.realm, e))?;
-        let span = tracing::info_span!(
-            "api_key",
-            key = %verified.display_prefix(),
-            tenant = %verified.tenant(),
-        );
+        let span = key_span(&verified);
         req.extensions_mut().insert(verified);
         if self.custom {
             req.extensions_mut().insert(Renderer {
