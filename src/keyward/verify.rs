@@ -290,10 +290,7 @@ impl Keyward {
         if self.inner.last_used.note(&entry, now_us) {
             self.schedule_flush(now_us);
         }
-        Verified {
-            key: entry,
-            remaining,
-        }
+        Verified::new(entry, remaining)
     }
 
     /// Everything [`Keyward::verify`] does that needs to await: reading
