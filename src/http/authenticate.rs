@@ -93,17 +93,20 @@ fn request<'h, H: Headers + ?Sized>(
     Ok((token, req))
 }
 
-/// The refusal of `token`, naming its key by display prefix when it has
-/// the shape of one (taken only on refusal: an accept never parses twice).
-/// The `api_key` span a verified request is served in, carrying the
-/// key's display prefix and tenant; made only when a `tracing`
-/// subscriber records spans at `INFO`. (Otherwise `Span::none()`: a
-/// disabled span would still be checked on every poll, and, with
-/// `tracing`'s `log` feature on, offered to the `log` crate.)
+/// The `api_key` span a verified request is served in (target
+/// `keyward::http`, whatever the framework), carrying the key's display
+/// prefix and tenant; made only when a `tracing` subscriber records
+/// `INFO` (the test `span!` itself makes first). Otherwise
+/// `Span::none()`: a disabled span would still be entered and left on
+/// every poll and, with `tracing`'s `log` feature on, offered to the
+/// `log` crate each time.
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) fn key_span(verified: &Verified) -> tracing::Span {
-    if tracing::level_enabled!(tracing::Level::INFO) {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    let info = LevelFilter::INFO;
+    if info <= STATIC_MAX_LEVEL && info <= LevelFilter::current() {
         tracing::info_span!(
+            target: "keyward::http",
             "api_key",
             key = %verified.display_prefix(),
             tenant = %verified.tenant(),
@@ -113,6 +116,8 @@ pub(crate) fn key_span(verified: &Verified) -> tracing::Span {
     }
 }
 
+/// The refusal of `token`, naming its key by display prefix when it has
+/// the shape of one (taken only on refusal: an accept never parses twice).
 fn refusal(keys: &Keyward, token: &str, e: &crate::VerifyError) -> ApiError {
     ApiError::from_verify(e).with_key(prefix(keys, token))
 }

@@ -38,8 +38,9 @@ struct Config {
 /// it (with the tenant from a header, if configured, and the client
 /// address, see [`KeywardLayer::client_address`]), and either refuses
 /// with an [`ApiError`] or passes the request on with the [`Verified`](crate::Verified) key
-/// in its extensions (read it with [`Authenticated`](super::Authenticated)) and a `tracing` span
-/// `api_key` carrying the key's display prefix and tenant.
+/// in its extensions (read it with [`Authenticated`](super::Authenticated)), in a `tracing` span
+/// `api_key` (target `keyward::http`) carrying the key's display prefix
+/// and tenant when a subscriber records `INFO`.
 #[derive(Clone)]
 #[must_use]
 pub struct KeywardLayer {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use super::webhooks::{rfc3339, Notice};
-use super::{latest, Keyward, UPDATE_ATTEMPTS};
+use super::{latest, Keyward, MAX_USES, UPDATE_ATTEMPTS};
 use crate::audit::AuditAction;
 use crate::authority::authorize;
 use crate::error::{KeyError, StoreError};
@@ -206,7 +206,8 @@ impl Keyward {
             };
             let delta = i64::try_from(left).unwrap_or(i64::MAX);
             match store.adjust_credits(id, -delta).await? {
-                Credit::Consumed { .. } => return Ok(left),
+                // What was taken: at most `MAX_USES`, as any key holds.
+                Credit::Consumed { .. } => return Ok(left.min(MAX_USES)),
                 // A use landed between the read and the take: read again.
                 Credit::Exhausted => continue,
                 Credit::Missing => return Err(KeyError::NotFound(*id)),

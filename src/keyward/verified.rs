@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::cache::Held;
 use crate::error::Forbidden;
 use crate::key::Actor;
+use crate::key::MAX_USES;
 use crate::limit::{NamedLimit, RateLimit};
 use crate::permission::{Permission, PermissionSet};
 use crate::token::{DisplayPrefix, KeyId};
@@ -27,8 +28,9 @@ use crate::token::{DisplayPrefix, KeyId};
 pub struct Verified {
     pub(crate) key: Held,
     /// Uses left after this one, plus one, for a usage-limited key: one
-    /// word, so that a verify's answer is read back in fewer moves.
-    /// Exact: a key holds at most [`MAX_USES`](crate::MAX_USES).
+    /// word, so that a verify's answer is read back in fewer moves. At
+    /// most [`MAX_USES`] + 1: a key holds no more (a host's store that
+    /// reports more is read as `MAX_USES`).
     remaining: Option<NonZeroU64>,
 }
 
@@ -47,7 +49,7 @@ impl Verified {
     pub(crate) fn new(key: Held, remaining: Option<u64>) -> Self {
         Self {
             key,
-            remaining: remaining.map(|n| NonZeroU64::MIN.saturating_add(n)),
+            remaining: remaining.map(|n| NonZeroU64::MIN.saturating_add(n.min(MAX_USES))),
         }
     }
 
@@ -87,8 +89,8 @@ impl Verified {
         self.key.limit
     }
 
-    /// Uses left after this one, for a usage-limited key; `None` for a
-    /// key without a usage limit.
+    /// Uses left after this one, for a usage-limited key (at most
+    /// [`MAX_USES`]); `None` for a key without a usage limit.
     pub fn remaining(&self) -> Option<u64> {
         self.remaining.map(|n| n.get() - 1)
     }

@@ -207,7 +207,8 @@ pub enum Credit {
     Unlimited,
     /// The uses asked for were taken; this many are left.
     Consumed {
-        /// Uses left after them.
+        /// Uses left after them: at most [`MAX_USES`](crate::MAX_USES)
+        /// (keyward reads more as that).
         remaining: u64,
     },
     /// Fewer uses left than asked for; nothing taken.
