@@ -549,25 +549,14 @@ async fn a_cost_spends_that_many_credits_and_the_spend_is_readable() {
 #[tokio::test]
 async fn uses_left_are_reported_exactly_from_the_most_to_none() {
     let s = setup(|b| b);
-    let ops = admin(&s.keys, "acme");
-    let most = s
-        .keys
-        .create(&ops, NewKey::new("most").remaining(u64::MAX))
-        .await
-        .expect("created");
-    let t = most.token.expose_secret();
+    let t = &issue(&s.keys, NewKey::new("most").remaining(u64::MAX)).await;
     let free = VerifyRequest::new().cost(0);
     let v = s.keys.verify_with(t, free).await.expect("cost 0");
     assert_eq!(v.remaining(), Some(keyward::MAX_USES), "clamped, unspent");
     let v = s.keys.verify(t).await.expect("one use");
     assert_eq!(v.remaining(), Some(keyward::MAX_USES - 1));
     assert_eq!(v.clone().remaining(), Some(keyward::MAX_USES - 1));
-    let one = s
-        .keys
-        .create(&ops, NewKey::new("one").remaining(1))
-        .await
-        .expect("created");
-    let t = one.token.expose_secret();
+    let t = &issue(&s.keys, NewKey::new("one").remaining(1)).await;
     assert_eq!(
         s.keys
             .verify_with(t, free)
