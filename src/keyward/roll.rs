@@ -204,10 +204,12 @@ impl Keyward {
             let Some(left) = record.remaining else {
                 return Err(KeyError::Store(StoreError::Conflict(*id)));
             };
-            let delta = i64::try_from(left).unwrap_or(i64::MAX);
+            // At most `MAX_USES`, as any key holds (a host's store may
+            // report more): what is taken, and what the successor gets.
+            let taken = left.min(MAX_USES);
+            let delta = i64::try_from(taken).unwrap_or(i64::MAX);
             match store.adjust_credits(id, -delta).await? {
-                // What was taken: at most `MAX_USES`, as any key holds.
-                Credit::Consumed { .. } => return Ok(left.min(MAX_USES)),
+                Credit::Consumed { .. } => return Ok(taken),
                 // A use landed between the read and the take: read again.
                 Credit::Exhausted => continue,
                 Credit::Missing => return Err(KeyError::NotFound(*id)),
