@@ -579,13 +579,10 @@ async fn uses_left_are_reported_exactly_from_the_most_to_none() {
 /// any key may hold is read as holding `MAX_USES`.
 #[tokio::test]
 async fn uses_left_a_store_overstates_are_read_as_the_most_a_key_holds() {
-    let store = CountingStore::default();
-    let keys = Keyward::builder(store.clone(), catalog())
-        .build()
-        .expect("config");
-    let t = &issue(&keys, NewKey::new("metered").remaining(10)).await;
-    store.overstate_credits.store(true, Ordering::SeqCst);
-    let v = keys.verify(t).await.expect("valid");
+    let s = setup(|b| b);
+    let t = &issue(&s.keys, NewKey::new("metered").remaining(10)).await;
+    s.store.overstate_credits.store(true, Ordering::SeqCst);
+    let v = s.keys.verify(t).await.expect("valid");
     assert_eq!(v.remaining(), Some(keyward::MAX_USES));
 }
 
