@@ -54,6 +54,16 @@ impl ReadBudget {
         self.gcra.is_none()
     }
 
+    /// Whether a [`ReadBudget::take`] at `now_us` would find none left:
+    /// a load, no write.
+    #[inline]
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn spent(&self, now_us: i64) -> bool {
+        self.gcra
+            .as_ref()
+            .is_some_and(|g| g.spent(&self.tat, gcra_now(now_us)))
+    }
+
     /// Takes one read at `now_us`, if there is one to take.
     pub(crate) fn take(&self, now_us: i64) -> bool {
         self.gcra

