@@ -4,7 +4,10 @@
 //! ratio from criterion's estimates and writes them, with the figures the
 //! plot needs, to `target/criterion/keyward-verify.json`
 //! (`scripts/bench-plot` draws `docs/verify-throughput.svg` from it).
-//! `KEYWARD_BENCH_QUICK=1` skips the 1,000,000-key sizes.
+//! `KEYWARD_BENCH_QUICK=1` skips the 1,000,000-key sizes. A run that
+//! leaves any row unmeasured (a filter, or the quick sizes) writes
+//! `keyward-verify-partial.json` instead, and leaves the full run's file
+//! as it was.
 //!
 //! Groups:
 //! - `valid/{keyward,ideal}/{1k,10k,100k,1M}`: a valid key, picked in a
@@ -740,7 +743,14 @@ fn report(memory: &Memory) {
     )
     .join("criterion");
     let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("keyward-verify.json");
+    // A filtered or quick run leaves rows unmeasured: its figures go
+    // beside the full run's, not over them (the plot reads the full run).
+    let complete = rows.iter().all(|(_, value, _, _)| !value.is_nan());
+    let path = dir.join(if complete {
+        "keyward-verify.json"
+    } else {
+        "keyward-verify-partial.json"
+    });
     match std::fs::write(&path, summary.to_string()) {
         Ok(()) => println!("  written: {}", path.display()),
         Err(e) => println!("  could not write {}: {e}", path.display()),
