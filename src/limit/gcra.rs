@@ -36,8 +36,10 @@ impl Gcra {
     }
 
     /// Whether [`Gcra::check`] at `now_ns` would refuse: one load, no
-    /// write. (A request it does not refuse may still be refused by
-    /// `check`, if another takes the last one meanwhile.)
+    /// write. The answer may be out of date by the time it is acted on:
+    /// another request may take the last one meanwhile (`check` then
+    /// refuses what this did not), or a refund may give one back (a
+    /// later call finds it).
     #[inline]
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn spent(&self, state: &AtomicU64, now_ns: u64) -> bool {
@@ -104,39 +106,57 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Nanosecond figures of every size, small ones (real periods) as
+    /// often as large ones.
+    fn ns() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..=10_000_000_000_000, any::<u64>()]
+    }
+
     proptest! {
         /// `spent` refuses exactly what `check` refuses, from any state,
-        /// at any instant, with any parameters.
+        /// at any instant (often within a few nanoseconds of the edge),
+        /// with any parameters; it never writes, and `check` writes only
+        /// what it grants.
         #[test]
         fn spent_is_what_check_refuses(
-            emission in 1u64..=u64::MAX,
-            tolerance in any::<u64>(),
-            tat in any::<u64>(),
-            now in any::<u64>(),
+            emission in ns(),
+            tolerance in ns(),
+            tat in ns(),
+            now in ns(),
+            near_edge in any::<bool>(),
+            offset in -2i64..=2,
         ) {
             let g = Gcra {
-                emission_ns: NonZeroU64::new(emission).expect("positive"),
+                emission_ns: NonZeroU64::new(emission.max(1)).expect("positive"),
                 tolerance_ns: tolerance,
+            };
+            let now = if near_edge {
+                g.earliest(tat).saturating_add_signed(offset)
+            } else {
+                now
             };
             let state = AtomicU64::new(tat);
             let spent = g.spent(&state, now);
+            prop_assert_eq!(state.load(Ordering::Relaxed), tat);
             prop_assert_eq!(spent, g.check(&state, now).is_err());
-            // `spent` never writes; `check` writes only what it grants.
-            let after = state.load(Ordering::Relaxed);
-            prop_assert_eq!(after == tat, spent || tat.max(now).saturating_add(emission) == tat);
+            let granted = tat.max(now).saturating_add(g.emission_ns.get());
+            let after = if spent { tat } else { granted };
+            prop_assert_eq!(state.load(Ordering::Relaxed), after);
         }
     }
 
-    /// Near the edge: the request at `earliest` passes, one nanosecond
-    /// before it does not.
+    /// At the edge: a request at `earliest` passes, one a nanosecond
+    /// before it does not, and `check` agrees.
     #[test]
     fn spent_turns_at_the_earliest_instant() {
         let g = Gcra {
             emission_ns: NonZeroU64::new(1_000).expect("positive"),
             tolerance_ns: 5_000,
         };
-        let state = AtomicU64::new(20_000);
-        assert!(g.spent(&state, 14_999));
-        assert!(!g.spent(&state, 15_000));
+        let at = |tat| AtomicU64::new(tat);
+        assert!(g.spent(&at(20_000), 14_999));
+        assert!(g.check(&at(20_000), 14_999).is_err());
+        assert!(!g.spent(&at(20_000), 15_000));
+        assert!(g.check(&at(20_000), 15_000).is_ok());
     }
 }
