@@ -745,7 +745,19 @@ fn report(memory: &Memory) {
     let _ = std::fs::create_dir_all(&dir);
     // A filtered or quick run leaves rows unmeasured: its figures go
     // beside the full run's, not over them (the plot reads the full run).
-    let complete = rows.iter().all(|(_, value, _, _)| !value.is_nan());
+    let unmeasured = rows
+        .iter()
+        .filter(|(_, value, _, _)| value.is_nan())
+        .count();
+    let quick = std::env::var_os("KEYWARD_BENCH_QUICK").is_some();
+    let complete = unmeasured == 0 && !quick;
+    if !complete {
+        println!(
+            "  a partial run ({unmeasured} of {} rows unmeasured{}): the full run's file stays",
+            rows.len(),
+            if quick { ", quick sizes" } else { "" }
+        );
+    }
     let path = dir.join(if complete {
         "keyward-verify.json"
     } else {
