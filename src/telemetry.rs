@@ -5,7 +5,8 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `keyward_verifications_total` | counter | `outcome`: `ok` or the refusal's code (`invalid`, `rate_limited`, …) |
-//! | `keyward_cache_lookups_total` | counter | `result`: `hit`, `miss`, `unknown_id` |
+//! | `keyward_cache_lookups_total` | counter | `result`: `hit`, `miss`, `unknown_id`, `over_budget` (a miss refused without a read, past the read budget; also counted as a `miss`) |
+//! | `keyward_cache_refreshes_total` | counter | `result`: `queued` (an aged entry queued for a background read) or `over_budget` (a verify of an aged entry past `cache_refresh_reads`, served unread) |
 //! | `keyward_store_call_duration_seconds` | histogram | `operation`: `get`, `update`, `consume_credit`, … |
 //! | `keyward_store_call_errors_total` | counter | `operation` |
 //! | `keyward_limiter_refusals_total` | counter | `limit`: `key`, `named`, `quota`; `unavailable` |
