@@ -41,7 +41,6 @@ impl Gcra {
     /// refuses what this did not), or a refund may give one back (a
     /// later call finds it).
     #[inline]
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn spent(&self, state: &AtomicU64, now_ns: u64) -> bool {
         now_ns < self.earliest(state.load(Ordering::Relaxed))
     }
