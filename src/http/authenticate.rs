@@ -96,7 +96,8 @@ fn request<'h, H: Headers + ?Sized>(
 /// The `api_key` span a verified request is served in (target
 /// `keyward::http`, whatever the framework), carrying the key's display
 /// prefix and tenant; made only when a `tracing` subscriber records
-/// `INFO` (the test `span!` itself makes first). Otherwise
+/// `INFO` (the same level test that `span!` makes before anything else).
+/// Otherwise
 /// `Span::none()`: a disabled span would still be entered and left on
 /// every poll and, with `tracing`'s `log` feature on, offered to the
 /// `log` crate each time.
