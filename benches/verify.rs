@@ -296,9 +296,14 @@ fn ideal_verify(map: &IdealMap, token: &str, bit: u64) -> bool {
 
 // ---------------------------------------------------------------------
 
+/// `KEYWARD_BENCH_QUICK` is set: the 1,000,000-key sizes are skipped.
+fn quick() -> bool {
+    std::env::var_os("KEYWARD_BENCH_QUICK").is_some()
+}
+
 fn sizes() -> Vec<(&'static str, usize)> {
     let mut v = vec![("1k", 1_000), ("10k", 10_000), ("100k", 100_000)];
-    if std::env::var_os("KEYWARD_BENCH_QUICK").is_none() {
+    if !quick() {
         v.push(("1M", 1_000_000));
     }
     v
@@ -398,7 +403,7 @@ fn bench_defaults(c: &mut Criterion) {
     let _inside = runtime.enter();
     let mut g = c.benchmark_group("defaults");
     for (label, n) in [("1k", 1_000), ("1M", 1_000_000)] {
-        if n > 1_000 && std::env::var_os("KEYWARD_BENCH_QUICK").is_some() {
+        if n > 1_000 && quick() {
             continue;
         }
         let order = order(n);
@@ -749,7 +754,7 @@ fn report(memory: &Memory) {
         .iter()
         .filter(|(_, value, _, _)| value.is_nan())
         .count();
-    let quick = std::env::var_os("KEYWARD_BENCH_QUICK").is_some();
+    let quick = quick();
     let complete = unmeasured == 0 && !quick;
     if !complete {
         println!(
