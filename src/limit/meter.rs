@@ -74,8 +74,9 @@ pub(crate) struct Subject<'a> {
     pub(crate) id: KeyId,
     /// Its limit, for the built-in limiter.
     pub(crate) slot: &'a KeySlot,
-    /// Its limit as written, for a host's limiter.
-    pub(crate) limit: Option<RateLimit>,
+    /// Its limit as written, for a host's limiter: borrowed, so that
+    /// the built-in limiter's path never reads it.
+    pub(crate) limit: &'a Option<RateLimit>,
     /// Whether `slot` holds the key's state; otherwise the stash does.
     pub(crate) in_cache: bool,
     /// The key's tenant.
@@ -503,7 +504,7 @@ mod tests {
         let who = Subject {
             id: KeyId::random().expect("OS randomness"),
             slot: &slot,
-            limit: Some(quota),
+            limit: &Some(quota),
             in_cache: true,
             tenant: &tenant,
             acting_for: Some("agency/new"),
