@@ -170,3 +170,23 @@ fn scanner_regex_names_the_shape() {
         r"\bsk_[0-9A-Za-z]{8}_[0-9A-Za-z]{32}\b"
     );
 }
+
+/// The shape check's alphabet is exactly ASCII letters and digits: every
+/// byte value, alone and at every position of an id-sized and a
+/// body-sized run of good ones.
+#[test]
+fn base62_is_exactly_ascii_alphanumeric() {
+    for b in 0..=u8::MAX {
+        let want = b.is_ascii_alphanumeric();
+        assert_eq!(is_base62(&[b]), want, "byte {b:#04x}");
+        for len in [ID_LEN, BODY_LEN] {
+            for at in 0..len {
+                let mut run = vec![b'a'; len];
+                run[at] = b;
+                assert_eq!(is_base62(&run), want, "byte {b:#04x} at {at} of {len}");
+            }
+        }
+    }
+    assert!(is_base62(ALPHABET));
+    assert!(is_base62(&[]));
+}
