@@ -97,10 +97,9 @@ fn request<'h, H: Headers + ?Sized>(
 /// `keyward::http`, whatever the framework), carrying the key's display
 /// prefix and tenant; made only when a `tracing` subscriber records
 /// `INFO` (the same level test that `span!` makes before anything else).
-/// Otherwise
-/// `Span::none()`: a disabled span would still be entered and left on
-/// every poll and, with `tracing`'s `log` feature on, offered to the
-/// `log` crate each time.
+/// Otherwise `Span::none()`: a disabled span would still be entered and
+/// left on every poll and, with `tracing`'s `log` feature on, offered to
+/// the `log` crate each time.
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub(crate) fn key_span(verified: &Verified) -> tracing::Span {
     use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
